@@ -1,0 +1,94 @@
+"""One exception hierarchy for Colony (SDK and relay alike).
+
+ColonyError
+├── ProtocolError            a peer sent something that breaks the protocol
+│   ├── MalformedFrame       not JSON, wrong shape, unknown frame type      -> ``malformed``
+│   ├── TooLarge             frame or event over a configured limit         -> ``too_large``
+│   ├── InvalidEvent         fails encoding/shape/namespace rules            -> ``invalid``
+│   ├── BadSignature         signature, id or receipt does not verify        -> ``bad_signature``
+│   ├── AuthRequired         publish before an authenticated hello           -> ``auth_required``
+│   ├── Unauthorized         key lacks the right for this feed               -> ``unauthorized``
+│   ├── RateLimited          too many events per second (key or IP)          -> ``rate_limited``
+│   └── LimitExceeded        e.g. too many subscriptions on one connection   -> ``limit_exceeded``
+├── ChainError               a record breaks its feed's hash chain (client/replay side)
+├── Unavailable              storage cannot durably append right now         -> ``unavailable``
+└── RelayError               the relay answered a request with an error frame (client side)
+
+Every peer-caused error has a stable machine-readable ``code``; the relay turns it into an
+``error`` frame. Anything else is a bug: it is logged with a traceback and the peer only
+sees ``internal``.
+"""
+from __future__ import annotations
+
+
+class ColonyError(Exception):
+    """Base of every error Colony raises on purpose."""
+
+    code = "internal"
+
+
+class ProtocolError(ColonyError):
+    code = "malformed"
+
+
+class MalformedFrame(ProtocolError):
+    code = "malformed"
+
+
+class TooLarge(ProtocolError):
+    code = "too_large"
+
+
+class InvalidEvent(ProtocolError):
+    code = "invalid"
+
+
+class BadSignature(ProtocolError):
+    code = "bad_signature"
+
+
+class AuthRequired(ProtocolError):
+    code = "auth_required"
+
+
+class Unauthorized(ProtocolError):
+    code = "unauthorized"
+
+
+class RateLimited(ProtocolError):
+    code = "rate_limited"
+
+
+class LimitExceeded(ProtocolError):
+    code = "limit_exceeded"
+
+
+class ChainError(ColonyError):
+    code = "bad_chain"
+
+
+class Unavailable(ColonyError):
+    code = "unavailable"
+
+
+class RelayError(ColonyError):
+    """An ``error`` frame received from the relay, raised to the caller that caused it."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+
+
+ERROR_CODES = (
+    "malformed",
+    "too_large",
+    "invalid",
+    "bad_signature",
+    "auth_required",
+    "unauthorized",
+    "rate_limited",
+    "limit_exceeded",
+    "unavailable",
+    "internal",
+)

@@ -1,0 +1,252 @@
+"""Events, records and snapshots: canonical bytes, ids, signatures and the hash chain.
+
+An *event* is what an author signs; a *record* is the relay's receipt that gives the event
+its place (``seq``) in a feed and links it to the previous record (``prev``). All of the
+byte layouts are normative and described in ``docs/protocol.md``.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from .canonical import CanonicalError, canonical
+from .errors import BadSignature, InvalidEvent
+from .keys import Keypair, verify
+
+EVENT_DOMAIN = b"colony/event/v1\n"
+RECORD_DOMAIN = b"colony/record/v1\n"
+SNAPSHOT_DOMAIN = b"colony/snapshot/v1\n"
+HELLO_DOMAIN = b"colony/hello/v1\n"
+GENESIS = "0" * 64
+
+FEED_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}/[A-Za-z0-9._~:@+=-][A-Za-z0-9._~:@+=/-]{0,199}$")
+KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
+HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
+HEX128_RE = re.compile(r"^[0-9a-f]{128}$")
+EVENT_FIELDS = frozenset(("feed", "kind", "author", "ts", "ctx", "body", "sig", "id"))
+RECORD_FIELDS = frozenset(("seq", "prev", "rtime", "relay", "rsig", "event"))
+MAX_TS = 2**53 - 1
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def namespace_of(feed: str) -> str:
+    return feed.split("/", 1)[0]
+
+
+def check_feed(feed: Any) -> str:
+    if not isinstance(feed, str) or not FEED_RE.match(feed) or "//" in feed or feed.endswith("/"):
+        raise InvalidEvent("feed must look like '<namespace>/<name>' (see docs/protocol.md)")
+    return feed
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def event_signing_bytes(feed: str, kind: str, author: str, ts: int, ctx: int, body: Any) -> bytes:
+    payload = {"author": author, "body": body, "ctx": ctx, "feed": feed, "kind": kind, "ts": ts}
+    try:
+        return EVENT_DOMAIN + canonical(payload)
+    except CanonicalError as exc:
+        raise InvalidEvent(f"body is not canonical JSON: {exc}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An author-signed event. Construct with :meth:`create` or :meth:`from_wire`."""
+
+    feed: str
+    kind: str
+    author: str
+    ts: int
+    ctx: int
+    body: Any
+    sig: str
+    id: str
+    size: int = field(default=0, compare=False)
+
+    @classmethod
+    def create(
+        cls, key: Keypair, feed: str, kind: str, body: Any, ctx: int = 0, ts: int | None = None
+    ) -> Event:
+        check_feed(feed)
+        if not KIND_RE.match(kind):
+            raise InvalidEvent("kind must match [a-z][a-z0-9_.-]{0,63}")
+        ts = now_ms() if ts is None else ts
+        signing = event_signing_bytes(feed, kind, key.public_hex, ts, ctx, body)
+        return cls(
+            feed, kind, key.public_hex, ts, ctx, body,
+            key.sign(signing).hex(), hashlib.sha256(signing).hexdigest(), len(signing),
+        )
+
+    @classmethod
+    def from_wire(cls, d: Any, verify_sig: bool = True) -> Event:
+        """Validate an untrusted wire object; raise InvalidEvent or BadSignature."""
+        if not isinstance(d, dict):
+            raise InvalidEvent("event must be an object")
+        if set(d) != EVENT_FIELDS:
+            missing = EVENT_FIELDS - set(d)
+            extra = set(d) - EVENT_FIELDS
+            raise InvalidEvent(f"event fields wrong (missing {sorted(missing)}, unknown {sorted(extra)})")
+        feed, kind, author, ts, ctx = d["feed"], d["kind"], d["author"], d["ts"], d["ctx"]
+        check_feed(feed)
+        if not isinstance(kind, str) or not KIND_RE.match(kind):
+            raise InvalidEvent("kind must match [a-z][a-z0-9_.-]{0,63}")
+        if not isinstance(author, str) or not HEX64_RE.match(author):
+            raise InvalidEvent("author must be 64 lowercase hex chars")
+        if not _is_int(ts) or not 0 <= ts <= MAX_TS:
+            raise InvalidEvent("ts must be a non-negative integer (ms)")
+        if not _is_int(ctx) or not 0 <= ctx <= MAX_TS:
+            raise InvalidEvent("ctx must be a non-negative integer")
+        sig, eid = d["sig"], d["id"]
+        if not isinstance(sig, str) or not HEX128_RE.match(sig):
+            raise InvalidEvent("sig must be 128 lowercase hex chars")
+        if not isinstance(eid, str) or not HEX64_RE.match(eid):
+            raise InvalidEvent("id must be 64 lowercase hex chars")
+        signing = event_signing_bytes(feed, kind, author, ts, ctx, d["body"])
+        if hashlib.sha256(signing).hexdigest() != eid:
+            raise BadSignature("id is not the SHA-256 of the signed bytes")
+        if verify_sig and not verify(bytes.fromhex(author), signing, bytes.fromhex(sig)):
+            raise BadSignature("signature does not verify for author")
+        return cls(feed, kind, author, ts, ctx, d["body"], sig, eid, len(signing))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "feed": self.feed, "kind": self.kind, "author": self.author, "ts": self.ts,
+            "ctx": self.ctx, "body": self.body, "sig": self.sig, "id": self.id,
+        }
+
+    def signing_bytes(self) -> bytes:
+        return event_signing_bytes(self.feed, self.kind, self.author, self.ts, self.ctx, self.body)
+
+    def verify(self) -> bool:
+        signing = self.signing_bytes()
+        return hashlib.sha256(signing).hexdigest() == self.id and verify(
+            bytes.fromhex(self.author), signing, bytes.fromhex(self.sig)
+        )
+
+    @property
+    def namespace(self) -> str:
+        return namespace_of(self.feed)
+
+
+def receipt_bytes(feed: str, seq: int, prev: str, event_id: str, rtime: int, relay: str) -> bytes:
+    return RECORD_DOMAIN + canonical(
+        {"event": event_id, "feed": feed, "prev": prev, "relay": relay, "rtime": rtime, "seq": seq}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An event with its place in a feed, signed by the relay that sequenced it."""
+
+    seq: int
+    prev: str
+    rtime: int
+    relay: str
+    rsig: str
+    event: Event
+    hash: str
+
+    @property
+    def feed(self) -> str:
+        return self.event.feed
+
+    @classmethod
+    def seal(cls, relay_key: Keypair, event: Event, seq: int, prev: str, rtime: int | None = None) -> Record:
+        rtime = now_ms() if rtime is None else rtime
+        rb = receipt_bytes(event.feed, seq, prev, event.id, rtime, relay_key.public_hex)
+        return cls(seq, prev, rtime, relay_key.public_hex, relay_key.sign(rb).hex(), event,
+                   hashlib.sha256(rb).hexdigest())
+
+    @classmethod
+    def from_wire(cls, d: Any, verify_sigs: bool = True) -> Record:
+        """Validate an untrusted record: event signature and id, and the relay's receipt."""
+        if not isinstance(d, dict) or set(d) != RECORD_FIELDS:
+            raise InvalidEvent("record must have exactly the fields " + ", ".join(sorted(RECORD_FIELDS)))
+        event = Event.from_wire(d["event"], verify_sig=verify_sigs)
+        seq, prev, rtime, relay, rsig = d["seq"], d["prev"], d["rtime"], d["relay"], d["rsig"]
+        if not _is_int(seq) or seq < 1:
+            raise InvalidEvent("seq must be a positive integer")
+        if not _is_int(rtime) or rtime < 0:
+            raise InvalidEvent("rtime must be a non-negative integer")
+        for name, v, rx in (("prev", prev, HEX64_RE), ("relay", relay, HEX64_RE), ("rsig", rsig, HEX128_RE)):
+            if not isinstance(v, str) or not rx.match(v):
+                raise InvalidEvent(f"{name} is not lowercase hex of the right length")
+        rb = receipt_bytes(event.feed, seq, prev, event.id, rtime, relay)
+        if verify_sigs and not verify(bytes.fromhex(relay), rb, bytes.fromhex(rsig)):
+            raise BadSignature("relay receipt signature does not verify")
+        return cls(seq, prev, rtime, relay, rsig, event, hashlib.sha256(rb).hexdigest())
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "seq": self.seq, "prev": self.prev, "rtime": self.rtime, "relay": self.relay,
+            "rsig": self.rsig, "event": self.event.to_wire(),
+        }
+
+
+def snapshot_bytes(feed: str, seq: int, head: str, state: bytes, relay: str) -> bytes:
+    return SNAPSHOT_DOMAIN + canonical(
+        {"feed": feed, "head": head, "relay": relay, "seq": seq,
+         "state_hash": hashlib.sha256(state).hexdigest()}
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A relay-signed summary of a feed's derived state at ``seq`` (docs: a Yjs update)."""
+
+    feed: str
+    seq: int
+    head: str
+    state: bytes
+    relay: str
+    rsig: str
+
+    @classmethod
+    def seal(cls, relay_key: Keypair, feed: str, seq: int, head: str, state: bytes) -> Snapshot:
+        sb = snapshot_bytes(feed, seq, head, state, relay_key.public_hex)
+        return cls(feed, seq, head, state, relay_key.public_hex, relay_key.sign(sb).hex())
+
+    def verify(self) -> bool:
+        sb = snapshot_bytes(self.feed, self.seq, self.head, self.state, self.relay)
+        return verify(bytes.fromhex(self.relay), sb, bytes.fromhex(self.rsig))
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"feed": self.feed, "seq": self.seq, "head": self.head,
+                "state": base64.b64encode(self.state).decode(), "relay": self.relay, "rsig": self.rsig}
+
+    @classmethod
+    def from_wire(cls, d: Any) -> Snapshot:
+        try:
+            snap = cls(d["feed"], int(d["seq"]), d["head"], base64.b64decode(d["state"], validate=True),
+                       d["relay"], d["rsig"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidEvent(f"bad snapshot: {exc}") from exc
+        if not snap.verify():
+            raise BadSignature("snapshot signature does not verify")
+        return snap
+
+
+def hello_bytes(key: str, nonce: str, relay: str) -> bytes:
+    return HELLO_DOMAIN + canonical({"key": key, "nonce": nonce, "relay": relay})
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def unb64(text: Any) -> bytes:
+    if not isinstance(text, str):
+        raise InvalidEvent("expected a base64 string")
+    try:
+        return base64.b64decode(text, validate=True)
+    except ValueError as exc:
+        raise InvalidEvent("not valid base64") from exc

@@ -1,0 +1,86 @@
+"""Wire frames of the native protocol (``/ws``): parse untrusted text, build replies.
+
+Every frame is one JSON object with a type field ``t``. One WebSocket text message carries
+one frame or several frames separated by ``\\n`` (canonical JSON never contains a raw
+newline, so splitting is safe); both sides must accept batches. ``rid`` is an optional
+client-chosen request id (string up to 64 chars, or integer) echoed on the reply.
+
+client -> relay
+  hello   {t, key, sig}                   sig = Ed25519 over hello_bytes(key, nonce, relay)
+  sub     {t, feed, since, rid?}          since = last seq the client has (0 = nothing)
+  unsub   {t, feed, rid?}
+  pub     {t, event, rid?}
+  ping    {t, rid?}
+
+relay -> client
+  challenge {t, nonce, relay}             first frame on every connection
+  welcome   {t, key}                      hello accepted
+  ok        {t, feed, id, seq, dup?, rid?}  after durable append (dup: stored earlier)
+  error     {t, code, message, rid?, feed?, id?}
+  rec       {t, feed, rec}                one record, in seq order per feed
+  snapshot  {t, feed, snap}               merged state of a doc at snap.seq
+  synced    {t, feed, seq, head}          backlog done; live records follow
+  presence  {t, feed, op, keys}           op: "list" | "join" | "leave"
+  unsubbed  {t, feed, rid?, reason?}      subscription ended (asked for, or access revoked)
+  pong      {t, rid?}
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .canonical import CanonicalError, parse_json
+from .errors import MalformedFrame
+
+CLIENT_FRAMES = frozenset(("hello", "sub", "unsub", "pub", "ping"))
+RELAY_FRAMES = frozenset(
+    ("challenge", "welcome", "ok", "error", "rec", "snapshot", "synced", "presence", "unsubbed", "pong")
+)
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def encode(frame: dict[str, Any]) -> str:
+    """Serialize a frame compactly (not necessarily canonical: frames are not signed)."""
+    return _dumps(frame)
+
+
+def split(message: str | bytes) -> list[str]:
+    """Split one WebSocket message into frame texts (a batch is newline-separated)."""
+    if isinstance(message, bytes):
+        try:
+            message = message.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise MalformedFrame("frames are UTF-8 JSON text") from exc
+    return [part for part in message.split("\n") if part.strip()]
+
+
+def parse(text: str, allowed: frozenset[str] = CLIENT_FRAMES) -> dict[str, Any]:
+    """Parse one frame; raise MalformedFrame with a reason a developer can act on."""
+    try:
+        frame = parse_json(text)
+    except (ValueError, CanonicalError, RecursionError) as exc:
+        raise MalformedFrame(f"frame is not valid JSON: {exc}") from exc
+    if not isinstance(frame, dict):
+        raise MalformedFrame("frame must be a JSON object")
+    t = frame.get("t")
+    if t not in allowed:
+        raise MalformedFrame(f"unknown frame type {t!r}")
+    rid = frame.get("rid")
+    if rid is not None and not (
+        (isinstance(rid, str) and len(rid) <= 64) or (isinstance(rid, int) and not isinstance(rid, bool))
+    ):
+        raise MalformedFrame("rid must be a string (<= 64 chars) or an integer")
+    return frame
+
+
+def error(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    frame: dict[str, Any] = {"t": "error", "code": code, "message": message}
+    frame.update({k: v for k, v in extra.items() if v is not None})
+    return frame
+
+
+def with_rid(frame: dict[str, Any], rid: Any) -> dict[str, Any]:
+    if rid is not None:
+        frame["rid"] = rid
+    return frame

@@ -1,0 +1,71 @@
+"""The namespace plug-in interface and the registry that maps feed ids to plug-ins."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Generic, TypeVar
+
+from ..events import Event, Record, namespace_of
+
+S = TypeVar("S")
+
+
+class Namespace(ABC, Generic[S]):
+    """A deterministic state machine over one feed's records.
+
+    ``validate`` raises :class:`collab.errors.InvalidEvent` (or ``Unauthorized``) to refuse an
+    event; it must not mutate ``state``. ``apply`` folds a sequenced record into the state and
+    returns the new state (it may update mutable state in place and return it).
+    Control kinds (``feed.policy``, ``acl.*``) are handled by the core and never reach here.
+    """
+
+    name: str = ""
+    #: access policy of a feed whose first event is not ``feed.policy``
+    default_policy: str = "signed"
+    #: kinds this namespace accepts; empty means any kind
+    kinds: frozenset[str] = frozenset()
+
+    @abstractmethod
+    def initial(self, feed: str) -> S: ...
+
+    @abstractmethod
+    def validate(self, state: S, event: Event) -> None: ...
+
+    @abstractmethod
+    def apply(self, state: S, record: Record) -> S: ...
+
+    def dump(self, state: S) -> bytes | None:
+        """Serialize state for a stored snapshot (None: this namespace keeps none)."""
+        return None
+
+    def load(self, feed: str, data: bytes) -> S:
+        raise NotImplementedError
+
+    def view(self, state: S) -> Any:
+        """A JSON-friendly view of the state, for HTTP and the viewer."""
+        return None
+
+
+class Registry:
+    """Maps a namespace name to its plug-in; unknown namespaces get the generic one."""
+
+    def __init__(self, fallback: Namespace[Any]) -> None:
+        self._by_name: dict[str, Namespace[Any]] = {}
+        self._fallback = fallback
+
+    def register(self, ns: Namespace[Any]) -> None:
+        self._by_name[ns.name] = ns
+
+    def for_feed(self, feed: str) -> Namespace[Any]:
+        return self._by_name.get(namespace_of(feed), self._fallback)
+
+    def names(self) -> list[str]:
+        return sorted(self._by_name)
+
+
+def default_registry() -> Registry:
+    from .doc import DocNamespace
+    from .generic import GenericNamespace
+
+    reg = Registry(GenericNamespace())
+    reg.register(DocNamespace())
+    return reg

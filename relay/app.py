@@ -1,0 +1,37 @@
+"""Starlette assembly: routes for the HTTP API, the native WebSocket and the viewer."""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Mount, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+import web
+
+from .config import Config
+from .http import routes as http_routes
+from .server import Relay
+from .ws import native_endpoint
+
+WEB_DIR = Path(web.__file__).resolve().parent
+
+
+def create_app(config: Config | None = None, relay: Relay | None = None) -> Starlette:
+    """Build the ASGI app; the relay starts and stops with the app's lifespan."""
+    relay = relay or Relay(config or Config())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with relay:
+            yield
+
+    web_dir = relay.config.web_dir or WEB_DIR
+    routes = [*http_routes, WebSocketRoute("/ws", native_endpoint)]
+    if web_dir.is_dir():
+        routes.append(Mount("/", StaticFiles(directory=web_dir, html=True), name="web"))
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.relay = relay
+    return app

@@ -1,0 +1,20 @@
+"""Relay settings in one place; the CLI and tests build a :class:`Config`."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .limits import Limits
+
+
+@dataclass(slots=True)
+class Config:
+    data_dir: Path = Path("./colony-data")
+    host: str = "127.0.0.1"
+    port: int = 8765
+    limits: Limits = field(default_factory=Limits)
+    synchronous: str = "FULL"          # SQLite durability: FULL fsyncs each group commit
+    snapshot_every: int = 256          # doc feeds: store a snapshot every N records
+    snapshot_catchup: int = 200        # doc feeds: send a snapshot when further behind than this
+    idle_feed_seconds: float = 300.0   # unload feeds with no subscribers after this long
+    web_dir: Path | None = None        # viewer files (default: the packaged web/)

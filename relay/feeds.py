@@ -1,0 +1,430 @@
+"""Per-feed sequencing and fan-out.
+
+Each loaded feed has one worker task that owns its state: it takes queued publishes in
+batches (validate, authorize, seal records, one durable append, then ack and fan out) and
+serves new subscriptions *between* batches, so a subscriber always starts from a committed
+head and never misses or duplicates a record. The :class:`Hub` loads feeds lazily and keeps
+the registry of loaded feeds.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+from collab import frames
+from collab.access import CONTROL_KINDS, Access, apply_access, validate_control
+from collab.errors import ColonyError, InvalidEvent, TooLarge, Unauthorized, Unavailable
+from collab.events import GENESIS, Event, Record, Snapshot
+from collab.keys import Keypair
+from collab.namespaces import Namespace, Registry
+
+from .config import Config
+from .storage.base import HeadMoved, Storage, StoredSnapshot
+
+log = logging.getLogger(__name__)
+
+ID_CACHE = 50_000
+MAX_BATCH = 512
+
+
+class Subscriber(Protocol):
+    """What the hub needs of a connection: its key and two ways to hand it a frame."""
+
+    key: str | None
+
+    def deliver(self, frame: str) -> None:
+        """Queue a frame without waiting; a connection that is too far behind closes itself."""
+
+    async def deliver_wait(self, frame: str) -> None:
+        """Queue a frame, waiting for room (used for backlogs, which must not be dropped)."""
+
+
+@dataclass(slots=True)
+class _Publish:
+    event: Event
+    session_key: str | None
+    fut: asyncio.Future[tuple[int, bool]]
+
+
+@dataclass(slots=True)
+class _Subscribe:
+    sub: Subscriber
+    since: int
+    fut: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _SubState:
+    live: bool = False
+    buffer: list[str] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+
+RecordListener = Callable[[Record, str], None]
+
+
+def record_frame(feed: str, record_json: str) -> str:
+    return '{"t":"rec","feed":' + json.dumps(feed) + ',"rec":' + record_json + "}"
+
+
+class FeedRuntime:
+    """One loaded feed: committed head, namespace state, access state, subscribers."""
+
+    def __init__(self, hub: Hub, feed: str, ns: Namespace[Any]) -> None:
+        self.hub, self.feed, self.ns = hub, feed, ns
+        self.seq = 0
+        self.head = GENESIS
+        self.state: Any = ns.initial(feed)
+        self.access = Access(policy=ns.default_policy)
+        self.ids: dict[str, int] = {}
+        self.ids_complete = True
+        self.subs: dict[Subscriber, _SubState] = {}
+        self.present: dict[str, int] = {}
+        self.snapshot_seq = 0
+        self.last_active = time.monotonic()
+        self._jobs: deque[_Publish | _Subscribe] = deque()
+        self._task: asyncio.Task[None] | None = None
+        self._snap_cache: tuple[int, str] | None = None
+
+    # -- loading ---------------------------------------------------------------------------
+    async def load(self) -> None:
+        storage = self.hub.storage
+        snap = await storage.load_snapshot(self.feed)
+        since = 0
+        if snap is not None:
+            meta = json.loads(snap.meta)
+            self.state = self.ns.load(self.feed, snap.state)
+            self.access = Access.from_json(meta["access"])
+            self.seq, self.head, since = snap.seq, snap.head, snap.seq
+            self.snapshot_seq = snap.seq
+            self.ids_complete = False
+        page = self.hub.config.limits.max_backlog_page
+        while True:
+            rows = await storage.read(self.feed, since, page)
+            for row in rows:
+                rec = Record.from_wire(json.loads(row.data), verify_sigs=False)
+                self._fold(rec)
+                since = row.seq
+            if len(rows) < page:
+                break
+        if len(self.ids) > ID_CACHE:
+            self._trim_ids()
+
+    def _fold(self, rec: Record) -> None:
+        ev = rec.event
+        self.access = apply_access(self.access, ev, rec.seq)
+        if ev.kind not in CONTROL_KINDS:
+            self.state = self.ns.apply(self.state, rec)
+        self.seq, self.head = rec.seq, rec.hash
+        self.ids[ev.id] = rec.seq
+
+    def _trim_ids(self) -> None:
+        excess = len(self.ids) - ID_CACHE
+        for k in list(self.ids)[:excess]:
+            del self.ids[k]
+        self.ids_complete = False
+
+    # -- jobs ------------------------------------------------------------------------------
+    def _kick(self) -> None:
+        self.last_active = time.monotonic()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._work(), name=f"feed:{self.feed}")
+
+    def publish(self, event: Event, session_key: str | None) -> asyncio.Future[tuple[int, bool]]:
+        fut: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
+        self._jobs.append(_Publish(event, session_key, fut))
+        self._kick()
+        return fut
+
+    def subscribe(self, sub: Subscriber, since: int) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._jobs.append(_Subscribe(sub, since, fut))
+        self._kick()
+        return fut
+
+    async def _work(self) -> None:
+        while self._jobs:
+            job = self._jobs[0]
+            if isinstance(job, _Subscribe):
+                self._jobs.popleft()
+                try:
+                    self._start_subscription(job.sub, job.since)
+                except ColonyError as exc:
+                    _fail(job.fut, exc)
+                except Exception as exc:
+                    log.exception("subscribe to %s failed", self.feed)
+                    _fail(job.fut, exc)
+                else:
+                    _ok(job.fut, None)
+                continue
+            batch: list[_Publish] = []
+            while self._jobs and isinstance(self._jobs[0], _Publish) and len(batch) < MAX_BATCH:
+                batch.append(self._jobs.popleft())  # type: ignore[arg-type]
+            try:
+                await self._sequence(batch)
+            except Exception as exc:
+                log.exception("sequencing %s failed", self.feed)
+                for p in batch:
+                    _fail(p.fut, Unavailable("could not store the event; retry") if not isinstance(exc, ColonyError) else exc)
+
+    async def _sequence(self, batch: list[_Publish]) -> None:
+        # Which of these are already stored? (idempotent publish)
+        unknown = [p.event.id for p in batch if p.event.id not in self.ids]
+        stored = {} if self.ids_complete or not unknown else await self.hub.storage.lookup_ids(self.feed, unknown)
+        seq, head, access, state = self.seq, self.head, self.access, self.state
+        limits = self.hub.config.limits
+        accepted: list[tuple[_Publish, Record, str]] = []
+        in_batch: dict[str, int] = {}
+        dups: list[tuple[_Publish, int]] = []
+        for p in batch:
+            ev = p.event
+            known = self.ids.get(ev.id) or stored.get(ev.id) or in_batch.get(ev.id)
+            if known:
+                dups.append((p, known))
+                continue
+            try:
+                if ev.size > limits.max_event_bytes:
+                    raise TooLarge(f"event is {ev.size} bytes; the limit is {limits.max_event_bytes}")
+                access.check_write(ev, p.session_key, seq + 1)
+                if ev.kind in CONTROL_KINDS:
+                    validate_control(access, ev, seq + 1)
+                else:
+                    if self.ns.kinds and ev.kind not in self.ns.kinds:
+                        raise InvalidEvent(f"{self.ns.name} feeds accept kinds {sorted(self.ns.kinds)}")
+                    self.ns.validate(state, ev)
+            except ColonyError as exc:
+                _fail(p.fut, exc)
+                continue
+            seq += 1
+            rec = Record.seal(self.hub.relay_key, ev, seq, head)
+            head = rec.hash
+            access = apply_access(access, ev, seq)
+            in_batch[ev.id] = seq
+            accepted.append((p, rec, frames.encode(rec.to_wire())))
+        if accepted:
+            try:
+                await self.hub.storage.append(self.feed, self.seq, [(r, j) for _, r, j in accepted])
+            except (HeadMoved, Unavailable) as exc:
+                log.warning("append to %s failed: %s", self.feed, exc)
+                await self._reload()
+                err = exc if isinstance(exc, Unavailable) else Unavailable("feed moved under us; retry")
+                for p, _, _ in accepted:
+                    _fail(p.fut, err)
+                accepted = []
+        for p, known in dups:
+            _ok(p.fut, (known, True))
+        if not accepted:
+            return
+        revoked = False
+        for p, rec, rjson in accepted:
+            self._fold(rec)
+            revoked |= rec.event.kind == "acl.revoke"
+            _ok(p.fut, (rec.seq, False))
+            self._fan_out(rec, rjson)
+        if len(self.ids) > ID_CACHE:
+            self._trim_ids()
+        if revoked:
+            self._drop_unreadable()
+        if self.seq - self.snapshot_seq >= self.hub.config.snapshot_every:
+            await self.save_snapshot()
+
+    async def _reload(self) -> None:
+        fresh = FeedRuntime(self.hub, self.feed, self.ns)
+        await fresh.load()
+        self.seq, self.head, self.state, self.access = fresh.seq, fresh.head, fresh.state, fresh.access
+        self.ids, self.ids_complete = fresh.ids, fresh.ids_complete
+        self._snap_cache = None
+
+    # -- fan-out ---------------------------------------------------------------------------
+    def _fan_out(self, rec: Record, rjson: str) -> None:
+        frame = record_frame(self.feed, rjson)
+        for sub, st in self.subs.items():
+            if st.live:
+                sub.deliver(frame)
+            else:
+                st.buffer.append(frame)
+        for listener in self.hub.listeners:
+            listener(rec, rjson)
+
+    def _broadcast(self, frame: str) -> None:
+        for sub, st in self.subs.items():
+            if st.live:
+                sub.deliver(frame)
+            else:
+                st.buffer.append(frame)
+
+    def _start_subscription(self, sub: Subscriber, since: int) -> None:
+        if not self.access.can_read(sub.key):
+            raise Unauthorized("this feed is members-only and your key may not read it")
+        if sub in self.subs:
+            raise InvalidEvent(f"already subscribed to {self.feed}")
+        if sub.key is not None:
+            n = self.present.get(sub.key, 0)
+            self.present[sub.key] = n + 1
+            if n == 0:
+                self._broadcast(frames.encode({"t": "presence", "feed": self.feed, "op": "join", "keys": [sub.key]}))
+        st = _SubState()
+        self.subs[sub] = st
+        dump_ok = self.ns.name == "doc"
+        head = self.seq
+        if head > 0 and dump_ok and (since == 0 or head - since > self.hub.config.snapshot_catchup):
+            sub.deliver(self._snapshot_frame())
+            self._go_live(sub, st, head, self.head)
+        elif since >= head:
+            self._go_live(sub, st, head, self.head)
+        else:
+            st.task = asyncio.get_running_loop().create_task(self._catch_up(sub, st, since, head))
+
+    def _snapshot_frame(self) -> str:
+        if self._snap_cache is None or self._snap_cache[0] != self.seq:
+            state = self.ns.dump(self.state) or b""
+            snap = Snapshot.seal(self.hub.relay_key, self.feed, self.seq, self.head, state)
+            self._snap_cache = (self.seq, frames.encode({"t": "snapshot", "feed": self.feed, "snap": snap.to_wire()}))
+        return self._snap_cache[1]
+
+    def _go_live(self, sub: Subscriber, st: _SubState, seq: int, head: str) -> None:
+        """Send the caught-up marker, then what arrived meanwhile, then the participant list."""
+        sub.deliver(frames.encode({"t": "synced", "feed": self.feed, "seq": seq, "head": head}))
+        for frame in st.buffer:
+            sub.deliver(frame)
+        st.buffer.clear()
+        st.live = True
+        sub.deliver(frames.encode({"t": "presence", "feed": self.feed, "op": "list", "keys": sorted(self.present)}))
+
+    async def _catch_up(self, sub: Subscriber, st: _SubState, since: int, head: int) -> None:
+        page = self.hub.config.limits.max_backlog_page
+        last_hash = ""
+        try:
+            while since < head:
+                rows = await self.hub.storage.read(self.feed, since, min(page, head - since))
+                if not rows:
+                    break
+                for row in rows:
+                    await sub.deliver_wait(record_frame(self.feed, row.data))
+                    since, last_hash = row.seq, row.hash
+            if self.subs.get(sub) is st:
+                self._go_live(sub, st, since, last_hash)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("catch-up of a subscriber to %s failed", self.feed)
+            self.unsubscribe(sub)
+            sub.deliver(frames.encode({"t": "unsubbed", "feed": self.feed, "reason": "internal"}))
+
+    def unsubscribe(self, sub: Subscriber) -> bool:
+        st = self.subs.pop(sub, None)
+        if st is None:
+            return False
+        if st.task is not None and not st.task.done():
+            st.task.cancel()
+        if sub.key is not None:
+            n = self.present.get(sub.key, 0) - 1
+            if n <= 0:
+                self.present.pop(sub.key, None)
+                self._broadcast(frames.encode({"t": "presence", "feed": self.feed, "op": "leave", "keys": [sub.key]}))
+            else:
+                self.present[sub.key] = n
+        self.last_active = time.monotonic()
+        return True
+
+    def _drop_unreadable(self) -> None:
+        for sub in [s for s in self.subs if not self.access.can_read(s.key)]:
+            self.unsubscribe(sub)
+            sub.deliver(frames.encode({"t": "unsubbed", "feed": self.feed, "reason": "unauthorized"}))
+
+    # -- snapshots -------------------------------------------------------------------------
+    async def save_snapshot(self) -> None:
+        data = self.ns.dump(self.state)
+        if data is None or self.seq == 0 or self.seq == self.snapshot_seq:
+            return
+        meta = json.dumps({"access": self.access.to_json()})
+        seq = self.seq
+        await self.hub.storage.save_snapshot(StoredSnapshot(self.feed, seq, self.head, data, meta))
+        self.snapshot_seq = seq
+
+    @property
+    def idle(self) -> bool:
+        return not self.subs and not self._jobs and (self._task is None or self._task.done())
+
+
+class Hub:
+    """All loaded feeds of this relay process."""
+
+    def __init__(self, storage: Storage, registry: Registry, relay_key: Keypair, config: Config) -> None:
+        self.storage, self.registry, self.relay_key, self.config = storage, registry, relay_key, config
+        self.feeds: dict[str, FeedRuntime] = {}
+        self._loading: dict[str, asyncio.Future[FeedRuntime]] = {}
+        self.listeners: list[RecordListener] = []
+
+    async def runtime(self, feed: str) -> FeedRuntime:
+        rt = self.feeds.get(feed)
+        if rt is not None:
+            return rt
+        pending = self._loading.get(feed)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[FeedRuntime] = asyncio.get_running_loop().create_future()
+        self._loading[feed] = fut
+        try:
+            rt = FeedRuntime(self, feed, self.registry.for_feed(feed))
+            await rt.load()
+            self.feeds[feed] = rt
+            fut.set_result(rt)
+            return rt
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved
+            raise
+        finally:
+            del self._loading[feed]
+
+    async def publish(self, event: Event, session_key: str | None) -> tuple[int, bool]:
+        rt = await self.runtime(event.feed)
+        return await rt.publish(event, session_key)
+
+    async def subscribe(self, sub: Subscriber, feed: str, since: int) -> None:
+        rt = await self.runtime(feed)
+        await rt.subscribe(sub, since)
+
+    def unsubscribe(self, sub: Subscriber, feed: str) -> bool:
+        rt = self.feeds.get(feed)
+        return rt.unsubscribe(sub) if rt is not None else False
+
+    async def unload_idle(self) -> int:
+        """Snapshot and drop feeds nobody used for a while; returns how many were dropped."""
+        cutoff = time.monotonic() - self.config.idle_feed_seconds
+        dropped = 0
+        for feed, rt in list(self.feeds.items()):
+            if rt.idle and rt.last_active < cutoff:
+                await rt.save_snapshot()
+                if rt.idle:
+                    self.feeds.pop(feed, None)
+                    dropped += 1
+        return dropped
+
+    async def close(self) -> None:
+        for rt in list(self.feeds.values()):
+            if rt._task is not None and not rt._task.done():
+                try:
+                    await asyncio.wait_for(asyncio.shield(rt._task), 5)
+                except Exception:
+                    log.warning("feed %s did not drain before shutdown", rt.feed)
+            try:
+                await rt.save_snapshot()
+            except Exception:
+                log.exception("snapshot of %s at shutdown failed", rt.feed)
+
+
+def _ok(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

@@ -1,0 +1,117 @@
+"""Read-only HTTP API: health, limits, feeds, heads and records."""
+from __future__ import annotations
+
+import json
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from collab.errors import InvalidEvent
+from collab.events import check_feed
+
+from .server import Relay
+
+
+def _relay(request: Request) -> Relay:
+    return request.app.state.relay  # type: ignore[no-any-return]
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        v = int(raw)
+    except ValueError:
+        raise InvalidEvent(f"{name} must be an integer") from None
+    if not lo <= v <= hi:
+        raise InvalidEvent(f"{name} must be between {lo} and {hi}")
+    return v
+
+
+async def health(request: Request) -> Response:
+    relay = _relay(request)
+    storage = await relay.storage.health()
+    return JSONResponse({
+        "ok": bool(storage.get("ok")), "relay": relay.hub.relay_key.public_hex, "storage": storage,
+        "connections": len(relay.sessions), "feeds_loaded": len(relay.hub.feeds),
+    }, status_code=200 if storage.get("ok") else 503)
+
+
+async def limits(request: Request) -> Response:
+    return JSONResponse(_relay(request).config.limits.to_json())
+
+
+async def relay_info(request: Request) -> Response:
+    relay = _relay(request)
+    return JSONResponse({"key": relay.hub.relay_key.public_hex, "software": "colony",
+                         "namespaces": relay.registry.names(), "limits": relay.config.limits.to_json()})
+
+
+async def list_feeds(request: Request) -> Response:
+    relay = _relay(request)
+    try:
+        limit = _int_param(request, "limit", 1000, 1, 10000)
+    except InvalidEvent as exc:
+        return _error(400, "invalid", str(exc))
+    heads = await relay.storage.feeds(request.query_params.get("prefix", ""), limit)
+    out = []
+    for h in heads:
+        rt = relay.hub.feeds.get(h.feed)
+        out.append({"feed": h.feed, "seq": h.seq, "head": h.hash, "rtime": h.rtime,
+                    "subscribers": len(rt.subs) if rt else 0, "participants": sorted(rt.present) if rt else []})
+    return JSONResponse({"feeds": out})
+
+
+async def _feed_param(request: Request) -> str:
+    feed = request.path_params["feed"]
+    check_feed(feed)
+    return feed
+
+
+async def feed_info(request: Request) -> Response:
+    relay = _relay(request)
+    try:
+        feed = await _feed_param(request)
+    except InvalidEvent as exc:
+        return _error(400, "invalid", str(exc))
+    head = await relay.storage.head(feed)
+    if head is None:
+        return _error(404, "not_found", f"no records in {feed}")
+    rt = await relay.hub.runtime(feed)
+    return JSONResponse({
+        "feed": feed, "seq": rt.seq, "head": rt.head, "rtime": head.rtime, "policy": rt.access.policy,
+        "owner": rt.access.owner, "subscribers": len(rt.subs), "participants": sorted(rt.present),
+        "state": rt.ns.view(rt.state) if rt.access.policy != "members" else None,
+    })
+
+
+async def feed_events(request: Request) -> Response:
+    relay = _relay(request)
+    try:
+        feed = await _feed_param(request)
+        since = _int_param(request, "since", 0, 0, 2**53)
+        limit = _int_param(request, "limit", 100, 1, 1000)
+    except InvalidEvent as exc:
+        return _error(400, "invalid", str(exc))
+    rt = await relay.hub.runtime(feed)
+    if rt.access.policy == "members":
+        return _error(403, "unauthorized", "members-only feeds are read over an authenticated WebSocket")
+    rows = await relay.storage.read(feed, since, limit)
+    body = '{"feed":' + json.dumps(feed) + ',"head":' + str(rt.seq) + ',"records":[' + ",".join(r.data for r in rows) + "]}"
+    return Response(body, media_type="application/json")
+
+
+routes = [
+    Route("/health", health),
+    Route("/limits", limits),
+    Route("/relay", relay_info),
+    Route("/feeds", list_feeds),
+    Route("/feeds/{feed:path}/events", feed_events),
+    Route("/feeds/{feed:path}", feed_info),
+]

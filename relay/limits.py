@@ -1,0 +1,67 @@
+"""Enforced limits (advertised at ``GET /limits``) and token-bucket rate limiting."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    max_frame_bytes: int = 1 << 20          # one WebSocket message
+    max_event_bytes: int = 256 << 10        # an event's signed bytes
+    max_subscriptions: int = 100            # feeds per connection
+    events_per_sec_key: float = 200.0       # sustained publish rate per author key
+    burst_key: int = 400
+    events_per_sec_ip: float = 2000.0       # sustained publish rate per client IP (checked before signatures)
+    burst_ip: int = 4000
+    max_outbound_frames: int = 4096         # queued frames per connection before it is cut as too slow
+    max_backlog_page: int = 500             # records per storage read while catching a subscriber up
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]
+
+
+class TokenBucket:
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate, self.burst = rate, float(burst)
+        self.tokens, self.stamp = float(burst), time.monotonic()
+
+    def take(self, n: float = 1.0) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= n:
+            self.tokens -= n
+            return True
+        return False
+
+
+class RateLimiter:
+    """Buckets per key (author or IP); idle buckets are dropped so memory stays bounded."""
+
+    def __init__(self, rate: float, burst: int, max_buckets: int = 100_000) -> None:
+        self.rate, self.burst, self.max_buckets = rate, burst, max_buckets
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def allow(self, who: str) -> bool:
+        b = self._buckets.get(who)
+        if b is None:
+            if len(self._buckets) >= self.max_buckets:
+                self._prune()
+            b = self._buckets[who] = TokenBucket(self.rate, self.burst)
+        return b.take()
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        full = self.burst / self.rate if self.rate else 0
+        for k in [k for k, b in self._buckets.items() if now - b.stamp > full]:
+            del self._buckets[k]
+        if len(self._buckets) >= self.max_buckets:
+            self._buckets.clear()

@@ -1,0 +1,99 @@
+"""The storage interface every backend implements (SQLite embedded, Redis scale-out).
+
+Records are stored as their wire JSON text (what subscribers get), plus the columns the
+relay queries by. ``append`` is a compare-and-set on the feed head: it succeeds only if the
+stored head is still ``expected_seq``, so several relay processes sharing a backend can never
+fork a feed. It returns only once the records are durable.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from types import TracebackType
+
+from collab.events import Record
+
+
+@dataclass(frozen=True, slots=True)
+class FeedHead:
+    feed: str
+    seq: int
+    hash: str
+    rtime: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSnapshot:
+    feed: str
+    seq: int
+    head: str
+    state: bytes
+    meta: str  # JSON: access state and anything else the relay needs to resume the feed
+
+
+@dataclass(frozen=True, slots=True)
+class StoredRecord:
+    seq: int
+    id: str
+    hash: str
+    data: str  # the record's wire JSON
+
+
+class HeadMoved(Exception):
+    """The feed's head is not where the appender expected (another writer got there first)."""
+
+    def __init__(self, feed: str, expected: int, actual: int) -> None:
+        super().__init__(f"{feed}: expected head {expected}, found {actual}")
+        self.feed, self.expected, self.actual = feed, expected, actual
+
+
+class Storage(ABC):
+    """Durable log of records per feed, with snapshots. Use as an async context manager."""
+
+    name = "abstract"
+
+    async def __aenter__(self) -> Storage:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def append(self, feed: str, expected_seq: int, records: list[tuple[Record, str]]) -> None:
+        """Durably append ``(record, wire_json)`` pairs after head ``expected_seq``.
+
+        Raise :class:`HeadMoved` if the head moved, :class:`collab.errors.Unavailable` if the
+        backend cannot store now. Never partially append.
+        """
+
+    @abstractmethod
+    async def head(self, feed: str) -> FeedHead | None: ...
+
+    @abstractmethod
+    async def read(self, feed: str, since: int, limit: int) -> list[StoredRecord]:
+        """Records with ``seq > since`` in order, at most ``limit``."""
+
+    @abstractmethod
+    async def lookup_ids(self, feed: str, ids: list[str]) -> dict[str, int]:
+        """Map the given event ids that are already stored in ``feed`` to their seq."""
+
+    @abstractmethod
+    async def feeds(self, prefix: str = "", limit: int = 1000) -> list[FeedHead]: ...
+
+    @abstractmethod
+    async def save_snapshot(self, snap: StoredSnapshot) -> None: ...
+
+    @abstractmethod
+    async def load_snapshot(self, feed: str) -> StoredSnapshot | None: ...
+
+    async def health(self) -> dict[str, object]:
+        return {"backend": self.name, "ok": True}
