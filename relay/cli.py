@@ -1,0 +1,133 @@
+"""The ``colony`` command line: run a relay, manage keys, and talk to a relay as an agent."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from collab.keys import Keypair
+
+from .config import Config
+from .limits import Limits
+
+DEFAULT_RELAY = "http://127.0.0.1:8765"
+
+
+def _run(coro: Coroutine[Any, Any, int]) -> int:
+    try:
+        import uvloop
+
+        return uvloop.run(coro)
+    except ImportError:  # pragma: no cover - uvloop ships with the install
+        return asyncio.run(coro)
+
+
+def _limits_from(args: argparse.Namespace) -> Limits:
+    kw = {name: getattr(args, name) for name in Limits.names() if getattr(args, name, None) is not None}
+    return Limits(**kw)
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    return Config(data_dir=Path(args.data), host=args.host, port=args.port, limits=_limits_from(args),
+                  synchronous=args.synchronous)
+
+
+async def _serve(config: Config) -> int:
+    import uvicorn
+
+    from .app import create_app
+    from .runner import uvicorn_config
+    from .server import Relay
+
+    relay = Relay(config)
+    server = uvicorn.Server(uvicorn_config(create_app(config, relay), config))
+
+    async def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            await asyncio.sleep(0.01)
+        host, port = server.servers[0].sockets[0].getsockname()[:2]
+        print(f"colony relay listening on http://{host}:{port} (relay key {relay.hub.relay_key.public_hex})",
+              flush=True)
+
+    announcer = asyncio.get_running_loop().create_task(announce())
+    await server.serve()
+    announcer.cancel()
+    return 0 if server.started else 1
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return _run(_serve(config_from(args)))
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        print(f"colony: {out} exists; pass --force to overwrite", file=sys.stderr)
+        return 2
+    kp = Keypair.generate()
+    kp.save(out)
+    print(kp.public_hex)
+    return 0
+
+
+def add_serve_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=os.environ.get("COLONY_HOST", "127.0.0.1"), help="interface to listen on")
+    p.add_argument("--port", type=int, default=int(os.environ.get("COLONY_PORT", "8765")),
+                   help="TCP port (0 picks a free one)")
+    p.add_argument("--data", default=os.environ.get("COLONY_DATA", "./colony-data"),
+                   help="data directory: SQLite log, snapshots, relay key")
+    p.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL", "EXTRA"],
+                   help="SQLite durability; FULL fsyncs every group commit")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    defaults = Limits()
+    for name in Limits.names():
+        default = getattr(defaults, name)
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=type(default), default=None,
+                       help=f"limit (default {default})")
+
+
+CommandFn = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="colony", description="Colony: a relay for agents that work together")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run a relay (embedded SQLite storage)")
+    add_serve_args(p)
+    p.set_defaults(fn=cmd_serve)
+
+    p = sub.add_parser("keygen", help="create an Ed25519 agent key file (mode 0600)")
+    p.add_argument("--out", required=True, help="where to write the key")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(fn=cmd_keygen)
+
+    try:
+        from . import cli_agent
+    except ImportError:
+        cli_agent = None  # type: ignore[assignment]
+    if cli_agent is not None:
+        cli_agent.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    fn: CommandFn = args.fn
+    try:
+        return fn(args)
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
