@@ -1,0 +1,66 @@
+"""Run a relay as a real subprocess (``colony serve --port 0``) for crash and restart tests."""
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+LISTEN_RE = re.compile(rb"listening on (http://[\d.]+:\d+)")
+
+
+@dataclass
+class RelayProc:
+    proc: asyncio.subprocess.Process
+    url: str
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/ws"
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+
+    async def stop(self) -> int:
+        if self.proc.returncode is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.proc.wait(), 15)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                await self.proc.wait()
+        return self.proc.returncode or 0
+
+
+async def start_relay_proc(data: Path, *args: str, timeout: float = 30.0) -> RelayProc:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "relay.cli", "serve", "--port", "0", "--data", str(data), "--log-level", "warning",
+        *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
+    )
+    assert proc.stdout is not None
+
+    async def wait_line() -> str:
+        assert proc.stdout is not None
+        seen = b""
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"relay exited before listening: {seen.decode(errors='replace')}")
+            seen += line
+            m = LISTEN_RE.search(line)
+            if m:
+                return m.group(1).decode()
+
+    url = await asyncio.wait_for(wait_line(), timeout)
+
+    async def drain() -> None:  # keep the pipe from filling up
+        assert proc.stdout is not None
+        while await proc.stdout.read(65536):
+            pass
+
+    asyncio.get_running_loop().create_task(drain())
+    return RelayProc(proc, url)
