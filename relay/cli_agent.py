@@ -1,0 +1,239 @@
+"""Agent-side ``colony`` commands: ``doc append``, ``doc cat``, ``tail``, ``replay``, ``demo``.
+
+They talk to a relay like any agent does (``collab.client``), so they double as examples.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from collab.errors import ColonyError
+from collab.keys import Keypair
+
+DEFAULT_RELAY = "http://127.0.0.1:8765"
+
+
+def _relay_url(args: argparse.Namespace) -> str:
+    return args.relay or os.environ.get("COLONY_RELAY") or DEFAULT_RELAY
+
+
+def _key(args: argparse.Namespace, required: bool = True) -> Keypair | None:
+    path = args.key or os.environ.get("COLONY_KEY")
+    if not path:
+        if required:
+            raise SystemExit("colony: this command signs events: pass --key FILE or set COLONY_KEY "
+                             "(create one with `colony keygen --out FILE`)")
+        return None
+    try:
+        return Keypair.load(path)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"colony: cannot load key {path}: {exc}") from None
+
+
+def _run(coro: Any) -> int:
+    from .cli import _run as run
+
+    try:
+        return run(coro)
+    except ColonyError as exc:
+        print(f"colony: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"colony: cannot reach the relay: {exc}", file=sys.stderr)
+        return 1
+
+
+# -- doc -------------------------------------------------------------------------------------
+async def _doc_append(url: str, key: Keypair, feed: str, text: str, timeout: float) -> int:
+    from collab.client import Client
+    from collab.doc import Doc
+
+    async with Client(url, key, reconnect=False) as client:
+        async with Doc(client, feed) as doc:
+            await doc.synced(timeout)
+            with doc.ydoc.transaction():
+                doc.text.insert(len(doc.text), text)
+            seq = await doc.flushed(timeout)
+    print(seq)
+    return 0
+
+
+def roots_json(data: bytes) -> dict[str, Any]:
+    """Every root of a Yjs document as JSON. Root types are not self-describing in a Yjs
+    update, so each root is read on a scratch copy as Map, Text, Array, then XML, and the
+    first view that shows content wins."""
+    from pycrdt import Array, Doc, Map, Text, XmlFragment
+
+    probe = Doc()
+    probe.apply_update(data)
+    out: dict[str, Any] = {}
+    for name in sorted(probe.keys()):
+        value: Any = None
+        for typ in (Map, Text, Array, XmlFragment):
+            scratch = Doc()
+            scratch.apply_update(data)
+            root = scratch.get(name, type=typ)
+            if typ is Map and len(root):
+                value = root.to_py()
+            elif typ is Text and str(root):
+                value = str(root)
+            elif typ is Array and len(root):
+                value = root.to_py()
+            elif typ is XmlFragment:
+                value = str(root)
+            if value not in (None, "", [], {}):
+                break
+        out[name] = value
+    return out
+
+
+async def _doc_cat(url: str, feed: str, as_json: bool, timeout: float) -> int:
+    from pycrdt import Doc, Text
+
+    from collab.client import Client
+
+    ydoc = Doc()
+    state = {"seq": 0, "head": ""}
+
+    def on_snapshot(snap: Any) -> None:
+        ydoc.apply_update(snap.state)
+
+    def on_record(rec: Any) -> None:
+        if rec.event.kind == "doc.update":
+            from collab.events import unb64
+
+            ydoc.apply_update(unb64(rec.event.body["update"]))
+
+    async with Client(url, None, reconnect=False) as client:
+        sub = await client.subscribe(feed, on_record=on_record, on_snapshot=on_snapshot)
+        await sub.wait_synced(timeout)
+        state = {"seq": sub.seq, "head": sub.head}
+    if as_json:
+        print(json.dumps({"feed": feed, **state, "roots": roots_json(ydoc.get_update())}, ensure_ascii=False, indent=2))
+    else:
+        sys.stdout.write(str(ydoc.get("text", type=Text)))
+        sys.stdout.write("\n")
+    return 0
+
+
+# -- tail ------------------------------------------------------------------------------------
+def _summary(body: Any) -> str:
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+async def _tail(url: str, feed: str, since: int | None, count: int | None, as_json: bool) -> int:
+    import httpx
+
+    from collab.client import Client
+
+    if since is None:  # live only: start at the current head
+        async with httpx.AsyncClient(timeout=10) as http:
+            r = await http.get(f"{url.rstrip('/')}/feeds/{feed}")
+            since = r.json()["seq"] if r.status_code == 200 else 0
+    done = asyncio.get_running_loop().create_future()
+    seen = 0
+
+    def on_record(rec: Any) -> None:
+        nonlocal seen
+        if as_json:
+            print(json.dumps(rec.to_wire(), ensure_ascii=False), flush=True)
+        else:
+            t = dt.datetime.fromtimestamp(rec.rtime / 1000).strftime("%H:%M:%S.%f")[:-3]
+            print(f"{rec.seq:>7}  {t}  {rec.event.author[:12]}  {rec.event.kind:<14} {_summary(rec.event.body)}",
+                  flush=True)
+        seen += 1
+        if count is not None and seen >= count and not done.done():
+            done.set_result(None)
+
+    async with Client(url, None) as client:
+        await client.subscribe(feed, since, on_record=on_record, on_snapshot=lambda s: None)
+        await done
+    return 0
+
+
+# -- replay ----------------------------------------------------------------------------------
+async def _replay(url: str, feed: str, at: int | None, verify: bool, as_json: bool) -> int:
+    from collab.replay import fetch_records, replay
+
+    raw = await fetch_records(url, feed)
+    result = replay(raw, at=at, feed=feed)
+    view = result.view()
+    if as_json:
+        print(json.dumps({"feed": feed, "seq": result.seq, "head": result.head, "verified": result.verified,
+                          "anomalies": [a.__dict__ if hasattr(a, "__dict__") else {"seq": a.seq, "kind": a.kind, "detail": a.detail}
+                                        for a in result.anomalies],
+                          "state": view}, ensure_ascii=False, indent=2))
+    else:
+        if isinstance(view, dict) and isinstance(view.get("text"), str):
+            print(view["text"])
+        elif view is not None:
+            print(json.dumps(view, ensure_ascii=False, indent=2))
+        status = "verified" if result.verified else "VERIFICATION FAILED"
+        print(f"# {feed} at seq {result.seq} of {len(raw)}, head {result.head[:16]}: {status}", file=sys.stderr)
+        for a in result.anomalies:
+            print(f"#   seq {a.seq}: {a.kind}: {a.detail}", file=sys.stderr)
+    return 1 if verify and not result.verified else 0
+
+
+# -- wiring ----------------------------------------------------------------------------------
+def _client_args(p: argparse.ArgumentParser, key: bool = True) -> None:
+    p.add_argument("--relay", default=None, help=f"relay base URL (default $COLONY_RELAY or {DEFAULT_RELAY})")
+    if key:
+        p.add_argument("--key", default=None, help="agent key file (default $COLONY_KEY)")
+
+
+def register(sub: Any) -> None:
+    doc = sub.add_parser("doc", help="read and edit collaborative documents")
+    dsub = doc.add_subparsers(dest="doc_command", required=True)
+
+    p = dsub.add_parser("append", help="append TEXT to the document's main text as one signed edit")
+    p.add_argument("feed")
+    p.add_argument("text")
+    p.add_argument("--timeout", type=float, default=30.0)
+    _client_args(p)
+    p.set_defaults(fn=lambda a: _run(_doc_append(_relay_url(a), _key(a), a.feed, a.text, a.timeout)))
+
+    p = dsub.add_parser("cat", help="print the merged text (root Y.Text 'text')")
+    p.add_argument("feed")
+    p.add_argument("--json", action="store_true", help="print every root of the document as JSON")
+    p.add_argument("--timeout", type=float, default=30.0)
+    _client_args(p, key=False)
+    p.set_defaults(fn=lambda a: _run(_doc_cat(_relay_url(a), a.feed, a.json, a.timeout)))
+
+    p = sub.add_parser("tail", help="print a feed's records live as they are sequenced")
+    p.add_argument("feed")
+    p.add_argument("--since", type=int, default=None, help="start after this seq (default: the current head)")
+    p.add_argument("--count", type=int, default=None, help="exit after this many records")
+    p.add_argument("--json", action="store_true", help="one record per line as wire JSON")
+    _client_args(p, key=False)
+    p.set_defaults(fn=lambda a: _run(_tail(_relay_url(a), a.feed, a.since, a.count, a.json)))
+
+    p = sub.add_parser("replay", help="rebuild a feed locally from its log; --verify checks everything")
+    p.add_argument("feed")
+    p.add_argument("--at", type=int, default=None, help="stop at this seq")
+    p.add_argument("--verify", action="store_true", help="exit non-zero if any signature, link or rule fails")
+    p.add_argument("--json", action="store_true")
+    _client_args(p, key=False)
+    p.set_defaults(fn=lambda a: _run(_replay(_relay_url(a), a.feed, a.at, a.verify, a.json)))
+
+    p = sub.add_parser("demo", help="a relay with scripted agents co-editing a document")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--data", default=None, help="data directory (default: a fresh temporary one)")
+    p.add_argument("--agents", type=int, default=4)
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--pace", type=float, default=1.0, help="seconds between an agent's edits")
+
+    def demo(a: argparse.Namespace) -> int:
+        from .demo import run_demo
+
+        return _run(run_demo(a.host, a.port, Path(a.data) if a.data else None, a.agents, a.duration, a.pace))
+
+    p.set_defaults(fn=demo)

@@ -1,0 +1,134 @@
+"""``colony demo``: a relay on the embedded default with scripted agents co-editing a document.
+
+The agents run in this process but talk to the relay over real WebSockets with their own
+keys, exactly like remote agents. Each publishes a profile (``agent/<key>``, kind
+``agent.profile``) so the viewer can show names, then they take turns writing a short design
+note into ``doc/demo``: the planner appends section headings, the writer fills them in, the
+reviewer inserts comments at random places, concurrently, and the CRDT merges it all.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from collab.client import Client
+from collab.doc import Doc
+from collab.keys import Keypair
+
+from .config import Config
+from .runner import serving
+
+FEED = "doc/demo"
+
+SCRIPTS: dict[str, tuple[str, list[str]]] = {
+    "planner": ("breaks the work into sections", [
+        "# Relay design note\n", "## Goals\n", "## Ordering\n", "## Storage\n", "## Open questions\n",
+    ]),
+    "writer": ("drafts paragraphs", [
+        "Agents sign every event; the relay orders each feed and stores it before it acks.\n",
+        "One seq per feed, chained by hashes, so any two parties can compare heads.\n",
+        "SQLite with group commit by default; many processes can share Redis.\n",
+        "Late joiners get a snapshot of the merged document plus a short tail.\n",
+        "How should trust scores decay over time?\n",
+    ]),
+    "reviewer": ("comments in place", [
+        "> reviewer: say what happens on a crash.\n",
+        "> reviewer: +1, add numbers from the benchmark.\n",
+        "> reviewer: who may read a members-only feed?\n",
+    ]),
+    "editor": ("tidies up", [
+        "_(edited for clarity)_\n", "---\n",
+    ]),
+}
+
+
+def _line_starts(text: str) -> list[int]:
+    return [0] + [i + 1 for i, c in enumerate(text) if c == "\n"]
+
+
+async def agent(url: str, name: str, role: str, lines: list[str], pace: float, stop: asyncio.Event,
+                rng: random.Random, all_flushed: asyncio.Barrier, relay_head: Callable[[], int]) -> str:
+    """Edit until ``stop``; then, once every agent's edits are acked, catch up and return the text."""
+    key = Keypair.generate()
+    async with Client(url, key) as client:
+        await client.publish(f"agent/{key.public_hex}", "agent.profile",
+                             {"name": name, "description": role, "capabilities": ["doc.edit"]})
+        async with Doc(client, FEED) as doc:
+            await doc.synced(30)
+            i = 0
+            while not stop.is_set():
+                line = lines[i % len(lines)]
+                if i >= len(lines):
+                    line = line.rstrip("\n") + f" ({i // len(lines) + 1})\n"
+                text = str(doc.text)
+                if name in ("reviewer", "editor") and text:
+                    pos = rng.choice(_line_starts(text))
+                else:
+                    pos = len(text)
+                doc.text.insert(pos, line)
+                i += 1
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), pace * rng.uniform(0.5, 1.5))
+            await doc.flushed(30)
+            await all_flushed.wait()
+            await doc.wait_seq(relay_head(), 30)
+            return str(doc.text)
+
+
+async def run_demo(host: str, port: int, data: Path | None, n_agents: int, duration: float | None,
+                   pace: float) -> int:
+    tmp = None
+    if data is None:
+        tmp = Path(tempfile.mkdtemp(prefix="colony-demo-"))
+        data = tmp
+    config = Config(data_dir=data, host=host, port=port)
+    try:
+        async with serving(config) as running:
+            url = running.url
+            print(f"Colony demo: relay on {url} (data in {data})")
+            print(f"  watch it live:   {url}/")
+            print(f"  read the doc:    colony doc cat {FEED} --relay {url}")
+            print(f"  follow records:  colony tail {FEED} --relay {url}")
+            print(f"  verify the log:  colony replay {FEED} --verify --relay {url}")
+            print("Press Ctrl-C to stop." if duration is None else f"Running for {duration:g} s.", flush=True)
+            stop = asyncio.Event()
+            names = list(SCRIPTS)[: max(1, n_agents)]
+            while len(names) < n_agents:
+                names.append(f"helper-{len(names)}")
+            rng = random.Random(7)
+            barrier = asyncio.Barrier(len(names))
+
+            def relay_head() -> int:
+                return running.relay.hub.feeds[FEED].seq
+
+            tasks = [
+                asyncio.create_task(agent(url, n, *SCRIPTS.get(n, ("helps", SCRIPTS["writer"][1])), pace, stop,
+                                          random.Random(rng.random()), barrier, relay_head))
+                for n in names
+            ]
+            try:
+                if duration is None:
+                    await asyncio.Event().wait()
+                else:
+                    await asyncio.sleep(duration)
+            finally:
+                stop.set()
+                texts = await asyncio.gather(*tasks, return_exceptions=True)
+            errors = [t for t in texts if isinstance(t, BaseException)]
+            if errors:
+                print(f"demo: {len(errors)} agent(s) failed: {errors[0]!r}")
+                return 1
+            head = running.relay.hub.feeds[FEED]
+            final = head.ns.view(head.state)["text"]
+            converged = all(t == final for t in texts)
+            print(f"\n--- {FEED} at seq {head.seq} ({'all agents converged' if converged else 'NOT CONVERGED'}) ---")
+            print(final)
+            return 0 if converged else 1
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
