@@ -38,7 +38,8 @@ class Access:
         if self.policy == "open" and seq > 1:
             return
         if session_key is None:
-            if seq == 1 and event.kind == "feed.policy" and event.body.get("policy") == "open":
+            if (seq == 1 and event.kind == "feed.policy" and isinstance(event.body, dict)
+                    and event.body.get("policy") == "open"):
                 return
             from .errors import AuthRequired
 

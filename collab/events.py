@@ -23,12 +23,18 @@ SNAPSHOT_DOMAIN = b"colony/snapshot/v1\n"
 HELLO_DOMAIN = b"colony/hello/v1\n"
 GENESIS = "0" * 64
 
-FEED_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}/[A-Za-z0-9._~:@+=-][A-Za-z0-9._~:@+=/-]{0,199}$")
-KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}$")
-HEX64_RE = re.compile(r"^[0-9a-f]{64}$")
-HEX128_RE = re.compile(r"^[0-9a-f]{128}$")
+# ``\Z``, not ``$``: ``$`` also matches before a trailing "\n", which let "doc/a\n" through.
+FEED_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}/[A-Za-z0-9._~:@+=-][A-Za-z0-9._~:@+=/-]{0,199}\Z")
+KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}\Z")
+HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
+HEX128_RE = re.compile(r"^[0-9a-f]{128}\Z")
+#: name segments a feed id may not have: dot segments are rewritten by URL normalisation, and a
+#: last segment ``events`` makes ``GET /feeds/{feed}`` collide with ``GET /feeds/{feed}/events``
+RESERVED_SEGMENTS = frozenset((".", ".."))
+RESERVED_LAST_SEGMENT = "events"
 EVENT_FIELDS = frozenset(("feed", "kind", "author", "ts", "ctx", "body", "sig", "id"))
 RECORD_FIELDS = frozenset(("seq", "prev", "rtime", "relay", "rsig", "event"))
+SNAPSHOT_FIELDS = frozenset(("feed", "seq", "head", "state", "relay", "rsig"))
 MAX_TS = 2**53 - 1
 
 
@@ -43,6 +49,12 @@ def namespace_of(feed: str) -> str:
 def check_feed(feed: Any) -> str:
     if not isinstance(feed, str) or not FEED_RE.match(feed) or "//" in feed or feed.endswith("/"):
         raise InvalidEvent("feed must look like '<namespace>/<name>' (see docs/protocol.md)")
+    segments = feed.split("/")[1:]
+    if RESERVED_SEGMENTS.intersection(segments):
+        raise InvalidEvent("feed name segments may not be '.' or '..'")
+    if segments[-1] == RESERVED_LAST_SEGMENT:
+        raise InvalidEvent("a feed name's last segment may not be 'events' (it would clash with "
+                           "GET /feeds/{feed}/events)")
     return feed
 
 
@@ -80,6 +92,10 @@ class Event:
         if not KIND_RE.match(kind):
             raise InvalidEvent("kind must match [a-z][a-z0-9_.-]{0,63}")
         ts = now_ms() if ts is None else ts
+        if not _is_int(ts) or not 0 <= ts <= MAX_TS:
+            raise InvalidEvent("ts must be a non-negative integer (ms)")
+        if not _is_int(ctx) or not 0 <= ctx <= MAX_TS:
+            raise InvalidEvent("ctx must be a non-negative integer")
         signing = event_signing_bytes(feed, kind, key.public_hex, ts, ctx, body)
         return cls(
             feed, kind, key.public_hex, ts, ctx, body,
@@ -173,9 +189,9 @@ class Record:
             raise InvalidEvent("record must have exactly the fields " + ", ".join(sorted(RECORD_FIELDS)))
         event = Event.from_wire(d["event"], verify_sig=verify_sigs)
         seq, prev, rtime, relay, rsig = d["seq"], d["prev"], d["rtime"], d["relay"], d["rsig"]
-        if not _is_int(seq) or seq < 1:
+        if not _is_int(seq) or not 1 <= seq <= MAX_TS:
             raise InvalidEvent("seq must be a positive integer")
-        if not _is_int(rtime) or rtime < 0:
+        if not _is_int(rtime) or not 0 <= rtime <= MAX_TS:
             raise InvalidEvent("rtime must be a non-negative integer")
         for name, v, rx in (("prev", prev, HEX64_RE), ("relay", relay, HEX64_RE), ("rsig", rsig, HEX128_RE)):
             if not isinstance(v, str) or not rx.match(v):
@@ -225,11 +241,15 @@ class Snapshot:
 
     @classmethod
     def from_wire(cls, d: Any) -> Snapshot:
-        try:
-            snap = cls(d["feed"], int(d["seq"]), d["head"], base64.b64decode(d["state"], validate=True),
-                       d["relay"], d["rsig"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidEvent(f"bad snapshot: {exc}") from exc
+        if not isinstance(d, dict) or set(d) != SNAPSHOT_FIELDS:
+            raise InvalidEvent("snapshot must have exactly the fields " + ", ".join(sorted(SNAPSHOT_FIELDS)))
+        feed, seq, head, relay, rsig = check_feed(d["feed"]), d["seq"], d["head"], d["relay"], d["rsig"]
+        if not _is_int(seq) or not 1 <= seq <= MAX_TS:
+            raise InvalidEvent("bad snapshot: seq must be a positive integer")
+        for name, v, rx in (("head", head, HEX64_RE), ("relay", relay, HEX64_RE), ("rsig", rsig, HEX128_RE)):
+            if not isinstance(v, str) or not rx.match(v):
+                raise InvalidEvent(f"bad snapshot: {name} is not lowercase hex of the right length")
+        snap = cls(feed, seq, head, unb64(d["state"]), relay, rsig)
         if not snap.verify():
             raise BadSignature("snapshot signature does not verify")
         return snap
@@ -244,9 +264,13 @@ def b64(data: bytes) -> str:
 
 
 def unb64(text: Any) -> bytes:
+    """Decode standard base64 with padding; only the canonical form (zero pad bits) is accepted."""
     if not isinstance(text, str):
         raise InvalidEvent("expected a base64 string")
     try:
-        return base64.b64decode(text, validate=True)
+        data = base64.b64decode(text, validate=True)
     except ValueError as exc:
         raise InvalidEvent("not valid base64") from exc
+    if b64(data) != text:  # e.g. "QR==": non-zero pad bits that lenient decoders ignore
+        raise InvalidEvent("not canonical base64 (padding bits must be zero)")
+    return data

@@ -3,10 +3,11 @@
 Every frame is one JSON object with a type field ``t``. One WebSocket text message carries
 one frame or several frames separated by ``\\n`` (canonical JSON never contains a raw
 newline, so splitting is safe); both sides must accept batches. ``rid`` is an optional
-client-chosen request id (string up to 64 chars, or integer) echoed on the reply.
+client-chosen request id (valid-Unicode string up to 64 chars, or integer with |rid| <= 2**53-1)
+echoed on the reply. The normative description is ``docs/protocol.md``.
 
 client -> relay
-  hello   {t, key, sig}                   sig = Ed25519 over hello_bytes(key, nonce, relay)
+  hello   {t, key, sig, rid?}             sig = Ed25519 over hello_bytes(key, nonce, relay)
   sub     {t, feed, since, rid?}          since = last seq the client has (0 = nothing)
   unsub   {t, feed, rid?}
   pub     {t, event, rid?}
@@ -38,6 +39,19 @@ RELAY_FRAMES = frozenset(
 )
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_JSON_WS = " \t\r\n"
+MAX_RID_INT = 2**53 - 1
+
+
+def _sendable(value: Any) -> bool:
+    """False for a string holding a lone surrogate: it cannot be sent back as UTF-8."""
+    if not isinstance(value, str):
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def encode(frame: dict[str, Any]) -> str:
@@ -52,11 +66,14 @@ def split(message: str | bytes) -> list[str]:
             message = message.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise MalformedFrame("frames are UTF-8 JSON text") from exc
-    return [part for part in message.split("\n") if part.strip()]
+    return [part for part in message.split("\n") if part.strip(_JSON_WS)]
 
 
-def parse(text: str, allowed: frozenset[str] = CLIENT_FRAMES) -> dict[str, Any]:
-    """Parse one frame; raise MalformedFrame with a reason a developer can act on."""
+def parse(text: str, allowed: frozenset[str] | None = CLIENT_FRAMES) -> dict[str, Any]:
+    """Parse one frame; raise MalformedFrame with a reason a developer can act on.
+
+    ``allowed=None`` accepts any string type (a client skipping types it does not know).
+    """
     try:
         frame = parse_json(text)
     except (ValueError, CanonicalError, RecursionError) as exc:
@@ -64,19 +81,20 @@ def parse(text: str, allowed: frozenset[str] = CLIENT_FRAMES) -> dict[str, Any]:
     if not isinstance(frame, dict):
         raise MalformedFrame("frame must be a JSON object")
     t = frame.get("t")
-    if t not in allowed:
+    if not isinstance(t, str) or (allowed is not None and t not in allowed):
         raise MalformedFrame(f"unknown frame type {t!r}")
     rid = frame.get("rid")
     if rid is not None and not (
-        (isinstance(rid, str) and len(rid) <= 64) or (isinstance(rid, int) and not isinstance(rid, bool))
+        (isinstance(rid, str) and len(rid) <= 64 and _sendable(rid))
+        or (isinstance(rid, int) and not isinstance(rid, bool) and -MAX_RID_INT <= rid <= MAX_RID_INT)
     ):
-        raise MalformedFrame("rid must be a string (<= 64 chars) or an integer")
+        raise MalformedFrame("rid must be a string (<= 64 chars) or an integer (|rid| <= 2**53-1)")
     return frame
 
 
 def error(code: str, message: str, **extra: Any) -> dict[str, Any]:
     frame: dict[str, Any] = {"t": "error", "code": code, "message": message}
-    frame.update({k: v for k, v in extra.items() if v is not None})
+    frame.update({k: v for k, v in extra.items() if v is not None and _sendable(v)})
     return frame
 
 

@@ -60,6 +60,7 @@ class _Subscribe:
 
 @dataclass(slots=True)
 class _SubState:
+    key: str | None = None  # the key the subscriber had when it subscribed (its presence entry)
     live: bool = False
     buffer: list[str] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
@@ -223,7 +224,7 @@ class FeedRuntime:
         revoked = False
         for p, rec, rjson in accepted:
             self._fold(rec)
-            revoked |= rec.event.kind == "acl.revoke"
+            revoked |= rec.event.kind in ("acl.revoke", "acl.grant")  # a grant may set read: false
             _ok(p.fut, (rec.seq, False))
             self._fan_out(rec, rjson)
         if len(self.ids) > ID_CACHE:
@@ -268,7 +269,7 @@ class FeedRuntime:
             self.present[sub.key] = n + 1
             if n == 0:
                 self._broadcast(frames.encode({"t": "presence", "feed": self.feed, "op": "join", "keys": [sub.key]}))
-        st = _SubState()
+        st = _SubState(key=sub.key)
         self.subs[sub] = st
         dump_ok = self.ns.name == "doc"
         head = self.seq
@@ -322,13 +323,13 @@ class FeedRuntime:
             return False
         if st.task is not None and not st.task.done():
             st.task.cancel()
-        if sub.key is not None:
-            n = self.present.get(sub.key, 0) - 1
+        if st.key is not None:  # not sub.key: a hello after sub must not make a key leave it never joined
+            n = self.present.get(st.key, 0) - 1
             if n <= 0:
-                self.present.pop(sub.key, None)
-                self._broadcast(frames.encode({"t": "presence", "feed": self.feed, "op": "leave", "keys": [sub.key]}))
+                self.present.pop(st.key, None)
+                self._broadcast(frames.encode({"t": "presence", "feed": self.feed, "op": "leave", "keys": [st.key]}))
             else:
-                self.present[sub.key] = n
+                self.present[st.key] = n
         self.last_active = time.monotonic()
         return True
 

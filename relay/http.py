@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -11,6 +12,8 @@ from collab.errors import InvalidEvent
 from collab.events import check_feed
 
 from .server import Relay
+
+_DECIMAL = re.compile(r"-?[0-9]{1,20}\Z")
 
 
 def _relay(request: Request) -> Relay:
@@ -25,10 +28,9 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise InvalidEvent(f"{name} must be an integer") from None
+    if not _DECIMAL.match(raw):  # int() would also take " 5", "+5", "1_0" and non-ASCII digits
+        raise InvalidEvent(f"{name} must be an integer")
+    v = int(raw)
     if not lo <= v <= hi:
         raise InvalidEvent(f"{name} must be between {lo} and {hi}")
     return v
@@ -103,7 +105,8 @@ async def feed_events(request: Request) -> Response:
     if rt.access.policy == "members":
         return _error(403, "unauthorized", "members-only feeds are read over an authenticated WebSocket")
     rows = await relay.storage.read(feed, since, limit)
-    body = '{"feed":' + json.dumps(feed) + ',"head":' + str(rt.seq) + ',"records":[' + ",".join(r.data for r in rows) + "]}"
+    body = ('{"feed":' + json.dumps(feed) + ',"seq":' + str(rt.seq) + ',"head":' + json.dumps(rt.head)
+            + ',"records":[' + ",".join(r.data for r in rows) + "]}")
     return Response(body, media_type="application/json")
 
 

@@ -106,9 +106,14 @@ class Outbox:
                     return
         except asyncio.CancelledError:
             raise
-        except Exception:  # peer went away mid-send: nothing more to do
+        except Exception:  # peer went away mid-send, or a frame could not be sent: end it for good
+            log.debug("outbox send failed; closing the connection", exc_info=True)
             self.closed = True
             self._room.set()
+            try:
+                await self.transport.close(CLOSE_INTERNAL, "send failed")
+            except Exception:
+                pass
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         self.close(code, reason)
@@ -145,8 +150,11 @@ class Session:
 
     async def handle_message(self, message: str | bytes) -> None:
         """Process one WebSocket message (one frame or a newline-separated batch)."""
-        if len(message) > self.limits.max_frame_bytes:
-            self.send(frames.error("too_large", f"message is {len(message)} bytes; the limit is "
+        size = len(message)
+        if isinstance(message, str) and not message.isascii():
+            size = len(message.encode("utf-8", "surrogatepass"))  # the limit is in UTF-8 bytes
+        if size > self.limits.max_frame_bytes:
+            self.send(frames.error("too_large", f"message is {size} bytes; the limit is "
                                                 f"{self.limits.max_frame_bytes}"))
             return
         try:
@@ -207,7 +215,10 @@ class Session:
         if not isinstance(since, int) or isinstance(since, bool) or since < 0:
             raise MalformedFrame("since must be a non-negative integer")
         if feed in self.subs:
-            raise InvalidEvent(f"already subscribed to {feed}")
+            rt = self.hub.feeds.get(feed)
+            if rt is not None and self in rt.subs:
+                raise InvalidEvent(f"already subscribed to {feed}")
+            self.subs.discard(feed)  # the relay ended it (unsubbed with a reason): may subscribe again
         if len(self.subs) >= self.limits.max_subscriptions:
             raise LimitExceeded(f"at most {self.limits.max_subscriptions} subscriptions per connection")
         self.subs.add(feed)

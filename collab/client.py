@@ -1,0 +1,550 @@
+"""Async agent client: authenticate, publish through an outbox, subscribe with verification.
+
+One :class:`Client` holds one WebSocket to a relay and survives its loss: it reconnects with
+capped exponential backoff (with jitter), says hello again, resubscribes every feed from the
+last seq it verified, and resends every event that was not acknowledged yet. Resending is
+safe because the relay deduplicates by event id (the ack then says ``dup``).
+
+Memory stays bounded on both sides:
+
+* at most ``max_inflight`` events are on the wire unacknowledged; the rest wait in the outbox
+  (so a reconnect never makes the relay answer with a burst of acks that would get us cut as
+  a slow consumer: keep it well below the relay's ``max_outbound_frames / 2``);
+* a subscription's queue holds at most ``max_queue`` items. When it is full the client
+  *pauses* the feed (unsubscribes on the relay) and resumes it from the last queued seq once
+  the consumer has drained half of the queue. Nothing is dropped and the socket reader never
+  blocks, so a slow consumer of one feed never stalls acks or other feeds. Subscriptions
+  with callbacks only (``max_queue=0``, the default when a callback is given) never queue.
+
+All socket I/O is here; parsing and verification are in :mod:`collab.protocol`, the
+consumer side of a feed in :mod:`collab.subscription`.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from . import frames
+from .errors import AuthRequired, ColonyError, InvalidEvent, MalformedFrame, ProtocolError, RelayError
+from .events import Event, Record, Snapshot, check_feed
+from .keys import Keypair
+from .protocol import (
+    Ack, Challenge, ClientProtocol, ErrorReply, Pong, Presence, ProtocolEvent, RecordReceived,
+    SnapshotReceived, Synced, Unsubbed, Welcome,
+)
+from .subscription import Signal, Subscription, until
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = frozenset(("unavailable", "rate_limited"))
+MAX_MESSAGE_BYTES = 256 << 10   # coalesce outgoing frames up to this (relay default limit: 1 MiB)
+DEFAULT_QUEUE = 1024
+
+def ws_url(url: str) -> str:
+    """``http(s)://host[:port][/prefix]`` -> ``ws(s)://host[:port][/prefix]/ws``; ws URLs as given."""
+    parts = urlsplit(url)
+    if parts.scheme in ("ws", "wss"):
+        return url
+    if parts.scheme not in ("http", "https"):
+        raise InvalidEvent(f"relay URL must be http(s):// or ws(s)://, not {url!r}")
+    scheme = "ws" if parts.scheme == "http" else "wss"
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws", parts.query, ""))
+
+
+@dataclass(slots=True)
+class _Pending:
+    event: Event
+    future: asyncio.Future[Ack]
+    attempts: int = 0
+    sent: bool = False  # on the wire on the current connection, reply not yet seen
+
+
+class _Link:
+    """One live connection's writer: frames queued in one loop turn go out as one message."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.out: deque[str] = deque()
+        self._wake = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(self._run(), name="colony-writer")
+
+    def send(self, frame: str) -> None:
+        self.out.append(frame)
+        self._wake.set()
+
+    async def _run(self) -> None:
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self.out:
+                    parts, size = [], 0
+                    while self.out and (not parts or size + _size(self.out[0]) < MAX_MESSAGE_BYTES):
+                        frame = self.out.popleft()
+                        parts.append(frame)
+                        size += _size(frame) + 1
+                    await self.ws.send("\n".join(parts))
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("writer failed; dropping the connection")
+            self.ws.transport.abort()
+
+    def stop(self) -> None:
+        self.task.cancel()
+
+
+class Client:
+    """A reconnecting, verifying connection to one relay. Use as ``async with Client(...)``.
+
+    The first connection is attempted once and its failure raises from ``__aenter__``;
+    later losses are repaired automatically when ``reconnect`` is true. A ``relay_key``
+    pins the relay identity: a challenge (or record) from another key is refused for good.
+    """
+
+    def __init__(self, url: str, key: Keypair | None = None, *, reconnect: bool = True,
+                 relay_key: str | None = None, backoff_base: float = 0.1, backoff_max: float = 5.0,
+                 max_inflight: int = 256, retry_limit: int | None = 10, open_timeout: float = 10.0) -> None:
+        self.url, self.ws_url, self.key, self.reconnect = url, ws_url(url), key, reconnect
+        self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self.max_inflight, self.retry_limit, self.open_timeout = max_inflight, retry_limit, open_timeout
+        self.protocol = ClientProtocol(key, relay_key)
+        self.connected = False
+        self.reconnects = 0
+        self.last_close: tuple[int | None, str | None] = (None, None)  # code and reason of the last loss
+        self._subs: dict[str, Subscription] = {}
+        self._outbox: dict[str, _Pending] = {}
+        self._queue: deque[str] = deque()
+        self._inflight = 0
+        self._link: _Link | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._fatal: BaseException | None = None
+        self._signal = Signal()
+        self._rids = itertools.count(1)
+        self._sub_rids: dict[str, str] = {}
+        self._pings: dict[str, asyncio.Future[None]] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def __aenter__(self) -> Client:
+        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._task = asyncio.get_running_loop().create_task(self._run(first), name="colony-client")
+        try:
+            await first
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection; unacknowledged publishes fail, subscriptions end."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._fail_all(ColonyError("client closed before the relay acknowledged the event"), end_subs=False)
+        for sub in list(self._subs.values()):
+            sub._end(None)
+        self._subs.clear()
+
+    @property
+    def relay(self) -> str | None:
+        """The relay's public key (hex) from the last challenge."""
+        return self.protocol.relay
+
+    @property
+    def websocket(self) -> ClientConnection | None:
+        """The current connection, if any (for diagnostics and tests)."""
+        return self._link.ws if self._link is not None else None
+
+    @property
+    def pending(self) -> int:
+        """Events in the outbox (not acknowledged yet)."""
+        return len(self._outbox)
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until authenticated, resubscribed and the outbox resent (raises if given up)."""
+        await until(self._signal, lambda: self.connected, self._check_open, timeout)
+
+    async def wait_disconnected(self, timeout: float | None = None) -> None:
+        """Wait until the current connection is gone (the reconnect may follow shortly)."""
+        await until(self._signal, lambda: not self.connected, lambda: None, timeout)
+
+    def _check_open(self) -> None:
+        if self._fatal is not None:
+            raise self._fatal
+        if self._closing:
+            raise ColonyError("client is closed")
+
+    # -- publishing -----------------------------------------------------------------------
+    def seen(self, feed: str) -> int:
+        """Highest seq of ``feed`` delivered to our subscription (0 if not subscribed): the ctx."""
+        sub = self._subs.get(feed)
+        return sub.seq if sub is not None else 0
+
+    def create_event(self, feed: str, kind: str, body: Any) -> Event:
+        if self.key is None:
+            raise AuthRequired("this client has no key to sign events with")
+        return Event.create(self.key, feed, kind, body, ctx=self.seen(feed))
+
+    async def publish(self, feed: str, kind: str, body: Any) -> Ack:
+        """Sign and publish; returns once the relay stored it durably (raises RelayError if refused)."""
+        return await self.publish_event(self.create_event(feed, kind, body))
+
+    async def publish_event(self, event: Event) -> Ack:
+        """Publish a signed event. Cancelling the caller does not withdraw it from the outbox."""
+        return await asyncio.shield(self.submit(event))
+
+    def submit(self, event: Event) -> asyncio.Future[Ack]:
+        """Queue ``event`` in the outbox without waiting; the future resolves with its ack."""
+        self._check_open()
+        pending = self._outbox.get(event.id)
+        if pending is not None:
+            return pending.future
+        fut: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        fut.add_done_callback(_retrieve)
+        self._outbox[event.id] = _Pending(event, fut)
+        self._queue.append(event.id)
+        self._pump()
+        return fut
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until every event submitted so far is acknowledged or refused."""
+        futs = [asyncio.shield(p.future) for p in self._outbox.values()]  # a timeout must not cancel them
+        if futs:
+            await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True), timeout)
+
+    def _pump(self) -> None:
+        link = self._link
+        if link is None or not self.connected:
+            return
+        while self._queue and self._inflight < self.max_inflight:
+            p = self._outbox.get(self._queue.popleft())
+            if p is None or p.sent:
+                continue
+            p.sent = True
+            self._inflight += 1
+            link.send(self.protocol.pub(p.event))
+
+    def _requeue(self, event_id: str) -> None:
+        if event_id in self._outbox:
+            self._queue.append(event_id)
+            self._pump()
+
+    def _backoff(self, attempt: int) -> float:
+        delay = min(self.backoff_max, self.backoff_base * (2 ** min(attempt, 30)))
+        return delay / 2 + random.uniform(0, delay / 2)
+
+    def _settled(self, event_id: str) -> _Pending | None:
+        p = self._outbox.get(event_id)
+        if p is not None and p.sent:
+            p.sent = False
+            self._inflight -= 1
+        return p
+
+    # -- subscribing ----------------------------------------------------------------------
+    async def subscribe(self, feed: str, since: int = 0, *, on_record: Callable[[Record], Any] | None = None,
+                        on_snapshot: Callable[[Snapshot], Any] | None = None,
+                        on_presence: Callable[[Presence], Any] | None = None,
+                        max_queue: int | None = None) -> Subscription:
+        """Follow ``feed`` from after ``since``; one Subscription per feed per client.
+
+        ``max_queue`` defaults to 0 (callbacks only) when a record/snapshot callback is
+        given and to 1024 otherwise; see the module docstring for what happens when full.
+        """
+        self._check_open()
+        check_feed(feed)
+        if feed in self._subs:
+            raise InvalidEvent(f"already subscribed to {feed} on this client")
+        if max_queue is None:
+            max_queue = 0 if (on_record or on_snapshot) else DEFAULT_QUEUE
+        sub = Subscription(self, feed, since, max_queue, on_record, on_snapshot, on_presence)
+        self._subs[feed] = sub
+        if self.connected:
+            self._send_sub(sub)
+        return sub
+
+    def subscription(self, feed: str) -> Subscription | None:
+        return self._subs.get(feed)
+
+    def _send_sub(self, sub: Subscription) -> None:
+        assert self._link is not None
+        self.protocol.track(sub.feed, sub.seq, sub.head)
+        rid = f"s{next(self._rids)}"
+        self._sub_rids[rid] = sub.feed
+        self._link.send(self.protocol.sub(sub.feed, rid=rid))
+
+    def _unsub_frame(self, feed: str) -> str | None:
+        """Send an unsub (if connected) and return its rid."""
+        self.protocol.forget(feed)
+        if self._link is None or not self.connected:
+            return None
+        rid = f"u{next(self._rids)}"
+        self._link.send(self.protocol.unsub(feed, rid=rid))
+        return rid
+
+    def _drop_sub(self, sub: Subscription, error: BaseException | None) -> None:
+        if self._subs.get(sub.feed) is sub:
+            del self._subs[sub.feed]
+            if not sub._paused or sub._unsub_rid is None:
+                self._unsub_frame(sub.feed)
+        sub._end(error)
+
+    def _pause(self, sub: Subscription) -> None:
+        sub._paused = True
+        sub._set_synced(False)
+        sub._unsub_rid = self._unsub_frame(sub.feed)
+
+    def _maybe_resume(self, sub: Subscription) -> None:
+        if (sub._paused and sub._unsub_rid is None and self.connected and not sub.closed
+                and len(sub._items) <= sub.max_queue // 2 and self._subs.get(sub.feed) is sub):
+            sub._paused = False
+            self._send_sub(sub)
+
+    # -- misc -----------------------------------------------------------------------------
+    async def ping(self, timeout: float | None = None) -> None:
+        """Round trip to the relay (it answers after every frame we sent before)."""
+        await self.wait_connected(timeout)
+        assert self._link is not None
+        rid = f"p{next(self._rids)}"
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pings[rid] = fut
+        self._link.send(self.protocol.ping(rid))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pings.pop(rid, None)
+
+    # -- connection loop ------------------------------------------------------------------
+    async def _run(self, first: asyncio.Future[None]) -> None:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while not self._closing:
+            connected_at: float | None = None
+            try:
+                ws = await connect(self.ws_url, open_timeout=self.open_timeout, close_timeout=2,
+                                   max_size=None)  # relay messages may exceed max_frame_bytes (snapshots)
+            except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+                if not first.done():
+                    first.set_exception(exc)
+                    return
+                log.info("connecting to %s failed: %s", self.ws_url, exc)
+            else:
+                try:
+                    await self._handshake(ws)
+                    connected_at = loop.time()
+                    self._connected(ws)
+                    if not first.done():
+                        first.set_result(None)
+                    async for message in ws:
+                        self._on_message(message)
+                    log.info("relay closed the connection (%s %s)", ws.close_code, ws.close_reason)
+                except (ProtocolError, RelayError) as exc:  # wrong relay, or hello refused
+                    log.error("giving up on %s: %s", self.ws_url, exc)
+                    self._fail_all(exc)
+                    if not first.done():
+                        first.set_exception(exc)
+                    return
+                except (ConnectionClosed, OSError, TimeoutError) as exc:
+                    log.info("connection to %s lost: %r", self.ws_url, exc)
+                except Exception:  # a bug of ours: log it, and let a fresh connection repair state
+                    log.exception("client connection to %s failed unexpectedly", self.ws_url)
+                finally:
+                    self.last_close = (ws.close_code, ws.close_reason)
+                    self._disconnected()
+                    await _close(ws)
+                if not first.done():
+                    first.set_exception(ColonyError("connection closed during the handshake"))
+                    return
+            if not self.reconnect:
+                self._fail_all(ColonyError("connection to the relay lost (reconnect disabled)"))
+                return
+            if connected_at is not None and loop.time() - connected_at > self.backoff_max:
+                attempt = 0
+            await asyncio.sleep(self._backoff(attempt))
+            attempt += 1
+            self.reconnects += 1
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        while True:
+            message = await asyncio.wait_for(ws.recv(), self.open_timeout)
+            for text in frames.split(message):
+                ev = self.protocol.receive_frame(text)
+                if isinstance(ev, Challenge):
+                    if self.key is None:
+                        return
+                    await ws.send(self.protocol.hello())
+                elif isinstance(ev, Welcome):
+                    return
+                elif isinstance(ev, ErrorReply):
+                    raise RelayError(ev.code, ev.message)
+
+    def _connected(self, ws: ClientConnection) -> None:
+        self._link = _Link(ws)
+        self.connected = True
+        self._inflight = 0
+        for p in self._outbox.values():
+            p.sent = False
+        self._queue = deque(self._outbox)
+        for sub in self._subs.values():
+            sub._unsub_rid = None
+            if sub._paused and len(sub._items) > sub.max_queue // 2:
+                continue
+            sub._paused = False
+            self._send_sub(sub)
+        self._pump()
+        self._signal.notify()
+
+    def _disconnected(self) -> None:
+        if self._link is not None:
+            self._link.stop()
+        self._link = None
+        self.connected = False
+        self.protocol.connection_lost()
+        self._sub_rids.clear()
+        for sub in self._subs.values():
+            sub._set_synced(False)
+        for fut in self._pings.values():
+            if not fut.done():
+                fut.set_exception(ColonyError("connection lost before pong"))
+        self._signal.notify()
+
+    def _fail_all(self, exc: BaseException, end_subs: bool = True) -> None:
+        if self._fatal is None and not self._closing:
+            self._fatal = exc
+        for p in self._outbox.values():
+            if not p.future.done():
+                p.future.set_exception(exc)
+        self._outbox.clear()
+        self._queue.clear()
+        if end_subs:
+            for sub in list(self._subs.values()):
+                sub._end(exc)
+            self._subs.clear()
+        self._signal.notify()
+
+    # -- incoming -------------------------------------------------------------------------
+    def _on_message(self, message: str | bytes) -> None:
+        for text in frames.split(message):
+            try:
+                ev = self.protocol.receive_frame(text)
+            except MalformedFrame as exc:
+                log.warning("ignoring a malformed frame from the relay: %s", exc)
+                continue
+            except ColonyError as exc:
+                feed = getattr(exc, "feed", None)
+                sub = self._subs.get(feed) if isinstance(feed, str) else None
+                log.error("verification failed for %s: %s", feed, exc)
+                if sub is not None:
+                    self._drop_sub(sub, exc)
+                continue
+            if ev is not None:
+                self._dispatch(ev)
+
+    def _dispatch(self, ev: ProtocolEvent) -> None:
+        if isinstance(ev, (RecordReceived, SnapshotReceived)):
+            sub = self._subs.get(ev.feed)
+            if sub is not None:
+                sub._deliver(ev.record if isinstance(ev, RecordReceived) else ev.snapshot)
+        elif isinstance(ev, Ack):
+            p = self._settled(ev.id)
+            if p is not None:
+                del self._outbox[ev.id]
+                if not p.future.done():
+                    p.future.set_result(ev)
+            self._pump()
+        elif isinstance(ev, ErrorReply):
+            self._on_error(ev)
+        elif isinstance(ev, Synced):
+            for rid in [r for r, f in self._sub_rids.items() if f == ev.feed]:
+                del self._sub_rids[rid]  # accepted: an error can no longer follow
+            sub = self._subs.get(ev.feed)
+            if sub is not None:
+                sub._set_synced(True)
+        elif isinstance(ev, Presence):
+            sub = self._subs.get(ev.feed)
+            if sub is not None:
+                sub._presence(ev)
+        elif isinstance(ev, Unsubbed):
+            self._on_unsubbed(ev)
+        elif isinstance(ev, Pong):
+            fut = self._pings.get(str(ev.rid))
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    def _on_error(self, ev: ErrorReply) -> None:
+        p = self._settled(ev.id) if ev.id else None
+        if p is not None:
+            if ev.code in RETRYABLE and (self.retry_limit is None or p.attempts < self.retry_limit):
+                delay = self._backoff(p.attempts)
+                p.attempts += 1
+                asyncio.get_running_loop().call_later(delay, self._requeue, p.event.id)
+            else:
+                del self._outbox[p.event.id]
+                if not p.future.done():
+                    p.future.set_exception(RelayError(ev.code, ev.message))
+            self._pump()
+            return
+        feed = self._sub_rids.pop(str(ev.rid), None) if ev.rid is not None else None
+        sub = self._subs.get(feed) if feed else None
+        if sub is not None:
+            self._drop_sub(sub, RelayError(ev.code, ev.message))
+            return
+        log.warning("relay error %s: %s", ev.code, ev.message)
+
+    def _on_unsubbed(self, ev: Unsubbed) -> None:
+        if ev.rid is None:  # the relay ended it (access revoked, or it failed)
+            sub = self._subs.get(ev.feed)
+            if sub is not None:
+                self._drop_sub(sub, RelayError(ev.reason or "unsubbed", "the relay ended this subscription"))
+            return
+        for sub in self._subs.values():
+            if sub._unsub_rid is not None and sub._unsub_rid == ev.rid:
+                sub._unsub_rid = None
+                self._maybe_resume(sub)
+                return
+
+
+async def _close(ws: ClientConnection) -> None:
+    """Close politely (bounded by close_timeout); abort the socket if that cannot finish."""
+    try:
+        await ws.close()
+    except asyncio.CancelledError:
+        ws.transport.abort()
+        raise
+    except Exception:
+        ws.transport.abort()
+
+
+def _size(frame: str) -> int:
+    """UTF-8 size of a frame (the relay's message limit is in bytes)."""
+    return len(frame) if frame.isascii() else len(frame.encode("utf-8", "surrogatepass"))
+
+
+def _retrieve(fut: asyncio.Future[Any]) -> None:
+    """Mark a failure as seen: publishers that fire and forget should not spam the log."""
+    if not fut.cancelled():
+        fut.exception()
+
+
+__all__ = ["Client", "Subscription", "Ack", "Presence", "ws_url"]

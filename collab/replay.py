@@ -1,0 +1,226 @@
+"""Local replay and audit of a feed's log, independent of any relay.
+
+:func:`replay` folds records through the same functions the relay uses
+(``apply_access`` then ``Namespace.apply`` for non-control kinds, as in
+``relay.feeds.FeedRuntime._fold``), so an agent or auditor can rebuild the state at any seq
+and check the relay's work. Instead of stopping at the first problem it reports every
+:class:`Anomaly` it finds; ``verified`` is true only when there are none.
+
+Records that fail verification (author signature, event id, relay receipt) are never folded:
+the hole they leave is reported as a ``gap`` as well. Of two records claiming one seq
+(``fork``) the one linking to the previous record is folded, preferring the one the next
+record links to (otherwise the first given).
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .access import CONTROL_KINDS, Access, apply_access, validate_control
+from .errors import BadSignature, ColonyError, InvalidEvent, RelayError
+from .events import GENESIS, Record, receipt_bytes
+from .keys import verify
+from .namespaces import Namespace, Registry, default_registry
+
+ANOMALY_KINDS = (
+    "bad_signature",    # event signature or id does not verify (content was altered)
+    "bad_receipt",      # the relay's receipt signature does not verify (seq/prev/rtime altered)
+    "invalid",          # not a well-formed record, or the relay should have refused the event
+    "unauthorized",     # the event's author had no right to write it at that point
+    "chain_break",      # prev is not the hash of the previous record
+    "gap",              # one or more seqs are missing
+    "fork",             # two different records claim the same seq
+    "duplicate_event",  # one event id sequenced twice
+    "causal_ahead",     # event.ctx >= its own seq: it claims to have seen the future
+    "unordered",        # records were not given in ascending seq order
+    "foreign_feed",     # a record of another feed was mixed in (skipped)
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Anomaly:
+    seq: int
+    kind: str
+    detail: str
+
+
+@dataclass(slots=True)
+class ReplayResult:
+    feed: str | None
+    state: Any
+    access: Access
+    seq: int
+    head: str
+    verified: bool
+    anomalies: list[Anomaly] = field(default_factory=list)
+    namespace: Namespace[Any] | None = None
+
+    @property
+    def problems(self) -> list[Anomaly]:
+        return self.anomalies
+
+    def kinds(self) -> set[str]:
+        return {a.kind for a in self.anomalies}
+
+    def view(self) -> Any:
+        """The namespace's JSON view of the state (e.g. ``{"text": ...}`` for docs)."""
+        return self.namespace.view(self.state) if self.namespace is not None else None
+
+
+def receipt_ok(rec: Record) -> bool:
+    rb = receipt_bytes(rec.feed, rec.seq, rec.prev, rec.event.id, rec.rtime, rec.relay)
+    return verify(bytes.fromhex(rec.relay), rb, bytes.fromhex(rec.rsig))
+
+
+def parse_records(raw: Iterable[Any]) -> tuple[list[Record], list[Anomaly]]:
+    """Turn wire dicts (or Records) into verified Records; failures become anomalies."""
+    out: list[Record] = []
+    anomalies: list[Anomaly] = []
+    for item in raw:
+        seq = item.seq if isinstance(item, Record) else _seq_of(item)
+        if isinstance(item, Record):
+            rec = item
+        else:
+            try:
+                rec = Record.from_wire(item, verify_sigs=False)
+            except BadSignature as exc:
+                anomalies.append(Anomaly(seq, "bad_signature", str(exc)))
+                continue
+            except InvalidEvent as exc:
+                anomalies.append(Anomaly(seq, "invalid", str(exc)))
+                continue
+        if not rec.event.verify():
+            anomalies.append(Anomaly(seq, "bad_signature", "event id or author signature does not verify"))
+        elif not receipt_ok(rec):
+            anomalies.append(Anomaly(seq, "bad_receipt", "relay receipt signature does not verify"))
+        else:
+            out.append(rec)
+    return out, anomalies
+
+
+def _seq_of(item: Any) -> int:
+    seq = item.get("seq") if isinstance(item, dict) else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else 0
+
+
+def replay(records: Iterable[Record | dict[str, Any]], registry: Registry | None = None, at: int | None = None,
+           *, feed: str | None = None) -> ReplayResult:
+    """Fold ``records`` (any order; dicts are verified first) up to seq ``at`` (default: all).
+
+    Structural checks (chain, gaps, forks, duplicates, causality) cover every record given;
+    authorization and namespace validity are checked for the records folded (up to ``at``).
+    """
+    items = list(records)
+    recs, anomalies = parse_records(items)
+    feed = feed or (recs[0].feed if recs else None)
+    registry = registry or default_registry()
+    if feed is None:
+        return ReplayResult(None, None, Access(), 0, GENESIS, not anomalies, anomalies)
+    ns = registry.for_feed(feed)
+    state: Any = ns.initial(feed)
+    access = Access(policy=ns.default_policy)
+
+    by_seq: dict[int, list[Record]] = {}
+    last = 0
+    unordered = False
+    for rec in recs:
+        if rec.feed != feed:
+            anomalies.append(Anomaly(rec.seq, "foreign_feed", f"record of {rec.feed} in a replay of {feed}"))
+            continue
+        if rec.seq < last and not unordered:
+            unordered = True
+            anomalies.append(Anomaly(rec.seq, "unordered", f"seq {rec.seq} came after seq {last}"))
+        last = max(last, rec.seq)
+        group = by_seq.setdefault(rec.seq, [])
+        if all(r.hash != rec.hash for r in group):  # identical copies are harmless
+            group.append(rec)
+
+    seq, head, head_known = 0, GENESIS, True
+    at_seq, at_head = 0, GENESIS
+    ids: dict[str, int] = {}
+    for s in sorted(by_seq):
+        cands = by_seq[s]
+        if s != seq + 1:
+            anomalies.append(Anomaly(seq + 1, "gap", f"seq {seq + 1}..{s - 1} missing"))
+            head_known = False
+        if len(cands) > 1:
+            anomalies.append(Anomaly(s, "fork", f"{len(cands)} different records claim seq {s}"))
+        linked = [c for c in cands if c.prev == head] if head_known else cands
+        if not linked:
+            anomalies.append(Anomaly(s, "chain_break", f"prev of seq {s} is not the hash of seq {seq}"))
+            linked = cands
+        nexts = {n.prev for n in by_seq.get(s + 1, ())}
+        rec = next((c for c in linked if c.hash in nexts), linked[0])  # a fork: follow the longer chain
+        ev = rec.event
+        if ev.id in ids:
+            anomalies.append(Anomaly(s, "duplicate_event", f"event {ev.id[:16]} already sequenced at {ids[ev.id]}"))
+        if ev.ctx >= s:
+            anomalies.append(Anomaly(s, "causal_ahead", f"ctx {ev.ctx} is not below its own seq {s}"))
+        if at is None or s <= at:
+            problem = _admissible(ns, state, access, rec)
+            if problem is not None:
+                anomalies.append(problem)
+            access = apply_access(access, ev, s)
+            if ev.kind not in CONTROL_KINDS:
+                state = ns.apply(state, rec)
+            at_seq, at_head = s, rec.hash
+        ids.setdefault(ev.id, s)
+        seq, head, head_known = s, rec.hash, True
+    return ReplayResult(feed, state, access, at_seq, at_head, not anomalies, anomalies, ns)
+
+
+def _admissible(ns: Namespace[Any], state: Any, access: Access, rec: Record) -> Anomaly | None:
+    """Would the relay have accepted this event here? (same checks as FeedRuntime._sequence)"""
+    ev, s = rec.event, rec.seq
+    try:
+        access.check_write(ev, ev.author, s)
+        if ev.kind in CONTROL_KINDS:
+            validate_control(access, ev, s)
+        else:
+            if ns.kinds and ev.kind not in ns.kinds:
+                raise InvalidEvent(f"{ns.name} feeds accept kinds {sorted(ns.kinds)}")
+            ns.validate(state, ev)
+    except ColonyError as exc:
+        kind = "unauthorized" if exc.code in ("unauthorized", "auth_required") else "invalid"
+        return Anomaly(s, kind, str(exc))
+    return None
+
+
+async def fetch_records(base_url: str, feed: str, since: int = 0, page: int = 1000,
+                        *, client: httpx.AsyncClient | None = None) -> list[dict[str, Any]]:
+    """All records of ``feed`` after ``since`` as raw dicts, paging the relay's HTTP API."""
+    base = base_url.rstrip("/")
+    out: list[dict[str, Any]] = []
+    own = client is None
+    http = client or httpx.AsyncClient(timeout=30.0)
+    try:
+        while True:
+            r = await http.get(f"{base}/feeds/{feed}/events", params={"since": since, "limit": page})
+            if r.status_code != 200:
+                try:
+                    body = r.json()
+                    raise RelayError(str(body.get("error", r.status_code)), str(body.get("message", "")))
+                except ValueError:
+                    raise RelayError(str(r.status_code), r.text[:200]) from None
+            rows = r.json().get("records", [])
+            out.extend(rows)
+            last = _seq_of(rows[-1]) if rows else since
+            if len(rows) < page or last <= since:
+                return out
+            since = last
+    finally:
+        if own:
+            await http.aclose()
+
+
+async def replay_feed(base_url: str, feed: str, registry: Registry | None = None,
+                      at: int | None = None) -> ReplayResult:
+    """Fetch a feed over HTTP and replay it locally."""
+    return replay(await fetch_records(base_url, feed), registry, at, feed=feed)
+
+
+__all__ = ["Anomaly", "ReplayResult", "ANOMALY_KINDS", "replay", "replay_feed", "parse_records",
+           "fetch_records", "receipt_ok"]

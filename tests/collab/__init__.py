@@ -1,0 +1,1 @@
+"""Tests of the agent SDK (``collab``): protocol core, client, documents and replay."""
