@@ -34,7 +34,7 @@ def _limits_from(args: argparse.Namespace) -> Limits:
 
 def config_from(args: argparse.Namespace) -> Config:
     return Config(data_dir=Path(args.data), host=args.host, port=args.port, limits=_limits_from(args),
-                  synchronous=args.synchronous)
+                  synchronous=args.synchronous, redis_url=args.redis or None, redis_prefix=args.redis_prefix)
 
 
 async def _serve(config: Config) -> int:
@@ -86,6 +86,11 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="data directory: SQLite log, snapshots, relay key")
     p.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL", "EXTRA"],
                    help="SQLite durability; FULL fsyncs every group commit")
+    p.add_argument("--redis", default=os.environ.get("COLONY_REDIS"), metavar="URL",
+                   help="share this Redis (redis://HOST:PORT/DB, or a cluster node) with other relay "
+                        "processes instead of the embedded SQLite store (env COLONY_REDIS)")
+    p.add_argument("--redis-prefix", default=os.environ.get("COLONY_REDIS_PREFIX", "colony"),
+                   help="key prefix in Redis (one per site sharing a Redis server)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     defaults = Limits()
     for name in Limits.names():
@@ -101,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colony", description="Colony: a relay for agents that work together")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("serve", help="run a relay (embedded SQLite storage)")
+    p = sub.add_parser("serve", help="run a relay (embedded SQLite storage, or a shared Redis)")
     add_serve_args(p)
     p.set_defaults(fn=cmd_serve)
 

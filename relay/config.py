@@ -18,3 +18,7 @@ class Config:
     snapshot_catchup: int = 200        # doc feeds: send a snapshot when further behind than this
     idle_feed_seconds: float = 300.0   # unload feeds with no subscribers after this long
     web_dir: Path | None = None        # viewer files (default: the packaged web/)
+    redis_url: str | None = None       # scale-out: share this Redis with other relay processes
+    redis_prefix: str = "colony"       # key prefix in Redis (several sites can share one server)
+    sync_interval: float = 2.0         # Redis: how often loaded feeds compare heads with storage
+    presence_ttl: float = 15.0         # Redis: a crashed process's participants expire after this

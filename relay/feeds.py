@@ -23,13 +23,16 @@ from collab.events import GENESIS, Event, Record, Snapshot
 from collab.keys import Keypair
 from collab.namespaces import Namespace, Registry
 
+from .bus import Bus, LocalBus
 from .config import Config
+from .presence import Participants, PresenceStore
 from .storage.base import HeadMoved, Storage, StoredSnapshot
 
 log = logging.getLogger(__name__)
 
 ID_CACHE = 50_000
 MAX_BATCH = 512
+MAX_APPEND_ATTEMPTS = 8
 
 
 class Subscriber(Protocol):
@@ -59,6 +62,16 @@ class _Subscribe:
 
 
 @dataclass(slots=True)
+class _Ingest:
+    payload: str
+
+
+@dataclass(slots=True)
+class _Sync:
+    pass
+
+
+@dataclass(slots=True)
 class _SubState:
     key: str | None = None  # the key the subscriber had when it subscribed (its presence entry)
     live: bool = False
@@ -85,10 +98,10 @@ class FeedRuntime:
         self.ids: dict[str, int] = {}
         self.ids_complete = True
         self.subs: dict[Subscriber, _SubState] = {}
-        self.present: dict[str, int] = {}
+        self.people = Participants(feed, hub.presence, self._broadcast)
         self.snapshot_seq = 0
         self.last_active = time.monotonic()
-        self._jobs: deque[_Publish | _Subscribe] = deque()
+        self._jobs: deque[_Publish | _Subscribe | _Ingest | _Sync] = deque()
         self._task: asyncio.Task[None] | None = None
         self._snap_cache: tuple[int, str] | None = None
 
@@ -148,6 +161,17 @@ class FeedRuntime:
         self._kick()
         return fut
 
+    def ingest(self, payload: str) -> None:
+        """Records another process appended (from the bus); applied in order by the worker."""
+        self._jobs.append(_Ingest(payload))
+        self._kick()
+
+    def request_sync(self) -> None:
+        """Catch up from storage (after a bus reconnect, or when a sweep saw a newer head)."""
+        if not any(isinstance(j, _Sync) for j in self._jobs):
+            self._jobs.append(_Sync())
+            self._kick()
+
     async def _work(self) -> None:
         while self._jobs:
             job = self._jobs[0]
@@ -163,30 +187,103 @@ class FeedRuntime:
                 else:
                     _ok(job.fut, None)
                 continue
+            if isinstance(job, (_Ingest, _Sync)):
+                self._jobs.popleft()
+                try:
+                    if isinstance(job, _Ingest):
+                        await self._ingest(job.payload)
+                    else:
+                        await self._sync()
+                except Exception:
+                    log.exception("catching %s up failed; the next record or sweep retries", self.feed)
+                continue
             batch: list[_Publish] = []
             while self._jobs and isinstance(self._jobs[0], _Publish) and len(batch) < MAX_BATCH:
                 batch.append(self._jobs.popleft())  # type: ignore[arg-type]
             try:
                 await self._sequence(batch)
             except Exception as exc:
-                log.exception("sequencing %s failed", self.feed)
+                if not isinstance(exc, ColonyError):
+                    log.exception("sequencing %s failed", self.feed)
+                    exc = Unavailable("could not store the event; retry")
                 for p in batch:
-                    _fail(p.fut, Unavailable("could not store the event; retry") if not isinstance(exc, ColonyError) else exc)
+                    _fail(p.fut, exc)
+
+    async def _ingest(self, payload: str) -> None:
+        for line in payload.split("\n"):
+            rec = Record.from_wire(json.loads(line), verify_sigs=False)  # our own storage wrote it
+            if rec.seq <= self.seq:
+                continue  # ours, or already caught up
+            if rec.seq == self.seq + 1 and rec.prev == self.head:
+                self._commit([(rec, line)])
+            else:  # a gap: pub/sub lost something; the log has it
+                await self._sync()
+                return
+
+    async def _sync(self) -> None:
+        page = self.hub.config.limits.max_backlog_page
+        while True:
+            rows = await self.hub.storage.read(self.feed, self.seq, page)
+            recs = [(Record.from_wire(json.loads(r.data), verify_sigs=False), r.data) for r in rows]
+            if recs and recs[0][0].prev != self.head:
+                raise RuntimeError(f"{self.feed}: stored record {recs[0][0].seq} does not link to our head")
+            self._commit(recs)
+            if len(rows) < page:
+                return
+
+    def _commit(self, recs: list[tuple[Record, str]]) -> None:
+        """Fold durable records into the state and send them to local subscribers."""
+        changed_acl = False
+        for rec, rjson in recs:
+            self._fold(rec)
+            changed_acl |= rec.event.kind in ("acl.revoke", "acl.grant")  # a grant may set read: false
+            self._fan_out(rec, rjson)
+        if len(self.ids) > ID_CACHE:
+            self._trim_ids()
+        if changed_acl:
+            self._drop_unreadable()
 
     async def _sequence(self, batch: list[_Publish]) -> None:
-        # Which of these are already stored? (idempotent publish)
+        for _attempt in range(MAX_APPEND_ATTEMPTS):
+            accepted = await self._seal(batch)
+            if not accepted:
+                return
+            try:
+                await self.hub.storage.append(self.feed, self.seq, [(r, j) for _, r, j in accepted])
+            except HeadMoved:
+                # another process appended first: take its records, then validate and seal again
+                await self._sync()
+                batch = [p for p, _, _ in accepted]
+                continue
+            except Unavailable as exc:
+                log.warning("append to %s failed: %s", self.feed, exc)
+                for p, _, _ in accepted:
+                    _fail(p.fut, exc)
+                await self._reload_quietly()
+                return
+            self._commit([(r, j) for _, r, j in accepted])
+            for p, rec, _ in accepted:
+                _ok(p.fut, (rec.seq, False))
+            if self.seq - self.snapshot_seq >= self.hub.config.snapshot_every:
+                await self.save_snapshot()
+            return
+        for p in batch:
+            _fail(p.fut, Unavailable("the feed is too contended right now; retry"))
+
+    async def _seal(self, batch: list[_Publish]) -> list[tuple[_Publish, Record, str]]:
+        """Answer duplicates and refusals; seal the rest as the next records (not yet stored)."""
         unknown = [p.event.id for p in batch if p.event.id not in self.ids]
         stored = {} if self.ids_complete or not unknown else await self.hub.storage.lookup_ids(self.feed, unknown)
         seq, head, access, state = self.seq, self.head, self.access, self.state
+        tentative = self.ns.immutable_state
         limits = self.hub.config.limits
         accepted: list[tuple[_Publish, Record, str]] = []
         in_batch: dict[str, int] = {}
-        dups: list[tuple[_Publish, int]] = []
         for p in batch:
             ev = p.event
             known = self.ids.get(ev.id) or stored.get(ev.id) or in_batch.get(ev.id)
             if known:
-                dups.append((p, known))
+                _ok(p.fut, (known, True))
                 continue
             try:
                 if ev.size > limits.max_event_bytes:
@@ -205,34 +302,17 @@ class FeedRuntime:
             rec = Record.seal(self.hub.relay_key, ev, seq, head)
             head = rec.hash
             access = apply_access(access, ev, seq)
+            if tentative and ev.kind not in CONTROL_KINDS:
+                state = self.ns.apply(state, rec)  # later events in this batch see this one
             in_batch[ev.id] = seq
             accepted.append((p, rec, frames.encode(rec.to_wire())))
-        if accepted:
-            try:
-                await self.hub.storage.append(self.feed, self.seq, [(r, j) for _, r, j in accepted])
-            except (HeadMoved, Unavailable) as exc:
-                log.warning("append to %s failed: %s", self.feed, exc)
-                await self._reload()
-                err = exc if isinstance(exc, Unavailable) else Unavailable("feed moved under us; retry")
-                for p, _, _ in accepted:
-                    _fail(p.fut, err)
-                accepted = []
-        for p, known in dups:
-            _ok(p.fut, (known, True))
-        if not accepted:
-            return
-        revoked = False
-        for p, rec, rjson in accepted:
-            self._fold(rec)
-            revoked |= rec.event.kind in ("acl.revoke", "acl.grant")  # a grant may set read: false
-            _ok(p.fut, (rec.seq, False))
-            self._fan_out(rec, rjson)
-        if len(self.ids) > ID_CACHE:
-            self._trim_ids()
-        if revoked:
-            self._drop_unreadable()
-        if self.seq - self.snapshot_seq >= self.hub.config.snapshot_every:
-            await self.save_snapshot()
+        return accepted
+
+    async def _reload_quietly(self) -> None:
+        try:
+            await self._reload()
+        except Exception as exc:  # storage still down: the next batch will find out again
+            log.warning("reloading %s after a failed append failed: %r", self.feed, exc)
 
     async def _reload(self) -> None:
         fresh = FeedRuntime(self.hub, self.feed, self.ns)
@@ -265,10 +345,7 @@ class FeedRuntime:
         if sub in self.subs:
             raise InvalidEvent(f"already subscribed to {self.feed}")
         if sub.key is not None:
-            n = self.present.get(sub.key, 0)
-            self.present[sub.key] = n + 1
-            if n == 0:
-                self._broadcast(frames.encode({"t": "presence", "feed": self.feed, "op": "join", "keys": [sub.key]}))
+            self.people.add(sub.key)  # announced to the others before this one is listening
         st = _SubState(key=sub.key)
         self.subs[sub] = st
         dump_ok = self.ns.name == "doc"
@@ -295,7 +372,7 @@ class FeedRuntime:
             sub.deliver(frame)
         st.buffer.clear()
         st.live = True
-        sub.deliver(frames.encode({"t": "presence", "feed": self.feed, "op": "list", "keys": sorted(self.present)}))
+        sub.deliver(self.people.list_frame())
 
     async def _catch_up(self, sub: Subscriber, st: _SubState, since: int, head: int) -> None:
         page = self.hub.config.limits.max_backlog_page
@@ -324,14 +401,16 @@ class FeedRuntime:
         if st.task is not None and not st.task.done():
             st.task.cancel()
         if st.key is not None:  # not sub.key: a hello after sub must not make a key leave it never joined
-            n = self.present.get(st.key, 0) - 1
-            if n <= 0:
-                self.present.pop(st.key, None)
-                self._broadcast(frames.encode({"t": "presence", "feed": self.feed, "op": "leave", "keys": [st.key]}))
-            else:
-                self.present[st.key] = n
+            self.people.remove(st.key)
         self.last_active = time.monotonic()
         return True
+
+    def on_notice(self, payload: str) -> None:
+        self.people.on_notice(payload)
+
+    @property
+    def present(self) -> list[str]:
+        return self.people.keys()
 
     def _drop_unreadable(self) -> None:
         for sub in [s for s in self.subs if not self.access.can_read(s.key)]:
@@ -356,8 +435,11 @@ class FeedRuntime:
 class Hub:
     """All loaded feeds of this relay process."""
 
-    def __init__(self, storage: Storage, registry: Registry, relay_key: Keypair, config: Config) -> None:
+    def __init__(self, storage: Storage, registry: Registry, relay_key: Keypair, config: Config,
+                 bus: Bus | None = None, presence: PresenceStore | None = None) -> None:
         self.storage, self.registry, self.relay_key, self.config = storage, registry, relay_key, config
+        self.bus: Bus = bus or LocalBus()
+        self.presence: PresenceStore = presence or PresenceStore()
         self.feeds: dict[str, FeedRuntime] = {}
         self._loading: dict[str, asyncio.Future[FeedRuntime]] = {}
         self.listeners: list[RecordListener] = []
@@ -373,6 +455,7 @@ class Hub:
         self._loading[feed] = fut
         try:
             rt = FeedRuntime(self, feed, self.registry.for_feed(feed))
+            await self.bus.watch(feed)  # before loading: nothing appended meanwhile can slip by
             await rt.load()
             self.feeds[feed] = rt
             fut.set_result(rt)
@@ -383,6 +466,37 @@ class Hub:
             raise
         finally:
             del self._loading[feed]
+
+    def on_bus(self, feed: str, payload: str) -> None:
+        """Another process appended to ``feed`` (or sent a notice about it)."""
+        rt = self.feeds.get(feed)
+        if rt is None:
+            return
+        if payload.startswith("{"):
+            rt.ingest(payload)
+        else:
+            rt.on_notice(payload)
+
+    async def resync(self) -> None:
+        for rt in list(self.feeds.values()):
+            rt.request_sync()
+
+    async def sweep_presence(self) -> None:
+        """Refresh this process's participant entries and reconcile every watched feed."""
+        await self.presence.refresh((feed, key) for feed, rt in self.feeds.items() for key in rt.people.local)
+        for rt in list(self.feeds.values()):
+            if rt.subs:
+                await rt.people.reconcile()
+
+    async def sweep_heads(self) -> int:
+        """Anti-entropy: catch up every loaded feed whose stored head is ahead of ours."""
+        behind = 0
+        for feed, rt in list(self.feeds.items()):
+            head = await self.storage.head(feed)
+            if head is not None and head.seq > rt.seq:
+                rt.request_sync()
+                behind += 1
+        return behind
 
     async def publish(self, event: Event, session_key: str | None) -> tuple[int, bool]:
         rt = await self.runtime(event.feed)
@@ -405,6 +519,7 @@ class Hub:
                 await rt.save_snapshot()
                 if rt.idle:
                     self.feeds.pop(feed, None)
+                    await self.bus.unwatch(feed)
                     dropped += 1
         return dropped
 

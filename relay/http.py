@@ -39,10 +39,13 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
 async def health(request: Request) -> Response:
     relay = _relay(request)
     storage = await relay.storage.health()
+    bus = relay.hub.bus.health()
+    ok = bool(storage.get("ok")) and bool(bus.get("connected"))
     return JSONResponse({
-        "ok": bool(storage.get("ok")), "relay": relay.hub.relay_key.public_hex, "storage": storage,
+        "ok": ok, "backend": storage.get("backend"), "relay": relay.hub.relay_key.public_hex,
+        "storage": storage, "bus": bus,
         "connections": len(relay.sessions), "feeds_loaded": len(relay.hub.feeds),
-    }, status_code=200 if storage.get("ok") else 503)
+    }, status_code=200 if ok else 503)
 
 
 async def limits(request: Request) -> Response:

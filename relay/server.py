@@ -9,8 +9,10 @@ from collab.keys import Keypair
 from collab.namespaces import Registry, default_registry
 
 from .config import Config
+from .bus import Bus, LocalBus
 from .feeds import Hub
 from .limits import RateLimiter
+from .presence import PresenceStore, RedisPresence
 from .session import CLOSE_GOING_AWAY, Session
 from .storage.base import Storage
 
@@ -31,6 +33,7 @@ class Relay:
         self.key_limiter = RateLimiter(config.limits.events_per_sec_key, config.limits.burst_key)
         self._hub: Hub | None = None
         self._janitor: asyncio.Task[None] | None = None
+        self._anti_entropy: asyncio.Task[None] | None = None
         self.closing = False
 
     @property
@@ -48,28 +51,65 @@ class Relay:
             raise RuntimeError("this Relay is already running")
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         key = self._relay_key or Keypair.load_or_create(self.config.data_dir / "relay.key")
-        storage = self._storage
-        if storage is None:
-            from .storage.sqlite import SqliteStorage
-
-            storage = SqliteStorage(self.config.data_dir, synchronous=self.config.synchronous)
+        storage = self._storage or self._default_storage()
         await storage.open()
-        self._hub = Hub(storage, self.registry, key, self.config)
-        self._janitor = asyncio.get_running_loop().create_task(self._sweep())
+        bus = self._bus_for(storage)
+        presence: PresenceStore = PresenceStore()
+        if bus.name == "redis":
+            presence = RedisPresence(storage, bus, self.config.presence_ttl)
+        self._hub = Hub(storage, self.registry, key, self.config, bus, presence)
+        await bus.start(self._hub.on_bus, self._hub.resync)
+        loop = asyncio.get_running_loop()
+        self._janitor = loop.create_task(self._sweep())
+        if bus.name != "local":
+            self._anti_entropy = loop.create_task(self._sweep_heads())
         log.info("relay %s up (storage %s)", key.public_hex[:16], storage.name)
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
         self.closing = True
-        if self._janitor is not None:
-            self._janitor.cancel()
+        for task in (self._janitor, self._anti_entropy):
+            if task is not None:
+                task.cancel()
         await asyncio.gather(*(s.out.aclose(CLOSE_GOING_AWAY, "relay shutting down") for s in list(self.sessions)),
                              return_exceptions=True)
         hub = self.hub
         await hub.close()
+        await hub.bus.close()
         await hub.storage.close()
         self._hub = None
+
+    def _default_storage(self) -> Storage:
+        if self.config.redis_url:
+            from .storage.redis import RedisStorage
+
+            return RedisStorage(self.config.redis_url, prefix=self.config.redis_prefix)
+        from .storage.sqlite import SqliteStorage
+
+        return SqliteStorage(self.config.data_dir, synchronous=self.config.synchronous)
+
+    @staticmethod
+    def _bus_for(storage: Storage) -> Bus:
+        if storage.name == "redis":
+            from .bus import RedisBus
+
+            return RedisBus(storage)
+        return LocalBus()
+
+    async def _sweep_heads(self) -> None:
+        """Shared backend only: heads (lost pub/sub messages) and presence (crashed processes)."""
+        last_presence = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(self.config.sync_interval, self.config.presence_ttl / 3))
+            try:
+                await self.hub.sweep_heads()
+                if loop.time() - last_presence >= self.config.presence_ttl / 3:
+                    last_presence = loop.time()
+                    await self.hub.sweep_presence()
+            except Exception as exc:  # storage down: publishes already say so; try again later
+                log.debug("shared-backend sweep failed: %r", exc)
 
     def new_session(self, transport: object, ip: str) -> Session:
         s = Session(self.hub, transport, ip, self.config.limits, self.ip_limiter, self.key_limiter)  # type: ignore[arg-type]

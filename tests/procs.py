@@ -35,7 +35,11 @@ class RelayProc:
         return self.proc.returncode or 0
 
 
-async def start_relay_proc(data: Path, *args: str, timeout: float = 30.0) -> RelayProc:
+async def start_relay_proc(data: Path, *args: str, timeout: float = 30.0, backend: object = None,
+                           site: str = "r") -> RelayProc:
+    """``backend`` (tests.conftest.Backend) adds ``--redis`` arguments for the Redis backend."""
+    if backend is not None:
+        args = (*backend.serve_args(site), *args)  # type: ignore[attr-defined]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "relay.cli", "serve", "--port", "0", "--data", str(data), "--log-level", "warning",

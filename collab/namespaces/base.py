@@ -23,6 +23,10 @@ class Namespace(ABC, Generic[S]):
     default_policy: str = "signed"
     #: kinds this namespace accepts; empty means any kind
     kinds: frozenset[str] = frozenset()
+    #: True when ``apply`` returns a new value and leaves its input alone. The relay then
+    #: folds each event of a batch tentatively so later events in the same batch are
+    #: validated against it. A mutable state (a pycrdt Doc) must validate independently.
+    immutable_state: bool = True
 
     @abstractmethod
     def initial(self, feed: str) -> S: ...

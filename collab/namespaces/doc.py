@@ -56,6 +56,7 @@ def decode_update(body: Any) -> bytes:
 class DocNamespace(Namespace[DocState]):
     name = "doc"
     kinds = frozenset(("doc.update",))
+    immutable_state = False  # a pycrdt Doc; updates validate on their own (they only need to decode)
 
     def initial(self, feed: str) -> DocState:
         return DocState()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from collab.keys import Keypair
+from tests.conftest import Backend
 from tests.procs import RelayProc, start_relay_proc
 
 
@@ -26,8 +27,8 @@ async def colony(*args: str, env: dict[str, str] | None = None, timeout: float =
 
 
 @pytest.fixture
-async def relay_proc(tmp_path: Path) -> AsyncIterator[RelayProc]:
-    relay = await start_relay_proc(tmp_path / "data")
+async def relay_proc(tmp_path: Path, backend: Backend) -> AsyncIterator[RelayProc]:
+    relay = await start_relay_proc(tmp_path / "data", backend=backend)
     yield relay
     await relay.stop()
 
@@ -90,6 +91,7 @@ async def test_append_needs_a_key(relay_proc: RelayProc) -> None:
 
 
 async def test_replay_verify_fails_on_a_tampered_log(tmp_path: Path) -> None:
+    """SQLite only on purpose: the test edits the SQLite file behind the relay's back."""
     data = tmp_path / "data"
     key = tmp_path / "agent.key"
     Keypair.generate().save(key)

@@ -11,6 +11,7 @@ from pycrdt import Doc, Text
 
 from collab.events import GENESIS, Event, Record, b64
 from collab.keys import Keypair
+from tests.conftest import Backend
 from tests.procs import start_relay_proc
 from tests.rawclient import Raw
 
@@ -81,9 +82,9 @@ class Writer:
             return  # the relay died under us: what was acked is what counts
 
 
-async def test_sigkill_under_load_loses_no_acked_event(tmp_path: Path) -> None:
+async def test_sigkill_under_load_loses_no_acked_event(tmp_path: Path, backend: Backend) -> None:
     data = tmp_path / "relay"
-    relay = await start_relay_proc(data)
+    relay = await start_relay_proc(data, backend=backend)
     writers = [Writer(Keypair.generate(), f"w{i}") for i in range(4)]
     stop = asyncio.Event()
     tasks = [asyncio.create_task(w.run(relay.ws_url, stop)) for w in writers]
@@ -102,7 +103,7 @@ async def test_sigkill_under_load_loses_no_acked_event(tmp_path: Path) -> None:
     assert in_flight > 0, "the kill should land while events are in flight"
     assert len(acked) > 1500
 
-    relay2 = await start_relay_proc(data)
+    relay2 = await start_relay_proc(data, backend=backend)
     try:
         stored: dict[str, tuple[str, int]] = {}
         for feed in FEEDS:

@@ -1,0 +1,158 @@
+"""Who is in a feed: participants per feed, local or shared between relay processes.
+
+A participant is a key with at least one authenticated subscription to the feed. Each feed
+runtime keeps a :class:`Participants`; with a shared backend the :class:`PresenceStore` also
+records this process's participants in Redis, each entry with an expiry that the process
+keeps refreshing, so the clients of a crashed process leave the list once it lapses.
+Changes travel as notices on the feed's bus channel (``P+<key>`` / ``P-<key>``); a periodic
+reconciliation repairs anything a lost notice or a crash left behind.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from collab import frames
+
+log = logging.getLogger(__name__)
+
+
+class PresenceStore:
+    """Local only: the participants of this process are all there is."""
+
+    shared = False
+
+    async def joined(self, feed: str, key: str) -> None:
+        return None
+
+    async def left(self, feed: str, key: str) -> None:
+        return None
+
+    async def members(self, feed: str) -> set[str] | None:
+        return None
+
+    async def refresh(self, entries: Iterable[tuple[str, str]]) -> None:
+        return None
+
+
+class RedisPresence(PresenceStore):
+    shared = True
+
+    def __init__(self, storage: Any, bus: Any, ttl: float) -> None:
+        self.storage, self.bus, self.ttl = storage, bus, ttl
+        self.pid = os.urandom(6).hex()
+
+    def _key(self, feed: str) -> str:
+        return self.storage.key(feed, "presence")
+
+    def _expiry(self) -> int:
+        return int((time.time() + self.ttl) * 1000)
+
+    async def joined(self, feed: str, key: str) -> None:
+        await self.storage.r.hset(self._key(feed), f"{key}|{self.pid}", self._expiry())
+        await self.bus.publish(feed, "P+" + key)
+
+    async def left(self, feed: str, key: str) -> None:
+        await self.storage.r.hdel(self._key(feed), f"{key}|{self.pid}")
+        await self.bus.publish(feed, "P-" + key)
+
+    async def members(self, feed: str) -> set[str] | None:
+        entries = await self.storage.r.hgetall(self._key(feed))
+        now = time.time() * 1000
+        alive, expired = set(), []
+        for field, until in entries.items():
+            if int(until) > now:
+                alive.add(field.decode().split("|", 1)[0])
+            else:
+                expired.append(field)
+        if expired:
+            await self.storage.r.hdel(self._key(feed), *expired)
+        return alive
+
+    async def refresh(self, entries: Iterable[tuple[str, str]]) -> None:
+        r = self.storage.r
+        until = self._expiry()
+        by_feed: dict[str, dict[str, int]] = {}
+        for feed, key in entries:
+            by_feed.setdefault(self._key(feed), {})[f"{key}|{self.pid}"] = until
+        if not by_feed:
+            return
+        pipe = r.pipeline(transaction=False)
+        for hkey, mapping in by_feed.items():
+            pipe.hset(hkey, mapping=mapping)
+        await pipe.execute()
+
+
+class Participants:
+    """The participant list of one feed, as this process shows it to its subscribers."""
+
+    def __init__(self, feed: str, store: PresenceStore, broadcast: Callable[[str], None]) -> None:
+        self.feed, self.store, self._broadcast = feed, store, broadcast
+        self.local: dict[str, int] = {}
+        self.present: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def keys(self) -> list[str]:
+        return sorted(self.present)
+
+    def list_frame(self) -> str:
+        return frames.encode({"t": "presence", "feed": self.feed, "op": "list", "keys": self.keys()})
+
+    def _mark(self, key: str, here: bool) -> None:
+        if here and key not in self.present:
+            self.present.add(key)
+            self._broadcast(frames.encode({"t": "presence", "feed": self.feed, "op": "join", "keys": [key]}))
+        elif not here and key in self.present:
+            self.present.discard(key)
+            self._broadcast(frames.encode({"t": "presence", "feed": self.feed, "op": "leave", "keys": [key]}))
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.debug("presence update for %s failed: %r", self.feed, task.exception())
+
+    def add(self, key: str) -> None:
+        n = self.local.get(key, 0)
+        self.local[key] = n + 1
+        if n == 0:
+            self._mark(key, True)
+            if self.store.shared:
+                self._spawn(self.store.joined(self.feed, key))
+
+    def remove(self, key: str) -> None:
+        n = self.local.get(key, 0) - 1
+        if n > 0:
+            self.local[key] = n
+            return
+        self.local.pop(key, None)
+        if self.store.shared:
+            self._spawn(self.store.left(self.feed, key))  # others decide by reconciling
+        else:
+            self._mark(key, False)
+
+    def on_notice(self, payload: str) -> None:
+        if payload.startswith("P+"):
+            self._mark(payload[2:], True)
+        elif payload.startswith("P-"):
+            key = payload[2:]
+            if key not in self.local:
+                self._spawn(self.reconcile())
+
+    async def reconcile(self) -> None:
+        members = await self.store.members(self.feed)
+        if members is None:
+            return
+        members |= set(self.local)
+        for key in members - self.present:
+            self._mark(key, True)
+        for key in self.present - members:
+            self._mark(key, False)
