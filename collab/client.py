@@ -26,7 +26,7 @@ import itertools
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -113,10 +113,15 @@ class Client:
     pins the relay identity: a challenge (or record) from another key is refused for good.
     """
 
-    def __init__(self, url: str, key: Keypair | None = None, *, reconnect: bool = True,
+    def __init__(self, url: str | Sequence[str], key: Keypair | None = None, *, reconnect: bool = True,
                  relay_key: str | None = None, backoff_base: float = 0.1, backoff_max: float = 5.0,
                  max_inflight: int = 256, retry_limit: int | None = 10, open_timeout: float = 10.0) -> None:
-        self.url, self.ws_url, self.key, self.reconnect = url, ws_url(url), key, reconnect
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise InvalidEvent("give the Client at least one relay URL")
+        self.ws_urls = [ws_url(u) for u in self.urls]
+        self._which = 0  # index of the URL in use; advances on every lost or failed connection
+        self.key, self.reconnect = key, reconnect
         self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self.max_inflight, self.retry_limit, self.open_timeout = max_inflight, retry_limit, open_timeout
         self.protocol = ClientProtocol(key, relay_key)
@@ -135,6 +140,15 @@ class Client:
         self._rids = itertools.count(1)
         self._sub_rids: dict[str, str] = {}
         self._pings: dict[str, asyncio.Future[None]] = {}
+
+    @property
+    def url(self) -> str:
+        """The relay base URL in use (several URLs: processes of one site, tried in turn)."""
+        return self.urls[self._which]
+
+    @property
+    def ws_url(self) -> str:
+        return self.ws_urls[self._which]
 
     # -- lifecycle ------------------------------------------------------------------------
     async def __aenter__(self) -> Client:
@@ -345,10 +359,13 @@ class Client:
                 ws = await connect(self.ws_url, open_timeout=self.open_timeout, close_timeout=2,
                                    max_size=None)  # relay messages may exceed max_frame_bytes (snapshots)
             except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-                if not first.done():
-                    first.set_exception(exc)
-                    return
                 log.info("connecting to %s failed: %s", self.ws_url, exc)
+                self._which = (self._which + 1) % len(self.ws_urls)
+                if not first.done():
+                    if self._which == 0:  # every URL refused the first connection
+                        first.set_exception(exc)
+                        return
+                    continue
             else:
                 try:
                     await self._handshake(ws)
@@ -373,6 +390,8 @@ class Client:
                     self.last_close = (ws.close_code, ws.close_reason)
                     self._disconnected()
                     await _close(ws)
+                    if ws.close_code != 4008:  # a slow-consumer cut is about us, not that relay
+                        self._which = (self._which + 1) % len(self.ws_urls)
                 if not first.done():
                     first.set_exception(ColonyError("connection closed during the handshake"))
                     return

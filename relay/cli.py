@@ -34,7 +34,8 @@ def _limits_from(args: argparse.Namespace) -> Limits:
 
 def config_from(args: argparse.Namespace) -> Config:
     return Config(data_dir=Path(args.data), host=args.host, port=args.port, limits=_limits_from(args),
-                  synchronous=args.synchronous, redis_url=args.redis or None, redis_prefix=args.redis_prefix)
+                  synchronous=args.synchronous, redis_url=args.redis or None, redis_prefix=args.redis_prefix,
+                  relay_key_file=Path(args.relay_key) if args.relay_key else None)
 
 
 async def _serve(config: Config) -> int:
@@ -89,6 +90,9 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--redis", default=os.environ.get("COLONY_REDIS"), metavar="URL",
                    help="share this Redis (redis://HOST:PORT/DB, or a cluster node) with other relay "
                         "processes instead of the embedded SQLite store (env COLONY_REDIS)")
+    p.add_argument("--relay-key", default=os.environ.get("COLONY_RELAY_KEY"), metavar="FILE",
+                   help="the relay's Ed25519 identity (created if missing; default <data>/relay.key). "
+                        "Processes serving one site from one Redis should share it")
     p.add_argument("--redis-prefix", default=os.environ.get("COLONY_REDIS_PREFIX", "colony"),
                    help="key prefix in Redis (one per site sharing a Redis server)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])

@@ -18,6 +18,8 @@ class Config:
     snapshot_catchup: int = 200        # doc feeds: send a snapshot when further behind than this
     idle_feed_seconds: float = 300.0   # unload feeds with no subscribers after this long
     web_dir: Path | None = None        # viewer files (default: the packaged web/)
+    relay_key_file: Path | None = None  # relay identity (default <data_dir>/relay.key); the
+                                        # processes of one site share one file
     redis_url: str | None = None       # scale-out: share this Redis with other relay processes
     redis_prefix: str = "colony"       # key prefix in Redis (several sites can share one server)
     sync_interval: float = 2.0         # Redis: how often loaded feeds compare heads with storage

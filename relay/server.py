@@ -50,7 +50,7 @@ class Relay:
         if self._hub is not None:
             raise RuntimeError("this Relay is already running")
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        key = self._relay_key or Keypair.load_or_create(self.config.data_dir / "relay.key")
+        key = self._relay_key or Keypair.load_or_create(self.config.relay_key_file or self.config.data_dir / "relay.key")
         storage = self._storage or self._default_storage()
         await storage.open()
         bus = self._bus_for(storage)
