@@ -35,7 +35,8 @@ def _limits_from(args: argparse.Namespace) -> Limits:
 def config_from(args: argparse.Namespace) -> Config:
     return Config(data_dir=Path(args.data), host=args.host, port=args.port, limits=_limits_from(args),
                   synchronous=args.synchronous, redis_url=args.redis or None, redis_prefix=args.redis_prefix,
-                  relay_key_file=Path(args.relay_key) if args.relay_key else None)
+                  relay_key_file=Path(args.relay_key) if args.relay_key else None,
+                  sync_interval=args.sync_interval, presence_ttl=args.presence_ttl)
 
 
 async def _serve(config: Config) -> int:
@@ -79,6 +80,16 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return value
+
+
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=os.environ.get("COLONY_HOST", "127.0.0.1"), help="interface to listen on")
     p.add_argument("--port", type=int, default=int(os.environ.get("COLONY_PORT", "8765")),
@@ -95,6 +106,14 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                         "Processes serving one site from one Redis should share it")
     p.add_argument("--redis-prefix", default=os.environ.get("COLONY_REDIS_PREFIX", "colony"),
                    help="key prefix in Redis (one per site sharing a Redis server)")
+    base = Config()
+    p.add_argument("--sync-interval", type=_positive, default=base.sync_interval, metavar="SECONDS",
+                   help="with --redis: how often each loaded feed compares its head with Redis and catches "
+                        f"up on records a lost pub/sub message hid (default {base.sync_interval:g})")
+    p.add_argument("--presence-ttl", type=_positive, default=base.presence_ttl, metavar="SECONDS",
+                   help="with --redis: a process's participant entries expire this long after its last "
+                        "refresh (every TTL/3), so the clients of a crashed process leave the participant "
+                        f"lists of the others (default {base.presence_ttl:g})")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     defaults = Limits()
     for name in Limits.names():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 ID_CACHE = 50_000
 MAX_BATCH = 512
-MAX_APPEND_ATTEMPTS = 8
+MAX_APPEND_ATTEMPTS = 16
 
 
 class Subscriber(Protocol):
@@ -244,7 +245,7 @@ class FeedRuntime:
             self._drop_unreadable()
 
     async def _sequence(self, batch: list[_Publish]) -> None:
-        for _attempt in range(MAX_APPEND_ATTEMPTS):
+        for attempt in range(MAX_APPEND_ATTEMPTS):
             accepted = await self._seal(batch)
             if not accepted:
                 return
@@ -254,6 +255,8 @@ class FeedRuntime:
                 # another process appended first: take its records, then validate and seal again
                 await self._sync()
                 batch = [p for p, _, _ in accepted]
+                if attempt:  # repeated losses: step aside briefly so contenders stop colliding
+                    await asyncio.sleep(random.uniform(0, 0.002 * attempt))
                 continue
             except Unavailable as exc:
                 log.warning("append to %s failed: %s", self.feed, exc)
@@ -457,6 +460,11 @@ class Hub:
             rt = FeedRuntime(self, feed, self.registry.for_feed(feed))
             await self.bus.watch(feed)  # before loading: nothing appended meanwhile can slip by
             await rt.load()
+            if self.presence.shared:  # participants on other processes: in the first list already
+                try:
+                    await rt.people.reconcile()
+                except Exception as exc:  # best effort: the presence sweep reconciles again
+                    log.debug("presence of %s not loaded: %r", feed, exc)
             self.feeds[feed] = rt
             fut.set_result(rt)
             return rt

@@ -59,7 +59,13 @@ async def start_relay_proc(data: Path, *args: str, timeout: float = 30.0, backen
             if m:
                 return m.group(1).decode()
 
-    url = await asyncio.wait_for(wait_line(), timeout)
+    try:
+        url = await asyncio.wait_for(wait_line(), timeout)
+    except BaseException:  # never leave a relay that did not come up running (e.g. hung at startup)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        raise
 
     async def drain() -> None:  # keep the pipe from filling up
         assert proc.stdout is not None

@@ -4,13 +4,19 @@ Kind ``doc.update``, body ``{"update": <base64 Yjs v1 update>}``. An update is r
 ``invalid`` unless it decodes as a Yjs v1 update, so a malformed update never reaches the log
 and never poisons the merged document. The state is a pycrdt ``Doc``; its snapshot is the
 full state as one Yjs update.
+
+Records may carry updates out of causal order (a client retries one edit after a later one
+was sequenced), so the Doc can hold *pending* parts (structs or deletions whose dependencies
+are later in the log). ``Doc.get_update()`` leaves those out, so the state keeps the updates
+that are not fully integrated yet and the snapshot merges them in: loading a snapshot and
+folding the rest of the log must give exactly the state of folding the whole log.
 """
 from __future__ import annotations
 
 import logging
 from typing import Any
 
-from pycrdt import Doc, merge_updates
+from pycrdt import Doc, get_update, merge_updates
 
 from ..errors import InvalidEvent
 from ..events import Event, Record, unb64
@@ -19,24 +25,93 @@ from .base import Namespace
 log = logging.getLogger(__name__)
 
 TEXT_ROOT = "text"
+MAX_PENDING = 32
 
 
 class DocState:
     """The merged document of one feed."""
 
-    __slots__ = ("doc", "applied")
+    __slots__ = ("doc", "applied", "pending")
 
     def __init__(self) -> None:
         self.doc = Doc()
         self.applied = 0
+        self.pending: list[bytes] = []  # applied updates the Doc could not fully integrate yet
+
+    def apply_update(self, update: bytes) -> None:
+        self.doc.apply_update(update)
+        self.pending.append(update)
+        sv = self.doc.get_state()
+        self.pending = [u for u in self.pending if not _integrated(u, sv)]
+        if len(self.pending) > MAX_PENDING:  # updates that never integrate (dangling): keep one blob
+            self.pending = [merge_updates(*self.pending)]
 
     def state_update(self) -> bytes:
-        return self.doc.get_update()
+        full = self.doc.get_update()  # integrated content only
+        return merge_updates(full, *self.pending) if self.pending else full
 
     def text(self, root: str = TEXT_ROOT) -> str:
         from pycrdt import Text
 
         return str(self.doc.get(root, type=Text))
+
+
+def _read_uint(buf: bytes, i: int) -> tuple[int, int]:
+    n = shift = 0
+    while True:
+        b = buf[i]
+        i += 1
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            return n, i
+        shift += 7
+
+
+def _read_state_vector(sv: bytes) -> dict[int, int]:
+    count, i = _read_uint(sv, 0)
+    out = {}
+    for _ in range(count):
+        client, i = _read_uint(sv, i)
+        out[client], i = _read_uint(sv, i)
+    return out
+
+
+def _delete_ends(update: bytes) -> dict[int, int]:
+    """client -> end clock of the last deleted range, for an update that holds no structs."""
+    groups, i = _read_uint(update, 0)
+    if groups:
+        raise ValueError("update still holds structs")
+    count, i = _read_uint(update, i)
+    out = {}
+    for _ in range(count):
+        client, i = _read_uint(update, i)
+        ranges, i = _read_uint(update, i)
+        end = 0
+        for _ in range(ranges):
+            clock, i = _read_uint(update, i)
+            length, i = _read_uint(update, i)
+            end = max(end, clock + length)
+        out[client] = end
+    return out
+
+
+def _integrated(update: bytes, sv: bytes) -> bool:
+    """Whether a Doc whose state vector is ``sv`` holds every struct and deletion of ``update``.
+
+    Yjs integrates a struct only once everything before it is there (else it stays pending,
+    outside the state vector), and applies a deletion once the deleted ids are below the state
+    vector (retrying pending deletions on every later update). The diff of ``update`` against
+    ``sv`` keeps the structs beyond ``sv`` and every deletion.
+    """
+    try:
+        rest = get_update(update, sv)
+        groups, _ = _read_uint(rest, 0)
+        if groups:
+            return False
+        have = _read_state_vector(sv)
+        return all(have.get(c, 0) >= end for c, end in _delete_ends(rest).items())
+    except Exception:  # cannot tell: keep it (merging an integrated update again changes nothing)
+        return False
 
 
 def decode_update(body: Any) -> bytes:
@@ -70,7 +145,7 @@ class DocNamespace(Namespace[DocState]):
         ev = record.event
         if ev.kind == "doc.update":
             try:
-                state.doc.apply_update(unb64(ev.body["update"]))
+                state.apply_update(unb64(ev.body["update"]))
             except Exception:  # validated before sequencing; keep folding deterministically
                 log.warning("doc update at %s#%d did not apply", ev.feed, record.seq)
         state.applied = record.seq
@@ -81,7 +156,7 @@ class DocNamespace(Namespace[DocState]):
 
     def load(self, feed: str, data: bytes) -> DocState:
         st = DocState()
-        st.doc.apply_update(data)
+        st.apply_update(data)
         return st
 
     def view(self, state: DocState) -> Any:

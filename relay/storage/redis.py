@@ -122,9 +122,11 @@ class RedisStorage(Storage):
 
     async def _load_scripts(self) -> None:
         assert self.r is not None
-        if self.cluster:
-            self._append_sha = await self.r.script_load(APPEND_LUA, target_nodes=RedisCluster.PRIMARIES)  # type: ignore[call-arg]
-            self._snap_sha = await self.r.script_load(SNAPSHOT_LUA, target_nodes=RedisCluster.PRIMARIES)  # type: ignore[call-arg]
+        if self.cluster:  # every primary: a feed's keys (and so its EVALSHA) may live on any of them
+            # (script_load() takes no target_nodes; execute_command does, and merges the SHAs)
+            load = "SCRIPT LOAD"
+            self._append_sha = await self.r.execute_command(load, APPEND_LUA, target_nodes=RedisCluster.PRIMARIES)
+            self._snap_sha = await self.r.execute_command(load, SNAPSHOT_LUA, target_nodes=RedisCluster.PRIMARIES)
         else:
             self._append_sha = await self.r.script_load(APPEND_LUA)
             self._snap_sha = await self.r.script_load(SNAPSHOT_LUA)
