@@ -73,6 +73,7 @@ class _Link:
         self.channels: set[str] = set()
         self.connected = False
         self.attempted = False  # a first connection attempt has finished (either way)
+        self.first_attempt = asyncio.Event()
         self._ps: Any = None
         self._client: Any = None
         self.task = asyncio.get_running_loop().create_task(self._run(), name=f"redis-bus:{name}")
@@ -119,6 +120,7 @@ class _Link:
                     done.update(todo)
                 self.connected = True  # no await since the last check: watch() subscribes from now on
                 self.attempted = True
+                self.first_attempt.set()
                 delay = 0.1
                 if not first:
                     bus.reconnects += 1
@@ -134,6 +136,7 @@ class _Link:
             finally:
                 self.connected = False
                 self.attempted = True
+                self.first_attempt.set()
                 await self._drop()
             if not bus._closing:
                 await asyncio.sleep(delay)
@@ -208,7 +211,12 @@ class RedisBus(Bus):
     async def start(self, deliver: Deliver, resync: Resync) -> None:
         await super().start(deliver, resync)
         if not self.sharded:
-            self._links[""] = _Link(self, "", self.storage.url, sharded=False)
+            link = self._links[""] = _Link(self, "", self.storage.url, sharded=False)
+            # report healthy only once we listen: wait (bounded) for the first connection
+            try:
+                await asyncio.wait_for(link.first_attempt.wait(), self.confirm_timeout)
+            except asyncio.TimeoutError:
+                log.warning("redis bus not connected yet; it keeps trying")
 
     def _link_for(self, ch: str) -> _Link:
         if not self.sharded:
