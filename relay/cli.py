@@ -35,7 +35,7 @@ def _limits_from(args: argparse.Namespace) -> Limits:
 def config_from(args: argparse.Namespace) -> Config:
     return Config(data_dir=Path(args.data), host=args.host, port=args.port, limits=_limits_from(args),
                   synchronous=args.synchronous, redis_url=args.redis or None, redis_prefix=args.redis_prefix,
-                  relay_key_file=Path(args.relay_key) if args.relay_key else None,
+                  relay_key_file=Path(args.relay_key) if args.relay_key else None, ws_deflate=args.ws_deflate,
                   sync_interval=args.sync_interval, presence_ttl=args.presence_ttl)
 
 
@@ -114,6 +114,9 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    help="with --redis: a process's participant entries expire this long after its last "
                         "refresh (every TTL/3), so the clients of a crashed process leave the participant "
                         f"lists of the others (default {base.presence_ttl:g})")
+    p.add_argument("--ws-deflate", action="store_true", default=os.environ.get("COLONY_WS_DEFLATE") == "1",
+                   help="accept WebSocket permessage-deflate (off by default: per-subscriber compression "
+                        "of small records costs more CPU than it saves on fast links)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     defaults = Limits()
     for name in Limits.names():

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .limits import Limits
+from .limits import Limits, YjsLimits
 
 
 @dataclass(slots=True)
@@ -24,3 +24,9 @@ class Config:
     redis_prefix: str = "colony"       # key prefix in Redis (several sites can share one server)
     sync_interval: float = 2.0         # Redis: how often loaded feeds compare heads with storage
     presence_ttl: float = 15.0         # Redis: a crashed process's participants expire after this
+    yjs: YjsLimits = field(default_factory=YjsLimits)  # the y-websocket endpoint /yjs/{name}
+    ws_deflate: bool = False           # permessage-deflate: off, because compressing each small
+                                       # record once per subscriber costs more CPU than it saves
+                                       # (docs/benchmarks.md); turn on for slow links
+    ws_ping_interval: float = 20.0     # WebSocket keep-alive: ping every connection this often and
+    ws_ping_timeout: float = 20.0      # close it when the pong takes longer than this

@@ -32,11 +32,17 @@ class Running:
     def ws_url(self) -> str:
         return f"ws://{self.host}:{self.port}/ws"
 
+    @property
+    def yjs_url(self) -> str:
+        """Base URL of the y-websocket endpoint (``WebsocketProvider(yjs_url, name, doc)``)."""
+        return f"ws://{self.host}:{self.port}/yjs"
+
 
 def uvicorn_config(app: object, config: Config, **overrides: object) -> uvicorn.Config:
     opts: dict[str, object] = dict(
         host=config.host, port=config.port, log_level="warning", lifespan="on",
-        ws_max_size=config.limits.max_frame_bytes * 4 + 1024, ws_ping_interval=20.0, ws_ping_timeout=20.0,
+        ws_max_size=config.limits.max_frame_bytes * 4 + 1024, ws_ping_interval=config.ws_ping_interval,
+        ws_ping_timeout=config.ws_ping_timeout, ws_per_message_deflate=config.ws_deflate,
         timeout_graceful_shutdown=5,
     )
     opts.update(overrides)
