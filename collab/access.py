@@ -8,17 +8,31 @@ The author of seq 1 is the feed's *owner*. The control kinds (usable in every na
   ``feed.policy`` {policy}                     only as seq 1;
   ``acl.grant``   {key, read: bool, write: bool}  owner only;
   ``acl.revoke``  {key}                         owner only.
+
+Capabilities (``collab.capability``): a ``doc.update`` whose body carries ``cap`` (a
+capability object issued by the feed's owner with the ``write`` right, not expired at the
+event's ``ts``) is written *on behalf of* that capability. The cap is checked whatever the
+policy (a bogus claim never reaches the log); under ``members`` it stands in for the author
+being a granted writer. The relay's Yjs endpoint publishes its writable clients' edits this way.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from .capability import Capability
 from .errors import InvalidEvent, Unauthorized
 from .events import HEX64_RE, Event
 
 POLICIES = ("open", "signed", "members")
 CONTROL_KINDS = frozenset(("feed.policy", "acl.grant", "acl.revoke"))
+#: kinds whose object body may carry ``cap``: a write capability the event is written under
+CAP_KINDS = frozenset(("doc.update",))
+
+
+def claims_capability(event: Event) -> bool:
+    """Whether the event's body has a ``cap`` member (which must then be a valid capability)."""
+    return event.kind in CAP_KINDS and isinstance(event.body, dict) and "cap" in event.body
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +49,7 @@ class Access:
 
     def check_write(self, event: Event, session_key: str | None, seq: int) -> None:
         """Raise Unauthorized unless this connection may append ``event`` at ``seq``."""
+        cap = self.check_capability(event) if claims_capability(event) else None
         if self.policy == "open" and seq > 1:
             return
         if session_key is None:
@@ -47,8 +62,15 @@ class Access:
         if event.author != session_key:
             raise Unauthorized("event author differs from the authenticated key of this connection")
         if self.policy == "members" and seq > 1:
-            if event.author != self.owner and event.author not in self.writers:
+            if event.author != self.owner and event.author not in self.writers and cap is None:
                 raise Unauthorized("key is not a writer of this members-only feed")
+
+    def check_capability(self, event: Event) -> Capability:
+        """Validate the ``cap`` an event carries: the owner's write grant for this feed, not
+        expired at the event's ``ts``. Raise InvalidEvent / BadSignature / Unauthorized."""
+        cap = Capability.from_wire_cached(event.body["cap"])
+        cap.check(event.feed, self.owner, "write", event.ts)
+        return cap
 
     def to_json(self) -> dict[str, Any]:
         return {"policy": self.policy, "owner": self.owner,

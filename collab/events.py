@@ -29,9 +29,10 @@ KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}\Z")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
 HEX128_RE = re.compile(r"^[0-9a-f]{128}\Z")
 #: name segments a feed id may not have: dot segments are rewritten by URL normalisation, and a
-#: last segment ``events`` makes ``GET /feeds/{feed}`` collide with ``GET /feeds/{feed}/events``
+#: last segment ``events`` or ``state`` makes ``GET /feeds/{feed}`` collide with
+#: ``GET /feeds/{feed}/events`` and ``GET /feeds/{feed}/state``
 RESERVED_SEGMENTS = frozenset((".", ".."))
-RESERVED_LAST_SEGMENT = "events"
+RESERVED_LAST_SEGMENTS = frozenset(("events", "state"))
 EVENT_FIELDS = frozenset(("feed", "kind", "author", "ts", "ctx", "body", "sig", "id"))
 RECORD_FIELDS = frozenset(("seq", "prev", "rtime", "relay", "rsig", "event"))
 SNAPSHOT_FIELDS = frozenset(("feed", "seq", "head", "state", "relay", "rsig"))
@@ -52,9 +53,9 @@ def check_feed(feed: Any) -> str:
     segments = feed.split("/")[1:]
     if RESERVED_SEGMENTS.intersection(segments):
         raise InvalidEvent("feed name segments may not be '.' or '..'")
-    if segments[-1] == RESERVED_LAST_SEGMENT:
-        raise InvalidEvent("a feed name's last segment may not be 'events' (it would clash with "
-                           "GET /feeds/{feed}/events)")
+    if segments[-1] in RESERVED_LAST_SEGMENTS:
+        raise InvalidEvent(f"a feed name's last segment may not be '{segments[-1]}' (it would clash with "
+                           f"GET /feeds/{{feed}}/{segments[-1]})")
     return feed
 
 

@@ -15,6 +15,7 @@ from .config import Config
 from .http import routes as http_routes
 from .server import Relay
 from .ws import native_endpoint
+from .yjs import yjs_endpoint
 
 WEB_DIR = Path(web.__file__).resolve().parent
 
@@ -29,7 +30,7 @@ def create_app(config: Config | None = None, relay: Relay | None = None) -> Star
             yield
 
     web_dir = relay.config.web_dir or WEB_DIR
-    routes = [*http_routes, WebSocketRoute("/ws", native_endpoint)]
+    routes = [*http_routes, WebSocketRoute("/ws", native_endpoint), WebSocketRoute("/yjs/{name:path}", yjs_endpoint)]
     if web_dir.is_dir():
         routes.append(Mount("/", StaticFiles(directory=web_dir, html=True), name="web"))
     app = Starlette(routes=routes, lifespan=lifespan)

@@ -1,4 +1,4 @@
-"""Agent-side ``colony`` commands: ``doc append``, ``doc cat``, ``tail``, ``replay``, ``demo``.
+"""Agent-side ``colony`` commands: ``doc append``, ``doc cat``, ``tail``, ``replay``, ``grant``, ``demo``.
 
 They talk to a relay like any agent does (``collab.client``), so they double as examples.
 """
@@ -182,6 +182,51 @@ async def _replay(url: str, feed: str, at: int | None, verify: bool, as_json: bo
     return 1 if verify and not result.verified else 0
 
 
+# -- grant -----------------------------------------------------------------------------------
+async def _grant(url: str, key: Keypair, feed: str, write: bool, ttl: float) -> int:
+    """Print a capability token for ``feed`` signed by its owner (see docs/protocol.md, section 20)."""
+    import httpx
+
+    from collab.capability import Capability
+    from collab.client import Client
+    from collab.events import check_feed, namespace_of
+
+    check_feed(feed)
+    if namespace_of(feed) != "doc":
+        print(f"colony: capabilities are for doc/ feeds (the Yjs endpoint serves them), not {feed}", file=sys.stderr)
+        return 2
+    ttl_ms = int(ttl * 1000)
+    if not 0 < ttl_ms <= 10 * 365 * 86_400_000:
+        print("colony: --ttl must be a positive number of seconds (at most ten years)", file=sys.stderr)
+        return 2
+    base = url.rstrip("/")
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.get(f"{base}/feeds/{feed}")
+        if r.status_code == 404:
+            # no records yet: nobody owns it, and the relay honours only the owner's capabilities.
+            # Claim it: a feed.policy as seq 1 makes this key the owner.
+            async with Client(url, key, reconnect=False) as client:
+                await client.publish(feed, "feed.policy", {"policy": "signed"})
+            print(f"# {feed} had no records: created it (policy signed), owned by this key", file=sys.stderr)
+            r = await http.get(f"{base}/feeds/{feed}")
+        if r.status_code != 200:
+            print(f"colony: cannot read {feed} from the relay: HTTP {r.status_code} {r.text[:200]}", file=sys.stderr)
+            return 1
+        owner = r.json().get("owner")
+    if owner != key.public_hex:
+        print(f"colony: {feed} is owned by {owner}, not by this key ({key.public_hex}): the relay honours only "
+              "the owner's capabilities", file=sys.stderr)
+        return 1
+    cap = Capability.issue(key, feed, write=write, ttl_ms=ttl_ms)
+    until = dt.datetime.fromtimestamp(cap.exp / 1000, dt.timezone.utc).isoformat(timespec="seconds")
+    ws = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    print(f"# {'+'.join(cap.rights)} on {feed} until {until} (bearer: anyone holding it has these rights)\n"
+          f"# Yjs: new WebsocketProvider('{ws}/yjs', '{feed.split('/', 1)[1]}', ydoc, {{ params: {{ token }} }})",
+          file=sys.stderr)
+    print(cap.token())
+    return 0
+
+
 # -- wiring ----------------------------------------------------------------------------------
 def _client_args(p: argparse.ArgumentParser, key: bool = True) -> None:
     p.add_argument("--relay", default=None, help=f"relay base URL (default $COLONY_RELAY or {DEFAULT_RELAY})")
@@ -222,6 +267,13 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     _client_args(p, key=False)
     p.set_defaults(fn=lambda a: _run(_replay(_relay_url(a), a.feed, a.at, a.verify, a.json)))
+
+    p = sub.add_parser("grant", help="print a capability token that lets Yjs clients read (and --write) a doc")
+    p.add_argument("feed", help="a doc/ feed you own (one without records is created, owned by your key)")
+    p.add_argument("--write", action="store_true", help="grant write as well as read (default: read only)")
+    p.add_argument("--ttl", type=float, default=3600.0, metavar="SECONDS", help="validity (default 3600)")
+    _client_args(p)
+    p.set_defaults(fn=lambda a: _run(_grant(_relay_url(a), _key(a), a.feed, a.write, a.ttl)))
 
     p = sub.add_parser("demo", help="a relay with scripted agents co-editing a document")
     p.add_argument("--host", default="127.0.0.1")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -46,6 +45,9 @@ class Subscriber(Protocol):
 
     async def deliver_wait(self, frame: str) -> None:
         """Queue a frame, waiting for room (used for backlogs, which must not be dropped)."""
+
+    # Optional ``reads_any = True``: the subscriber does its own read checks for every client
+    # behind it (the Yjs endpoint's room, whose clients read ``members`` feeds by capability).
 
 
 @dataclass(slots=True)
@@ -211,6 +213,9 @@ class FeedRuntime:
                     _fail(p.fut, exc)
 
     async def _ingest(self, payload: str) -> None:
+        last = payload[payload.rfind("\n") + 1:]
+        if 0 < _wire_seq(last) <= self.seq:
+            return  # our own batch coming back, or one we caught up with already: skip the parsing
         for line in payload.split("\n"):
             rec = Record.from_wire(json.loads(line), verify_sigs=False)  # our own storage wrote it
             if rec.seq <= self.seq:
@@ -251,13 +256,15 @@ class FeedRuntime:
                 return
             try:
                 await self.hub.storage.append(self.feed, self.seq, [(r, j) for _, r, j in accepted])
-            except HeadMoved:
-                # another process appended first: take its records, then validate and seal again
-                await self._sync()
+            except HeadMoved as moved:
+                # another process appended first: take its records (the refusal carries the first
+                # of them; read any others), then validate and seal again
+                if moved.records:
+                    await self._ingest("\n".join(moved.records))
+                if self.seq < moved.actual:
+                    await self._sync()
                 batch = [p for p, _, _ in accepted]
-                if attempt:  # repeated losses: step aside briefly so contenders stop colliding
-                    await asyncio.sleep(random.uniform(0, 0.002 * attempt))
-                continue
+                continue  # no pause: the storage keeps it fair (Redis: a process that keeps losing gets a turn)
             except Unavailable as exc:
                 log.warning("append to %s failed: %s", self.feed, exc)
                 for p, _, _ in accepted:
@@ -343,7 +350,7 @@ class FeedRuntime:
                 st.buffer.append(frame)
 
     def _start_subscription(self, sub: Subscriber, since: int) -> None:
-        if not self.access.can_read(sub.key):
+        if not self.access.can_read(sub.key) and not getattr(sub, "reads_any", False):
             raise Unauthorized("this feed is members-only and your key may not read it")
         if sub in self.subs:
             raise InvalidEvent(f"already subscribed to {self.feed}")
@@ -416,7 +423,7 @@ class FeedRuntime:
         return self.people.keys()
 
     def _drop_unreadable(self) -> None:
-        for sub in [s for s in self.subs if not self.access.can_read(s.key)]:
+        for sub in [s for s in self.subs if not self.access.can_read(s.key) and not getattr(s, "reads_any", False)]:
             self.unsubscribe(sub)
             sub.deliver(frames.encode({"t": "unsubbed", "feed": self.feed, "reason": "unauthorized"}))
 
@@ -542,6 +549,16 @@ class Hub:
                 await rt.save_snapshot()
             except Exception:
                 log.exception("snapshot of %s at shutdown failed", rt.feed)
+
+
+def _wire_seq(line: str) -> int:
+    """The seq of a stored record line (``{"seq":N,...}``, as this relay writes them) without
+    parsing the rest; -1 if it does not look like one (the caller then parses it in full)."""
+    if not line.startswith('{"seq":'):
+        return -1
+    end = line.find(",", 7)
+    digits = line[7:end]
+    return int(digits) if end > 7 and digits.isascii() and digits.isdigit() else -1
 
 
 def _ok(fut: asyncio.Future[Any], value: Any) -> None:

@@ -11,6 +11,7 @@ from starlette.routing import Route
 from collab.errors import InvalidEvent
 from collab.events import check_feed
 
+from .http_state import feed_state
 from .server import Relay
 
 _DECIMAL = re.compile(r"-?[0-9]{1,20}\Z")
@@ -118,6 +119,7 @@ routes = [
     Route("/limits", limits),
     Route("/relay", relay_info),
     Route("/feeds", list_feeds),
-    Route("/feeds/{feed:path}/events", feed_events),
+    Route("/feeds/{feed:path}/events", feed_events),  # before /feeds/{feed}: ids contain '/'
+    Route("/feeds/{feed:path}/state", feed_state),    # (feed names never end in events or state)
     Route("/feeds/{feed:path}", feed_info),
 ]

@@ -26,6 +26,28 @@ class Limits:
         return [f.name for f in fields(cls)]
 
 
+@dataclass(frozen=True, slots=True)
+class YjsLimits:
+    """Per-connection limits of the Yjs endpoint (``/yjs/{name}``, docs/protocol.md section 21).
+
+    A Yjs message is also bounded by ``Limits.max_frame_bytes`` and an edit by
+    ``Limits.max_event_bytes`` (it is recorded as one event)."""
+
+    awareness_per_sec: float = 30.0          # awareness (and query-awareness) messages per connection
+    awareness_burst: int = 60
+    max_awareness_bytes: int = 64 << 10      # one awareness message
+    max_awareness_state_bytes: int = 16 << 10  # one client's state (JSON text)
+    max_awareness_clients: int = 4           # awareness client ids one connection may control
+    sync_requests_per_sec: float = 5.0       # sync step 1 requests (each costs a diff of the doc)
+    sync_requests_burst: int = 20
+    awareness_timeout: float = 30.0          # a client state not renewed for this long is removed
+    agent_renew: float = 15.0                # agents' awareness states are renewed this often
+    max_queued_write_bytes: int = 4 << 20    # a writer's edits waiting to be recorded
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class TokenBucket:
     __slots__ = ("rate", "burst", "tokens", "stamp")
 

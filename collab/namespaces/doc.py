@@ -115,9 +115,12 @@ def _integrated(update: bytes, sv: bytes) -> bool:
 
 
 def decode_update(body: Any) -> bytes:
-    """Return the update bytes of a ``doc.update`` body, or raise InvalidEvent."""
-    if not isinstance(body, dict) or set(body) != {"update"}:
-        raise InvalidEvent("doc.update body must be {update: <base64 Yjs v1 update>}")
+    """Return the update bytes of a ``doc.update`` body, or raise InvalidEvent.
+
+    The body may also carry ``cap``, the write capability the event was written under; the
+    core's access check (``collab.access``) validates it before the namespace is asked."""
+    if not isinstance(body, dict) or set(body) - {"cap"} != {"update"}:
+        raise InvalidEvent("doc.update body must be {update: <base64 Yjs v1 update>, cap?: <capability>}")
     update = unb64(body["update"])
     if not update:
         raise InvalidEvent("empty Yjs update")

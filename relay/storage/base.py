@@ -42,9 +42,12 @@ class StoredRecord:
 class HeadMoved(Exception):
     """The feed's head is not where the appender expected (another writer got there first)."""
 
-    def __init__(self, feed: str, expected: int, actual: int) -> None:
+    def __init__(self, feed: str, expected: int, actual: int, records: list[str] | None = None) -> None:
         super().__init__(f"{feed}: expected head {expected}, found {actual}")
         self.feed, self.expected, self.actual = feed, expected, actual
+        # wire JSON of the first records after ``expected``, when the store hands them over with
+        # the refusal (saves the appender a read); possibly fewer than ``actual - expected``
+        self.records = records or []
 
 
 class Storage(ABC):

@@ -12,13 +12,15 @@ Per feed ``F`` every key carries the hash tag ``{F}`` so a cluster keeps them on
 The append is one Lua script: compare the stored head with what the relay sealed against,
 then add every record of the batch to the stream, the id index and the head, and publish the
 batch on the feed's channel, atomically, in one round trip. A process that loses the race
-gets ``HeadMoved``, catches up from the stream and seals again. Durability is Redis's: run it
+gets ``HeadMoved`` together with the records it missed (up to 64, so it need not read them),
+catches up and seals again. Durability is Redis's: run it
 with ``appendonly yes`` (and ``appendfsync always`` for the same guarantee as SQLite FULL).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -34,15 +36,32 @@ log = logging.getLogger(__name__)
 
 APPEND_LUA = """
 local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
-if cur ~= tonumber(ARGV[1]) then return {0, cur} end
-local n = (#ARGV - 2) / 5
+local turn = redis.call('GET', KEYS[5])
+if cur ~= tonumber(ARGV[1]) then
+  if ARGV[4] == '1' and not turn then  -- the caller keeps losing: it takes the next turn
+    redis.call('SET', KEYS[5], ARGV[3], 'PX', 100)
+  end
+  local out = {0, cur}  -- and what the loser missed (up to 64 records): it need not read them
+  if cur > tonumber(ARGV[1]) then
+    local from = string.format('%d-0', tonumber(ARGV[1]) + 1)
+    for _, e in ipairs(redis.call('XRANGE', KEYS[2], from, '+', 'COUNT', 64)) do
+      local f = e[2]
+      for j = 1, #f, 2 do
+        if f[j] == 'd' then out[#out + 1] = f[j + 1] break end
+      end
+    end
+  end
+  return out
+end
+if turn and turn ~= ARGV[3] then return {2, cur} end  -- current, but another process's turn
+local n = (#ARGV - 4) / 5
 for i = 0, n - 1 do
-  if redis.call('HEXISTS', KEYS[3], ARGV[4 + i * 5]) == 1 then return {-1, cur} end
+  if redis.call('HEXISTS', KEYS[3], ARGV[6 + i * 5]) == 1 then return {-1, cur} end
 end
 local lines = {}
 local last = 0
 for i = 0, n - 1 do
-  local b = 3 + i * 5
+  local b = 5 + i * 5
   local seq, id, hash, rtime, data = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
   redis.call('XADD', KEYS[2], seq .. '-0', 'd', data, 'i', id, 'h', hash)
   redis.call('HSET', KEYS[3], id, seq)
@@ -50,6 +69,7 @@ for i = 0, n - 1 do
   last = b
 end
 redis.call('HSET', KEYS[1], 'seq', ARGV[last], 'hash', ARGV[last + 2], 'rtime', ARGV[last + 3])
+if turn then redis.call('DEL', KEYS[5]) end
 if ARGV[2] == '1' then
   redis.call('SPUBLISH', KEYS[4], table.concat(lines, '\\n'))
 else
@@ -66,6 +86,14 @@ return 1
 """
 
 UNAVAILABLE = (RedisError, OSError, asyncio.TimeoutError)
+
+# Fairness between processes appending to one feed: plain compare-and-set lets a process that is
+# always ready first (Redis serves queued commands in a fixed order) win every race, so another
+# one can lose its batch 16 times in a row and answer `unavailable`. A process that lost
+# TURN_AFTER_LOSSES times in a row claims the feed's next turn (key `turn`, 100 ms expiry) in its
+# next losing attempt; until it appends, the others are told to wait (they poll every 1 ms).
+TURN_AFTER_LOSSES = 2
+TURN_WAITS = 200
 
 
 def feed_key(prefix: str, feed: str, part: str) -> str:
@@ -101,6 +129,10 @@ class RedisStorage(Storage):
         self._snap_sha = ""
         self.round_trips = 0
         self.appends = 0
+        self.head_moved = 0   # appends refused because another process appended first
+        self.turn_waits = 0   # appends told to wait for a process that kept losing
+        self.token = os.urandom(8).hex()  # this process, in the feed's `turn` key
+        self._losses: dict[str, int] = {}  # feed -> appends lost in a row
         self.last_error: str | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -170,13 +202,24 @@ class RedisStorage(Storage):
     # -- writing ---------------------------------------------------------------------------
     async def append(self, feed: str, expected_seq: int, records: list[tuple[Record, str]]) -> None:
         r = self._client()
-        args: list[Any] = [expected_seq, "1" if self.cluster else "0"]
+        recs: list[Any] = []
         for rec, data in records:
-            args += [rec.seq, rec.event.id, rec.hash, rec.rtime, data]
-        keys = [self.key(feed, "head"), self.key(feed, "log"), self.key(feed, "ids"), self.channel(feed)]
-        ok, cur = await self._evalsha("append", keys, args)
-        if ok != 1:  # 0: the head moved; -1: an event id got stored meanwhile. Either way: catch up.
-            raise HeadMoved(feed, expected_seq, int(cur))
+            recs += [rec.seq, rec.event.id, rec.hash, rec.rtime, data]
+        keys = [self.key(feed, "head"), self.key(feed, "log"), self.key(feed, "ids"), self.channel(feed),
+                self.key(feed, "turn")]
+        for _ in range(TURN_WAITS):
+            losing = "1" if self._losses.get(feed, 0) >= TURN_AFTER_LOSSES else "0"
+            args = [expected_seq, "1" if self.cluster else "0", self.token, losing, *recs]
+            ok, cur, *missed = await self._evalsha("append", keys, args)
+            if ok != 2:
+                break
+            self.turn_waits += 1  # our head is current, but a process that kept losing goes first
+            await asyncio.sleep(0.001)
+        if ok != 1:  # 0: the head moved (with the records missed); -1: an event id got stored meanwhile
+            self._losses[feed] = self._losses.get(feed, 0) + 1
+            self.head_moved += 1
+            raise HeadMoved(feed, expected_seq, int(cur), [m.decode() for m in missed])
+        self._losses.pop(feed, None)
         self.appends += 1
         if expected_seq == 0:
             await self._call("register", r.zadd(f"{self.prefix}:feeds", {feed: 0}, nx=True))
@@ -231,7 +274,8 @@ class RedisStorage(Storage):
         except Unavailable:
             ok = False
         return {"backend": self.name, "ok": ok, "url": _redact(self.url), "cluster": self.cluster,
-                "appends": self.appends, "round_trips": self.round_trips, "error": self.last_error}
+                "appends": self.appends, "round_trips": self.round_trips, "head_moved": self.head_moved,
+                "turn_waits": self.turn_waits, "error": self.last_error}
 
 
 def _redact(url: str) -> str:

@@ -192,7 +192,7 @@ KEYS = [Keypair.from_seed(bytes([i]) * 32) for i in range(3)]
 namespaces = st.from_regex(r"[a-z][a-z0-9_-]{0,31}", fullmatch=True)
 segments = st.from_regex(r"[A-Za-z0-9._~:@+=-]{1,12}", fullmatch=True).filter(lambda s: s not in (".", ".."))
 feeds = st.builds(lambda ns, segs: ns + "/" + "/".join(segs), namespaces, st.lists(segments, min_size=1, max_size=4)
-                  ).filter(lambda f: len(f.split("/", 1)[1]) <= 200 and not f.endswith("/events"))
+                  ).filter(lambda f: len(f.split("/", 1)[1]) <= 200 and f.rsplit("/", 1)[1] not in ("events", "state"))
 kinds = st.from_regex(r"[a-z][a-z0-9_.-]{0,63}", fullmatch=True)
 stamps = st.integers(0, MAX_SAFE_INT)
 events = st.builds(

@@ -189,6 +189,8 @@ async def test_http_feed_routes_are_unambiguous(relay: Running) -> None:
         r = await http.get("/feeds/doc2/a/events")
         assert r.status_code == 200 and r.json()["seq"] == 1
         assert (await http.get("/feeds/doc2/a/events/events")).status_code == 400  # feed "doc2/a/events"
+        assert (await http.get("/feeds/doc2/a/state/state")).status_code == 400  # feed "doc2/a/state"
+        assert (await http.get("/feeds/doc2/a/state")).json()["at"] == 1
         assert (await http.get("/feeds/doc2/a")).json()["seq"] == 1
         for bad in ("1_0", "+1", " 1", "\u0661", "1.0", ""):
             r = await http.get("/feeds/doc2/a/events", params={"since": bad})
@@ -206,7 +208,7 @@ def code_of(fn: Callable[..., Any], *args: Any) -> str:
     return ""
 
 
-@pytest.mark.parametrize("feed", ["doc/a\n", "doc/a/events", "doc/..", "doc/a/./b"])
+@pytest.mark.parametrize("feed", ["doc/a\n", "doc/a/events", "doc/a/state", "doc/..", "doc/a/./b"])
 def test_feed_rules(feed: str) -> None:
     assert code_of(check_feed, feed) == "invalid"
 

@@ -306,6 +306,7 @@ def gen_ids() -> dict[str, Any]:
         "doc/notes", "a/b", "doc/x", "chat/lobby", "tasks/board", "doc/team/2024/plan.md",
         "my-app_v2/A.Z~0:1@x+y=z-w", "doc/" + "n" * 200, "n" * 32 + "/x", "doc/events-log",
         "doc/events/today", "doc/...", "doc/.hidden", "doc/a.b/c..d", "doc/-/x", "doc/EVENTS",
+        "doc/state/today", "doc/states",
     ]
     invalid_feeds = [
         ("doc", "no name"), ("doc/", "empty name"), ("/x", "empty namespace"), ("Doc/x", "uppercase namespace"),
@@ -316,7 +317,8 @@ def gen_ids() -> dict[str, Any]:
         ("doc/a%2Fb", "percent"), ("doc/\u00e9", "non-ASCII"), ("doc/x\n", "trailing newline"),
         ("doc/.", "dot segment"), ("doc/..", "dot-dot segment"), ("doc/a/../b", "dot-dot segment"),
         ("doc/a/./b", "dot segment"), ("doc/events", "last segment 'events'"),
-        ("doc/a/events", "last segment 'events'"), ("", "empty"),
+        ("doc/a/events", "last segment 'events'"), ("doc/state", "last segment 'state'"),
+        ("doc/a/state", "last segment 'state'"), ("", "empty"),
     ]
     valid_kinds = ["doc.update", "feed.policy", "acl.grant", "a", "chat.msg", "x_y-z.0", "k" * 64]
     invalid_kinds = [("", "empty"), ("Doc.update", "uppercase"), ("1abc", "must start with a letter"),
