@@ -553,9 +553,8 @@ async def test_read_only_flood_is_not_recorded(world: World) -> None:
 
 
 # -- scale-out: two processes, one site ------------------------------------------------------
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)  # one site, several processes: Redis only
 async def test_yjs_clients_on_two_processes(start_relay: Any, backend: Any, yclients: list[YClient]) -> None:
-    if backend.name != "redis":
-        pytest.skip("several relay processes share one site only on Redis")
     a: Running = await start_relay("a", site="s")
     b: Running = await start_relay("b", site="s")
     owner, name = Keypair.generate(), fresh()
