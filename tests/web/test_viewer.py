@@ -40,9 +40,9 @@ ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 CHECKS_JS = Path(__file__).with_name("vectors_check.js")
 
-playwright_api = pytest.importorskip("playwright.async_api", reason="pip install playwright (scripts/test does)")
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
-                                reason="needs Debian's chromium package (scripts/test installs it)")
+import playwright.async_api as playwright_api  # noqa: E402  -- scripts/test installs it (never skipped)
+
+assert Path(CHROMIUM).exists(), "needs Debian's chromium package (scripts/test installs it)"
 
 
 @pytest.fixture
