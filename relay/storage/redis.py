@@ -6,6 +6,7 @@ Per feed ``F`` every key carries the hash tag ``{F}`` so a cluster keeps them on
   ``<p>:{F}:log``   stream, entry id ``<seq>-0``, fields ``d`` (record JSON), ``i`` (event id), ``h`` (hash)
   ``<p>:{F}:ids``   hash  event id -> seq (idempotent publish)
   ``<p>:{F}:snap``  hash  seq, head, state, meta (latest snapshot)
+  ``<p>:{F}:turn``  the process that lost its last appends and goes next (expires, see TURN_AFTER_LOSSES)
   ``<p>:{F}:ch``    the feed's pub/sub channel (sharded pub/sub on a cluster)
   ``<p>:feeds``     sorted set of feed ids (for listing; its own slot)
 

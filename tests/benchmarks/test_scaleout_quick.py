@@ -1,0 +1,63 @@
+"""The scale-out benchmark runs end to end (``--quick``) and loses nothing.
+
+Only correctness is asserted: each of the three deployments (one relay process on SQLite, one
+on Redis, two on one Redis) delivered updates in both scenarios, and every subscriber received
+every published update exactly once, including the subscribers of the second process, which
+see the first one's records through Redis. Timing figures vary with the machine and are not
+checked (docs/benchmarks.md, "Scale-out", has measured numbers).
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "bench_scaleout.py"
+
+if shutil.which("redis-server") is None:  # scripts/test installs it; say so rather than skip silently
+    raise RuntimeError("redis-server is not installed; scripts/test installs it (apt-get install redis-server)")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_quick_scaleout_benchmark_runs_all_deployments_without_loss(tmp_path: Path) -> None:
+    out = tmp_path / "scaleout.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=200,
+    )
+    assert proc.returncode == 0, f"bench_scaleout.py failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    data = json.loads(out.read_text())
+    assert data["failures"] == []
+    results = data["results"]
+    assert set(results) == {"saturation", "target"}
+    for scenario, by_config in results.items():
+        assert set(by_config) == {"sqlite-1", "redis-1", "redis-2"}, scenario
+        for config, agg in by_config.items():
+            where = f"{scenario}/{config}"
+            assert agg["deployment"]["processes"] == (2 if config == "redis-2" else 1), where
+            assert agg["runs"], where
+            for run in agg["runs"]:
+                assert run["published"] > 0, where
+                assert run["deliveries_in_window"] > 0, where
+                assert run["delivered_per_s"] > 0, where
+                assert run["refused"] == 0, (where, run["publish_errors"])
+                assert run["unacked"] == 0, where
+                loss = run["loss"]
+                assert loss["subscribers"] == run["params"]["subscribers"], where
+                assert loss["complete_subscribers"] == loss["subscribers"], (where, loss)
+                assert loss["missing_total"] == 0, (where, loss)
+                assert loss["duplicates_total"] == 0, (where, loss)
+                assert loss["ok"], (where, loss)
+                assert run["messages"]["subscriber_deliveries"] == run["published"] * loss["subscribers"], where
+                if config == "redis-2":  # both processes served clients
+                    assert len(run["servers"]) == 2, where
+                    assert all(s["cpu_cores"] > 0 for s in run["servers"]), where
+                if config.startswith("redis"):
+                    ops = run["redis_ops"]
+                    assert ops is not None and ops["appends"] > 0, where

@@ -1,0 +1,106 @@
+"""Appends of several processes to one feed on Redis: the loser gets what it missed with the
+refusal, and a process that keeps losing gets the next turn (no starvation).
+
+Storage level, against the real session ``redis-server``: two :class:`RedisStorage` instances
+stand for two relay processes of one site (same key prefix).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from collab import frames
+from collab.events import GENESIS, Event, Record
+from collab.keys import Keypair
+from relay.storage.base import HeadMoved
+from relay.storage.redis import TURN_AFTER_LOSSES, RedisStorage
+from tests.redis_server import RedisServer
+
+pytestmark = pytest.mark.timeout(60)
+
+FEED = "doc/fair"
+RELAY = Keypair.generate()
+AUTHOR = Keypair.generate()
+
+
+def sealed(seq: int, prev: str) -> tuple[Record, str]:
+    ev = Event.create(AUTHOR, FEED, "doc.update", {"update": "AAA=", "n": uuid.uuid4().hex})
+    rec = Record.seal(RELAY, ev, seq, prev)
+    return rec, frames.encode(rec.to_wire())
+
+
+@pytest.fixture
+async def two(redis_server: RedisServer) -> AsyncIterator[tuple[RedisStorage, RedisStorage]]:
+    prefix = f"fair-{uuid.uuid4().hex[:8]}"
+    a, b = RedisStorage(redis_server.url, prefix=prefix), RedisStorage(redis_server.url, prefix=prefix)
+    await a.open()
+    await b.open()
+    try:
+        yield a, b
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_the_loser_gets_the_records_it_missed_with_the_refusal(two: tuple[RedisStorage, RedisStorage]) -> None:
+    a, b = two
+    r1 = sealed(1, GENESIS)
+    r2 = sealed(2, r1[0].hash)
+    await a.append(FEED, 0, [r1, r2])
+    trips = b.round_trips
+    with pytest.raises(HeadMoved) as info:
+        await b.append(FEED, 0, [sealed(1, GENESIS)])
+    assert b.round_trips == trips + 1  # the refusal and the missed records in one round trip
+    assert info.value.actual == 2 and info.value.expected == 0
+    assert info.value.records == [r1[1], r2[1]]
+    assert b.head_moved == 1
+
+
+async def test_a_process_that_keeps_losing_gets_the_next_turn(two: tuple[RedisStorage, RedisStorage]) -> None:
+    a, b = two
+    head = sealed(1, GENESIS)
+    await a.append(FEED, 0, [head])
+    for _ in range(TURN_AFTER_LOSSES + 1):  # b keeps sealing against a stale head; the last loss claims the turn
+        with pytest.raises(HeadMoved):
+            await b.append(FEED, 0, [sealed(1, GENESIS)])
+
+    # a is current, but it is b's turn: a waits instead of appending ...
+    a_next = sealed(2, head[0].hash)
+    a_task = asyncio.ensure_future(a.append(FEED, 1, [a_next]))
+    deadline = time.monotonic() + 5
+    while a.turn_waits == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.001)
+    assert a.turn_waits > 0 and not a_task.done()
+
+    # ... b goes next, then a learns it lost, with b's record in hand
+    b_next = sealed(2, head[0].hash)
+    await b.append(FEED, 1, [b_next])
+    with pytest.raises(HeadMoved) as info:
+        await a_task
+    assert info.value.actual == 2 and info.value.records == [b_next[1]]
+    stored = await a.read(FEED, 0, 10)
+    assert [r.data for r in stored] == [head[1], b_next[1]]
+
+    # the turn is cleared once taken: a appends at once
+    waits = a.turn_waits
+    await a.append(FEED, 2, [sealed(3, b_next[0].hash)])
+    assert a.turn_waits == waits
+
+
+async def test_a_crashed_claimant_holds_the_others_up_only_until_the_turn_expires(
+        two: tuple[RedisStorage, RedisStorage]) -> None:
+    a, b = two
+    head = sealed(1, GENESIS)
+    await a.append(FEED, 0, [head])
+    for _ in range(TURN_AFTER_LOSSES + 1):
+        with pytest.raises(HeadMoved):
+            await b.append(FEED, 0, [sealed(1, GENESIS)])
+    await b.close()  # b claimed the turn and is gone
+    started = time.monotonic()
+    await a.append(FEED, 1, [sealed(2, head[0].hash)])
+    assert a.turn_waits > 0
+    assert time.monotonic() - started < 2.0  # the turn expires after 100 ms
