@@ -37,7 +37,6 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,7 @@ from harness import (  # noqa: E402,F401  -- shared with bench_scaleout.py; re-e
     run_workload, subscriber_proc, summarize_profile, thread_cpu_s, timeline, wait_quiet, writer_proc,
 )
 from harness import median as _median  # noqa: E402
+import harness  # noqa: E402
 
 FULL = {
     "target": Scenario("target", subscribers=100, writers=10, rate=20.0, window=1000, duration=15.0, warmup=5.0),
@@ -214,21 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     max_foreign = args.max_foreign if args.max_foreign is not None else (0.0 if args.quick else 0.15)
     quiet_wait = args.quiet_wait if args.quiet_wait is not None else (0.0 if args.quick else 300.0)
     names = ["target", "saturation"] if args.scenario == "all" else [args.scenario]
-    scenarios = []
-    for n in names:
-        sc = base[n]
-        over: dict[str, Any] = {}
-        for field_, val in (("duration", args.duration), ("warmup", args.warmup), ("subscribers", args.subscribers),
-                            ("writers", args.writers)):
-            if val is not None:
-                over[field_] = val
-        if args.rate is not None and sc.rate is not None:
-            over["rate"] = args.rate
-        if args.window is not None and sc.rate is None:
-            over["window"] = args.window
-        scenarios.append(replace(sc, **over))
-    if any(s.writers > 100 for s in scenarios):
-        ap.error("at most 100 writers (markers carry a 2-digit writer number)")
+    scenarios = harness.scenarios_from_args(base, names, args, ap)
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     started = time.time()

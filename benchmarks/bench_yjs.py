@@ -43,7 +43,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -293,19 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_wait = args.quiet_wait if args.quiet_wait is not None else (0.0 if args.quick else 120.0)
     compression = None if args.compression == "none" else "deflate"
     names = ["target", "saturation"] if args.scenario == "all" else [args.scenario]
-    scenarios = []
-    for n in names:
-        sc = base[n]
-        over: dict[str, Any] = {k: v for k, v in (("duration", args.duration), ("warmup", args.warmup),
-                                                  ("subscribers", args.subscribers), ("writers", args.writers))
-                                if v is not None}
-        if args.rate is not None and sc.rate is not None:
-            over["rate"] = args.rate
-        if args.window is not None and sc.rate is None:
-            over["window"] = args.window
-        scenarios.append(replace(sc, **over))
-    if any(s.writers > 100 for s in scenarios):
-        ap.error("at most 100 writers (markers carry a 2-digit writer number)")
+    scenarios = harness.scenarios_from_args(base, names, args, ap)
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     started = time.time()

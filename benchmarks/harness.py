@@ -1008,3 +1008,25 @@ def machine(extra_versions: tuple[str, ...] = ()) -> dict[str, Any]:
             versions[mod] = None
     return {"nproc": os.cpu_count(), "cpu_model": cpu_model, "python": platform.python_version(),
             "platform": platform.platform(), "versions": versions}
+
+
+def scenarios_from_args(base: dict[str, Any], names: list[str], args: Any, ap: Any) -> list[Any]:
+    """The named base scenarios with the command line's overrides applied (shared by every
+    benchmark script): duration, warm-up, subscribers and writers always; the rate only for
+    fixed-rate scenarios and the window only for as-fast-as-possible ones."""
+    from dataclasses import replace
+
+    scenarios = []
+    for name in names:
+        sc = base[name]
+        over: dict[str, Any] = {k: v for k, v in (("duration", args.duration), ("warmup", args.warmup),
+                                                  ("subscribers", args.subscribers), ("writers", args.writers))
+                                if v is not None}
+        if getattr(args, "rate", None) is not None and sc.rate is not None:
+            over["rate"] = args.rate
+        if getattr(args, "window", None) is not None and sc.rate is None:
+            over["window"] = args.window
+        scenarios.append(replace(sc, **over))
+    if any(s.writers > 100 for s in scenarios):
+        ap.error("at most 100 writers (markers carry a 2-digit writer number)")
+    return scenarios
