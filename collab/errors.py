@@ -5,6 +5,9 @@ ColonyError
 │   ├── MalformedFrame       not JSON, wrong shape, unknown frame type      -> ``malformed``
 │   ├── TooLarge             frame or event over a configured limit         -> ``too_large``
 │   ├── InvalidEvent         fails encoding/shape/namespace rules            -> ``invalid``
+│   │   ├── Late             past the deadline the namespace judges by rtime -> ``late``
+│   │   ├── Conflict         clashes with the feed's state (a second bid)    -> ``conflict``
+│   │   └── InsufficientFunds  the ledger balance does not cover a stake    -> ``insufficient_funds``
 │   ├── BadSignature         signature, id or receipt does not verify        -> ``bad_signature``
 │   ├── AuthRequired         publish before an authenticated hello           -> ``auth_required``
 │   ├── Unauthorized         key lacks the right for this feed               -> ``unauthorized``
@@ -41,6 +44,24 @@ class TooLarge(ProtocolError):
 
 class InvalidEvent(ProtocolError):
     code = "invalid"
+
+
+class Late(InvalidEvent):
+    """The event arrived after a deadline (judged on the relay's receipt time, never ``ts``)."""
+
+    code = "late"
+
+
+class Conflict(InvalidEvent):
+    """The event contradicts the feed's state: a second live bid, a result from a non-assignee."""
+
+    code = "conflict"
+
+
+class InsufficientFunds(InvalidEvent):
+    """A stake, lock or escrow the ledger balance does not cover (balances never go negative)."""
+
+    code = "insufficient_funds"
 
 
 class BadSignature(ProtocolError):
@@ -84,6 +105,9 @@ ERROR_CODES = (
     "malformed",
     "too_large",
     "invalid",
+    "late",
+    "conflict",
+    "insufficient_funds",
     "bad_signature",
     "auth_required",
     "unauthorized",

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from nacl.exceptions import BadSignatureError
+from nacl.public import PrivateKey
 from nacl.signing import SigningKey, VerifyKey
 
 
@@ -38,6 +39,11 @@ class Keypair:
 
     def sign(self, message: bytes) -> bytes:
         return self._sk.sign(message).signature
+
+    def box_private_key(self) -> PrivateKey:
+        """The X25519 private key derived from this Ed25519 key (``crypto_sign_ed25519_sk_to_
+        curve25519``), for NaCl boxes to this key's peers (direct messages)."""
+        return self._sk.to_curve25519_private_key()
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the seed to ``path`` readable by the owner only (0600), atomically."""

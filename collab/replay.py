@@ -24,6 +24,7 @@ from .errors import BadSignature, ColonyError, InvalidEvent, RelayError
 from .events import GENESIS, Record, receipt_bytes
 from .keys import verify
 from .namespaces import Namespace, Registry, default_registry
+from .namespaces.base import Admission
 
 ANOMALY_KINDS = (
     "bad_signature",    # event signature or id does not verify (content was altered)
@@ -121,7 +122,7 @@ def replay(records: Iterable[Record | dict[str, Any]], registry: Registry | None
         return ReplayResult(None, None, Access(), 0, GENESIS, not anomalies, anomalies)
     ns = registry.for_feed(feed)
     state: Any = ns.initial(feed)
-    access = Access(policy=ns.default_policy)
+    access = ns.initial_access(feed) or Access(policy=ns.default_policy)
 
     by_seq: dict[int, list[Record]] = {}
     last = 0
@@ -182,7 +183,7 @@ def _admissible(ns: Namespace[Any], state: Any, access: Access, rec: Record) -> 
         else:
             if ns.kinds and ev.kind not in ns.kinds:
                 raise InvalidEvent(f"{ns.name} feeds accept kinds {sorted(ns.kinds)}")
-            ns.validate(state, ev)
+            ns.validate(state, ev, Admission.of(rec))
     except ColonyError as exc:
         kind = "unauthorized" if exc.code in ("unauthorized", "auth_required") else "invalid"
         return Anomaly(s, kind, str(exc))

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.routing import Mount, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
@@ -13,8 +14,10 @@ import web
 
 from .config import Config
 from .http import routes as http_routes
+from .http_coord import routes as coord_routes
 from .server import Relay
 from .ws import native_endpoint
+from .wsdirect import RawSendMiddleware
 from .yjs import yjs_endpoint
 
 WEB_DIR = Path(web.__file__).resolve().parent
@@ -30,9 +33,9 @@ def create_app(config: Config | None = None, relay: Relay | None = None) -> Star
             yield
 
     web_dir = relay.config.web_dir or WEB_DIR
-    routes = [*http_routes, WebSocketRoute("/ws", native_endpoint), WebSocketRoute("/yjs/{name:path}", yjs_endpoint)]
+    routes = [*http_routes, *coord_routes, WebSocketRoute("/ws", native_endpoint), WebSocketRoute("/yjs/{name:path}", yjs_endpoint)]
     if web_dir.is_dir():
         routes.append(Mount("/", StaticFiles(directory=web_dir, html=True), name="web"))
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RawSendMiddleware)])
     app.state.relay = relay
     return app

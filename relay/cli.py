@@ -10,6 +10,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from collab.events import HEX64_RE
 from collab.keys import Keypair
 
 from .config import Config
@@ -36,7 +37,9 @@ def config_from(args: argparse.Namespace) -> Config:
     return Config(data_dir=Path(args.data), host=args.host, port=args.port, limits=_limits_from(args),
                   synchronous=args.synchronous, redis_url=args.redis or None, redis_prefix=args.redis_prefix,
                   relay_key_file=Path(args.relay_key) if args.relay_key else None, ws_deflate=args.ws_deflate,
-                  sync_interval=args.sync_interval, presence_ttl=args.presence_ttl)
+                  sync_interval=args.sync_interval, presence_ttl=args.presence_ttl,
+                  operators=tuple(args.operator), trust_pretrusted=tuple(args.trust_pretrusted),
+                  trust_half_life=args.trust_half_life)
 
 
 async def _serve(config: Config) -> int:
@@ -90,6 +93,12 @@ def _positive(text: str) -> float:
     return value
 
 
+def _key_hex(text: str) -> str:
+    if not HEX64_RE.match(text):
+        raise argparse.ArgumentTypeError(f"a key is 64 lowercase hex characters, not {text!r}")
+    return text
+
+
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=os.environ.get("COLONY_HOST", "127.0.0.1"), help="interface to listen on")
     p.add_argument("--port", type=int, default=int(os.environ.get("COLONY_PORT", "8765")),
@@ -117,6 +126,14 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ws-deflate", action="store_true", default=os.environ.get("COLONY_WS_DEFLATE") == "1",
                    help="accept WebSocket permessage-deflate (off by default: per-subscriber compression "
                         "of small records costs more CPU than it saves on fast links)")
+    env_keys = lambda name: [k for k in os.environ.get(name, "").replace(",", " ").split() if k]  # noqa: E731
+    p.add_argument("--operator", action="append", type=_key_hex, default=env_keys("COLONY_OPERATORS"),
+                   metavar="KEY", help="a key that may grant stake credits in ledger/ feeds (repeatable; "
+                                       "env COLONY_OPERATORS, comma-separated)")
+    p.add_argument("--trust-pretrusted", action="append", type=_key_hex, default=env_keys("COLONY_TRUST_PRETRUSTED"),
+                   metavar="KEY", help="an EigenTrust pre-trusted key (repeatable; the relay key always is)")
+    p.add_argument("--trust-half-life", type=_positive, default=base.trust_half_life, metavar="SECONDS",
+                   help=f"a vouch's weight halves this often (default {base.trust_half_life:g})")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     defaults = Limits()
     for name in Limits.names():

@@ -30,3 +30,6 @@ class Config:
                                        # (docs/benchmarks.md); turn on for slow links
     ws_ping_interval: float = 20.0     # WebSocket keep-alive: ping every connection this often and
     ws_ping_timeout: float = 20.0      # close it when the pong takes longer than this
+    operators: tuple[str, ...] = ()    # keys that may grant ledger credits (docs/coordination.md)
+    trust_pretrusted: tuple[str, ...] = ()  # EigenTrust pre-trusted keys (the relay key always is)
+    trust_half_life: float = 30 * 24 * 3600.0  # seconds: a vouch's weight halves this often

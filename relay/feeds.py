@@ -14,14 +14,15 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Awaitable, Callable, Protocol
 
 from collab import frames
 from collab.access import CONTROL_KINDS, Access, apply_access, validate_control
 from collab.errors import ColonyError, InvalidEvent, TooLarge, Unauthorized, Unavailable
-from collab.events import GENESIS, Event, Record, Snapshot
+from collab.events import GENESIS, Event, Record, Snapshot, now_ms
 from collab.keys import Keypair
 from collab.namespaces import Namespace, Registry
+from collab.namespaces.base import Admission
 
 from .bus import Bus, LocalBus
 from .config import Config
@@ -97,7 +98,9 @@ class FeedRuntime:
         self.seq = 0
         self.head = GENESIS
         self.state: Any = ns.initial(feed)
-        self.access = Access(policy=ns.default_policy)
+        fixed = ns.initial_access(feed)
+        self.fixed_access = fixed is not None
+        self.access = fixed or Access(policy=ns.default_policy)
         self.ids: dict[str, int] = {}
         self.ids_complete = True
         self.subs: dict[Subscriber, _SubState] = {}
@@ -287,6 +290,8 @@ class FeedRuntime:
         seq, head, access, state = self.seq, self.head, self.access, self.state
         tentative = self.ns.immutable_state
         limits = self.hub.config.limits
+        now = now_ms()  # every record of the batch carries this rtime; deadlines are judged on it
+        adm = Admission(now, self.hub.relay_key.public_hex)
         accepted: list[tuple[_Publish, Record, str]] = []
         in_batch: dict[str, int] = {}
         for p in batch:
@@ -300,16 +305,18 @@ class FeedRuntime:
                     raise TooLarge(f"event is {ev.size} bytes; the limit is {limits.max_event_bytes}")
                 access.check_write(ev, p.session_key, seq + 1)
                 if ev.kind in CONTROL_KINDS:
+                    if self.fixed_access:
+                        raise InvalidEvent(f"{self.ns.name} feeds have fixed access; control kinds are refused")
                     validate_control(access, ev, seq + 1)
                 else:
                     if self.ns.kinds and ev.kind not in self.ns.kinds:
                         raise InvalidEvent(f"{self.ns.name} feeds accept kinds {sorted(self.ns.kinds)}")
-                    self.ns.validate(state, ev)
+                    self.ns.validate(state, ev, adm)
             except ColonyError as exc:
                 _fail(p.fut, exc)
                 continue
             seq += 1
-            rec = Record.seal(self.hub.relay_key, ev, seq, head)
+            rec = Record.seal(self.hub.relay_key, ev, seq, head, now)
             head = rec.hash
             access = apply_access(access, ev, seq)
             if tentative and ev.kind not in CONTROL_KINDS:
@@ -453,6 +460,9 @@ class Hub:
         self.feeds: dict[str, FeedRuntime] = {}
         self._loading: dict[str, asyncio.Future[FeedRuntime]] = {}
         self.listeners: list[RecordListener] = []
+        # publishes of these kinds go through ``gate`` (the coordinator: a ledger lock first)
+        self.gated_kinds: frozenset[str] = frozenset()
+        self.gate: Callable[[Event, str | None], Awaitable[tuple[int, bool]]] | None = None
 
     async def runtime(self, feed: str) -> FeedRuntime:
         rt = self.feeds.get(feed)
@@ -514,6 +524,12 @@ class Hub:
         return behind
 
     async def publish(self, event: Event, session_key: str | None) -> tuple[int, bool]:
+        if self.gate is not None and event.kind in self.gated_kinds:
+            return await self.gate(event, session_key)
+        return await self.runtime_publish(event, session_key)
+
+    async def runtime_publish(self, event: Event, session_key: str | None) -> tuple[int, bool]:
+        """Sequence ``event`` in its feed, bypassing the gate (the gate itself calls this)."""
         rt = await self.runtime(event.feed)
         return await rt.publish(event, session_key)
 

@@ -41,6 +41,7 @@ class Running:
 def uvicorn_config(app: object, config: Config, **overrides: object) -> uvicorn.Config:
     opts: dict[str, object] = dict(
         host=config.host, port=config.port, log_level="warning", lifespan="on",
+        ws="websockets-sansio",  # relay.wsdirect relies on it for shared-frame fan-out
         ws_max_size=config.limits.max_frame_bytes * 4 + 1024, ws_ping_interval=config.ws_ping_interval,
         ws_ping_timeout=config.ws_ping_timeout, ws_per_message_deflate=config.ws_deflate,
         timeout_graceful_shutdown=5,

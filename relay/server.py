@@ -10,6 +10,8 @@ from collab.namespaces import Registry, default_registry
 
 from .config import Config
 from .bus import Bus, LocalBus
+from .coordinator import Coordinator, TrustSettings
+from .directory import Directory
 from .feeds import Hub
 from .limits import RateLimiter
 from .presence import PresenceStore, RedisPresence
@@ -34,6 +36,8 @@ class Relay:
         self._hub: Hub | None = None
         self._janitor: asyncio.Task[None] | None = None
         self._anti_entropy: asyncio.Task[None] | None = None
+        self._coordinator: Coordinator | None = None
+        self._directory: Directory | None = None
         self.closing = False
 
     @property
@@ -41,6 +45,18 @@ class Relay:
         if self._hub is None:
             raise RuntimeError("the relay is not running; use `async with Relay(config):` first")
         return self._hub
+
+    @property
+    def coordinator(self) -> Coordinator:
+        if self._coordinator is None:
+            raise RuntimeError("the relay is not running; use `async with Relay(config):` first")
+        return self._coordinator
+
+    @property
+    def directory(self) -> Directory:
+        if self._directory is None:
+            raise RuntimeError("the relay is not running; use `async with Relay(config):` first")
+        return self._directory
 
     @property
     def storage(self) -> Storage:
@@ -59,6 +75,11 @@ class Relay:
             presence = RedisPresence(storage, bus, self.config.presence_ttl)
         self._hub = Hub(storage, self.registry, key, self.config, bus, presence)
         await bus.start(self._hub.on_bus, self._hub.resync)
+        self._coordinator = Coordinator(self._hub, self.config.operators, TrustSettings(
+            frozenset(self.config.trust_pretrusted), int(self.config.trust_half_life * 1000)))
+        await self._coordinator.start()
+        self._directory = Directory(self._hub)
+        await self._directory.start()
         loop = asyncio.get_running_loop()
         self._janitor = loop.create_task(self._sweep())
         if bus.name != "local":
@@ -74,6 +95,12 @@ class Relay:
                 task.cancel()
         await asyncio.gather(*(s.out.aclose(CLOSE_GOING_AWAY, "relay shutting down") for s in list(self.sessions)),
                              return_exceptions=True)
+        if self._directory is not None:
+            self._directory.close()
+            self._directory = None
+        if self._coordinator is not None:
+            await self._coordinator.close()
+            self._coordinator = None
         hub = self.hub
         await hub.close()
         await hub.bus.close()

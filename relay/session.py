@@ -238,8 +238,11 @@ class Session:
             raise TooLarge(f"event is {event.size} bytes; the limit is {self.limits.max_event_bytes}")
         if not self.key_limiter.allow(event.author):
             raise RateLimited("too many events from this key; slow down")
-        rt = self.hub.feeds.get(event.feed) or await self.hub.runtime(event.feed)
-        fut = rt.publish(event, self.key)
+        if event.kind in self.hub.gated_kinds:  # e.g. a bid: the ledger lock comes first
+            fut: asyncio.Future[tuple[int, bool]] = asyncio.ensure_future(self.hub.publish(event, self.key))
+        else:
+            rt = self.hub.feeds.get(event.feed) or await self.hub.runtime(event.feed)
+            fut = rt.publish(event, self.key)
         fut.add_done_callback(lambda f: self._acked(f, event, rid))
 
     def _acked(self, fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any) -> None:

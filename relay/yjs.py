@@ -34,6 +34,7 @@ from collab.errors import ColonyError, InvalidEvent, Unauthorized
 from collab.events import HEX64_RE, Event, b64, check_feed, now_ms, unb64
 
 from .feeds import FeedRuntime
+from .wsdirect import DirectWriter, binary_frame
 from .server import Relay
 from .yjs_protocol import (
     AGENT, CLOSE_BAD_TOKEN, CLOSE_FORBIDDEN, CLOSE_INTERNAL, CLOSE_MALFORMED, CLOSE_SLOW, CLOSE_TOO_BIG,
@@ -84,6 +85,8 @@ class BinaryOutbox:
 
     def __init__(self, websocket: WebSocket, max_messages: int) -> None:
         self.ws, self.max_messages = websocket, max_messages
+        self.direct = DirectWriter.of(websocket)
+        self._sending = False  # a message popped from the queue is being sent (maybe paused)
         self.messages: deque[bytes] = deque()
         self._ready = asyncio.Event()
         self.closed = False
@@ -101,6 +104,14 @@ class BinaryOutbox:
         self._ready.set()
         return True
 
+    def put_framed(self, msg: bytes, frame: bytes) -> bool:
+        """Like ``put``; ``frame`` is ``msg`` already framed, written straight to the socket when
+        nothing is queued ahead of it (order is kept) and the transport takes it (relay.wsdirect)."""
+        if (not self.messages and not self._sending and not self.closed and self.direct is not None
+                and self.direct.write(frame)):
+            return True
+        return self.put(msg)
+
     def close(self, code: int, reason: str) -> None:
         if self.closed:
             return
@@ -113,7 +124,9 @@ class BinaryOutbox:
                 await self._ready.wait()
                 self._ready.clear()
                 while self.messages and not (self.closed and self.close_code not in (1000, 1001)):
+                    self._sending = True
                     await self.ws.send_bytes(self.messages.popleft())
+                    self._sending = False
                 if self.closed:
                     self.messages.clear()
                     await self.ws.close(self.close_code or 1000, self._reason[:120])
@@ -373,8 +386,9 @@ class Room:
         self.close()
 
     def broadcast(self, msg: bytes) -> None:
+        frame = binary_frame(msg)  # the same bytes for every client: frame once
         for conn in list(self.conns):
-            conn.send(msg)
+            conn.out.put_framed(msg, frame)
 
     # -- document ----------------------------------------------------------------------------
     def diff(self, state_vector: bytes) -> bytes:

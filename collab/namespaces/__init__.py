@@ -6,8 +6,8 @@ functions gives the same state anywhere (relay, agent, auditor).
 """
 from __future__ import annotations
 
-from .base import Namespace, Registry, default_registry
+from .base import Admission, Namespace, Registry, default_registry
 from .doc import DocNamespace, DocState
 from .generic import GenericNamespace
 
-__all__ = ["Namespace", "Registry", "default_registry", "DocNamespace", "DocState", "GenericNamespace"]
+__all__ = ["Admission", "Namespace", "Registry", "default_registry", "DocNamespace", "DocState", "GenericNamespace"]

@@ -2,18 +2,39 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from ..access import Access
 from ..events import Event, Record, namespace_of
 
 S = TypeVar("S")
 
 
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What the sequencing relay knows when it admits an event, so ``validate`` stays pure.
+
+    ``now`` is the ``rtime`` the record will carry if the event is accepted (deadlines are
+    judged on it, never on the author's ``ts``); ``relay`` is the key that will sign the
+    receipt, the authority for relay-signed kinds (awards, ledger moves, ``task.stalled``).
+    A replayer builds the same value from a record: ``Admission.of(record)``.
+    """
+
+    now: int
+    relay: str
+
+    @classmethod
+    def of(cls, record: Record) -> Admission:
+        return cls(record.rtime, record.relay)
+
+
 class Namespace(ABC, Generic[S]):
     """A deterministic state machine over one feed's records.
 
-    ``validate`` raises :class:`collab.errors.InvalidEvent` (or ``Unauthorized``) to refuse an
-    event; it must not mutate ``state``. ``apply`` folds a sequenced record into the state and
+    ``validate`` raises :class:`collab.errors.InvalidEvent` (or a subclass, or ``Unauthorized``)
+    to refuse an event; it must not mutate ``state``; ``adm`` says when and by which relay the
+    event would be sequenced. ``apply`` folds a sequenced record into the state and
     returns the new state (it may update mutable state in place and return it).
     Control kinds (``feed.policy``, ``acl.*``) are handled by the core and never reach here.
     """
@@ -32,10 +53,15 @@ class Namespace(ABC, Generic[S]):
     def initial(self, feed: str) -> S: ...
 
     @abstractmethod
-    def validate(self, state: S, event: Event) -> None: ...
+    def validate(self, state: S, event: Event, adm: Admission) -> None: ...
 
     @abstractmethod
     def apply(self, state: S, record: Record) -> S: ...
+
+    def initial_access(self, feed: str) -> Access | None:
+        """Access fixed by the feed's name (``dm/A.B``: only A and B), or None for the usual
+        policy fold. A feed with fixed access refuses the control kinds."""
+        return None
 
     def dump(self, state: S) -> bytes | None:
         """Serialize state for a stored snapshot (None: this namespace keeps none)."""
@@ -67,9 +93,17 @@ class Registry:
 
 
 def default_registry() -> Registry:
+    from .agent import AgentNamespace
+    from .auction import AuctionNamespace
+    from .dm import DmNamespace
     from .doc import DocNamespace
     from .generic import GenericNamespace
+    from .ledger import LedgerNamespace
+    from .task import TaskNamespace
+    from .vouch import VouchNamespace
 
     reg = Registry(GenericNamespace())
-    reg.register(DocNamespace())
+    for ns in (DocNamespace(), LedgerNamespace(), AuctionNamespace(), VouchNamespace(), TaskNamespace(),
+               AgentNamespace(), DmNamespace()):
+        reg.register(ns)
     return reg

@@ -20,7 +20,7 @@ from pycrdt import Doc, get_update, merge_updates
 
 from ..errors import InvalidEvent
 from ..events import Event, Record, unb64
-from .base import Namespace
+from .base import Admission, Namespace
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ class DocNamespace(Namespace[DocState]):
     def initial(self, feed: str) -> DocState:
         return DocState()
 
-    def validate(self, state: DocState, event: Event) -> None:
+    def validate(self, state: DocState, event: Event, adm: Admission) -> None:
         if event.kind != "doc.update":
             raise InvalidEvent("doc feeds accept kind doc.update only")
         decode_update(event.body)

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..events import Event, Record
-from .base import Namespace
+from .base import Admission, Namespace
 
 
 class GenericNamespace(Namespace[int]):
@@ -11,7 +11,7 @@ class GenericNamespace(Namespace[int]):
     def initial(self, feed: str) -> int:
         return 0
 
-    def validate(self, state: int, event: Event) -> None:
+    def validate(self, state: int, event: Event, adm: Admission) -> None:
         return None
 
     def apply(self, state: int, record: Record) -> int:

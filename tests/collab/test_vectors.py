@@ -39,6 +39,7 @@ from collab.events import (
 )
 from collab.keys import Keypair, verify
 from collab.namespaces import DocNamespace
+from collab.namespaces.base import Admission
 from relay.runner import Running
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
@@ -236,7 +237,7 @@ def test_snapshot() -> None:
     st = ns.initial(RECORDS["feed"])
     for link in RECORDS["chain"]:
         rec = Record.from_wire(link["record"])
-        ns.validate(st, rec.event)
+        ns.validate(st, rec.event, Admission.of(rec))
         st = ns.apply(st, rec)
     assert ns.dump(st) == state
     assert st.text() == s["doc_text"]

@@ -21,6 +21,7 @@ from pycrdt import Doc as YDoc
 from pycrdt import Text
 
 from collab.capability import Capability
+from collab.errors import RelayError
 from collab.client import Client
 from collab.doc import Doc
 from collab.events import Event, b64, unb64
@@ -339,9 +340,11 @@ async def test_agents_appear_as_awareness_states(relay: Running, agents: Agents,
         acid = agent_client_id(anon.public_hex)
         await late.wait(lambda: cid in late.states() and acid in late.states())
         assert late.states()[acid]["user"]["name"] == anon.public_hex[:8]
-        # a new profile renames her live; one that someone else wrote into her feed does not count
+        # a new profile renames her live; someone else cannot write into her feed at all
         async with Client(relay.url, anon, **FAST) as c:
-            await c.publish(f"agent/{ada.public_hex}", "agent.profile", {"name": "Mallory"})
+            with pytest.raises(RelayError) as refused:
+                await c.publish(f"agent/{ada.public_hex}", "agent.profile", {"name": "Mallory"})
+            assert refused.value.code == "unauthorized"
         await client.publish(f"agent/{ada.public_hex}", "agent.profile", {"name": "Ada L."})
         await y.wait(lambda: y.states().get(cid, {}).get("user", {}).get("name") == "Ada L.")
     await y.wait(lambda: cid not in y.states())  # she left the doc
