@@ -21,23 +21,74 @@ if TYPE_CHECKING:
 S = TypeVar("S")
 
 
+class _Fold:
+    """One subscription's fold, shared by every FeedView of that feed on one client (a client
+    has one subscription per feed; an agent may hold, say, two subtasks of one task)."""
+
+    def __init__(self, ns: Namespace[Any], feed: str) -> None:
+        self.ns, self.feed = ns, feed
+        self.state: Any = ns.initial(feed)
+        self.seq = 0
+        self.records: list[Record] = []
+        self.views: list[FeedView[Any]] = []
+        self.sub: Subscription | None = None
+        self.signal = Signal()
+
+    def on_record(self, rec: Record) -> None:
+        if rec.seq <= self.seq:
+            return  # a resend after a reconnect
+        before = self.state
+        if rec.event.kind not in CONTROL_KINDS:
+            self.state = self.ns.apply(self.state, rec)
+        self.seq = rec.seq
+        self.records.append(rec)
+        for view in list(self.views):
+            for listener in list(view.listeners):
+                listener(rec, before, self.state)
+        self.signal.notify()
+
+
 class FeedView(Generic[S]):
-    """Subscribe to ``feed`` and keep ``state`` = the namespace's fold of every record so far."""
+    """Subscribe to ``feed`` and keep ``state`` = the namespace's fold of every record so far.
+
+    Several views of one feed on one client share one subscription and one fold."""
 
     def __init__(self, client: Client, feed: str, ns: Namespace[S] | None = None) -> None:
         self.client, self.feed = client, feed
         self.ns: Namespace[S] = ns or default_registry().for_feed(feed)
-        self.state: S = self.ns.initial(feed)
-        self.seq = 0
-        self.records: list[Record] = []
         self.listeners: list[Callable[[Record, S, S], Any]] = []  # (record, before, after)
-        self._sub: Subscription | None = None
-        self._signal = Signal()
+        self._fold: _Fold | None = None
+
+    @property
+    def state(self) -> S:
+        return self._fold.state if self._fold is not None else self.ns.initial(self.feed)
+
+    @property
+    def seq(self) -> int:
+        return self._fold.seq if self._fold is not None else 0
+
+    @property
+    def records(self) -> list[Record]:
+        return self._fold.records if self._fold is not None else []
+
+    @property
+    def _sub(self) -> Subscription | None:
+        return self._fold.sub if self._fold is not None else None
 
     async def start(self) -> FeedView[S]:
-        if self._sub is not None:
+        if self._fold is not None:
             raise RuntimeError(f"this view of {self.feed} is already started")
-        self._sub = await self.client.subscribe(self.feed, on_record=self._on_record)
+        folds: dict[str, _Fold] = self.client.__dict__.setdefault("_feed_folds", {})
+        fold = folds.get(self.feed)
+        if fold is None:
+            fold = folds[self.feed] = _Fold(self.ns, self.feed)
+            try:
+                fold.sub = await self.client.subscribe(self.feed, on_record=fold.on_record)
+            except BaseException:
+                del folds[self.feed]
+                raise
+        fold.views.append(self)
+        self._fold = fold
         return self
 
     async def __aenter__(self) -> FeedView[S]:
@@ -47,30 +98,27 @@ class FeedView(Generic[S]):
         await self.close()
 
     async def close(self) -> None:
-        if self._sub is not None:
-            await self._sub.close()
-            self._sub = None
+        fold, self._fold = self._fold, None
+        if fold is None:
+            return
+        fold.views.remove(self)
+        if not fold.views:
+            self.client.__dict__.get("_feed_folds", {}).pop(self.feed, None)
+            if fold.sub is not None:
+                await fold.sub.close()
 
     @property
     def participants(self) -> set[str]:
-        return set(self._sub.participants) if self._sub is not None else set()
-
-    def _on_record(self, rec: Record) -> None:
-        if rec.seq <= self.seq:
-            return  # a resend after a reconnect
-        before = self.state
-        if rec.event.kind not in CONTROL_KINDS:
-            self.state = self.ns.apply(self.state, rec)
-        self.seq = rec.seq
-        self.records.append(rec)
-        for listener in list(self.listeners):
-            listener(rec, before, self.state)
-        self._signal.notify()
+        sub = self._sub
+        return set(sub.participants) if sub is not None else set()
 
     async def wait_for(self, pred: Callable[[S], Any], timeout: float | None = None) -> S:
         """Wait until ``pred(state)`` is truthy; return the state. Raises TimeoutError."""
-        await until(self._signal, lambda: bool(pred(self.state)), self._check, timeout)
-        return self.state
+        if self._fold is None:
+            raise RuntimeError("start the view first")
+        fold = self._fold
+        await until(fold.signal, lambda: bool(pred(fold.state)), self._check, timeout)
+        return fold.state
 
     async def wait_synced(self, timeout: float | None = None) -> None:
         if self._sub is None:
@@ -78,5 +126,6 @@ class FeedView(Generic[S]):
         await self._sub.wait_synced(timeout)
 
     def _check(self) -> None:
-        if self._sub is not None and self._sub.error is not None:
-            raise self._sub.error
+        sub = self._sub
+        if sub is not None and sub.error is not None:
+            raise sub.error
