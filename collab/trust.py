@@ -72,7 +72,7 @@ def scores(state: VouchState, params: TrustParams | None = None, relay: str | No
            at: int | None = None) -> dict[str, int]:
     """Every key's trust in ppb (sorted by key), summing to 1e9; ``{}`` for an empty state.
 
-    ``relay`` is added to the pre-trusted keys (as is every key that signed an outcome); ``at``
+    ``relay`` joins configured pre-trusted keys (as does every key that signed an outcome); ``at``
     (ms) defaults to the greatest ``ts`` in the state, so the result never depends on a clock.
     """
     p = params or DEFAULT
@@ -106,7 +106,12 @@ def scores(state: VouchState, params: TrustParams | None = None, relay: str | No
         return {}
     order = sorted(keys)
 
-    trusted = (p.pretrusted | relays | ({relay} if relay else set())) & keys
+    # Configured pre-trusted keys anchor the computation and the relay (every outcome signer)
+    # joins them; with none configured every key is a start point. The relay alone must not be
+    # the anchor: until it records a delivery it has no edges, and all trust would pool there.
+    trusted = p.pretrusted & keys
+    if trusted:
+        trusted |= (relays | ({relay} if relay else set())) & keys
     pre = _uniform(sorted(trusted) if trusted else order)
     pre_items = sorted(pre.items())
 

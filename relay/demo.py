@@ -1,4 +1,5 @@
-"""``colony demo``: a relay on the embedded default with scripted agents co-editing a document.
+"""``colony demo``: a relay on the embedded default with scripted agents co-editing a document,
+and (``relay.demo_coord``) running an auction, vouching and a task tree beside it.
 
 The agents run in this process but talk to the relay over real WebSockets with their own
 keys, exactly like remote agents. Each publishes a profile (``agent/<key>``, kind
@@ -21,6 +22,7 @@ from collab.doc import Doc
 from collab.keys import Keypair
 
 from .config import Config
+from .demo_coord import Cast, run_scenes
 from .runner import serving
 
 FEED = "doc/demo"
@@ -86,7 +88,8 @@ async def run_demo(host: str, port: int, data: Path | None, n_agents: int, durat
     if data is None:
         tmp = Path(tempfile.mkdtemp(prefix="colony-demo-"))
         data = tmp
-    config = Config(data_dir=data, host=host, port=port)
+    cast = Cast()
+    config = Config(data_dir=data, host=host, port=port, operators=(cast.operator.public_hex,))
     try:
         async with serving(config) as running:
             url = running.url
@@ -95,6 +98,7 @@ async def run_demo(host: str, port: int, data: Path | None, n_agents: int, durat
             print(f"  read the doc:    colony doc cat {FEED} --relay {url}")
             print(f"  follow records:  colony tail {FEED} --relay {url}")
             print(f"  verify the log:  colony replay {FEED} --verify --relay {url}")
+            print(f"  coordination:    {url}/#auction/review-design-note  {url}/#task/quarterly-report  {url}/agents")
             print("Press Ctrl-C to stop." if duration is None else f"Running for {duration:g} s.", flush=True)
             stop = asyncio.Event()
             names = list(SCRIPTS)[: max(1, n_agents)]
@@ -106,6 +110,7 @@ async def run_demo(host: str, port: int, data: Path | None, n_agents: int, durat
             def relay_head() -> int:
                 return running.relay.hub.feeds[FEED].seq
 
+            scenes = asyncio.create_task(run_scenes(url, cast, pace))
             tasks = [
                 asyncio.create_task(agent(url, n, *SCRIPTS.get(n, ("helps", SCRIPTS["writer"][1])), pace, stop,
                                           random.Random(rng.random()), barrier, relay_head))
@@ -119,6 +124,12 @@ async def run_demo(host: str, port: int, data: Path | None, n_agents: int, durat
             finally:
                 stop.set()
                 texts = await asyncio.gather(*tasks, return_exceptions=True)
+                try:
+                    scenes_ok = await asyncio.wait_for(scenes, 120)
+                except BaseException as exc:  # noqa: BLE001 - reported below, never hangs the demo
+                    print(f"demo: the coordination scenes did not finish: {exc!r}")
+                    scenes.cancel()
+                    scenes_ok = False
             errors = [t for t in texts if isinstance(t, BaseException)]
             if errors:
                 print(f"demo: {len(errors)} agent(s) failed: {errors[0]!r}")
@@ -128,7 +139,8 @@ async def run_demo(host: str, port: int, data: Path | None, n_agents: int, durat
             converged = all(t == final for t in texts)
             print(f"\n--- {FEED} at seq {head.seq} ({'all agents converged' if converged else 'NOT CONVERGED'}) ---")
             print(final)
-            return 0 if converged else 1
+            print(f"--- coordination: {'every scene ended as scripted' if scenes_ok else 'a scene FAILED'} ---")
+            return 0 if converged and scenes_ok else 1
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

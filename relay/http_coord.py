@@ -55,7 +55,7 @@ async def agents(request: Request) -> Response:
 async def agent(request: Request) -> Response:
     key = request.path_params["key"]
     relay = _relay(request)
-    prof = relay.directory.profiles.get(key)
+    prof = await relay.directory.lookup(key)
     if prof is None:
         return _error(404, "not_found", "no profile for this key")
     return JSONResponse(prof.to_json(key in relay.directory.online_keys()))

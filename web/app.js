@@ -9,11 +9,15 @@
 //   while records arrive; the time-travel slider asks the same endpoint with ?at=SEQ.
 // - Names: agents publish profiles in agent/<key> feeds (kind agent.profile, body {name, ...});
 //   a profile counts only when <key> itself signed it.
+// - Coordination feeds (auction/, ledger/, vouch/, task/, agent/, dm/) show a state panel and the
+//   nav has an Agents overview (#@agents): both drawn by web/panels.js (window.ColonyPanels),
+//   which also polls the directory (GET /agents) so names show everywhere.
 // - Rendering is batched per animation frame and the record list is virtualized (only the
 //   visible rows exist in the DOM), so 10,000 records and 100 agents stay cheap.
 "use strict";
 (() => {
   const C = window.Colony;
+  const P = window.ColonyPanels;
   const $ = (sel) => document.querySelector(sel);
   const ROW = 24;            // px per timeline row (fixed: the list is virtualized)
   const PAGE = 1000;         // records per HTTP page (the relay's maximum)
@@ -42,6 +46,8 @@
     tt: { live: true, at: 0, timer: 0, ctl: null },
     doc: null,               // live document fetch throttle
     crypto: "checking",      // "ok" | "unavailable" | "checking"
+    panel: null,             // {state, info} of the current non-document feed
+    overview: false,         // the Agents overview is shown instead of the feed
   };
   window.viewer = st;  // for the console (and the browser tests)
 
@@ -49,7 +55,7 @@
   const short = (key) => (key ? key.slice(0, 8) : "?");
   const isKey = (s) => typeof s === "string" && /^[0-9a-f]{64}$/.test(s);
   function nameOf(key) {
-    const p = st.names.get(key);
+    const p = st.names.get(key) || P.agent(key);
     return p ? p.name : short(key);
   }
   function colour(key) {  // deterministic per key: hue from 3 bytes, lightness from one more
@@ -97,6 +103,7 @@
     if (d.has("people")) renderPeople();
     if (d.has("timeline")) renderTimeline();
     if (d.has("tt")) renderSlider();
+    if (d.has("panel")) renderPanel();
   }
   const later = new Map();  // part -> timer
   function scheduleLater(ms, part) {  // e.g. to end a highlight; one timer per part
@@ -137,16 +144,16 @@
 
   function feedLabel(feed) {
     if (feed.startsWith("agent/") && isKey(feed.slice(6))) {
-      const p = st.names.get(feed.slice(6));
+      const p = st.names.get(feed.slice(6)) || P.agent(feed.slice(6));
       if (p) return p.name;
     }
-    return feed;
+    return P.label(feed, nameOf) || feed;
   }
 
   function renderFeeds() {
     const now = performance.now();
     const q = st.filter.toLowerCase();
-    const groups = { doc: [], agent: [], other: [] };
+    const groups = { doc: [], auction: [], task: [], agent: [], ledger: [], vouch: [], dm: [], other: [] };
     let hot = false;
     for (const e of st.feeds.values()) {
       const label = feedLabel(e.feed);
@@ -156,7 +163,7 @@
         e.li.dataset.feed = e.feed;
         e.li.title = e.feed;
         e.li.append(el("span", "fname"), el("span", "pp"), el("span", "seq"));
-        e.li.onclick = () => select(e.feed);
+        e.li.onclick = () => { showOverview(false); select(e.feed); };
       }
       const [fname, pp, seq] = e.li.children;
       setText(fname, label);
@@ -212,7 +219,7 @@
       const old = st.names.get(key);
       if (!old || old.name !== name || old.description !== description) {
         st.names.set(key, { name, description });
-        schedule("feeds", "people", "timeline");
+        schedule("feeds", "people", "timeline", "panel");
       }
       return;
     }
@@ -499,7 +506,7 @@
 
   function docChanged() {  // a record arrived: refresh the text, at most every DOC_EVERY ms
     const d = st.doc;
-    if (!d || $("#doc-panel").hidden) return;
+    if (!d || ($("#doc-panel").hidden && $("#state-panel").hidden)) return;
     d.dirty = true;
     if (d.timer || d.inflight) return;
     d.timer = setTimeout(() => docFetch(d), Math.max(0, d.last + DOC_EVERY - performance.now()));
@@ -513,7 +520,9 @@
     d.last = performance.now();
     try {
       const j = await getJSON(`${feedUrl(d.feed)}/state`);
-      if (d === st.doc && st.tt.live) showDoc(j.state, j.at, "live");
+      if (d !== st.doc || !st.tt.live) return;
+      if (!$("#doc-panel").hidden) showDoc(j.state, j.at, "live");
+      else if (st.panel) { st.panel.state = j.state; schedule("panel"); }
     } catch (e) { d.dirty = true; } finally {
       d.inflight = false;
       if (d.dirty && d === st.doc) docChanged();
@@ -581,13 +590,34 @@
     n.textContent = text || "";
   }
 
+  // -- coordination state panel and the Agents overview (web/panels.js) ---------------------
+  function showPanel(state, info) {
+    st.panel = info ? { state, info } : null;
+    renderPanel();
+  }
+  function renderPanel() {
+    const box = $("#state-panel");
+    const p = st.panel;
+    box.hidden = !(p && P.render(P.nsOf(p.info.feed), p.state, box, nameOf, { feed: p.info.feed, info: p.info }));
+  }
+  function showOverview(on) {
+    st.overview = on;
+    $("#view").hidden = on;
+    $("#overview").hidden = !on;
+    $("#agents-btn").classList.toggle("active", on);
+    if (on) P.renderAgents($("#overview"), (feed) => { location.hash = feed; });
+    const hash = on ? "@agents" : st.current;
+    if (hash && location.hash.slice(1) !== hash) history.replaceState(null, "", "#" + hash);
+  }
+  P.onChange = () => schedule("feeds", "people", "timeline", "panel");
+
   // -- selecting a feed --------------------------------------------------------------------
   async function select(feed) {
     if (st.current === feed) return;
     if (st.current && st.ready) send({ t: "unsub", feed: st.current });
     st.current = feed;
     const gen = ++st.gen;
-    if (location.hash.slice(1) !== feed) history.replaceState(null, "", "#" + feed);
+    if (!st.overview && location.hash.slice(1) !== feed) history.replaceState(null, "", "#" + feed);
     st.presence = new Set();
     st.activity = new Map();
     st.T = newTimeline(feed);
@@ -599,6 +629,7 @@
     showNote("");
     $("#doc-panel").hidden = !isDocFeed(feed);
     showDoc({ text: "" }, 0, "live");
+    showPanel(null, null);
     $("#tl").scrollTop = 0;
     schedule("feeds", "people", "timeline", "tt");
     let info;
@@ -613,6 +644,7 @@
     schedule("people");
     if (info.policy === "members") {
       $("#doc-panel").hidden = true;
+      showPanel(null, info);
       showNote("members-only feed: its records are read only over an authenticated WebSocket, and this viewer is anonymous");
       return;
     }
@@ -621,7 +653,10 @@
     if (info.state && typeof info.state.text === "string") {
       $("#doc-panel").hidden = false;
       showDoc(info.state, info.seq, "live");
-    } else $("#doc-panel").hidden = true;
+    } else {
+      $("#doc-panel").hidden = true;
+      showPanel(info.state, info);
+    }
     try {
       const recs = await loadRecords(T, gen, Math.max(0, info.seq - PAGE), PAGE);
       if (!recs) return;
@@ -719,12 +754,18 @@
   $("#tt").addEventListener("input", (e) => travel(+e.target.value, true));
   $("#tt-live").addEventListener("click", goLive);
   window.addEventListener("resize", () => schedule("timeline"));
-  window.addEventListener("hashchange", () => { const f = decodeURIComponent(location.hash.slice(1)); if (f) select(f); });
+  $("#agents-btn").addEventListener("click", () => showOverview(true));
+  function route() {
+    const f = decodeURIComponent(location.hash.slice(1));
+    if (f === "@agents") showOverview(true);
+    else if (f) { showOverview(false); select(f); }
+  }
+  window.addEventListener("hashchange", route);
 
   checkCrypto();
   connect();
-  const wanted = decodeURIComponent(location.hash.slice(1));
-  if (wanted) select(wanted);
+  route();
   pollFeeds();
-  setInterval(() => { if (!document.hidden) pollFeeds(); }, FEEDS_EVERY);
+  P.loadDirectory(true);
+  setInterval(() => { if (!document.hidden) { pollFeeds(); P.loadDirectory(); } }, FEEDS_EVERY);
 })();

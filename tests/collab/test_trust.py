@@ -161,13 +161,20 @@ def test_delivered_outcome_raises_the_score() -> None:
     assert with_[h(RELAY)] > 0  # the relay signed an outcome: it is a pre-trusted key
 
 
-def test_relay_is_pretrusted_and_outcome_signers_too() -> None:
-    s = state([vset(A, B, 1000), vset(B, C, 1000), outcome(C, "delivered")])
-    # no pretrusted parameter: the outcome's signer is pre-trusted all the same
+def test_relay_joins_configured_pretrusted_keys_but_never_anchors_alone() -> None:
+    evs = [vset(A, B, 1000), vset(B, C, 1000), outcome(C, "delivered")]
+    s = state(evs)
+    # nothing configured: every key is a start point; the relay's delivery edge lifts C
     t = check(scores(s))
-    assert t == scores(s, relay=h(RELAY)) == compute(records([vset(A, B, 1000), vset(B, C, 1000),
-                                                             outcome(C, "delivered")]))
-    assert zero(t[h(A)]) and zero(t[h(B)]) and t[h(C)] > 100_000_000 and t[h(RELAY)] > 100_000_000
+    assert t == scores(s, relay=h(RELAY)) == compute(records(evs))
+    assert t[h(C)] > t[h(B)] > t[h(A)] > 0
+    # a slash recorded before any delivery does not make the relay a trust sink
+    s1 = state([vset(A, B, 1000), outcome(C, "slashed")])
+    u1 = check(scores(s1, relay=h(RELAY)))
+    assert u1[h(RELAY)] < SCALE // 2 and u1[h(B)] > u1[h(C)]
+    # with configured pre-trusted keys, the outcome signer joins them
+    w = check(scores(state([vset(P, B, 1000), vset(A, B, 1000), outcome(C, "delivered")]), trusted(P)))
+    assert w[h(RELAY)] > 100_000_000 and w[h(C)] > 100_000_000 and zero(w[h(A)])
     # a relay key that is in no event is not a key of the graph: uniform prior over everyone
     s2 = state([vset(A, B, 1000), vset(B, C, 1000)])
     u = check(scores(s2, relay=h(RELAY)))
@@ -228,7 +235,7 @@ def reference(s: VouchState, params: TrustParams, at: int | None = None) -> dict
             edges.setdefault(ev.author, {})[j] = edges.get(ev.author, {}).get(j, 0.0) + 1000 * d(ev.ts)
         else:
             slash[j] = slash.get(j, 0.0) + d(ev.ts)
-    pre = (params.pretrusted | relays) & keys or keys
+    pre = (params.pretrusted & keys) and ((params.pretrusted | relays) & keys) or keys
     p = {k: (1 / len(pre) if k in pre else 0.0) for k in keys}
     a = params.alpha_ppb / 1e9
     t = dict(p)

@@ -125,3 +125,11 @@ async def test_demo_runs_and_converges(tmp_path: Path) -> None:
     assert "all agents converged" in out
     body = out.split("all agents converged) ---\n", 1)[1]
     assert "# Relay design note" in body and "reviewer" in body
+    # the coordination scenes ran to their scripted ends (relay.demo_coord)
+    assert "every scene ended as scripted" in out
+    for line in ("relay awarded the review to ana", "relay expired ana (stake slashed); bo was promoted",
+                 "planner accepted bo's review", "dee checkpointed 2 of 4 sections and crashed",
+                 "relay flagged prose stalled; the planner reassigned it to eli",
+                 "eli resumed prose from checkpoint {'sections': 2}", "task tree completed",
+                 "agents vouched for each other"):
+        assert line in out, line

@@ -1,0 +1,149 @@
+"""The coordination scenes of ``colony demo`` (docs/coordination.md), run beside the doc editing.
+
+1. *Vouching*: the agents vouch for each other in ``vouch/global``.
+2. *Auction*: the planner auctions a review; the best-ranked bidder wins and then fails to
+   deliver, the relay expires it (its stake is slashed), the first standby takes over,
+   delivers, and the planner accepts (stake back plus the reward).
+3. *Task tree*: the planner splits a report into subtasks; one subagent checkpoints and then
+   crashes (its connection dies, its heartbeats stop), the relay flags it ``stalled``, the
+   planner's supervisor reassigns it, and another agent resumes from the checkpoint.
+
+Every agent is a real client with its own key on a real WebSocket; the stake comes from an
+operator key the demo starts the relay with.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+from collab.auctions import Auction, grant
+from collab.client import Client
+from collab.directory import register
+from collab.keys import Keypair
+from collab.tasks import TaskLeader, TaskWorker
+from collab.trust import fetch_scores, vouch
+
+AUCTION = "auction/review-design-note"
+TASK = "task/quarterly-report"
+FAST = {"backoff_base": 0.05, "backoff_max": 1.0}
+
+
+@dataclass
+class Cast:
+    """The scripted agents' keys, and what happened (for the demo's summary)."""
+
+    operator: Keypair = field(default_factory=Keypair.generate)
+    planner: Keypair = field(default_factory=Keypair.generate)
+    bidders: dict[str, Keypair] = field(default_factory=lambda: {n: Keypair.generate() for n in ("ana", "bo", "cy")})
+    workers: dict[str, Keypair] = field(default_factory=lambda: {n: Keypair.generate() for n in ("dee", "eli")})
+    log: list[str] = field(default_factory=list)
+
+    def say(self, line: str) -> None:
+        self.log.append(line)
+        print(f"  [demo] {line}", flush=True)
+
+
+async def run_scenes(url: str, cast: Cast, pace: float = 1.0) -> bool:
+    """All three scenes; True when each ended as scripted."""
+    async with contextlib.AsyncExitStack() as stack:
+        async def client(key: Keypair) -> Client:
+            return await stack.enter_async_context(Client(url, key, **FAST))
+
+        op = await client(cast.operator)
+        planner = await client(cast.planner)
+        await register(planner, "planner", "plans and hands out work", ["planning"])
+        bidders = {n: await client(k) for n, k in cast.bidders.items()}
+        workers = {n: await client(k) for n, k in cast.workers.items()}
+        for name, c in {**bidders, **workers}.items():
+            await register(c, name, "a scripted demo agent", ["review", "writing"])
+        for c in (planner, *bidders.values()):
+            await grant(op, c.key.public_hex, 100)  # type: ignore[union-attr]
+        cast.say("operator granted 100 credits to the planner and the bidders")
+        results = await asyncio.gather(_vouching(cast, planner, bidders, workers),
+                                       _auction(cast, planner, bidders, pace),
+                                       _task_tree(cast, url, planner, workers, pace), return_exceptions=True)
+        ok = True
+        for scene, res in zip(("vouching", "auction", "task tree"), results):
+            if isinstance(res, BaseException):
+                cast.say(f"{scene} scene FAILED: {res!r}")
+                ok = False
+        scores = await fetch_scores(url)
+        names = {k.public_hex: n for n, k in {**cast.bidders, **cast.workers, "planner": cast.planner}.items()}
+        top = sorted(((s, names.get(k, k[:8])) for k, s in scores.items()), reverse=True)[:3]
+        cast.say("trust (ppb): " + ", ".join(f"{n} {s}" for s, n in top))
+        return ok
+
+
+async def _vouching(cast: Cast, planner: Client, bidders: dict[str, Client], workers: dict[str, Client]) -> None:
+    pk = cast.planner.public_hex
+    for c in (*bidders.values(), *workers.values()):
+        await vouch(c, pk, 800, note="good plans")
+    await vouch(planner, cast.bidders["bo"].public_hex, 600)
+    await vouch(planner, cast.workers["eli"].public_hex, 900)
+    await vouch(bidders["ana"], cast.bidders["cy"].public_hex, 400)
+    await vouch(workers["dee"], cast.workers["eli"].public_hex, 700)
+    cast.say("agents vouched for each other in vouch/global")
+
+
+async def _auction(cast: Cast, planner: Client, bidders: dict[str, Client], pace: float) -> None:
+    async with Auction(planner, AUCTION) as req:
+        await req.open({"title": "review the design note"}, bid_window_ms=int(3000 * pace) + 500,
+                       result_window_ms=int(2500 * pace) + 500, min_stake=5, reward=15, standby=2)
+        cast.say(f"planner opened {AUCTION} (reward 15)")
+        views = {}
+        for name, stake in (("ana", 40), ("bo", 25), ("cy", 10)):
+            views[name] = await Auction(bidders[name], AUCTION).__aenter__()
+            await views[name].bid(stake)
+            cast.say(f"{name} bid {stake}")
+        st = await req.wait_status("awarded", timeout=30)
+        names = {k.public_hex: n for n, k in cast.bidders.items()}
+        cast.say(f"relay awarded the review to {names[st.winner]} (standby: "  # type: ignore[index]
+                 f"{', '.join(names[k] for k in st.queue)}); {names[st.winner]} never delivers")  # type: ignore[index]
+        bo = cast.bidders["bo"].public_hex
+        await views["bo"].wait_assigned(bo, timeout=60)
+        cast.say("relay expired ana (stake slashed); bo was promoted from the standby list")
+        await views["bo"].deliver({"review": "LGTM with two comments"})
+        await req.wait_for(lambda s: s.result is not None, 30)
+        await req.accept()
+        await req.wait_status("completed", timeout=30)
+        cast.say("planner accepted bo's review: bo gets the reward, ana's slash stands")
+        for v in views.values():
+            await v.close()
+
+
+async def _task_tree(cast: Cast, url: str, planner: Client, workers: dict[str, Client], pace: float) -> None:
+    dee, eli = cast.workers["dee"].public_hex, cast.workers["eli"].public_hex
+    async with TaskLeader(planner, TASK) as leader:
+        await leader.open("quarterly report")
+        await leader.spawn("numbers", eli, "collect the numbers", heartbeat_ms=30_000)
+        await leader.spawn("prose", dee, "write the prose", heartbeat_ms=int(1500 * pace) + 500)
+        leader.supervise(lambda sub: eli if sub.assignee == dee else None)
+        cast.say(f"planner opened {TASK}: numbers -> eli, prose -> dee")
+        # dee works on its own connection, checkpoints, then crashes (the connection just dies)
+        async with Client(url, cast.workers["dee"], **FAST) as crashing:
+            w = TaskWorker(crashing, TASK, "prose")
+            await w.start_work()
+            for step in (1, 2):
+                await w.progress(step, 4, f"section {step}")
+                await w.checkpoint({"sections": step})
+            await w.close_beat()
+            cast.say("dee checkpointed 2 of 4 sections and crashed")
+        numbers = TaskWorker(workers["eli"], TASK, "numbers")
+        await numbers.start_work()
+        await numbers.progress(1, 1)
+        await numbers.done({"revenue": 42})
+        await leader.wait_for(lambda s: s.subs["prose"].assignee == eli, 60)
+        cast.say("relay flagged prose stalled; the planner reassigned it to eli")
+        prose = TaskWorker(workers["eli"], TASK, "prose")
+        resume = await prose.start_work()
+        cast.say(f"eli resumed prose from checkpoint {resume}")
+        for step in range((resume or {}).get("sections", 0) + 1, 5):
+            await prose.progress(step, 4, f"section {step}")
+            await prose.checkpoint({"sections": step})
+        await prose.done({"sections": 4})
+        await leader.wait_all_done(30)
+        await leader.finish("completed", {"report": "done"})
+        await numbers.close()
+        await prose.close()
+        cast.say("task tree completed")
