@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Scale-out benchmark: the doc workload of ``bench_doc.py`` against Colony deployments.
 
-The same one-document workload (K writers publishing signed Yjs updates to ONE doc feed, N
-subscribers timing every delivery, see ``bench_doc.py``) against:
+The same document workload (K writers publishing signed Yjs updates to one doc feed, or to D
+doc feeds, N subscribers timing every delivery, see ``bench_doc.py``) against:
 
 * ``sqlite-1``: one relay process on the embedded SQLite store (``--data DIR``, FULL sync);
 * ``redis-1``:  one relay process on Redis;
@@ -23,10 +23,26 @@ and Redis round trips per published event (``GET /health`` ``storage.round_trips
 to ``sqlite-1`` measured in the same invocation.
 
 Scenarios: ``saturation`` (N=40, K=10, as fast as possible with at most 4 unacknowledged
-updates per writer) and ``target`` (N=100, K=10, 20 updates/s each).
+updates per writer) and ``target`` (N=100, K=10, 20 updates/s each), both on one doc feed
+(``doc/bench``, D=1); ``docs``: saturation-style on D=10 docs (N=40, K=10, window 4).
+``all`` runs the three.
+
+Several docs (``--scenario docs``, or ``--docs D`` with any scenario): writer ``k`` publishes to
+``doc/bench-{k % D}`` and subscriber ``i`` subscribes to ``doc/bench-{i % D}`` (with D=1 the feed
+is ``doc/bench`` as before, so old results stay comparable). The loss check is per doc: every
+subscriber must receive exactly the updates published to its own doc, once each, and nothing of
+another doc; deliveries/s is the sum over all subscribers. The routing in ``redis-2`` stays
+client ``i`` -> process ``i % 2``, so with an EVEN D every doc's writers and subscribers sit on
+one process (feed affinity, what a load balancer hashing the doc name would give: the processes
+never race on a feed's head and never relay each other's records to their subscribers), while
+with an ODD D every doc (given at least 2 writers or subscribers of it) has clients on both
+processes (each doc contended as in ``saturation``, but spread over D heads). The run prints how
+many docs span both processes.
 
     python benchmarks/bench_scaleout.py --quick            # CI smoke run, all three configurations, < 60 s
-    python benchmarks/bench_scaleout.py                    # full: both scenarios, 3 repeats
+    python benchmarks/bench_scaleout.py                    # full: all three scenarios, 3 repeats
+    python benchmarks/bench_scaleout.py --scenario docs    # full: D=10 docs only (feed affinity in redis-2)
+    python benchmarks/bench_scaleout.py --scenario docs --docs 5   # D=5: every doc on both processes
     python benchmarks/bench_scaleout.py --scenario saturation --everysec --json out.json
     python benchmarks/bench_scaleout.py --scenario saturation --configs redis-2 --repeat 1 --profile
 
@@ -78,11 +94,39 @@ BASELINE = "sqlite-1"
 FULL = {
     "saturation": Scenario("saturation", subscribers=40, writers=10, rate=None, window=4, duration=15.0, warmup=5.0),
     "target": Scenario("target", subscribers=100, writers=10, rate=20.0, window=1000, duration=15.0, warmup=5.0),
+    # the saturation load spread over 10 docs: 1 writer and 4 subscribers per doc
+    "docs": Scenario("docs", subscribers=40, writers=10, rate=None, window=4, duration=15.0, warmup=5.0, docs=10),
 }
 QUICK = {
     "saturation": Scenario("saturation", subscribers=6, writers=2, rate=None, window=4, duration=2.0, warmup=1.0),
     "target": Scenario("target", subscribers=6, writers=2, rate=20.0, window=1000, duration=2.0, warmup=1.0),
+    # odd D: in redis-2 every doc has a subscriber on each process (its writer on one of them)
+    "docs": Scenario("docs", subscribers=6, writers=3, rate=None, window=4, duration=2.0, warmup=1.0, docs=3),
 }
+SCENARIOS = ("saturation", "target", "docs")
+
+
+def placement(sc: Scenario, processes: int) -> dict[str, int]:
+    """How the docs' clients fall on the processes (client ``i`` -> process ``i % processes``):
+    docs whose writers and subscribers all sit on one process vs docs spanning several."""
+    spanning = 0
+    for d in range(sc.docs):
+        procs = {i % processes for i in range(sc.writers) if harness.doc_of(i, sc.docs) == d}
+        procs |= {i % processes for i in range(sc.subscribers) if harness.doc_of(i, sc.docs) == d}
+        spanning += len(procs) > 1
+    return {"docs": sc.docs, "docs_on_one_process": sc.docs - spanning, "docs_spanning_processes": spanning}
+
+
+def describe(sc: Scenario) -> str:
+    load = f"{sc.rate:g}/s per writer" if sc.rate else f"as fast as possible, window {sc.window} per writer"
+    out = f"N={sc.subscribers} subscribers, K={sc.writers} writers, D={sc.docs} doc{'s' if sc.docs > 1 else ''} "
+    out += f"({harness.FEED})" if sc.docs == 1 else f"({harness.FEED}-0..{sc.docs - 1}, client i -> doc i % {sc.docs})"
+    out += f", {load}, {sc.warmup:g} s warm-up + {sc.duration:g} s measured"
+    if sc.docs > 1:
+        pl = placement(sc, 2)
+        out += (f"; redis-2: {pl['docs_on_one_process']} docs with all clients on one process (feed affinity), "
+                f"{pl['docs_spanning_processes']} spanning both")
+    return out
 
 
 def start_redis(workdir: Path, appendfsync: str) -> RedisServer:
@@ -131,6 +175,7 @@ def run_config(dep: Deployment, sc: Scenario, args: argparse.Namespace, workdir:
     result["server"]["exit_code"] = rcs[0] if len(rcs) == 1 else rcs
     result["deployment"] = {"name": dep.name, "backend": dep.backend, "processes": dep.processes,
                             "appendfsync": dep.appendfsync if dep.backend == "redis" else None}
+    result["placement"] = placement(sc, dep.processes)
     result["redis_ops"] = redis_ops(result)
     return result
 
@@ -170,7 +215,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
     has_redis = first["deployment"]["backend"] == "redis"
     return {
         "deployment": first["deployment"], "scenario": first["scenario"], "params": first["params"],
-        "repeats": len(runs),
+        "placement": first.get("placement"), "repeats": len(runs),
         "publish_per_s": med(lambda r: r["publish_per_s"]),
         "delivered_per_s": med(lambda r: r["delivered_per_s"]),
         "latency_ms": {
@@ -205,6 +250,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
             "subscribers": first["loss"]["subscribers"],
             "missing_total": sum(r["loss"]["missing_total"] for r in runs),
             "duplicates_total": sum(r["loss"]["duplicates_total"] for r in runs),
+            "unexpected_total": sum(r["loss"]["unexpected_total"] for r in runs),
             "unacked_total": sum(r["unacked"] for r in runs),
         },
         "runs": runs,
@@ -224,16 +270,17 @@ def vs_baseline(agg: dict[str, Any], base: dict[str, Any]) -> dict[str, float | 
 
 
 def table(results: dict[str, dict[str, dict[str, Any]]], ratios: dict[str, dict[str, Any]]) -> str:
-    head = ("scenario", "config", "N", "K", "pub/s", "deliv/s", "x sqlite", "p50 ms", "p99 ms", "p99 range",
+    head = ("scenario", "config", "N", "K", "D", "pub/s", "deliv/s", "x sqlite", "p50 ms", "p99 ms", "p99 range",
             "relay µs/dlv", "relay cores", "redis µs/dlv", "redis cores", "RTT/event", "ev/append",
-            "relay RSS MB", "redis RSS MB", "lost", "disturbed")
+            "relay RSS MB", "redis RSS MB", "lost", "dup", "disturbed")
     rows = [head]
     for scen, by_cfg in results.items():
         for cfg, r in by_cfg.items():
             p, lat, rd = r["params"], r["latency_ms"], r["redis"] or {}
             q = ratios.get(scen, {}).get(cfg, {})
             rows.append((
-                scen, cfg, str(p["subscribers"]), str(p["writers"]), fmt(r["publish_per_s"], ".0f"),
+                scen, cfg, str(p["subscribers"]), str(p["writers"]), str(p.get("docs", 1)),
+                fmt(r["publish_per_s"], ".0f"),
                 fmt(r["delivered_per_s"], ".0f"), fmt(q.get("delivered_per_s"), ".2f"),
                 fmt(lat["p50"], ".2f"), fmt(lat["p99"], ".2f"),
                 f"{fmt(lat['p99_min'], '.0f')}-{fmt(lat['p99_max'], '.0f')}",
@@ -242,7 +289,9 @@ def table(results: dict[str, dict[str, dict[str, Any]]], ratios: dict[str, dict[
                 fmt(rd.get("round_trips_per_event"), ".3f"), fmt(rd.get("events_per_append"), ".1f"),
                 fmt(r["relay"]["rss_kb_after"] / 1024, ".0f"),
                 fmt(rd["rss_kb_after"] / 1024 if rd.get("rss_kb_after") else None, ".0f"),
-                str(r["loss"]["missing_total"]), f"{r['contaminated_runs']}/{r['repeats']}",
+                str(r["loss"]["missing_total"]),
+                str(r["loss"]["duplicates_total"] + r["loss"].get("unexpected_total", 0)),
+                f"{r['contaminated_runs']}/{r['repeats']}",
             ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     out = []
@@ -255,27 +304,34 @@ def table(results: dict[str, dict[str, dict[str, Any]]], ratios: dict[str, dict[
 
 
 def verdicts(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
-    """The two scale-out targets, on the throughput (saturation) scenario."""
-    sat = results.get("saturation", {})
+    """The two scale-out targets, on the throughput scenarios (``saturation``: one doc; ``docs``:
+    several docs; the target text names the scenario and its D when it is not ``saturation``)."""
     out = []
-    for fsync in ("", "-everysec"):
-        r1, r2 = sat.get("redis-1" + fsync), sat.get("redis-2" + fsync)
-        base = sat.get(BASELINE)
-        if r1 and base:
-            q = ratio(r1["delivered_per_s"], base["delivered_per_s"])
-            out.append({"target": f"redis-1{fsync} delivered/s >= 0.70 x sqlite-1", "ratio": q,
-                        "met": q is not None and q >= 0.70})
-        if r1 and r2:
-            q = ratio(r2["delivered_per_s"], r1["delivered_per_s"])
-            out.append({"target": f"redis-2{fsync} delivered/s > redis-1{fsync}", "ratio": q,
-                        "met": q is not None and q > 1.0})
+    for scen in ("saturation", "docs"):
+        by = results.get(scen, {})
+        if not by:
+            continue
+        d = next(iter(by.values()))["params"].get("docs", 1)
+        tag = "" if scen == "saturation" and d == 1 else f" [{scen}, D={d}]"
+        for fsync in ("", "-everysec"):
+            r1, r2 = by.get("redis-1" + fsync), by.get("redis-2" + fsync)
+            base = by.get(BASELINE)
+            if r1 and base:
+                q = ratio(r1["delivered_per_s"], base["delivered_per_s"])
+                out.append({"scenario": scen, "target": f"redis-1{fsync} delivered/s >= 0.70 x sqlite-1{tag}",
+                            "ratio": q, "met": q is not None and q >= 0.70})
+            if r1 and r2:
+                q = ratio(r2["delivered_per_s"], r1["delivered_per_s"])
+                out.append({"scenario": scen, "target": f"redis-2{fsync} delivered/s > redis-1{fsync}{tag}",
+                            "ratio": q, "met": q is not None and q > 1.0})
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Colony scale-out benchmark: SQLite vs Redis, 1 vs 2 processes")
     ap.add_argument("--quick", action="store_true", help="tiny CI smoke run (all three configurations, < 60 s)")
-    ap.add_argument("--scenario", choices=["saturation", "target", "all"], default="all")
+    ap.add_argument("--scenario", choices=[*SCENARIOS, "all"], default="all",
+                    help="saturation, target (one doc), docs (D docs, saturation-style) or all three")
     ap.add_argument("--configs", default=None,
                     help="comma list of: " + ", ".join(CONFIGS) + f" (default: {', '.join(DEFAULT_CONFIGS)})")
     ap.add_argument("--everysec", action="store_true",
@@ -287,6 +343,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--writers", type=int, default=None, help="override K")
     ap.add_argument("--window", type=int, default=None, help="override the in-flight window (saturation)")
     ap.add_argument("--rate", type=float, default=None, help="override edits/s per writer (target)")
+    ap.add_argument("--docs", type=int, default=None,
+                    help="override D, the number of doc feeds: writer k -> doc/bench-{k %% D}, subscriber i -> "
+                         "doc/bench-{i %% D} (default: 1, docs scenario 10 (3 quick)); applies to every scenario run")
     ap.add_argument("--sub-procs", type=int, default=2, help="subscriber processes (default 2)")
     ap.add_argument("--profile", action="store_true", help="py-spy every relay process during each window")
     ap.add_argument("--max-foreign", type=float, default=None,
@@ -311,8 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     retries = args.retries if args.retries is not None else (0 if args.quick else 2)
     max_foreign = args.max_foreign if args.max_foreign is not None else (0.0 if args.quick else 0.15)
     quiet_wait = args.quiet_wait if args.quiet_wait is not None else (0.0 if args.quick else 120.0)
-    names = ["saturation", "target"] if args.scenario == "all" else [args.scenario]
+    names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     scenarios = harness.scenarios_from_args(base, names, args, ap)
+    for sc in scenarios:
+        print(f"[scaleout] scenario {sc.name}: {describe(sc)}", flush=True)
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -326,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
                 for cfg in order:
                     dep = CONFIGS[cfg]
                     print(f"[scaleout] {sc.name} #{rep + 1}/{repeat}: {cfg} (N={sc.subscribers}, K={sc.writers}, "
+                          f"D={sc.docs}, "
                           f"{'%g/s' % sc.rate if sc.rate else 'window %d' % sc.window} per writer, "
                           f"{sc.warmup:g}+{sc.duration:g} s)", flush=True)
                     workdir = Path(tmp) / f"{sc.name}-{cfg}-{rep}"
@@ -344,8 +406,16 @@ def main(argv: list[str] | None = None) -> int:
                           + (f", redis {fmt(r['extra']['redis']['cpu_us_per_delivery'])} µs, "
                              f"{fmt(ops.get('round_trips_per_event'), '.3f')} round trips/event"
                              if "extra" in r else "")
-                          + f", lost {r['loss']['missing_total']}, other work {r['foreign_cores']:.2f} cores",
-                          flush=True)
+                          + f", lost {r['loss']['missing_total']}, dup {r['loss']['duplicates_total']}"
+                          + (f", other-doc {r['loss']['unexpected_total']}" if sc.docs > 1 else "")
+                          + f", other work {r['foreign_cores']:.2f} cores", flush=True)
+                    if sc.docs > 1:
+                        pd = r["loss"]["per_doc"]
+                        print("[scaleout]   per doc deliveries/s: " + ", ".join(
+                            f"{x['doc']}: {x['delivered_per_s']:.0f}"
+                            + ("" if x["missing"] == x["duplicates"] == x["unexpected"] == 0 else
+                               f" (LOST {x['missing']}, dup {x['duplicates']}, other-doc {x['unexpected']})")
+                            for x in pd), flush=True)
                     if "profile_summary" in r:
                         print(r["profile_summary"], flush=True)
             results[sc.name] = {c: aggregate(v) for c, v in runs.items() if v}

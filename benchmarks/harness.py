@@ -5,11 +5,13 @@
 * :class:`ServerProc`: one server under test in its own subprocess (Colony on SQLite or on
   Redis, or pycrdt-websocket), its port, ``/health``, CPU and RSS;
 * the load generators: subscriber and writer processes (forked, one uvloop event loop each)
-  that publish Yjs updates to one doc feed and time every delivery with
+  that publish Yjs updates to one doc feed (or, with ``Scenario.docs`` > 1, to several: writer
+  and subscriber ``i`` use ``doc/bench-{i % docs}``) and time every delivery with
   ``time.monotonic_ns`` matched by event id (see ``bench_doc.py`` for the workload);
 * :func:`run_workload`: one measured run against one or several server processes (clients
   spread evenly over them), with warm-up, a measured window, latency percentiles, CPU and RSS
-  of the servers and of any other processes named (e.g. redis-server), and a loss check;
+  of the servers and of any other processes named (e.g. redis-server), and a loss check
+  (per doc: each subscriber gets exactly the updates of its own doc, once);
 * py-spy profiling and the summary of its output; small statistics helpers.
 """
 from __future__ import annotations
@@ -63,6 +65,18 @@ class Scenario:
     window: int  # max unacknowledged updates per writer
     duration: float  # measured seconds
     warmup: float  # seconds of load before the measured window
+    docs: int = 1  # doc feeds: writer k publishes to and subscriber i reads doc_feed(k or i, docs)
+
+
+def doc_of(idx: int, docs: int) -> int:
+    """The doc (0..docs-1) of writer or subscriber ``idx``: ``idx % docs``."""
+    return idx % docs
+
+
+def doc_feed(idx: int, docs: int) -> str:
+    """The feed of writer or subscriber ``idx``: :data:`FEED` with one doc (so results stay
+    comparable with the single-doc runs), else ``doc/bench-{idx % docs}``."""
+    return FEED if docs <= 1 else f"{FEED}-{doc_of(idx, docs)}"
 
 
 def now_ns() -> int:
@@ -239,10 +253,11 @@ async def _recv_ctrl(conn: Any) -> Any:
 class SubClient:
     """One subscriber connection; records (marker, monotonic receive time) per update."""
 
-    __slots__ = ("idx", "marks", "times", "messages", "frames", "errors", "ws", "synced", "closed_code")
+    __slots__ = ("idx", "feed", "marks", "times", "messages", "frames", "errors", "ws", "synced", "closed_code")
 
-    def __init__(self, idx: int) -> None:
+    def __init__(self, idx: int, feed: str = FEED) -> None:
         self.idx = idx
+        self.feed = feed
         self.marks: list[bytes] = []
         self.times: list[int] = []
         self.messages = 0
@@ -262,7 +277,7 @@ class SubClient:
             ch = json.loads((await ws.recv()).split("\n")[0])
             sig = kp.sign(hello_bytes(kp.public_hex, ch["nonce"], ch["relay"])).hex()
             await ws.send(json.dumps({"t": "hello", "key": kp.public_hex, "sig": sig}))
-            await ws.send(json.dumps({"t": "sub", "feed": FEED, "since": 0}))
+            await ws.send(json.dumps({"t": "sub", "feed": self.feed, "since": 0}))
             marks, times = self.marks, self.times
             recv = ws.recv
             try:
@@ -322,15 +337,15 @@ def _pick(url: str | list[str], idx: int) -> str:
 
 
 def subscriber_proc(conn: Any, system: str, url: str | list[str], indices: list[int], compression: str | None,
-                    prime: bool, room_ready: Any) -> None:
+                    prime: bool, room_ready: Any, docs: int = 1) -> None:
     if system == PEER and not prime:
         room_ready.wait(60)
-    _run_loop(_subscriber_main(conn, system, url, indices, compression, prime, room_ready))
+    _run_loop(_subscriber_main(conn, system, url, indices, compression, prime, room_ready, docs))
 
 
 async def _subscriber_main(conn: Any, system: str, url: str | list[str], indices: list[int], compression: str | None,
-                           prime: bool, room_ready: Any) -> None:
-    clients = [SubClient(i) for i in indices]
+                           prime: bool, room_ready: Any, docs: int = 1) -> None:
+    clients = [SubClient(i, doc_feed(i, docs)) for i in indices]
     tasks: list[asyncio.Task[None]] = []
 
     def launch(c: SubClient) -> asyncio.Task[None]:
@@ -369,12 +384,19 @@ async def _subscriber_main(conn: Any, system: str, url: str | list[str], indices
     msg = await _recv_ctrl(conn)
     if msg[0] != "finish":
         return
-    _, expected_list, send_times, t0, t1, drain_s = msg
-    expected = set(expected_list)
-    n_exp = len(expected)
+    # expected_by_doc: doc -> the markers published (and not refused) to that doc's feed; every
+    # subscriber must receive exactly those of its own doc, once each, and nothing else
+    _, expected_by_doc, send_times, t0, t1, drain_s = msg
+    exp_sets = {d: set(v) for d, v in expected_by_doc.items()}
+    empty: set[bytes] = set()
+
+    def expected_of(c: SubClient) -> set[bytes]:
+        return exp_sets.get(doc_of(c.idx, docs), empty)
+
     deadline = time.monotonic() + drain_s
     while time.monotonic() < deadline:
-        if all(len(c.marks) >= n_exp for c in clients) and all(expected <= set(c.marks) for c in clients):
+        if all(len(c.marks) >= len(expected_of(c)) for c in clients) and \
+                all(expected_of(c) <= set(c.marks) for c in clients):
             break
         await asyncio.sleep(0.05)
     lat = array.array("q")
@@ -383,18 +405,22 @@ async def _subscriber_main(conn: Any, system: str, url: str | list[str], indices
     in_window = 0
     for c in clients:
         got = set(c.marks)
+        expected = expected_of(c)
+        mine = 0
         for m, t in zip(c.marks, c.times, strict=True):
             if t0 <= t < t1:
-                in_window += 1
+                mine += 1
             ts = send_times.get(m)
             if ts is not None and t0 <= ts < t1:
                 lat.append(t - ts)
                 sent_at.append(ts - t0)
         per_client.append({
-            "idx": c.idx, "received": len(c.marks), "missing": len(expected - got),
+            "idx": c.idx, "doc": doc_of(c.idx, docs), "expected": len(expected), "received": len(c.marks),
+            "missing": len(expected - got), "in_window": mine,
             "duplicates": len(c.marks) - len(got), "unexpected": len(got - expected),
             "messages": c.messages, "frames": c.frames, "errors": c.errors[:3], "closed_code": c.closed_code,
         })
+        in_window += mine
     conn.send(("result", {"clients": per_client, "latencies": lat.tobytes(), "sent_at": sent_at.tobytes(),
                           "in_window": in_window}))
     await _recv_ctrl(conn)  # "close"
@@ -412,10 +438,10 @@ async def _subscriber_main(conn: Any, system: str, url: str | list[str], indices
 class Writer:
     """One writer connection: its own pycrdt Doc, inserts at the end of "text"."""
 
-    def __init__(self, idx: int, url: str, compression: str | None) -> None:
+    def __init__(self, idx: int, url: str, compression: str | None, feed: str = FEED) -> None:
         from pycrdt import Doc, Text
 
-        self.idx, self.url, self.compression = idx, url, compression
+        self.idx, self.url, self.compression, self.feed = idx, url, compression, feed
         self.doc = Doc()
         self.text = self.doc.get("text", type=Text)
         self._updates: list[bytes] = []
@@ -493,7 +519,7 @@ class Writer:
         from collab.events import Event, b64
 
         _, update = self.next_update()
-        ev = Event.create(self.kp, FEED, "doc.update", {"update": b64(update)})
+        ev = Event.create(self.kp, self.feed, "doc.update", {"update": b64(update)})
         data = frames.encode({"t": "pub", "event": ev.to_wire()})
         m = ev.id.encode()
         self.inflight += 1
@@ -548,7 +574,7 @@ def writer_proc(conn: Any, system: str, url: str | list[str], n: int, sc: Scenar
 
 async def _writer_main(conn: Any, system: str, url: str | list[str], n: int, sc: Scenario,
                        compression: str | None) -> None:
-    writers = [Writer(i, _pick(url, i), compression) for i in range(n)]
+    writers = [Writer(i, _pick(url, i), compression, doc_feed(i, sc.docs)) for i in range(n)]
     try:
         await asyncio.gather(*(w.open_colony() if system == COLONY else w.open_peer() for w in writers))
     except Exception as exc:
@@ -607,13 +633,15 @@ async def _writer_main(conn: Any, system: str, url: str | list[str], n: int, sc:
     acked: dict[bytes, int] = {}
     refused: dict[bytes, int] = {}
     errors: list[str] = []
+    by_doc: dict[int, list[bytes]] = {}  # doc -> markers its writers published
     for w in writers:
+        by_doc.setdefault(doc_of(w.idx, sc.docs), []).extend(w.sent)
         sent.update(w.sent)
         acked.update(w.acked)
         refused.update(w.refused)
         errors.extend(w.errors[:5])
     conn.send(("result", {
-        "sent": sent, "acked": acked, "refused": refused, "errors": errors,
+        "sent": sent, "acked": acked, "refused": refused, "errors": errors, "by_doc": by_doc,
         "messages_in": sum(w.messages_in for w in writers),
     }))
     await _recv_ctrl(conn)  # "close"
@@ -757,12 +785,19 @@ def run_workload(system: str, sc: Scenario, compression: str | None, servers: li
     """One measured run of scenario ``sc`` against already started ``servers``.
 
     Subscribers and writers are spread round-robin over the servers (client ``i`` uses server
-    ``i % len(servers)``). Server CPU and RSS are summed over all servers (``"server"``); with
+    ``i % len(servers)``). With ``sc.docs`` = D > 1 (Colony only), writer ``k`` publishes to
+    ``doc/bench-{k % D}`` and subscriber ``i`` reads ``doc/bench-{i % D}``; the loss check is per
+    doc (each subscriber must get exactly its doc's updates) and ``"loss"["per_doc"]`` breaks it
+    down. Server CPU and RSS are summed over all servers (``"server"``); with
     several servers every one is also reported on its own (``"servers"``). ``extra_pids``
     (e.g. ``{"redis": pid}``) are sampled the same way and reported under ``"extra"``; their
     CPU counts as part of the system under test, not as other work. ``probe`` is called right
     before and right after the measured window (``"probe": {"before": ..., "after": ...}``).
     ``profile_paths``: py-spy each server during the window, one output file each."""
+    if sc.docs < 1:
+        raise ValueError(f"docs must be >= 1, not {sc.docs}")
+    if sc.docs > 1 and system != COLONY:
+        raise ValueError("several docs (docs > 1) are only implemented for Colony")
     ctx = mp.get_context("fork")
     extra_pids = extra_pids or {}
     rss_start = sum(proc_rss_kb(s.pid) for s in servers)
@@ -778,7 +813,8 @@ def run_workload(system: str, sc: Scenario, compression: str | None, servers: li
         groups = [list(range(sc.subscribers))[i::nproc] for i in range(nproc)]
         for gi, idxs in enumerate(groups):
             parent, child = ctx.Pipe()
-            p = ctx.Process(target=subscriber_proc, args=(child, system, url, idxs, compression, gi == 0, room_ready),
+            p = ctx.Process(target=subscriber_proc,
+                            args=(child, system, url, idxs, compression, gi == 0, room_ready, sc.docs),
                             daemon=True, name=f"bench-sub-{gi}")
             p.start()
             procs.append(p)
@@ -827,9 +863,10 @@ def run_workload(system: str, sc: Scenario, compression: str | None, servers: li
         sent: dict[bytes, int] = wres["sent"]
         acked: dict[bytes, int] = wres["acked"]
         refused: dict[bytes, int] = wres["refused"]
-        expected = [m for m in sent if m not in refused]  # a refused publish was never stored: not a loss
+        # per doc: a refused publish was never stored, so not a loss
+        expected_by_doc = {d: [m for m in ms if m not in refused] for d, ms in wres["by_doc"].items()}
         for c in sub_conns:
-            c.send(("finish", expected, sent, t0, t1, 20.0))
+            c.send(("finish", expected_by_doc, sent, t0, t1, 20.0))
         sub_results = [_expect(c, "result", 90)[1] for c in sub_conns]
         rss_end = sum(proc_rss_kb(s.pid) for s in servers)
         if profs:
@@ -874,6 +911,21 @@ def run_workload(system: str, sc: Scenario, compression: str | None, servers: li
     ex_cpu = {n: ex_after[n]["cpu_s"] - ex_before[n]["cpu_s"] for n in extra_pids}
     missing = sum(c["missing"] for c in clients)
     dups = sum(c["duplicates"] for c in clients)
+    unexpected = sum(c["unexpected"] for c in clients)
+    per_doc = []
+    for d in range(sc.docs):
+        cs = [c for c in clients if c["doc"] == d]
+        ms = wres["by_doc"].get(d, [])
+        per_doc.append({
+            "doc": d, "feed": doc_feed(d, sc.docs), "subscribers": len(cs),
+            "writers": sum(1 for k in range(sc.writers) if doc_of(k, sc.docs) == d),
+            "published": len(ms), "refused": sum(1 for m in ms if m in refused),
+            "published_in_window": sum(1 for m in ms if t0 <= sent[m] < t1),
+            "complete_subscribers": sum(1 for c in cs if c["missing"] == 0),
+            "missing": sum(c["missing"] for c in cs), "duplicates": sum(c["duplicates"] for c in cs),
+            "unexpected": sum(c["unexpected"] for c in cs),
+            "delivered_per_s": sum(c["in_window"] for c in cs) / sc.duration,
+        })
     result: dict[str, Any] = {
         "system": system,
         "scenario": sc.name,
@@ -915,6 +967,7 @@ def run_workload(system: str, sc: Scenario, compression: str | None, servers: li
             "subscriber_ws_messages": sum(c["messages"] for c in clients),
             "subscriber_frames": sum(c["frames"] for c in clients),
             "subscriber_deliveries": sum(c["received"] for c in clients),
+            "expected_deliveries": sum(c["expected"] for c in clients),
             "writer_ws_messages_received": wres["messages_in"],
         },
         "loss": {
@@ -922,8 +975,9 @@ def run_workload(system: str, sc: Scenario, compression: str | None, servers: li
             "complete_subscribers": sum(1 for c in clients if c["missing"] == 0),
             "missing_total": missing,
             "duplicates_total": dups,
-            "unexpected_total": sum(c["unexpected"] for c in clients),
-            "ok": missing == 0 and dups == 0 and len(clients) == sc.subscribers,
+            "unexpected_total": unexpected,
+            "ok": missing == 0 and dups == 0 and unexpected == 0 and len(clients) == sc.subscribers,
+            "per_doc": per_doc,
             "subscriber_errors": [e for c in clients for e in c["errors"]][:5],
             "closed_codes": sorted({c["closed_code"] for c in clients if c["closed_code"] is not None}),
         },
@@ -1012,15 +1066,17 @@ def machine(extra_versions: tuple[str, ...] = ()) -> dict[str, Any]:
 
 def scenarios_from_args(base: dict[str, Any], names: list[str], args: Any, ap: Any) -> list[Any]:
     """The named base scenarios with the command line's overrides applied (shared by every
-    benchmark script): duration, warm-up, subscribers and writers always; the rate only for
-    fixed-rate scenarios and the window only for as-fast-as-possible ones."""
+    benchmark script): duration, warm-up, subscribers, writers and docs (if the script has
+    ``--docs``) always; the rate only for fixed-rate scenarios and the window only for
+    as-fast-as-possible ones."""
     from dataclasses import replace
 
     scenarios = []
     for name in names:
         sc = base[name]
         over: dict[str, Any] = {k: v for k, v in (("duration", args.duration), ("warmup", args.warmup),
-                                                  ("subscribers", args.subscribers), ("writers", args.writers))
+                                                  ("subscribers", args.subscribers), ("writers", args.writers),
+                                                  ("docs", getattr(args, "docs", None)))
                                 if v is not None}
         if getattr(args, "rate", None) is not None and sc.rate is not None:
             over["rate"] = args.rate
@@ -1029,4 +1085,8 @@ def scenarios_from_args(base: dict[str, Any], names: list[str], args: Any, ap: A
         scenarios.append(replace(sc, **over))
     if any(s.writers > 100 for s in scenarios):
         ap.error("at most 100 writers (markers carry a 2-digit writer number)")
+    for s in scenarios:
+        if not 1 <= s.docs <= min(s.writers, s.subscribers):
+            ap.error(f"{s.name}: docs must be between 1 and min(writers, subscribers) = "
+                     f"{min(s.writers, s.subscribers)}, not {s.docs}")
     return scenarios

@@ -104,6 +104,12 @@ class DirectChannel:
 
     Messages are sealed and opened here, so the relay (and anyone reading the feed) sees only
     boxes; a message that does not open is skipped and logged, never delivered.
+
+    The channel follows the feed from its start, so a request the peer sent while this side
+    was away is answered once the channel is open and serving (``serve`` may be called before
+    or after entering). A request is answered once: requests that already have a response of
+    ours in the feed are not answered again, and answers wait until the backlog is delivered
+    (``synced``), since a response is always sequenced after its request.
     """
 
     def __init__(self, client: Any, peer: str) -> None:
@@ -116,20 +122,35 @@ class DirectChannel:
         self._handler: Any = None
         self._sub: Any = None
         self.received: list[tuple[str, str, Any]] = []  # (author, kind, body), in feed order
+        self._unanswered: dict[str, Any] = {}  # the peer's requests without a response of ours, by id
+        self._answered: set[str] = set()  # request ids we responded to (in the feed, or being sent)
+        self._tasks: set[Any] = set()  # running handlers (and the wait for the backlog)
+        self._sync_waiter: Any = None
 
     async def __aenter__(self) -> DirectChannel:
+        self.received, self._unanswered, self._answered = [], {}, set()  # the feed is read from its start
         self._sub = await self.client.subscribe(self.feed, on_record=self._on_record)
         await self._sub.wait_synced(30)
+        self._answer_unanswered()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._sub is not None:
-            await self._sub.close()
-            self._sub = None
+        import asyncio
+
+        sub, self._sub = self._sub, None
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if sub is not None:
+            await sub.close()
 
     def serve(self, handler: Any) -> None:
-        """``handler(body) -> response body`` (sync or async) answers each request from the peer."""
+        """``handler(body) -> response body`` (sync or async) answers each request from the peer,
+        including those waiting in the feed when the channel was opened."""
         self._handler = handler
+        self._answer_unanswered()
 
     async def send(self, kind: MessageKind, body: Any, re: str | None = None) -> Event:
         ev = self.client.create_event(self.feed, "dm.msg", seal_message(self.me, self.peer, kind, body, re))
@@ -139,6 +160,8 @@ class DirectChannel:
     async def request(self, body: Any, timeout: float | None = 30.0) -> Any:
         import asyncio
 
+        if self._sub is None:
+            raise InvalidEvent("open the channel (async with) before sending a request: the response comes by it")
         ev = self.client.create_event(self.feed, "dm.msg", seal_message(self.me, self.peer, "request", body))
         fut = asyncio.get_running_loop().create_future()
         self._waiting[ev.id] = fut
@@ -149,7 +172,6 @@ class DirectChannel:
             self._waiting.pop(ev.id, None)
 
     def _on_record(self, rec: Any) -> None:
-        import asyncio
         import logging
 
         ev = rec.event
@@ -159,13 +181,57 @@ class DirectChannel:
             logging.getLogger(__name__).warning("dm %s#%d skipped: %s", self.feed, rec.seq, exc)
             return
         self.received.append((ev.author, kind, body))
-        if ev.author == self.me.public_hex:
-            return
         re = ev.body.get("re") if isinstance(ev.body, dict) else None
+        if ev.author == self.me.public_hex:
+            if kind == "response" and isinstance(re, str):  # answered (maybe by an earlier run)
+                self._answered.add(re)
+                self._unanswered.pop(re, None)
+            return
         if kind == "response" and re in self._waiting and not self._waiting[re].done():
             self._waiting[re].set_result(body)
-        elif kind == "request" and self._handler is not None:
-            asyncio.get_running_loop().create_task(self._answer(ev.id, body))
+        elif kind == "request" and ev.id not in self._answered:
+            self._unanswered[ev.id] = body
+            self._answer_unanswered()
+
+    def _spawn(self, coro: Any) -> Any:
+        import asyncio
+
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)  # a reference, so the task is not garbage collected mid-flight
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: Any) -> None:
+        import logging
+
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logging.getLogger(__name__).error("dm %s: answering a request failed", self.feed,
+                                              exc_info=task.exception())
+
+    def _answer_unanswered(self) -> None:
+        """Answer the waiting requests, once the backlog is in (a response of ours may follow)."""
+        sub = self._sub
+        if self._handler is None or sub is None or not self._unanswered:
+            return
+        if not sub.synced:  # catching up (first subscription or a reconnect): answer when live
+            if self._sync_waiter is None or self._sync_waiter.done():
+                self._sync_waiter = self._spawn(self._after_sync(sub))
+            return
+        for request_id, body in list(self._unanswered.items()):
+            del self._unanswered[request_id]
+            self._answered.add(request_id)
+            self._spawn(self._answer(request_id, body))
+
+    async def _after_sync(self, sub: Any) -> None:
+        from .errors import ColonyError
+
+        try:
+            await sub.wait_synced()
+        except ColonyError:  # the subscription ended: nothing to answer on it
+            return
+        if sub is self._sub:
+            self._answer_unanswered()
 
     async def _answer(self, request_id: str, body: Any) -> None:
         import inspect

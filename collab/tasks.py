@@ -112,8 +112,13 @@ class TaskLeader(FeedView[TaskState]):
                     if inspect.isawaitable(to):
                         to = await to
                     if to:
-                        await self.reassign(x.sub, to)
-                        self.escalations.append((x.sub, x.assignee, to))
+                        entry = (x.sub, x.assignee, to)
+                        self.escalations.append(entry)  # before the record can arrive
+                        try:
+                            await self.reassign(x.sub, to)
+                        except BaseException:
+                            self.escalations.remove(entry)
+                            raise
                 except Exception:
                     log.exception("escalating %s/%s failed", self.feed, x.sub)
 

@@ -134,8 +134,9 @@ class Directory:
             await self._read_latest(head.feed, head.seq)
 
     async def _read_latest(self, feed: str, seq: int) -> None:
+        rows = await self.hub.storage.read(feed, seq - 1, 1)
         self._read[feed] = seq  # an unreadable record is not read again every refresh
-        for row in await self.hub.storage.read(feed, seq - 1, 1):
+        for row in rows:
             try:
                 self._index(Record.from_wire(json.loads(row.data), verify_sigs=False))
             except Exception as exc:  # an old or odd record: the next profile fixes it

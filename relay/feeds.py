@@ -28,12 +28,14 @@ from .bus import Bus, LocalBus
 from .config import Config
 from .presence import Participants, PresenceStore
 from .storage.base import HeadMoved, Storage, StoredSnapshot
+from .wsdirect import SharedText
 
 log = logging.getLogger(__name__)
 
 ID_CACHE = 50_000
 MAX_BATCH = 512
 MAX_APPEND_ATTEMPTS = 16
+SHARED_MAX_BYTES = 256 << 10  # a batch up to this size goes out as one message (the outbox's coalescing limit)
 
 
 class Subscriber(Protocol):
@@ -243,10 +245,14 @@ class FeedRuntime:
     def _commit(self, recs: list[tuple[Record, str]]) -> None:
         """Fold durable records into the state and send them to local subscribers."""
         changed_acl = False
+        parts: list[str] = []
         for rec, rjson in recs:
             self._fold(rec)
             changed_acl |= rec.event.kind in ("acl.revoke", "acl.grant")  # a grant may set read: false
-            self._fan_out(rec, rjson)
+            parts.append(record_frame(self.feed, rjson))
+            for listener in self.hub.listeners:
+                listener(rec, rjson)
+        self._fan_out_batch(parts)
         if len(self.ids) > ID_CACHE:
             self._trim_ids()
         if changed_acl:
@@ -339,15 +345,20 @@ class FeedRuntime:
         self._snap_cache = None
 
     # -- fan-out ---------------------------------------------------------------------------
-    def _fan_out(self, rec: Record, rjson: str) -> None:
-        frame = record_frame(self.feed, rjson)
+    def _fan_out_batch(self, parts: list[str]) -> None:
+        """Send one batch's record frames to every subscriber; connections that can take a
+        shared message get it framed once for all (``relay.wsdirect.SharedText``)."""
+        if not parts:
+            return
+        shared = SharedText(parts) if len(parts) == 1 or sum(map(len, parts)) <= SHARED_MAX_BYTES else None
         for sub, st in self.subs.items():
-            if st.live:
-                sub.deliver(frame)
+            if not st.live:
+                st.buffer.extend(parts)
+            elif shared is not None and hasattr(sub, "deliver_shared"):
+                sub.deliver_shared(shared)  # type: ignore[attr-defined]
             else:
-                st.buffer.append(frame)
-        for listener in self.hub.listeners:
-            listener(rec, rjson)
+                for frame in parts:
+                    sub.deliver(frame)
 
     def _broadcast(self, frame: str) -> None:
         for sub, st in self.subs.items():

@@ -65,7 +65,11 @@ async def _scores(relay: Relay, topic: str) -> tuple[int, dict[str, int]]:
     from collab.trust import scores
 
     feed = check_feed("vouch/" + topic)
-    rt = await relay.hub.runtime(feed)
+    rt = relay.hub.feeds.get(feed)
+    if rt is None:
+        if await relay.hub.storage.head(feed) is None:
+            return 0, {}  # nothing to score: no need to load (and watch) an empty feed
+        rt = await relay.hub.runtime(feed)
     cache: dict[str, Any] = relay.__dict__.setdefault("_trust_cache", {})
     hit = cache.get(feed)
     if hit is not None and hit[0] == rt.seq:

@@ -23,6 +23,7 @@ from collab.keys import verify
 
 from .feeds import Hub
 from .limits import Limits, RateLimiter
+from .wsdirect import DirectWriter, SharedText
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class Outbox:
     def __init__(self, transport: Transport, max_frames: int) -> None:
         self.transport = transport
         self.max_frames = max_frames
+        self.direct = DirectWriter.of(transport)
+        self._sending = False
         self.frames: deque[str] = deque()
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
@@ -65,6 +68,18 @@ class Outbox:
         if len(self.frames) >= self.max_frames // 2:
             self._room.clear()
         return True
+
+    def put_shared(self, msg: SharedText) -> bool:
+        """Queue a batch of frames another connection may get too: written straight to the
+        socket as one pre-framed message when nothing is queued ahead of it (relay.wsdirect)."""
+        if (not self.frames and not self._sending and not self.closed and self.direct is not None
+                and len(msg.parts) <= self.max_frames and self.direct.write(msg.framed)):
+            self.sent_messages += 1
+            return True
+        ok = True
+        for f in msg.parts:
+            ok = self.put(f)
+        return ok
 
     async def put_wait(self, frame: str) -> None:
         while not self.closed and len(self.frames) >= self.max_frames // 2:
@@ -98,7 +113,9 @@ class Outbox:
                         msg = "\n".join(parts)
                     if len(frames_) < self.max_frames // 2:
                         self._room.set()
+                    self._sending = True
                     await send(msg)
+                    self._sending = False
                     self.sent_messages += 1
                 self._room.set()
                 if self.closed:
@@ -138,6 +155,9 @@ class Session:
     # Subscriber protocol (used by the hub)
     def deliver(self, frame: str) -> None:
         self.out.put(frame)
+
+    def deliver_shared(self, msg: SharedText) -> None:
+        self.out.put_shared(msg)
 
     async def deliver_wait(self, frame: str) -> None:
         await self.out.put_wait(frame)

@@ -30,6 +30,7 @@ except ImportError:  # pragma: no cover - both ship with the install
     WebSocketsSansIOProtocol = None  # type: ignore[assignment,misc]
     State = None  # type: ignore[assignment,misc]
 
+OP_TEXT = 0x1
 OP_BINARY = 0x2
 SCOPE_KEY = "colony.raw_send"
 
@@ -46,16 +47,44 @@ class RawSendMiddleware:
         await self.app(scope, receive, send)
 
 
-def binary_frame(payload: bytes) -> bytes:
-    """One unmasked, final binary frame (RFC 6455 §5.2), as a server sends it."""
+def frame(payload: bytes, opcode: int) -> bytes:
+    """One unmasked, final frame (RFC 6455 §5.2), as a server sends it."""
     n = len(payload)
     if n < 126:
-        head = struct.pack("!BB", 0x80 | OP_BINARY, n)
+        head = struct.pack("!BB", 0x80 | opcode, n)
     elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | OP_BINARY, 126, n)
+        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
     else:
-        head = struct.pack("!BBQ", 0x80 | OP_BINARY, 127, n)
+        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
     return head + payload
+
+
+def binary_frame(payload: bytes) -> bytes:
+    return frame(payload, OP_BINARY)
+
+
+class SharedText:
+    """A text message several connections get unchanged (one feed's batch of record frames):
+    joined and framed at most once, on first use."""
+
+    __slots__ = ("parts", "_text", "_framed")
+
+    def __init__(self, parts: list[str]) -> None:
+        self.parts = parts
+        self._text: str | None = None
+        self._framed: bytes | None = None
+
+    @property
+    def text(self) -> str:
+        if self._text is None:
+            self._text = "\n".join(self.parts)
+        return self._text
+
+    @property
+    def framed(self) -> bytes:
+        if self._framed is None:
+            self._framed = frame(self.text.encode(), OP_TEXT)
+        return self._framed
 
 
 class DirectWriter:
@@ -71,7 +100,8 @@ class DirectWriter:
         """The writer for a Starlette ``WebSocket`` after ``accept()``, or None when unsupported."""
         if WebSocketsSansIOProtocol is None:
             return None
-        proto = getattr(websocket.scope.get(SCOPE_KEY), "__self__", None)
+        scope = getattr(websocket, "scope", None)
+        proto = getattr(scope.get(SCOPE_KEY), "__self__", None) if isinstance(scope, dict) else None
         if not isinstance(proto, WebSocketsSansIOProtocol):
             return None
         conn = getattr(proto, "conn", None)

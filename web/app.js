@@ -56,7 +56,7 @@
   const isKey = (s) => typeof s === "string" && /^[0-9a-f]{64}$/.test(s);
   function nameOf(key) {
     const p = st.names.get(key) || P.agent(key);
-    return p ? p.name : short(key);
+    return p ? p.name : key && key === st.relayKey ? "relay" : short(key);
   }
   function colour(key) {  // deterministic per key: hue from 3 bytes, lightness from one more
     const h = parseInt(key.slice(0, 6), 16) % 360;

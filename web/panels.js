@@ -69,7 +69,9 @@
     const t = el("table", "ptable " + (cls || ""));
     const head = el("tr");
     for (const c of cols) head.append(el("th", null, c));
-    t.append(el("thead")).append(head);
+    const thead = el("thead");
+    thead.append(head);
+    t.append(thead);
     const body = el("tbody");
     for (const r of rows.slice(0, MAX_ROWS)) {
       const tr = el("tr");
@@ -361,14 +363,11 @@
     const pair = el("div", "phead");
     if (m) pair.append(who(m[1], nameOf), el("span", "muted", " ↔ "), who(m[2], nameOf));
     out.push(pair);
-    out.push(el("div", "e2e", "🔒 Messages are end-to-end encrypted (NaCl box between the two agents): the relay "
+    out.push(el("div", "e2e", "Messages are end-to-end encrypted (a NaCl box between the two agents): the relay "
       + "stores and orders them but cannot read them, and this viewer shows metadata only."));
     const count = s ? s.count : ctx.info ? ctx.info.seq : 0;
     out.push(kv([["messages", int(count)]]));
-    if (!s) {
-      out.push(el("div", "muted", "Members-only feed: its records and metadata are served only to the two agents over an authenticated connection."));
-      return out;
-    }
+    if (!s) return out;  // members-only: not even the metadata is served to an anonymous viewer
     const msgs = arr(s.messages).slice().reverse();
     if (msgs.length) out.push(section(`Latest ${msgs.length}`, table("dms", ["seq", "from", "re", "id"],
       msgs.map((x) => [`#${x.seq}`, who(x.author, nameOf), x.re ? short(x.re) : "", short(x.id)]))));
@@ -428,17 +427,21 @@
       next.onclick = () => { ov.page++; drawAgents(); };
       const summary = el("span", "muted");
       summary.id = "agents-summary";
-      head.append(title, q, lab, summary, prev, next);
+      head.append(title, q, lab, prev, next);
       const t = el("table", "ptable agents");
       const hr = el("tr");
       for (const c of ["", "name", "key", "capabilities", "trust", "", "updated"]) hr.append(el("th", null, c));
-      t.append(el("thead")).append(hr);
+      const thead = el("thead");
+      thead.append(hr);
+      t.append(thead);
       const body = el("tbody");
       body.id = "agents-rows";
       t.append(body);
       const wrap = el("div", "ov-body");
       wrap.append(t);
-      box.replaceChildren(head, wrap);
+      const sub = el("div", "ov-sub");
+      sub.append(summary);
+      box.replaceChildren(head, sub, wrap);
       ov.parts = { summary, prev, next, body, q };
     }
     drawAgents();
@@ -470,8 +473,9 @@
       const score = dir.trust.get(a.key);
       const name = el("span", "who", a.name);
       const cells = [dot(a.online), name, el("span", "key", short(a.key)), chips(a.capabilities),
-                     el("span", "num", score === undefined ? "–" : pct(score)), bar((score || 0) / max), time(a.updated)];
-      for (const c of cells) { const td = el("td"); td.append(c); tr.append(td); }
+                     el("span", "num", score === undefined ? "–" : pct(score)), score === undefined ? "" : bar(score / max),
+                     time(a.updated)];
+      for (const c of cells) { const td = el("td"); td.append(cell(c)); tr.append(td); }
       tr.onclick = () => { if (ov.go) ov.go("agent/" + a.key); };
       return tr;
     }));

@@ -1,10 +1,13 @@
 """The scale-out benchmark runs end to end (``--quick``) and loses nothing.
 
 Only correctness is asserted: each of the three deployments (one relay process on SQLite, one
-on Redis, two on one Redis) delivered updates in both scenarios, and every subscriber received
-every published update exactly once, including the subscribers of the second process, which
-see the first one's records through Redis. Timing figures vary with the machine and are not
-checked (docs/benchmarks.md, "Scale-out", has measured numbers).
+on Redis, two on one Redis) delivered updates in all three scenarios, and every subscriber
+received every published update exactly once, including the subscribers of the second process,
+which see the first one's records through Redis. In the multi-doc scenario (``docs``, quick:
+3 docs, so in ``redis-2`` every doc has subscribers on both processes) the check is per doc:
+each subscriber got exactly its own doc's updates, once each, and none of another doc. Timing
+figures vary with the machine and are not checked (docs/benchmarks.md, "Scale-out", has
+measured numbers).
 """
 from __future__ import annotations
 
@@ -35,7 +38,7 @@ def test_quick_scaleout_benchmark_runs_all_deployments_without_loss(tmp_path: Pa
     data = json.loads(out.read_text())
     assert data["failures"] == []
     results = data["results"]
-    assert set(results) == {"saturation", "target"}
+    assert set(results) == {"saturation", "target", "docs"}
     for scenario, by_config in results.items():
         assert set(by_config) == {"sqlite-1", "redis-1", "redis-2"}, scenario
         for config, agg in by_config.items():
@@ -53,8 +56,25 @@ def test_quick_scaleout_benchmark_runs_all_deployments_without_loss(tmp_path: Pa
                 assert loss["complete_subscribers"] == loss["subscribers"], (where, loss)
                 assert loss["missing_total"] == 0, (where, loss)
                 assert loss["duplicates_total"] == 0, (where, loss)
+                assert loss["unexpected_total"] == 0, (where, loss)
                 assert loss["ok"], (where, loss)
-                assert run["messages"]["subscriber_deliveries"] == run["published"] * loss["subscribers"], where
+                msgs = run["messages"]
+                assert msgs["subscriber_deliveries"] == msgs["expected_deliveries"], where
+                docs = run["params"]["docs"]
+                assert len(loss["per_doc"]) == docs, where
+                if docs == 1:
+                    assert msgs["subscriber_deliveries"] == run["published"] * loss["subscribers"], where
+                else:
+                    assert scenario == "docs", where
+                    assert sum(d["published"] for d in loss["per_doc"]) == run["published"], where
+                    assert msgs["subscriber_deliveries"] == sum(
+                        d["published"] * d["subscribers"] for d in loss["per_doc"]), where
+                    for d in loss["per_doc"]:  # each doc: its subscribers got exactly its updates
+                        assert d["published"] > 0 and d["subscribers"] > 0, (where, d)
+                        assert d["complete_subscribers"] == d["subscribers"], (where, d)
+                        assert d["missing"] == d["duplicates"] == d["unexpected"] == 0, (where, d)
+                    if config == "redis-2":  # odd D: every doc has clients on both processes
+                        assert run["placement"]["docs_spanning_processes"] == docs, (where, run["placement"])
                 if config == "redis-2":  # both processes served clients
                     assert len(run["servers"]) == 2, where
                     assert all(s["cpu_cores"] > 0 for s in run["servers"]), where
