@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,25 +92,9 @@ class Directory:
 
     async def _shared_presence(self) -> set[str]:
         """Keys with a live participant entry (any process) in some ``agent/<KEY>`` feed."""
-        pres = self.hub.presence
-        if not pres.shared:
+        if not self.hub.presence.shared:
             return set()
-        r = getattr(getattr(pres, "storage", None), "r", None)
-        key_of = getattr(pres, "_key", None)
-        if r is None or key_of is None:
-            return set()
-        feeds = [PREFIX + k for k in self.profiles]
-        now = time.time() * 1000
-        out: set[str] = set()
-        for i in range(0, len(feeds), 1000):
-            pipe = r.pipeline(transaction=False)
-            for feed in feeds[i:i + 1000]:
-                pipe.hgetall(key_of(feed))
-            for entries in await pipe.execute():
-                for name, until in entries.items():
-                    if int(until) > now:
-                        out.add((name.decode() if isinstance(name, bytes) else str(name)).split("|", 1)[0])
-        return out
+        return await self.hub.presence.present_in([PREFIX + k for k in self.profiles])
 
     async def lookup(self, key: str) -> Profile | None:
         """The profile of ``key``; on a miss with a shared backend, read its feed from storage

@@ -38,6 +38,10 @@ class PresenceStore:
     async def refresh(self, entries: Iterable[tuple[str, str]]) -> None:
         return None
 
+    async def present_in(self, feeds: list[str]) -> set[str]:
+        """Keys present in any of ``feeds`` on other processes (none without a shared backend)."""
+        return set()
+
 
 class RedisPresence(PresenceStore):
     shared = True
@@ -72,6 +76,20 @@ class RedisPresence(PresenceStore):
         if expired:
             await self.storage.r.hdel(self._key(feed), *expired)
         return alive
+
+    async def present_in(self, feeds: list[str]) -> set[str]:
+        """Keys with a live entry (any process) in any of ``feeds``, in pipelined batches."""
+        now = time.time() * 1000
+        out: set[str] = set()
+        for i in range(0, len(feeds), 1000):
+            pipe = self.storage.r.pipeline(transaction=False)
+            for feed in feeds[i:i + 1000]:
+                pipe.hgetall(self._key(feed))
+            for entries in await pipe.execute():
+                for name, until in entries.items():
+                    if int(until) > now:
+                        out.add((name.decode() if isinstance(name, bytes) else str(name)).split("|", 1)[0])
+        return out
 
     async def refresh(self, entries: Iterable[tuple[str, str]]) -> None:
         r = self.storage.r

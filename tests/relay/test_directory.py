@@ -316,10 +316,9 @@ async def test_bad_query_params_are_400(relay: Running, query: str) -> None:
 
 # -- several processes of one site (Redis) -------------------------------------------------
 
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)  # several processes of one site share Redis
 async def test_profile_on_one_process_is_listed_by_another(start_relay: Callable[..., Awaitable[Running]],
                                                            backend: Backend) -> None:
-    if backend.name != "redis":
-        pytest.skip("several processes of one site share a Redis backend")
     a = await start_relay("a", site="s")
     b = await start_relay("b", site="s")
     key = Keypair.generate()
