@@ -98,3 +98,44 @@ async def test_killed_subagent_is_detected_and_another_resumes_from_its_checkpoi
     assert ns.view(result.state) == ns.view(st) | {"status": "completed", "result": {"ok": True},
                                                     "closed": result.state.closed_at, "seq": result.state.seq}
     assert result.state.status == "completed"
+
+
+async def test_leader_puts_a_stalled_subtask_up_for_auction_and_the_winner_resumes(
+        start_relay: Callable[..., Any]) -> None:
+    relay = await start_relay("u")
+    leader_key, quitter, bidder_lo, bidder_hi = (Keypair.generate() for _ in range(4))
+    feed = "task/migrate"
+    async with Client(relay.url, leader_key, **FAST) as lc, TaskLeader(lc, feed) as leader:
+        await leader.open("migrate the database")
+        await leader.spawn("copy", quitter.public_hex, "copy the tables", heartbeat_ms=600)
+        async with Client(relay.url, quitter, **FAST) as qc:
+            w = TaskWorker(qc, feed, "copy")
+            await w.start_work()
+            await w.checkpoint({"tables": 7})
+            await w.close()  # stops heartbeating: a silent worker
+        await leader.wait_for(lambda s: s.subs["copy"].stalled, 15)
+        auction_feed = "auction/migrate-copy"
+        async with Client(relay.url, bidder_lo, **FAST) as lo, Client(relay.url, bidder_hi, **FAST) as hi:
+            from collab.auctions import Auction
+
+            async def bid(c: Client, stake: int) -> None:
+                async with Auction(c, auction_feed) as a:
+                    await a.wait_for(lambda s: s.status == "open", 15)
+                    await a.bid(stake)
+
+            winner = asyncio.create_task(leader.auction_subtask("copy", auction_feed, bid_window_ms=1500,
+                                                                result_window_ms=60_000))
+            await asyncio.gather(bid(lo, 0), bid(hi, 0))  # zero stakes: no ledger needed
+            got = await asyncio.wait_for(winner, 20)
+            # equal stakes: the earlier bid wins (seq tie-break)
+            st = await leader.wait_for(lambda s: s.subs["copy"].assignee == got, 10)
+            assert got in (bidder_lo.public_hex, bidder_hi.public_hex)
+            assert st.subs["copy"].auction == auction_feed and st.subs["copy"].previous == (quitter.public_hex,)
+            assert leader.escalations == [("copy", quitter.public_hex, got)]
+            wc = lo if got == bidder_lo.public_hex else hi
+            resumed = TaskWorker(wc, feed, "copy")
+            assert await resumed.start_work() == {"tables": 7}
+            await resumed.done({"tables": 12})
+            await resumed.close()
+        st = await leader.wait_all_done(10)
+        assert st.subs["copy"].status == "completed" and st.subs["copy"].result == {"tables": 12}
