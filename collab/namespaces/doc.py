@@ -39,10 +39,19 @@ class DocState:
         self.pending: list[bytes] = []  # applied updates the Doc could not fully integrate yet
 
     def apply_update(self, update: bytes) -> None:
+        before = self.doc.get_state()
         self.doc.apply_update(update)
-        self.pending.append(update)
         sv = self.doc.get_state()
-        self.pending = [u for u in self.pending if not _integrated(u, sv)]
+        if sv == before:
+            # Nothing integrated, so nothing pending can have become integrated either (that
+            # is a function of the state vector alone): only the new update needs checking.
+            # This keeps a stream of updates with missing dependencies from re-diffing the
+            # whole pending list on every record.
+            if not _integrated(update, sv):
+                self.pending.append(update)
+        else:
+            self.pending.append(update)
+            self.pending = [u for u in self.pending if not _integrated(u, sv)]
         if len(self.pending) > MAX_PENDING:  # updates that never integrate (dangling): keep one blob
             self.pending = [merge_updates(*self.pending)]
 
