@@ -15,6 +15,7 @@ ColonyError
 │   └── LimitExceeded        e.g. too many subscriptions on one connection   -> ``limit_exceeded``
 ├── ChainError               a record breaks its feed's hash chain (client/replay side)
 ├── Unavailable              storage cannot durably append right now         -> ``unavailable``
+│   └── HomeUnreachable      the feed's home relay (federation) is out of reach -> ``home_unreachable``
 └── RelayError               the relay answered a request with an error frame (client side)
 
 Every peer-caused error has a stable machine-readable ``code``; the relay turns it into an
@@ -92,6 +93,12 @@ class Unavailable(ColonyError):
     code = "unavailable"
 
 
+class HomeUnreachable(Unavailable):
+    """A federated relay cannot reach the relay that homes the feed (docs/federation.md)."""
+
+    code = "home_unreachable"
+
+
 class RelayError(ColonyError):
     """An ``error`` frame received from the relay, raised to the caller that caused it."""
 
@@ -114,5 +121,6 @@ ERROR_CODES = (
     "rate_limited",
     "limit_exceeded",
     "unavailable",
+    "home_unreachable",
     "internal",
 )

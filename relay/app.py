@@ -13,6 +13,7 @@ from starlette.staticfiles import StaticFiles
 import web
 
 from .config import Config
+from .federation.endpoint import fed_endpoint
 from .http import routes as http_routes
 from .http_coord import routes as coord_routes
 from .server import Relay
@@ -33,7 +34,8 @@ def create_app(config: Config | None = None, relay: Relay | None = None) -> Star
             yield
 
     web_dir = relay.config.web_dir or WEB_DIR
-    routes = [*http_routes, *coord_routes, WebSocketRoute("/ws", native_endpoint), WebSocketRoute("/yjs/{name:path}", yjs_endpoint)]
+    routes = [*http_routes, *coord_routes, WebSocketRoute("/ws", native_endpoint), WebSocketRoute("/yjs/{name:path}", yjs_endpoint),
+              WebSocketRoute("/fed", fed_endpoint)]
     if web_dir.is_dir():
         routes.append(Mount("/", StaticFiles(directory=web_dir, html=True), name="web"))
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RawSendMiddleware)])

@@ -39,7 +39,8 @@ def config_from(args: argparse.Namespace) -> Config:
                   relay_key_file=Path(args.relay_key) if args.relay_key else None, ws_deflate=args.ws_deflate,
                   sync_interval=args.sync_interval, presence_ttl=args.presence_ttl,
                   operators=tuple(args.operator), trust_pretrusted=tuple(args.trust_pretrusted),
-                  trust_half_life=args.trust_half_life)
+                  trust_half_life=args.trust_half_life, public_url=args.public_url, peers=tuple(args.peer),
+                  replicate=tuple(args.replicate) if args.replicate else ("vouch/",), pins=tuple(args.pin))
 
 
 async def _serve(config: Config) -> int:
@@ -99,6 +100,26 @@ def _key_hex(text: str) -> str:
     return text
 
 
+def _peer(text: str) -> str:
+    from .federation.routing import Member
+
+    try:
+        Member.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
+def _pin(text: str) -> str:
+    from .federation.routing import parse_pin
+
+    try:
+        parse_pin(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return text
+
+
 def add_serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default=os.environ.get("COLONY_HOST", "127.0.0.1"), help="interface to listen on")
     p.add_argument("--port", type=int, default=int(os.environ.get("COLONY_PORT", "8765")),
@@ -134,6 +155,16 @@ def add_serve_args(p: argparse.ArgumentParser) -> None:
                    metavar="KEY", help="an EigenTrust pre-trusted key (repeatable; the relay key always is)")
     p.add_argument("--trust-half-life", type=_positive, default=base.trust_half_life, metavar="SECONDS",
                    help=f"a vouch's weight halves this often (default {base.trust_half_life:g})")
+    p.add_argument("--public-url", default=os.environ.get("COLONY_PUBLIC_URL"), metavar="URL",
+                   help="federation: how peers reach this relay (default http://HOST:PORT)")
+    p.add_argument("--peer", action="append", type=_peer, default=[_peer(x) for x in env_keys("COLONY_PEERS")],
+                   metavar="URL#KEY", help="federation: another member relay, its base URL and relay key "
+                                           "(repeatable; env COLONY_PEERS, comma-separated); see docs/federation.md")
+    p.add_argument("--replicate", action="append", default=None, metavar="PREFIX",
+                   help="federation: feeds with this prefix are mirrored by every member (repeatable; "
+                        "default vouch/)")
+    p.add_argument("--pin", action="append", type=_pin, default=[], metavar="PATTERN=KEY",
+                   help="federation: the home relay of feeds matching PATTERN (fnmatch; repeatable)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     defaults = Limits()
     for name in Limits.names():

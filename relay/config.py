@@ -33,3 +33,7 @@ class Config:
     operators: tuple[str, ...] = ()    # keys that may grant ledger credits (docs/coordination.md)
     trust_pretrusted: tuple[str, ...] = ()  # EigenTrust pre-trusted keys (the relay key always is)
     trust_half_life: float = 30 * 24 * 3600.0  # seconds: a vouch's weight halves this often
+    public_url: str | None = None      # federation: how peers reach this relay (default http://host:port)
+    peers: tuple[str, ...] = ()        # federation members other than this relay, as URL#RELAYKEY
+    replicate: tuple[str, ...] = ("vouch/",)  # feed prefixes every member mirrors (not on demand)
+    pins: tuple[str, ...] = ()         # PATTERN=RELAYKEY: the home of matching feeds

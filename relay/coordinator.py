@@ -76,6 +76,8 @@ class Coordinator:
         self._worker = asyncio.get_running_loop().create_task(self._follow(), name="coordinator")
         for ns in FOLLOWED:
             for head in await self.hub.storage.feeds(ns + "/", 100_000):
+                if not self.hub.routing.is_home(head.feed):
+                    continue
                 try:
                     await self._adopt(head.feed)
                 except Exception:
@@ -176,8 +178,8 @@ class Coordinator:
     # -- following records ------------------------------------------------------------------------
     def _on_record(self, rec: Record, _rjson: str) -> None:
         feed = rec.event.feed
-        if namespace_of(feed) not in FOLLOWED:
-            return
+        if namespace_of(feed) not in FOLLOWED or not self.hub.routing.is_home(feed):
+            return  # a mirrored feed: its home relay runs its timers and follow-ups
         rt = self.hub.feeds.get(feed)
         if rt is None:
             return

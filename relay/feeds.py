@@ -26,6 +26,7 @@ from collab.namespaces.base import Admission
 
 from .bus import Bus, LocalBus
 from .config import Config
+from .federation.routing import Member, Routing
 from .presence import Participants, PresenceStore
 from .storage.base import HeadMoved, Storage, StoredSnapshot
 from .wsdirect import SharedText
@@ -78,6 +79,21 @@ class _Sync:
 
 
 @dataclass(slots=True)
+class _Mirror:
+    rec: Record  # sealed by the feed's home relay, verified by relay.federation.mirror
+    line: str
+    fut: asyncio.Future[None]
+
+
+class MirrorConflict(Exception):
+    """A mirrored record does not extend our head; ``stored`` is our record at its seq, if any."""
+
+    def __init__(self, message: str, stored: str | None = None) -> None:
+        super().__init__(message)
+        self.stored = stored
+
+
+@dataclass(slots=True)
 class _SubState:
     key: str | None = None  # the key the subscriber had when it subscribed (its presence entry)
     live: bool = False
@@ -109,7 +125,7 @@ class FeedRuntime:
         self.people = Participants(feed, hub.presence, self._broadcast)
         self.snapshot_seq = 0
         self.last_active = time.monotonic()
-        self._jobs: deque[_Publish | _Subscribe | _Ingest | _Sync] = deque()
+        self._jobs: deque[_Publish | _Subscribe | _Ingest | _Sync | _Mirror] = deque()
         self._task: asyncio.Task[None] | None = None
         self._snap_cache: tuple[int, str] | None = None
 
@@ -174,6 +190,14 @@ class FeedRuntime:
         self._jobs.append(_Ingest(payload))
         self._kick()
 
+    def mirror(self, rec: Record, line: str) -> asyncio.Future[None]:
+        """Store a record of a feed another relay homes, as received (docs/federation.md, Mirrors).
+        Fails with :class:`MirrorConflict` unless it extends our head (or is stored already)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._jobs.append(_Mirror(rec, line, fut))
+        self._kick()
+        return fut
+
     def request_sync(self) -> None:
         """Catch up from storage (after a bus reconnect, or when a sweep saw a newer head)."""
         if not any(isinstance(j, _Sync) for j in self._jobs):
@@ -204,6 +228,19 @@ class FeedRuntime:
                         await self._sync()
                 except Exception:
                     log.exception("catching %s up failed; the next record or sweep retries", self.feed)
+                continue
+            if isinstance(job, _Mirror):
+                mirrored: list[_Mirror] = []
+                while self._jobs and isinstance(self._jobs[0], _Mirror) and len(mirrored) < MAX_BATCH:
+                    mirrored.append(self._jobs.popleft())  # type: ignore[arg-type]
+                try:
+                    await self._store_mirrored(mirrored)
+                except Exception as exc:
+                    log.warning("storing mirrored records of %s failed: %r", self.feed, exc)
+                    for m in mirrored:
+                        _fail(m.fut, exc)
+                    if isinstance(exc, Unavailable):
+                        await self._reload_quietly()
                 continue
             batch: list[_Publish] = []
             while self._jobs and isinstance(self._jobs[0], _Publish) and len(batch) < MAX_BATCH:
@@ -288,6 +325,46 @@ class FeedRuntime:
             return
         for p in batch:
             _fail(p.fut, Unavailable("the feed is too contended right now; retry"))
+
+    async def _store_mirrored(self, batch: list[_Mirror]) -> None:
+        """Append the home's records verbatim (one append per batch), then commit as if sealed here."""
+        for _ in range(MAX_APPEND_ATTEMPTS):
+            todo: list[_Mirror] = []
+            seq, head = self.seq, self.head
+            for m in batch:
+                r = m.rec
+                if r.seq <= self.seq:  # another process of this site stored it first: the same one?
+                    rows = await self.hub.storage.read(self.feed, r.seq - 1, 1)
+                    row = rows[0] if rows and rows[0].seq == r.seq else None
+                    if row is not None and row.hash == r.hash:
+                        _ok(m.fut, None)
+                    else:
+                        stored = row.data if row else None
+                        _fail(m.fut, MirrorConflict(f"{self.feed}#{r.seq} differs from ours", stored))
+                elif r.seq == seq + 1 and r.prev == head:
+                    todo.append(m)
+                    seq, head = r.seq, r.hash
+                else:
+                    _fail(m.fut, MirrorConflict(f"{self.feed}#{r.seq} does not extend head {seq}"))
+            if not todo:
+                return
+            try:
+                await self.hub.storage.append(self.feed, self.seq, [(m.rec, m.line) for m in todo])
+            except HeadMoved as moved:
+                if moved.records:
+                    await self._ingest("\n".join(moved.records))
+                if self.seq < moved.actual:
+                    await self._sync()
+                batch = todo
+                continue
+            self._commit([(m.rec, m.line) for m in todo])
+            for m in todo:
+                _ok(m.fut, None)
+            if self.seq - self.snapshot_seq >= self.hub.config.snapshot_every:
+                await self.save_snapshot()
+            return
+        for m in batch:
+            _fail(m.fut, Unavailable("the feed is too contended right now; retry"))
 
     async def _seal(self, batch: list[_Publish]) -> list[tuple[_Publish, Record, str]]:
         """Answer duplicates and refusals; seal the rest as the next records (not yet stored)."""
@@ -376,7 +453,7 @@ class FeedRuntime:
             self.people.add(sub.key)  # announced to the others before this one is listening
         st = _SubState(key=sub.key)
         self.subs[sub] = st
-        dump_ok = self.ns.name == "doc"
+        dump_ok = self.ns.name == "doc" and not getattr(sub, "records_only", False)  # a mirror stores records
         head = self.seq
         if head > 0 and dump_ok and (since == 0 or head - since > self.hub.config.snapshot_catchup):
             sub.deliver(self._snapshot_frame())
@@ -474,6 +551,9 @@ class Hub:
         # publishes of these kinds go through ``gate`` (the coordinator: a ledger lock first)
         self.gated_kinds: frozenset[str] = frozenset()
         self.gate: Callable[[Event, str | None], Awaitable[tuple[int, bool]]] | None = None
+        # federation (relay.federation): who homes each feed, and how to reach a peer home
+        self.routing: Routing = Routing(Member(relay_key.public_hex, ""))
+        self.forward: Callable[[Event, str | None], Awaitable[tuple[int, bool]]] | None = None
 
     async def runtime(self, feed: str) -> FeedRuntime:
         rt = self.feeds.get(feed)
@@ -534,7 +614,13 @@ class Hub:
                 behind += 1
         return behind
 
+    def remote(self, feed: str) -> bool:
+        """Whether another member of the federation homes ``feed`` (publishes are forwarded)."""
+        return self.forward is not None and not self.routing.is_home(feed)
+
     async def publish(self, event: Event, session_key: str | None) -> tuple[int, bool]:
+        if self.forward is not None and not self.routing.is_home(event.feed):
+            return await self.forward(event, session_key)
         if self.gate is not None and event.kind in self.gated_kinds:
             return await self.gate(event, session_key)
         return await self.runtime_publish(event, session_key)
@@ -546,6 +632,8 @@ class Hub:
 
     async def subscribe(self, sub: Subscriber, feed: str, since: int) -> None:
         rt = await self.runtime(feed)
+        if self.forward is not None and not self.routing.is_home(feed):
+            await self.federation.ensure_mirror(feed)  # type: ignore[attr-defined]  # records come from its home
         await rt.subscribe(sub, since)
 
     def unsubscribe(self, sub: Subscriber, feed: str) -> bool:

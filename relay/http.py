@@ -46,6 +46,7 @@ async def health(request: Request) -> Response:
         "ok": ok, "backend": storage.get("backend"), "relay": relay.hub.relay_key.public_hex,
         "storage": storage, "bus": bus,
         "connections": len(relay.sessions), "feeds_loaded": len(relay.hub.feeds),
+        "federation": relay.federation.health() if relay.federation is not None else None,
     }, status_code=200 if ok else 503)
 
 
@@ -77,6 +78,9 @@ async def list_feeds(request: Request) -> Response:
 async def _feed_param(request: Request) -> str:
     feed = request.path_params["feed"]
     check_feed(feed)
+    fed = _relay(request).federation
+    if fed is not None:  # a feed another member homes: mirror it (reads are then local)
+        await fed.ensure_mirror(feed)
     return feed
 
 

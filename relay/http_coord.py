@@ -102,7 +102,21 @@ async def trust_of(request: Request) -> Response:
                          "score": table.get(key, 0), "scale": 1_000_000_000})
 
 
+async def route(request: Request) -> Response:
+    """``GET /route/{feed}``: which member of the federation homes ``feed``."""
+    relay = _relay(request)
+    try:
+        feed = check_feed(request.path_params["feed"])
+    except InvalidEvent as exc:
+        return _error(400, "invalid", str(exc))
+    routing = relay.hub.routing
+    home = routing.home(feed)
+    return JSONResponse({"feed": feed, "home": {"key": home.key, "url": home.url or None},
+                         "self": home.key == routing.me.key, "replicated": routing.replicated(feed)})
+
+
 routes = [
+    Route("/route/{feed:path}", route),
     Route("/agents", agents),
     Route("/agents/{key}", agent),
     Route("/trust/{topic}/{key}", trust_of),

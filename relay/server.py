@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from types import TracebackType
+from typing import Any
 
 from collab.keys import Keypair
 from collab.namespaces import Registry, default_registry
@@ -38,6 +39,7 @@ class Relay:
         self._anti_entropy: asyncio.Task[None] | None = None
         self._coordinator: Coordinator | None = None
         self._directory: Directory | None = None
+        self._federation: Any = None
         self.closing = False
 
     @property
@@ -51,6 +53,11 @@ class Relay:
         if self._coordinator is None:
             raise RuntimeError("the relay is not running; use `async with Relay(config):` first")
         return self._coordinator
+
+    @property
+    def federation(self) -> Any:
+        """The relay's federation membership (relay.federation.node.Federation), or None."""
+        return self._federation
 
     @property
     def directory(self) -> Directory:
@@ -75,6 +82,11 @@ class Relay:
             presence = RedisPresence(storage, bus, self.config.presence_ttl)
         self._hub = Hub(storage, self.registry, key, self.config, bus, presence)
         await bus.start(self._hub.on_bus, self._hub.resync)
+        if self.config.peers:  # before the coordinator: it runs timers only for feeds homed here
+            from .federation.node import Federation
+
+            self._federation = Federation(self._hub, self.config)
+            await self._federation.start()
         self._coordinator = Coordinator(self._hub, self.config.operators, TrustSettings(
             frozenset(self.config.trust_pretrusted), int(self.config.trust_half_life * 1000)))
         await self._coordinator.start()
@@ -95,6 +107,9 @@ class Relay:
                 task.cancel()
         await asyncio.gather(*(s.out.aclose(CLOSE_GOING_AWAY, "relay shutting down") for s in list(self.sessions)),
                              return_exceptions=True)
+        if self._federation is not None:
+            await self._federation.close()
+            self._federation = None
         if self._directory is not None:
             self._directory.close()
             self._directory = None

@@ -258,7 +258,8 @@ class Session:
             raise TooLarge(f"event is {event.size} bytes; the limit is {self.limits.max_event_bytes}")
         if not self.key_limiter.allow(event.author):
             raise RateLimited("too many events from this key; slow down")
-        if event.kind in self.hub.gated_kinds:  # e.g. a bid: the ledger lock comes first
+        if event.kind in self.hub.gated_kinds or self.hub.remote(event.feed):  # a bid locks stake first;
+            # a feed another relay homes is forwarded there
             fut: asyncio.Future[tuple[int, bool]] = asyncio.ensure_future(self.hub.publish(event, self.key))
         else:
             rt = self.hub.feeds.get(event.feed) or await self.hub.runtime(event.feed)

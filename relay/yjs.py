@@ -310,7 +310,10 @@ class YjsConnection:
             try:
                 rt = relay.hub.feeds.get(self.feed) or await relay.hub.runtime(self.feed)
                 ev = Event.create(key, self.feed, "doc.update", {"update": b64(update), "cap": cap}, ctx=rt.seq)
-                await rt.publish(ev, key.public_hex)
+                if relay.hub.remote(self.feed):  # another relay of the federation homes it
+                    await relay.hub.publish(ev, key.public_hex)
+                else:
+                    await rt.publish(ev, key.public_hex)
             except Unauthorized as exc:  # e.g. the capability expired before the event was made
                 log.info("yjs edit to %s refused: %s", self.feed, exc)
                 self.peer.writable = False

@@ -1,0 +1,94 @@
+"""Alarms: what a relay does when a peer shows it something it must not accept.
+
+Every alarm is a log line at error level, one more in ``count`` (``GET /health``), and a
+relay-signed ``alarm.<kind>`` event in the relay's own feed ``relay/alarms`` carrying the
+evidence, so an operator (or an auditor replaying the feed) sees what was refused and why
+(docs/federation.md, Equivocation). ``relay/`` feeds are homed by every relay itself
+(``Routing.home``), so the feed is never forwarded nor mirrored.
+"""
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any
+
+from collab.canonical import canonical
+from collab.errors import ColonyError, TooLarge
+from collab.events import Event
+
+if TYPE_CHECKING:
+    from ..feeds import Hub
+
+log = logging.getLogger(__name__)
+
+ALARM_FEED = "relay/alarms"
+#: equivocation: a home showed two different records for one seq (or a record whose prev is not
+#: the hash of the one it showed before); invalid: a bad signature, shape, feed or receipt key;
+#: gap: a record that skips seqs
+KINDS = frozenset(("equivocation", "invalid", "gap"))
+RECENT = 1024  # identical evidence is published once (a bad home re-sends it after every resubscribe)
+
+
+def compact(rec: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A record without its event body: the receipt fields still prove what the home signed."""
+    if not isinstance(rec, dict):
+        return rec
+    event = rec.get("event")
+    out = {k: v for k, v in rec.items() if k != "event"}
+    if isinstance(event, dict):
+        out["event_id"] = event.get("id")
+        out["feed"] = event.get("feed")
+    return out
+
+
+class Alarms:
+    """Raise and count alarms for one relay."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.count = 0
+        self._recent: OrderedDict[str, None] = OrderedDict()
+
+    async def raise_(self, kind: str, feed: str, seq: int, ours: dict[str, Any] | None,
+                     theirs: dict[str, Any] | None, peer: str, reason: str) -> None:
+        """Log, count and publish one alarm; never raises (an alarm must not break the caller)."""
+        self.count += 1
+        log.error("ALARM %s: %s#%d from peer %s: %s", kind, feed, seq, peer[:16], reason)
+        body = {"feed": feed, "seq": seq, "ours": ours, "theirs": theirs, "peer": peer, "reason": reason}
+        try:
+            fingerprint = canonical({"kind": kind, **body}).decode()
+        except Exception:  # evidence that is not canonical JSON (a malformed record): publish what can be
+            body["ours"], body["theirs"] = _printable(ours), _printable(theirs)
+            fingerprint = repr(sorted(body.items()))
+        if fingerprint in self._recent:
+            self._recent.move_to_end(fingerprint)
+            return
+        self._recent[fingerprint] = None
+        if len(self._recent) > RECENT:
+            self._recent.popitem(last=False)
+        await self._publish(kind, body)
+
+    async def _publish(self, kind: str, body: dict[str, Any]) -> None:
+        key = self.hub.relay_key
+        try:
+            try:
+                ev = Event.create(key, ALARM_FEED, "alarm." + kind, body)
+                if ev.size > self.hub.config.limits.max_event_bytes:
+                    raise TooLarge("evidence too large")
+                await self.hub.runtime_publish(ev, key.public_hex)
+            except TooLarge:  # two large records: keep their signed receipts, drop the event bodies
+                body = {**body, "ours": compact(body["ours"]), "theirs": compact(body["theirs"])}
+                await self.hub.runtime_publish(Event.create(key, ALARM_FEED, "alarm." + kind, body), key.public_hex)
+        except ColonyError as exc:
+            log.error("could not record the %s alarm in %s: %s", kind, ALARM_FEED, exc)
+        except Exception:
+            log.exception("could not record the %s alarm in %s", kind, ALARM_FEED)
+
+
+def _printable(value: Any) -> Any:
+    """Evidence as canonical JSON can hold it (malformed input is kept as its repr)."""
+    try:
+        canonical(value)
+        return value
+    except Exception:
+        return repr(value)[:4096]

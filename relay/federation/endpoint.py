@@ -1,0 +1,245 @@
+"""The inbound half of a relay-to-relay link: the ``/fed`` WebSocket (docs/federation.md).
+
+Only members of this relay's federation get past the handshake, and each proves its key.
+After that the peer is trusted the way a session trusts its authenticated hello: a ``fwd``
+is published as if the agent connection behind it (``key``) had sent it here, so the answer
+is exactly the one that agent would have got; a ``sub`` reads every feed (members-only too)
+and never gets a snapshot, because a mirror stores records verbatim.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from collab import frames
+from collab.errors import ColonyError, InvalidEvent, MalformedFrame
+from collab.events import HEX64_RE, HEX128_RE, Event, check_feed
+from collab.keys import verify
+
+from ..session import CLOSE_GOING_AWAY, Outbox
+from ..wsdirect import SharedText
+from .link import CLOSE_REFUSED, HANDSHAKE_TIMEOUT, peer_bytes
+
+if TYPE_CHECKING:
+    from ..feeds import Hub
+    from ..server import Relay
+
+log = logging.getLogger(__name__)
+
+PEER_FRAMES = frozenset(("fwd", "sub", "unsub", "heads"))
+_PRESENCE_PREFIX = '{"t":"presence"'
+
+
+class PeerSession:
+    """One authenticated peer's subscriptions and publishes (a hub Subscriber)."""
+
+    key: str | None = None  # not an agent: never in a feed's participant list
+    reads_any = True        # a peer mirrors members-only feeds too
+    records_only = True     # a mirror stores records; it never wants a snapshot
+
+    def __init__(self, hub: Hub, peer_key: str, out: Outbox) -> None:
+        self.hub, self.peer_key, self.out = hub, peer_key, out
+        self.subs: set[str] = set()
+
+    # -- Subscriber protocol -------------------------------------------------------------------
+    def deliver(self, frame: str) -> None:
+        if not frame.startswith(_PRESENCE_PREFIX):  # who is online is each relay's own business
+            self.out.put(frame)
+
+    def deliver_shared(self, msg: SharedText) -> None:
+        self.out.put_shared(msg)
+
+    async def deliver_wait(self, frame: str) -> None:
+        await self.out.put_wait(frame)
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.out.put(frames.encode(frame))
+
+    # -- frames ----------------------------------------------------------------------------------
+    async def handle_message(self, message: str | bytes) -> None:
+        try:
+            texts = frames.split(message)
+        except MalformedFrame as exc:
+            self.send(frames.error(exc.code, str(exc)))
+            return
+        for text in texts:
+            frame: dict[str, Any] | None = None
+            try:
+                frame = frames.parse(text, None)
+                if frame["t"] not in PEER_FRAMES:  # parsed first, so the refusal echoes the rid
+                    raise MalformedFrame(f"{frame['t']!r} is not a frame of /fed (fwd, sub, unsub, heads)")
+                await self._dispatch(frame)
+            except ColonyError as exc:
+                self.send(frames.error(exc.code, str(exc), **_context(frame)))
+            except Exception:
+                log.exception("unexpected error handling a frame from peer %s", self.peer_key[:16])
+                self.send(frames.error("internal", "the relay failed to handle this frame",
+                                       rid=frame.get("rid") if frame else None))
+
+    async def _dispatch(self, frame: dict[str, Any]) -> None:
+        t = frame["t"]
+        if t == "fwd":
+            self._forwarded(frame)
+        elif t == "sub":
+            await self._subscribe(frame)
+        elif t == "unsub":
+            feed = check_feed(frame.get("feed"))
+            self.subs.discard(feed)
+            self.hub.unsubscribe(self, feed)
+            self.send(frames.with_rid({"t": "unsubbed", "feed": feed}, frame.get("rid")))
+        elif t == "heads":
+            await self._heads(frame)
+
+    def _forwarded(self, frame: dict[str, Any]) -> None:
+        rid, key = frame.get("rid"), frame.get("key")
+        if key is not None and (not isinstance(key, str) or not HEX64_RE.match(key)):
+            raise MalformedFrame("fwd key must be null or 64 hex chars")
+        event = Event.from_wire(frame.get("event"))
+        if not self.hub.routing.is_home(event.feed):  # forwarding it on could loop between relays
+            raise InvalidEvent(f"this relay is not the home of {event.feed} (do the members' --peer/--pin "
+                               "settings differ?)")
+        # tasks start in creation order, so a peer's events to one feed keep their order
+        fut: asyncio.Future[tuple[int, bool]] = asyncio.ensure_future(self.hub.publish(event, key))
+        fut.add_done_callback(lambda f: self._acked(f, event, rid))
+
+    def _acked(self, fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any) -> None:
+        """The same answer relay.session gives an agent (the ok carries this home's seq)."""
+        if fut.cancelled():
+            self.send(frames.error("unavailable", "the relay is shutting down", rid=rid, id=event.id))
+            return
+        exc = fut.exception()
+        if exc is None:
+            seq, dup = fut.result()
+            reply: dict[str, Any] = {"t": "ok", "feed": event.feed, "id": event.id, "seq": seq}
+            if dup:
+                reply["dup"] = True
+            self.send(frames.with_rid(reply, rid))
+        elif isinstance(exc, ColonyError):
+            self.send(frames.error(exc.code, str(exc), rid=rid, feed=event.feed, id=event.id))
+        else:
+            log.error("forwarded publish failed unexpectedly", exc_info=exc)
+            self.send(frames.error("internal", "the relay failed to store this event", rid=rid, id=event.id))
+
+    async def _subscribe(self, frame: dict[str, Any]) -> None:
+        feed = check_feed(frame.get("feed"))
+        since = frame.get("since", 0)
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            raise MalformedFrame("since must be a non-negative integer")
+        if feed in self.subs:
+            rt = self.hub.feeds.get(feed)
+            if rt is not None and self in rt.subs:
+                raise InvalidEvent(f"already subscribed to {feed}")
+            self.subs.discard(feed)  # the relay ended it meanwhile: may subscribe again
+        self.subs.add(feed)
+        try:
+            await self.hub.subscribe(self, feed, since)
+        except BaseException:
+            self.subs.discard(feed)
+            raise
+
+    async def _heads(self, frame: dict[str, Any]) -> None:
+        heads = frame.get("heads")
+        if not isinstance(heads, list) or not all(isinstance(h, dict) for h in heads):
+            raise MalformedFrame("heads must be a list of {feed, seq, hash} objects")
+        fed = getattr(self.hub, "federation", None)
+        mirrors = getattr(fed, "mirrors", None)
+        if mirrors is not None:
+            result = mirrors.on_heads(self.peer_key, heads)
+            if inspect.isawaitable(result):
+                await result
+
+    def closed(self) -> None:
+        """The socket is gone: end every mirror subscription and stop the writer."""
+        for feed in list(self.subs):
+            self.hub.unsubscribe(self, feed)
+        self.subs.clear()
+        self.out.close(1000, "closed")
+
+
+def _context(frame: dict[str, Any] | None) -> dict[str, Any]:
+    """rid, feed and event id of the frame an error answers (as relay.session does)."""
+    if frame is None:
+        return {}
+    extra: dict[str, Any] = {"rid": frame.get("rid")}
+    if isinstance(frame.get("feed"), str):
+        extra["feed"] = frame["feed"]
+    ev = frame.get("event")
+    if isinstance(ev, dict):
+        if isinstance(ev.get("id"), str) and len(ev["id"]) <= 64:
+            extra["id"] = ev["id"]
+        if "feed" not in extra and isinstance(ev.get("feed"), str) and len(ev["feed"]) <= 256:
+            extra["feed"] = ev["feed"]
+    return extra
+
+
+async def _handshake(websocket: WebSocket, hub: Hub) -> str | None:
+    """Challenge, check the peer's proof, prove our key; the peer's key, or None (closed 4403)."""
+    me = hub.relay_key.public_hex
+    nonce = os.urandom(32).hex()
+    await websocket.send_text(frames.encode({"t": "challenge", "nonce": nonce, "relay": me}))
+    msg = await asyncio.wait_for(websocket.receive(), HANDSHAKE_TIMEOUT)
+    if msg["type"] == "websocket.disconnect":
+        return None
+    try:
+        frame = frames.parse(msg.get("text") or (msg.get("bytes") or b"").decode("utf-8", "replace"), None)
+    except MalformedFrame as exc:
+        return await _refuse(websocket, str(exc))
+    key, pnonce, sig = frame.get("key"), frame.get("nonce"), frame.get("sig")
+    if (frame["t"] != "peer" or not isinstance(key, str) or not HEX64_RE.match(key) or not isinstance(pnonce, str)
+            or not 16 <= len(pnonce) <= 128 or not isinstance(sig, str) or not HEX128_RE.match(sig)):
+        return await _refuse(websocket, "expected {t: peer, key, nonce, sig}")
+    if key == me or not any(p.key == key for p in hub.routing.peers):
+        return await _refuse(websocket, f"{key[:16]}… is not a peer of this relay")
+    if not verify(bytes.fromhex(key), peer_bytes(nonce, me, key), bytes.fromhex(sig)):
+        return await _refuse(websocket, "peer signature does not verify against the challenge")
+    ssig = hub.relay_key.sign(peer_bytes(pnonce, key, me)).hex()
+    await websocket.send_text(frames.encode({"t": "peer_ok", "sig": ssig}))
+    return key
+
+
+async def _refuse(websocket: WebSocket, reason: str) -> None:
+    log.warning("refused a federation link from %s: %s",
+                websocket.client.host if websocket.client else "unknown", reason)
+    await websocket.send_text(frames.encode(frames.error("unauthorized", reason)))
+    await websocket.close(CLOSE_REFUSED, reason[:120])
+    return None
+
+
+async def fed_endpoint(websocket: WebSocket) -> None:
+    relay: Relay = websocket.app.state.relay
+    if relay.closing:
+        await websocket.close(CLOSE_GOING_AWAY)
+        return
+    await websocket.accept()
+    hub = relay.hub
+    try:
+        peer_key = await _handshake(websocket, hub)
+    except (WebSocketDisconnect, asyncio.TimeoutError, OSError):
+        peer_key = None
+        try:
+            await websocket.close(CLOSE_REFUSED, "handshake timed out")
+        except Exception:
+            pass
+    if peer_key is None:
+        return
+    session = PeerSession(hub, peer_key, Outbox(websocket, relay.config.limits.max_outbound_frames))
+    log.info("federation link from %s… up", peer_key[:16])
+    try:
+        while not session.out.closed:
+            msg = await websocket.receive()
+            if msg["type"] == "websocket.disconnect":
+                break
+            data = msg.get("text")
+            await session.handle_message(data if data is not None else (msg.get("bytes") or b""))
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("federation link from %s… failed", peer_key[:16])
+    finally:
+        session.closed()
+        log.info("federation link from %s… down", peer_key[:16])

@@ -1,0 +1,384 @@
+"""The outbound half of a relay-to-relay link (docs/federation.md, "Links").
+
+One :class:`Link` per peer keeps a WebSocket to the peer's ``/fed`` open for as long as this
+relay runs: it proves this relay's key, checks the peer's, and reconnects with jittered
+exponential backoff after any loss. Requests that need an answer (``fwd``) wait on a future
+keyed by ``rid``; a loss fails them with ``HomeUnreachable`` at once, because the caller
+(``Federation.forward``) decides whether to wait for the link or give up. Mirror
+subscriptions are remembered and re-sent after every reconnect from the then-current seq.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import itertools
+import logging
+import os
+import random
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Callable
+from urllib.parse import urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, WebSocketException
+
+from collab import frames
+from collab.canonical import canonical
+from collab.errors import ColonyError, HomeUnreachable, MalformedFrame, RelayError
+from collab.events import HEX128_RE, Event
+from collab.keys import Keypair, verify
+from collab.subscription import Signal, until
+
+from .routing import Member
+
+log = logging.getLogger(__name__)
+
+PEER_DOMAIN = b"colony/peer/v1\n"
+CLOSE_REFUSED = 4403
+HANDSHAKE_TIMEOUT = 10.0
+MAX_MESSAGE_BYTES = 256 << 10  # coalesce outgoing frames up to this per WebSocket message
+RECORD_QUEUE = 4096  # rec frames read but not yet handed to on_record (then the reader waits)
+
+
+def peer_bytes(nonce: str, relay: str, key: str) -> bytes:
+    """What ``key`` signs to prove itself to ``relay`` that sent ``nonce`` (both directions)."""
+    return PEER_DOMAIN + canonical({"key": key, "nonce": nonce, "relay": relay})
+
+
+def fed_url(url: str) -> str:
+    """``http(s)://host:port[/prefix]`` -> ``ws(s)://host:port[/prefix]/fed``."""
+    parts = urlsplit(url)
+    scheme = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}.get(parts.scheme)
+    if scheme is None:
+        raise ValueError(f"a peer URL is http(s)://, not {url!r}")
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/fed", "", ""))
+
+
+class Refused(ColonyError):
+    """The handshake failed: wrong key, bad signature, or the peer does not know us."""
+
+
+@dataclass(eq=False, slots=True)
+class _Sub:
+    feed: str
+    since: Callable[[], int]
+    on_record: Callable[[dict[str, Any]], Any]
+
+
+class Link:
+    """A reconnecting, mutually authenticated connection to one peer's ``/fed``."""
+
+    def __init__(self, relay_key: Keypair, peer: Member, *, backoff_base: float = 0.1,
+                 backoff_max: float = 5.0) -> None:
+        self.relay_key, self.peer = relay_key, peer
+        self.url = fed_url(peer.url)
+        self.backoff_base, self.backoff_max = backoff_base, backoff_max
+        self.on_heads: Callable[[list[dict[str, Any]]], None] | None = None
+        self.on_connect: list[Callable[[], Any]] = []
+        self.last_error: str | None = None  # why the last attempt or connection ended (health, tests)
+        self.connects = 0  # successful handshakes so far
+        self._subs: dict[str, _Sub] = {}
+        self._pending: dict[str, asyncio.Future[tuple[int, bool]]] = {}
+        self._rids = itertools.count(1)
+        self._ws: ClientConnection | None = None
+        self._out: deque[str] = deque()
+        self._wake = asyncio.Event()
+        self._up = asyncio.Event()
+        self._changed = Signal()  # the link came up or was closed
+        self._records: asyncio.Queue[tuple[_Sub, dict[str, Any]]] = asyncio.Queue(RECORD_QUEUE)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Begin connecting in the background (a peer that is down is retried forever)."""
+        if self._task is None:
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._run(), name=f"fed-link:{self.peer.url}")
+            self._task.add_done_callback(self._ended)
+            self._spawn(self._deliver_records())
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:  # a bug: say so, loudly
+            log.error("the link to %s stopped", self.url, exc_info=task.exception())
+
+    async def close(self) -> None:
+        self._closing = True
+        self._changed.notify()  # wake wait_connected callers: they get HomeUnreachable
+        tasks = [t for t in (self._task, *self._tasks) if t is not None]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._fail_pending("the link to the peer relay is closed")
+
+    @property
+    def connected(self) -> bool:
+        return self._up.is_set()
+
+    async def wait_connected(self, timeout: float | None) -> None:
+        """Return once the handshake is done; TimeoutError after ``timeout`` seconds,
+        HomeUnreachable if the link is closed meanwhile."""
+        def check() -> None:
+            if self._closing:
+                raise HomeUnreachable(f"the link to {self.peer.url} is closed")
+
+        await until(self._changed, self._up.is_set, check, timeout)
+
+    # -- requests ----------------------------------------------------------------------------
+    async def forward(self, event: Event, key: str | None, timeout: float = 30.0) -> tuple[int, bool]:
+        """Publish ``event`` at the peer (the feed's home) as if ``key`` had sent it there."""
+        if not self.connected:
+            raise HomeUnreachable(f"the home relay {self.peer.url} is unreachable; retry later")
+        rid = f"f{next(self._rids)}"
+        fut: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        try:
+            self._send({"t": "fwd", "event": event.to_wire(), "key": key, "rid": rid})
+            try:
+                return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            except asyncio.TimeoutError:
+                raise HomeUnreachable(f"the home relay {self.peer.url} did not answer in {timeout:g} s") from None
+        finally:
+            self._pending.pop(rid, None)
+
+    def subscribe(self, feed: str, since: Callable[[], int], on_record: Callable[[dict[str, Any]], Any]) -> None:
+        """Mirror ``feed``: records after ``since()`` now (if connected) and after every reconnect."""
+        again = feed in self._subs
+        sub = self._subs[feed] = _Sub(feed, since, on_record)
+        if self.connected:
+            if again:  # start over from the caller's current seq
+                self._send({"t": "unsub", "feed": feed})
+            self._send_sub(sub)
+
+    def unsubscribe(self, feed: str) -> None:
+        if self._subs.pop(feed, None) is not None and self.connected:
+            self._send({"t": "unsub", "feed": feed})
+
+    def drop(self, reason: str) -> None:
+        """Cut the current connection (e.g. the peer sent a bad record); it reconnects with
+        backoff and every subscription resumes from its ``since()``."""
+        ws = self._ws
+        if ws is not None:
+            self._ws = None
+            self._discard_records()  # nothing more from this connection reaches on_record
+            log.warning("dropping the link to %s: %s", self.url, reason)
+            self.last_error = f"dropped: {reason}"
+            self._spawn(ws.close(1008, reason[:120]))
+
+    def send_heads(self, heads: list[dict[str, Any]]) -> None:
+        """Best effort: dropped when the link is down (the next interval sends them again)."""
+        if self.connected and heads:
+            self._send({"t": "heads", "heads": heads})
+
+    # -- internals ---------------------------------------------------------------------------
+    def _send_sub(self, sub: _Sub) -> None:
+        self._send({"t": "sub", "feed": sub.feed, "since": sub.since(), "rid": f"s{next(self._rids)}"})
+
+    def _send(self, frame: dict[str, Any]) -> None:
+        self._out.append(frames.encode(frame))
+        self._wake.set()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _backoff(self, attempt: int) -> float:
+        delay = min(self.backoff_max, self.backoff_base * (2 ** min(attempt, 30)))
+        return delay / 2 + random.uniform(0, delay / 2)
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        attempt = 0
+        while not self._closing:
+            connected_at: float | None = None
+            try:
+                ws = await connect(self.url, open_timeout=HANDSHAKE_TIMEOUT, close_timeout=2, max_size=None)
+            except (OSError, WebSocketException, TimeoutError, EOFError) as exc:
+                # e.g. a path that accepts TCP and then drops it: ConnectionClosedError from connect
+                self.last_error = f"connect: {exc}"
+                log.debug("connecting to peer %s failed: %s", self.url, exc)
+            else:
+                writer: asyncio.Task[None] | None = None
+                try:
+                    await self._handshake(ws)
+                    await self._records.join()  # a record still being applied moves since()
+                    connected_at = loop.time()
+                    writer = loop.create_task(self._write(ws), name=f"fed-writer:{self.peer.url}")
+                    self._connected(ws)
+                    async for message in ws:
+                        await self._on_message(message)
+                    self.last_error = self.last_error or f"closed by peer ({ws.close_code} {ws.close_reason})"
+                except Refused as exc:
+                    again = self.last_error == f"refused: {exc}"  # retried every backoff_max: say it once
+                    self.last_error = f"refused: {exc}"
+                    log.log(logging.DEBUG if again else logging.ERROR, "link to %s refused: %s", self.url, exc)
+                    await ws.close(CLOSE_REFUSED, str(exc)[:120])
+                except (ConnectionClosed, OSError, TimeoutError, ColonyError) as exc:
+                    self.last_error = f"lost: {exc!r}"
+                    log.info("link to %s lost: %r", self.url, exc)
+                except Exception:  # a bug of ours: a fresh connection repairs the state
+                    self.last_error = "internal error"
+                    log.exception("link to %s failed unexpectedly", self.url)
+                finally:
+                    if writer is not None:
+                        writer.cancel()
+                    self._disconnected()
+                    with contextlib.suppress(Exception):
+                        await ws.close()
+            if self._closing:
+                return
+            if connected_at is not None and loop.time() - connected_at > self.backoff_max:
+                attempt = 0
+            await asyncio.sleep(self._backoff(attempt))
+            attempt += 1
+
+    async def _handshake(self, ws: ClientConnection) -> None:
+        me = self.relay_key.public_hex
+        challenge = await self._recv_frame(ws)
+        if challenge.get("t") != "challenge" or not isinstance(challenge.get("nonce"), str):
+            raise Refused(f"expected a challenge, got {challenge.get('t')!r}")
+        if challenge.get("relay") != self.peer.key:
+            raise Refused(f"the relay at {self.peer.url} has key {str(challenge.get('relay'))[:16]}…, "
+                          f"not the configured {self.peer.key[:16]}…")
+        nonce = os.urandom(32).hex()
+        sig = self.relay_key.sign(peer_bytes(challenge["nonce"], self.peer.key, me)).hex()
+        await ws.send(frames.encode({"t": "peer", "key": me, "nonce": nonce, "sig": sig}))
+        answer = await self._recv_frame(ws)
+        if answer.get("t") == "error":
+            raise Refused(f"{answer.get('code')}: {answer.get('message')}")
+        ssig = answer.get("sig")
+        if answer.get("t") != "peer_ok" or not isinstance(ssig, str) or not HEX128_RE.match(ssig):
+            raise Refused(f"expected peer_ok, got {answer.get('t')!r}")
+        if not verify(bytes.fromhex(self.peer.key), peer_bytes(nonce, me, self.peer.key), bytes.fromhex(ssig)):
+            raise Refused("the peer's peer_ok signature does not verify for its configured key")
+
+    @staticmethod
+    async def _recv_frame(ws: ClientConnection) -> dict[str, Any]:
+        message = await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT)
+        texts = frames.split(message)
+        if len(texts) != 1:
+            raise Refused("the handshake is one frame per message")
+        try:
+            return frames.parse(texts[0], allowed=None)
+        except MalformedFrame as exc:
+            raise Refused(str(exc)) from exc
+
+    def _connected(self, ws: ClientConnection) -> None:
+        self._ws = ws
+        self._out.clear()  # anything queued for an earlier connection was answered or failed
+        self._up.set()
+        self._changed.notify()
+        self.connects += 1
+        self.last_error = None
+        for sub in self._subs.values():
+            self._send_sub(sub)
+        for callback in list(self.on_connect):
+            try:
+                result = callback()
+                if inspect.isawaitable(result) and not isinstance(result, asyncio.Future):
+                    self._spawn(result)  # a coroutine: run it; a task is its owner's to manage
+            except Exception:
+                log.exception("an on_connect callback of the link to %s failed", self.url)
+        log.info("link to %s up", self.url)
+
+    def _disconnected(self) -> None:
+        was_up = self._up.is_set()
+        self._ws = None
+        self._up.clear()
+        self._out.clear()
+        self._discard_records()  # not applied yet: resent after the resubscribe
+        self._fail_pending(f"the link to {self.peer.url} dropped before the answer")
+        if was_up:
+            log.info("link to %s down", self.url)
+
+    def _discard_records(self) -> None:
+        while not self._records.empty():
+            self._records.get_nowait()
+            self._records.task_done()
+
+    def _fail_pending(self, why: str) -> None:
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(HomeUnreachable(why))
+
+    async def _write(self, ws: ClientConnection) -> None:
+        """Send every frame queued during one loop turn as one message (newline-batched)."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._out:
+                    parts, size = [], 0
+                    while self._out and (not parts or size + len(self._out[0]) < MAX_MESSAGE_BYTES):
+                        frame = self._out.popleft()
+                        parts.append(frame)
+                        size += len(frame) + 1
+                    await ws.send("\n".join(parts))
+        except ConnectionClosed:
+            pass
+        except Exception:
+            log.exception("link writer to %s failed; dropping the connection", self.url)
+            ws.transport.abort()
+
+    async def _on_message(self, message: str | bytes) -> None:
+        for text in frames.split(message):
+            frame = frames.parse(text, allowed=None)
+            t = frame["t"]
+            if t == "rec":
+                sub = self._subs.get(frame.get("feed"))  # type: ignore[arg-type]
+                if sub is not None and self._ws is not None and isinstance(frame.get("rec"), dict):
+                    await self._records.put((sub, frame["rec"]))  # waits only when far behind
+            elif t in ("ok", "error"):
+                self._answer(frame)
+            elif t == "heads":
+                heads = frame.get("heads")
+                if self.on_heads is not None and isinstance(heads, list):
+                    try:
+                        self.on_heads(heads)
+                    except Exception:
+                        log.exception("handling heads from %s failed", self.url)
+            elif t == "unsubbed" and frame.get("reason") and frame.get("feed") in self._subs:
+                log.warning("peer %s ended the mirror subscription of %s (%s); resubscribing",
+                            self.url, frame["feed"], frame["reason"])
+                self._send_sub(self._subs[frame["feed"]])
+            # synced, presence, pong: nothing to do on a mirror link
+
+    def _answer(self, frame: dict[str, Any]) -> None:
+        rid = frame.get("rid")
+        fut = self._pending.get(rid) if isinstance(rid, str) else None
+        if fut is None or fut.done():
+            if frame["t"] == "error":  # e.g. a sub refused
+                log.warning("peer %s refused a request: %s %s (feed %s)", self.url, frame.get("code"),
+                            frame.get("message"), frame.get("feed"))
+        elif frame["t"] == "ok":
+            seq = frame.get("seq")
+            if isinstance(seq, int) and not isinstance(seq, bool) and seq > 0:
+                fut.set_result((seq, bool(frame.get("dup"))))
+            else:
+                fut.set_exception(RelayError("internal", "the peer's ok carries no seq"))
+        else:
+            code, msg = frame.get("code"), frame.get("message")
+            fut.set_exception(RelayError(code if isinstance(code, str) else "internal",
+                                         msg if isinstance(msg, str) else ""))
+
+    async def _deliver_records(self) -> None:
+        """Hand records to their subscriptions in arrival order (awaiting async callbacks)."""
+        while True:
+            sub, rec = await self._records.get()
+            try:
+                if self._subs.get(sub.feed) is sub:
+                    result = sub.on_record(rec)
+                    if inspect.isawaitable(result):
+                        await result
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("a mirrored record of %s from %s was not handled", sub.feed, self.url)
+            finally:
+                self._records.task_done()
+

@@ -1,0 +1,367 @@
+"""Mirrors: this relay's verified copies of feeds that a peer homes (docs/federation.md).
+
+A mirrored feed is subscribed over the home's link and every record is checked before it is
+stored: the author's signature and id, the receipt's signature, that the receipt is the home's,
+and that it extends our stored chain (``seq`` = head + 1, ``prev`` = head hash). A record we
+already have must be the very same one (same hash), or the home has equivocated. A failure
+refuses the record (nothing stored), raises an alarm and ends the subscription: ``link.unsubscribe``
+then ``link.drop(reason)`` (the link reconnects with backoff and the other feeds resume by seq);
+the feed is subscribed again from its stored head on the link's next ``on_connect`` or sync tick.
+Records that pass are handed to ``FeedRuntime.mirror``, which appends them verbatim in order.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import httpx
+
+from collab import frames
+from collab.errors import ColonyError
+from collab.events import GENESIS, Record, check_feed
+
+from ..feeds import MirrorConflict
+from .routing import LOCAL_PREFIX, Member, Routing
+
+if TYPE_CHECKING:
+    from ..feeds import Hub
+    from .alarms import Alarms
+
+log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 2048   # records handed to a runtime but not yet stored, per feed, before we wait
+MAX_HEADS = 10_000     # heads looked at per frame (a peer cannot make us read more)
+DISCOVERY_LIMIT = 10_000
+
+
+@dataclass(eq=False, slots=True)
+class _Feed:
+    """One mirrored feed: its home, the verified tail (stored or handed over) and the queue."""
+
+    feed: str
+    home: Member
+    link: Any
+    tail_seq: int = 0
+    tail_head: str = GENESIS
+    active: bool = False
+    gen: int = 0  # bumped when a subscription ends: records of an older one are ignored
+    queue: deque[tuple[int, Any, asyncio.Future[None]]] = field(default_factory=deque)
+    task: asyncio.Task[None] | None = None
+    pending: asyncio.Future[None] | None = None  # the last record handed to the runtime
+    ending: asyncio.Task[None] | None = None  # unsubscribing: a new subscribe waits for it
+    in_flight: int = 0
+
+
+class Mirrors:
+    """Every feed this relay mirrors; ``start`` runs discovery and heads exchange."""
+
+    def __init__(self, hub: Hub, routing: Routing, links: dict[str, Any], alarms: Alarms,
+                 sync_interval: float) -> None:
+        self.hub, self.routing, self.links, self.alarms = hub, routing, links, alarms
+        self.sync_interval = sync_interval
+        self.feeds: dict[str, _Feed] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._http: httpx.AsyncClient | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        for link in self.links.values():
+            link.on_connect.append(lambda *_a, _l=link: self._spawn(self._reensure(_l.peer.key)))
+            on_heads = lambda heads, _k=link.peer.key: self.on_heads(_k, heads)  # noqa: E731
+            if isinstance(getattr(link, "on_heads", None), list):
+                link.on_heads.append(on_heads)
+            else:
+                link.on_heads = on_heads
+        self._http = httpx.AsyncClient(timeout=max(2.0, self.sync_interval * 4))
+        self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="mirrors")
+
+    async def close(self) -> None:
+        tasks = [t for t in (self._loop_task, *self._tasks, *(m.task for m in self.feeds.values())) if t]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loop_task = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.sync_once()
+            except Exception:
+                log.exception("mirror sync failed; next try in %.1fs", self.sync_interval)
+            await asyncio.sleep(self.sync_interval)
+
+    async def sync_once(self) -> None:
+        """One tick: discover replicated feeds on each peer, re-ensure dropped ones, send heads
+        (peers concurrently: one that does not answer must not hold up the others)."""
+        await asyncio.gather(*(self._sync_peer(key, link) for key, link in self.links.items()))
+
+    async def _sync_peer(self, key: str, link: Any) -> None:
+        try:
+            for prefix in self.routing.replicate:
+                for feed in await self._discover(link.peer, prefix):
+                    if self.routing.home(feed).key == key:
+                        await self._ensure_quietly(feed)
+            await self._reensure(key)
+            if link.connected:
+                heads = self.heads_for(key)
+                if heads:
+                    await _call(link.send_heads, heads)
+        except Exception:
+            log.exception("mirror sync with %s failed", link.peer.url)
+
+    async def _discover(self, peer: Member, prefix: str) -> list[str]:
+        if self._http is None:
+            return []
+        try:
+            resp = await self._http.get(f"{peer.url}/feeds", params={"prefix": prefix, "limit": DISCOVERY_LIMIT})
+            resp.raise_for_status()
+            out = []
+            for f in resp.json()["feeds"]:
+                try:
+                    out.append(check_feed(f["feed"]))
+                except (ColonyError, KeyError, TypeError):
+                    log.warning("peer %s listed a bad feed id %r", peer.url, f)
+            return out
+        except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+            log.debug("listing %s feeds on %s failed: %r", prefix, peer.url, exc)
+            return []
+
+    async def _reensure(self, peer_key: str) -> None:
+        for m in list(self.feeds.values()):
+            if m.home.key == peer_key and not m.active:
+                await self._ensure_quietly(m.feed)
+
+    async def _ensure_quietly(self, feed: str) -> None:
+        try:
+            await self.ensure(feed)
+        except Exception:
+            log.exception("could not mirror %s", feed)
+
+    def heads_for(self, peer_key: str) -> list[dict[str, Any]]:
+        """Our heads of the loaded feeds we home (but ``relay/``) and of those we mirror from the peer."""
+        me, out = self.routing.me.key, []
+        for feed, rt in list(self.hub.feeds.items()):
+            if rt.seq == 0 or feed.startswith(LOCAL_PREFIX):
+                continue
+            home = self.routing.home(feed).key
+            if home == me or (home == peer_key and feed in self.feeds):
+                out.append({"feed": feed, "seq": rt.seq, "hash": rt.head})
+        return out
+
+    # -- subscribing ---------------------------------------------------------------------------
+    async def ensure(self, feed: str) -> None:
+        """Mirror ``feed`` from its home (idempotent; nothing for feeds this relay homes)."""
+        home = self.routing.home(feed)
+        if home.key == self.routing.me.key:
+            return
+        m = self.feeds.get(feed)
+        if m is not None and m.active:
+            return
+        link = self.links.get(home.key)
+        if link is None:
+            raise RuntimeError(f"no link to {home.url}, the home of {feed}")
+        if m is None:
+            m = self.feeds[feed] = _Feed(feed, home, link)
+        m.active = True  # before any await: a concurrent ensure returns at once
+        m.gen += 1  # and a late failure of the previous subscription's records cannot halt this one
+        gen = m.gen
+        try:
+            if m.ending is not None:  # its unsub must not land after our sub
+                await asyncio.wait([m.ending])
+            await self._settle(m)
+            rt = await self.hub.runtime(feed)
+            m.tail_seq, m.tail_head = rt.seq, rt.head  # since = our stored head
+            await _call(link.subscribe, feed, lambda: m.tail_seq, lambda d: self._on_record(m, gen, d))
+        except BaseException:
+            m.active = False
+            raise
+
+    async def settled(self, feed: str) -> None:
+        """Wait until every record received for ``feed`` so far is checked and stored (or refused)."""
+        m = self.feeds.get(feed)
+        if m is None:
+            return
+        while m.task is not None and not m.task.done():
+            await asyncio.wait([m.task])
+        await self._settle(m)
+
+    def _on_record(self, m: _Feed, gen: int, d: Any) -> asyncio.Future[None]:
+        """Queue a record from the link; the future is done once it is checked and handed over."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if gen != m.gen or not m.active:
+            fut.set_result(None)  # from a subscription we ended
+            return fut
+        m.queue.append((gen, d, fut))
+        if m.task is None or m.task.done():
+            m.task = asyncio.get_running_loop().create_task(self._drain(m), name=f"mirror:{m.feed}")
+        return fut
+
+    async def _drain(self, m: _Feed) -> None:
+        while m.queue:
+            gen, d, fut = m.queue.popleft()
+            try:
+                if gen == m.gen:
+                    await self._check(m, d)
+            except Exception:  # e.g. our storage is down: resubscribe from the stored head later
+                log.exception("mirroring a record of %s failed", m.feed)
+                self._halt(m)
+            finally:
+                if not fut.done():
+                    fut.set_result(None)
+
+    # -- verification --------------------------------------------------------------------------
+    async def _check(self, m: _Feed, d: Any) -> None:
+        seq = d.get("seq") if isinstance(d, dict) and isinstance(d.get("seq"), int) else 0
+        try:
+            rec = Record.from_wire(d)
+        except ColonyError as exc:
+            return await self._refuse(m, "invalid", seq, None, d, f"record does not verify: {exc}")
+        if rec.relay != m.home.key:
+            return await self._refuse(m, "invalid", seq, None, d,
+                                      f"receipt signed by {rec.relay[:16]}…, not by the home {m.home.key[:16]}…")
+        if rec.feed != m.feed:
+            return await self._refuse(m, "invalid", seq, None, d, f"record of {rec.feed} on the {m.feed} subscription")
+        if rec.seq <= m.tail_seq:
+            await self._settle(m)
+            if not m.active:
+                return
+        if rec.seq <= m.tail_seq:  # we have that seq: it must be the very same record
+            stored = await self._stored(m.feed, rec.seq)
+            if stored is not None and stored["hash"] == rec.hash:
+                return  # a duplicate (resent after a reconnect)
+            ours = stored["record"] if stored else None
+            return await self._refuse(m, "equivocation", rec.seq, ours, d, f"the home showed another record #{rec.seq}")
+        if rec.seq != m.tail_seq + 1:
+            return await self._refuse(m, "gap", rec.seq, None, d, f"record #{rec.seq} after our head #{m.tail_seq}")
+        if rec.prev != m.tail_head:
+            await self._settle(m)
+            stored = await self._stored(m.feed, m.tail_seq) if m.tail_seq else None
+            kind = "equivocation" if m.tail_seq else "invalid"
+            return await self._refuse(m, kind, rec.seq, stored["record"] if stored else None, d,
+                                      f"record #{rec.seq} does not link to our record #{m.tail_seq}")
+        if m.in_flight >= MAX_IN_FLIGHT:
+            await self._settle(m)
+            if not m.active:
+                return
+        rt = self.hub.feeds.get(m.feed) or await self.hub.runtime(m.feed)
+        fut = rt.mirror(rec, frames.encode(rec.to_wire()))
+        m.pending, m.tail_seq, m.tail_head = fut, rec.seq, rec.hash
+        m.in_flight += 1
+        gen = m.gen
+        fut.add_done_callback(lambda f: self._stored_done(m, gen, rec, f))
+
+    def _stored_done(self, m: _Feed, gen: int, rec: Record, fut: asyncio.Future[None]) -> None:
+        m.in_flight -= 1
+        exc = None if fut.cancelled() else fut.exception()
+        if exc is None and not fut.cancelled():
+            return
+        if gen != m.gen:
+            return  # that subscription ended already (its first failure did it)
+        if isinstance(exc, MirrorConflict):  # another process of this site stored another record
+            self._halt(m, f"equivocation: {m.feed}#{rec.seq}")
+            ours = json.loads(exc.stored) if exc.stored else None
+            self._spawn(self.alarms.raise_("equivocation", m.feed, rec.seq, ours, rec.to_wire(), m.home.key, str(exc)))
+        else:  # our storage failed: no alarm, no drop; subscribe again from the stored head later
+            self._halt(m)
+            log.warning("storing mirrored %s#%d failed (%r); resubscribing later", m.feed, rec.seq, exc)
+
+    async def _refuse(self, m: _Feed, kind: str, seq: int, ours: dict[str, Any] | None, theirs: Any,
+                      reason: str) -> None:
+        self._halt(m, f"{kind}: {m.feed}#{seq}")
+        await self.alarms.raise_(kind, m.feed, seq, ours, theirs, m.home.key, reason)
+
+    def _halt(self, m: _Feed, reason: str = "") -> None:
+        """End the feed's subscription: drop queued records, unsubscribe; with a reason, drop the link."""
+        if not m.active:
+            return
+        m.gen += 1
+        m.active = False
+        for _, _, fut in m.queue:
+            if not fut.done():
+                fut.set_result(None)
+        m.queue.clear()
+        m.ending = self._spawn(self._disconnect(m.link, m.feed, reason))
+
+    async def _disconnect(self, link: Any, feed: str | None, reason: str) -> None:
+        """Unsubscribe ``feed``; if ``reason``, also cut the link (``Link.drop``: it reconnects)."""
+        try:
+            if feed is not None:
+                await _call(link.unsubscribe, feed)
+            drop = getattr(link, "drop", None)
+            if reason and callable(drop):
+                await _call(drop, reason)
+        except Exception:
+            log.exception("dropping the link to %s failed", link.peer.url)
+
+    async def _settle(self, m: _Feed) -> None:
+        """Wait for the records handed over to be stored; after a failure, rewind to the store."""
+        while m.pending is not None and not m.pending.done():
+            await asyncio.wait([m.pending])
+        if not m.active:
+            return
+        rt = self.hub.feeds.get(m.feed)
+        if rt is not None and m.in_flight == 0:
+            m.tail_seq, m.tail_head = rt.seq, rt.head
+
+    async def _stored(self, feed: str, seq: int) -> dict[str, Any] | None:
+        rows = await self.hub.storage.read(feed, seq - 1, 1)
+        if not rows or rows[0].seq != seq:
+            return None
+        return {"hash": rows[0].hash, "record": json.loads(rows[0].data)}
+
+    # -- heads ---------------------------------------------------------------------------------
+    def on_heads(self, peer_key: str, heads: Any) -> asyncio.Task[None]:
+        """Compare a peer's heads with our stored records (awaitable; runs even if not awaited)."""
+        return self._spawn(self._on_heads(peer_key, heads))
+
+    async def _on_heads(self, peer_key: str, heads: Any) -> None:
+        if not isinstance(heads, list):
+            log.warning("peer %s sent heads that are not a list", peer_key[:16])
+            return
+        for h in heads[:MAX_HEADS]:
+            if not isinstance(h, dict):
+                continue
+            feed, seq, hsh = h.get("feed"), h.get("seq"), h.get("hash")
+            if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1 or not isinstance(hsh, str):
+                continue
+            try:
+                check_feed(feed)
+            except ColonyError:
+                continue
+            rt = self.hub.feeds.get(feed)
+            if rt is not None and (rt.seq < seq or (rt.seq == seq and rt.head == hsh)):
+                continue  # ahead of us (the subscription catches up), or the same head
+            stored = await self._stored(feed, seq)
+            if stored is None or stored["hash"] == hsh:
+                continue
+            await self.alarms.raise_("equivocation", feed, seq, stored["record"], h, peer_key,
+                                     f"peer's head #{seq} differs from our record")
+            why = f"equivocation: {feed}#{seq}"
+            m = self.feeds.get(feed)
+            if m is not None and m.home.key == peer_key and m.active:
+                self._halt(m, why)
+            elif peer_key in self.links:
+                await self._disconnect(self.links[peer_key], None, why)
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call a link method that may be sync or async."""
+    result = fn(*args)
+    if inspect.isawaitable(result):
+        return await result
+    return result
