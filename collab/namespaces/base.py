@@ -99,11 +99,12 @@ def default_registry() -> Registry:
     from .doc import DocNamespace
     from .generic import GenericNamespace
     from .ledger import LedgerNamespace
+    from .relaylog import RelayLogNamespace
     from .task import TaskNamespace
     from .vouch import VouchNamespace
 
     reg = Registry(GenericNamespace())
     for ns in (DocNamespace(), LedgerNamespace(), AuctionNamespace(), VouchNamespace(), TaskNamespace(),
-               AgentNamespace(), DmNamespace()):
+               AgentNamespace(), DmNamespace(), RelayLogNamespace()):
         reg.register(ns)
     return reg
