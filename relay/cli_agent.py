@@ -227,6 +227,68 @@ async def _grant(url: str, key: Keypair, feed: str, write: bool, ttl: float) -> 
     return 0
 
 
+# -- export / import (backup and restore; relay/backup.py, docs/operations.md) ----------------
+def _open_store(a: argparse.Namespace) -> Any:
+    if a.redis:
+        from .storage.redis import RedisStorage
+
+        return RedisStorage(a.redis, prefix=a.redis_prefix)
+    if not a.data:
+        raise SystemExit("colony: pass --data DIR (SQLite) or --redis URL (with --redis-prefix)")
+    from .storage.sqlite import SqliteStorage
+
+    return SqliteStorage(a.data)
+
+
+async def _export(a: argparse.Namespace) -> int:
+    from .backup import BackupError, write_export
+
+    if bool(a.feeds) == bool(a.all):
+        print("colony: name the feeds to export, or pass --all", file=sys.stderr)
+        return 2
+    relay = None
+    key_file = Path(a.relay_key) if a.relay_key else (Path(a.data) / "relay.key" if a.data else None)
+    if key_file is not None and key_file.exists():
+        relay = Keypair.load(key_file).public_hex
+    out = Path(a.out)
+    tmp = out.with_name(out.name + ".partial")
+    try:
+        async with _open_store(a) as storage:
+            with open(tmp, "w", encoding="utf-8") as fp:
+                count = await write_export(storage, None if a.all else a.feeds, fp, relay)
+                fp.flush()
+                os.fsync(fp.fileno())
+    except (BackupError, RuntimeError, OSError) as exc:
+        tmp.unlink(missing_ok=True)
+        print(f"colony: export failed: {exc}", file=sys.stderr)
+        return 1
+    os.replace(tmp, out)
+    print(f"exported {count} records to {out}", file=sys.stderr)
+    return 0
+
+
+async def _import(a: argparse.Namespace) -> int:
+    from .backup import BackupError, verify_and_import
+
+    try:
+        with open(a.file, encoding="utf-8") as fp:
+            async with _open_store(a) as storage:
+                result = await verify_and_import(storage, fp)
+    except (BackupError, RuntimeError, OSError, UnicodeDecodeError) as exc:
+        print(f"colony: import refused, nothing written: {exc}", file=sys.stderr)
+        return 1
+    for feed, n in sorted(result.feeds.items()):
+        print(f"{feed}: {n} records imported" + (f" ({result.skipped[feed]} already present)"
+                                                  if result.skipped[feed] else ""))
+    return 0
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, help="the relay's data directory (SQLite; the relay must be stopped)")
+    p.add_argument("--redis", default=None, metavar="URL", help="a Redis backend instead of --data")
+    p.add_argument("--redis-prefix", default="colony", help="key prefix in Redis (default colony)")
+
+
 # -- wiring ----------------------------------------------------------------------------------
 def _client_args(p: argparse.ArgumentParser, key: bool = True) -> None:
     p.add_argument("--relay", default=None, help=f"relay base URL (default $COLONY_RELAY or {DEFAULT_RELAY})")
@@ -274,6 +336,20 @@ def register(sub: Any) -> None:
     p.add_argument("--ttl", type=float, default=3600.0, metavar="SECONDS", help="validity (default 3600)")
     _client_args(p)
     p.set_defaults(fn=lambda a: _run(_grant(_relay_url(a), _key(a), a.feed, a.write, a.ttl)))
+
+    p = sub.add_parser("export", help="back up feeds from a relay's store to a JSON Lines file")
+    p.add_argument("feeds", nargs="*", metavar="FEED")
+    p.add_argument("--all", action="store_true", help="every feed in the store")
+    p.add_argument("--out", required=True, help="the export file to write")
+    p.add_argument("--relay-key", default=None, help="relay key file, to name the relay in the header "
+                   "(default <data>/relay.key)")
+    _store_args(p)
+    p.set_defaults(fn=lambda a: _run(_export(a)))
+
+    p = sub.add_parser("import", help="verify an export file completely, then restore it into a store")
+    p.add_argument("file")
+    _store_args(p)
+    p.set_defaults(fn=lambda a: _run(_import(a)))
 
     p = sub.add_parser("demo", help="a relay with scripted agents co-editing a document")
     p.add_argument("--host", default="127.0.0.1")

@@ -27,6 +27,7 @@ from collab.namespaces.base import Admission
 from .bus import Bus, LocalBus
 from .config import Config
 from .federation.routing import Member, Routing
+from .metrics import Metrics
 from .presence import Participants, PresenceStore
 from .storage.base import HeadMoved, Storage, StoredSnapshot
 from .wsdirect import SharedText
@@ -59,6 +60,7 @@ class _Publish:
     event: Event
     session_key: str | None
     fut: asyncio.Future[tuple[int, bool]]
+    t0: float = 0.0  # perf_counter() at enqueue (the publish -> ack latency metric)
 
 
 @dataclass(slots=True)
@@ -175,7 +177,7 @@ class FeedRuntime:
 
     def publish(self, event: Event, session_key: str | None) -> asyncio.Future[tuple[int, bool]]:
         fut: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
-        self._jobs.append(_Publish(event, session_key, fut))
+        self._jobs.append(_Publish(event, session_key, fut, time.perf_counter()))
         self._kick()
         return fut
 
@@ -318,7 +320,10 @@ class FeedRuntime:
                 await self._reload_quietly()
                 return
             self._commit([(r, j) for _, r, j in accepted])
+            metrics, t1 = self.hub.metrics, time.perf_counter()
+            metrics.events_in.inc(self.ns.name, n=len(accepted))
             for p, rec, _ in accepted:
+                metrics.publish_latency.observe(t1 - p.t0)
                 _ok(p.fut, (rec.seq, False))
             if self.seq - self.snapshot_seq >= self.hub.config.snapshot_every:
                 await self.save_snapshot()
@@ -427,6 +432,8 @@ class FeedRuntime:
         shared message get it framed once for all (``relay.wsdirect.SharedText``)."""
         if not parts:
             return
+        if self.subs:
+            self.hub.metrics.events_out.inc(self.ns.name, n=len(parts) * len(self.subs))
         shared = SharedText(parts) if len(parts) == 1 or sum(map(len, parts)) <= SHARED_MAX_BYTES else None
         for sub, st in self.subs.items():
             if not st.live:
@@ -546,10 +553,12 @@ class Hub:
         self.bus: Bus = bus or LocalBus()
         self.presence: PresenceStore = presence or PresenceStore()
         self.feeds: dict[str, FeedRuntime] = {}
+        self.metrics = Metrics()  # relay.metrics: bumped by the feed workers and sessions
         self._loading: dict[str, asyncio.Future[FeedRuntime]] = {}
         self.listeners: list[RecordListener] = []
         # publishes of these kinds go through ``gate`` (the coordinator: a ledger lock first)
         self.gated_kinds: frozenset[str] = frozenset()
+        self.draining = False  # the relay is stopping: new publishes are refused (Relay.drain)
         self.gate: Callable[[Event, str | None], Awaitable[tuple[int, bool]]] | None = None
         # federation (relay.federation): who homes each feed, and how to reach a peer home
         self.routing: Routing = Routing(Member(relay_key.public_hex, ""))

@@ -12,6 +12,7 @@ from collab.errors import InvalidEvent
 from collab.events import check_feed
 
 from .http_state import feed_state
+from .metrics import CONTENT_TYPE, collect
 from .server import Relay
 
 _DECIMAL = re.compile(r"-?[0-9]{1,20}\Z")
@@ -48,6 +49,11 @@ async def health(request: Request) -> Response:
         "connections": len(relay.sessions), "feeds_loaded": len(relay.hub.feeds),
         "federation": relay.federation.health() if relay.federation is not None else None,
     }, status_code=200 if ok else 503)
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus text exposition (docs/operations.md, Metrics)."""
+    return Response(collect(_relay(request)), headers={"content-type": CONTENT_TYPE})
 
 
 async def limits(request: Request) -> Response:
@@ -120,6 +126,7 @@ async def feed_events(request: Request) -> Response:
 
 routes = [
     Route("/health", health),
+    Route("/metrics", metrics),
     Route("/limits", limits),
     Route("/relay", relay_info),
     Route("/feeds", list_feeds),

@@ -7,14 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 
 from .app import create_app
 from .config import Config
 from .server import Relay
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,45 @@ def uvicorn_config(app: object, config: Config, **overrides: object) -> uvicorn.
     return uvicorn.Config(app, **opts)  # type: ignore[arg-type]
 
 
+class GracefulServer(uvicorn.Server):
+    """uvicorn, but SIGTERM/SIGINT first drains the relay (``Relay.drain``: queued publishes
+    stored and acknowledged, clients closed with 1001) and only then lets uvicorn stop; a
+    second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, relay: Relay, drain_timeout: float = 10.0) -> None:
+        super().__init__(config)
+        self.relay, self.drain_timeout = relay, drain_timeout
+        self._draining: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self._draining is None and self.started and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._start_drain, sig, frame)
+            return
+        super().handle_exit(sig, frame)
+
+    def _start_drain(self, sig: int, frame: Any) -> None:
+        if self._draining is None:
+            self._draining = asyncio.get_running_loop().create_task(self._drain(sig, frame))
+
+    async def _drain(self, sig: int, frame: Any) -> None:
+        try:
+            await self.relay.drain(self.drain_timeout)
+        except Exception:
+            log.exception("draining the relay failed; stopping anyway")
+        finally:
+            super().handle_exit(sig, frame)
+
+
 @contextlib.asynccontextmanager
 async def serving(config: Config, relay: Relay | None = None, **overrides: object) -> AsyncIterator[Running]:
     relay = relay or Relay(config)
     app = create_app(config, relay)
-    server = uvicorn.Server(uvicorn_config(app, config, **overrides))
+    server = GracefulServer(uvicorn_config(app, config, **overrides), relay)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.get_running_loop().create_task(server.serve())
     while not server.started:

@@ -122,6 +122,26 @@ class Relay:
         await hub.storage.close()
         self._hub = None
 
+    async def drain(self, timeout: float = 10.0) -> None:
+        """Graceful stop (SIGTERM): refuse new connections and publishes, let every publish
+        already queued be stored and acknowledged, then close each client with 1001 (going
+        away) after the frames queued for it. Bounded by ``timeout``; ``__aexit__`` follows."""
+        if self._hub is None:
+            return
+        self.closing = True
+        self._hub.draining = True
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:  # queued publishes finish (a worker may pick up jobs queued meanwhile)
+            busy = [rt._task for rt in self._hub.feeds.values() if rt._task is not None and not rt._task.done()]
+            left = deadline - loop.time()
+            if not busy or left <= 0:
+                break
+            await asyncio.wait(busy, timeout=left)
+        await asyncio.wait_for(asyncio.gather(
+            *(s.out.aclose(CLOSE_GOING_AWAY, "relay shutting down") for s in list(self.sessions)),
+            return_exceptions=True), max(0.5, deadline - loop.time()))
+
     def _default_storage(self) -> Storage:
         if self.config.redis_url:
             from .storage.redis import RedisStorage

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from collab import frames
 from collab.errors import (
     AuthRequired, BadSignature, ColonyError, InvalidEvent, LimitExceeded, MalformedFrame, RateLimited, TooLarge,
+    Unavailable,
 )
 from collab.events import HEX64_RE, HEX128_RE, Event, check_feed, hello_bytes
 from collab.keys import verify
@@ -137,7 +138,9 @@ class Outbox:
         try:
             await asyncio.wait_for(asyncio.shield(self._task), 2)
         except (asyncio.TimeoutError, Exception):
-            self._task.cancel()
+            self._task.cancel()  # the backlog did not drain in time: drop it, but still say why
+            if self.direct is not None:
+                self.direct.force_close(code, reason[:120])
 
 
 class Session:
@@ -189,6 +192,8 @@ class Session:
                 await self._dispatch(frame)
             except ColonyError as exc:
                 extra: dict[str, Any] = {}
+                if frame is not None and frame.get("t") == "pub":  # refused before reaching the hub
+                    self.hub.metrics.rejected.inc(exc.code)
                 if frame is not None:
                     extra["rid"] = frame.get("rid")
                     if isinstance(frame.get("feed"), str):
@@ -250,6 +255,8 @@ class Session:
 
     async def _publish(self, frame: dict[str, Any]) -> None:
         rid = frame.get("rid")
+        if self.hub.draining:
+            raise Unavailable("the relay is shutting down; publish again after reconnecting")
         if not self.ip_limiter.allow(self.ip):
             raise RateLimited("too many events from this address; slow down")
         raw = frame.get("event")
@@ -275,8 +282,10 @@ class Session:
                 reply["dup"] = True
             self.send(frames.with_rid(reply, rid))
         elif isinstance(exc, ColonyError):
+            self.hub.metrics.rejected.inc(exc.code)
             self.send(frames.error(exc.code, str(exc), rid=rid, feed=event.feed, id=event.id))
         else:
+            self.hub.metrics.rejected.inc("internal")
             log.error("publish failed unexpectedly", exc_info=exc)
             self.send(frames.error("internal", "the relay failed to store this event", rid=rid, id=event.id))
 

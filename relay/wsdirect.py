@@ -118,3 +118,14 @@ class DirectWriter:
             return False
         transport.write(frame)
         return True
+
+    def force_close(self, code: int, reason: str) -> bool:
+        """Send a close frame now, ahead of anything the outbox could not flush (a client too
+        slow to read its backlog when the relay shuts down still learns why it goes)."""
+        p = self._proto
+        if p.close_sent or p.disconnected or p.transport is None or p.transport.is_closing():
+            return False
+        p.conn.send_close(code, reason)
+        p.transport.write(b"".join(p.conn.data_to_send()))
+        p.close_sent = True
+        return True

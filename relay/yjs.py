@@ -146,7 +146,9 @@ class BinaryOutbox:
         try:
             await asyncio.wait_for(asyncio.shield(self._task), 2)
         except (TimeoutError, Exception):
-            self._task.cancel()
+            self._task.cancel()  # the backlog did not drain in time: drop it, but still say why
+            if self.direct is not None and self.close_code is not None:
+                self.direct.force_close(self.close_code, self._reason[:120])
 
 
 # -- one connection --------------------------------------------------------------------------
