@@ -21,7 +21,7 @@ import httpx
 
 from .access import CONTROL_KINDS, Access, apply_access, validate_control
 from .errors import BadSignature, ColonyError, InvalidEvent, RelayError
-from .events import GENESIS, Record, receipt_bytes
+from .events import GENESIS, Record, Snapshot, receipt_bytes
 from .keys import verify
 from .namespaces import Namespace, Registry, default_registry
 from .namespaces.base import Admission
@@ -108,14 +108,34 @@ def _seq_of(item: Any) -> int:
 
 
 def replay(records: Iterable[Record | dict[str, Any]], registry: Registry | None = None, at: int | None = None,
-           *, feed: str | None = None) -> ReplayResult:
+           *, feed: str | None = None, base: Snapshot | dict[str, Any] | None = None) -> ReplayResult:
     """Fold ``records`` (any order; dicts are verified first) up to seq ``at`` (default: all).
 
     Structural checks (chain, gaps, forks, duplicates, causality) cover every record given;
     authorization and namespace validity are checked for the records folded (up to ``at``).
+
+    ``base`` is a compacted feed's base snapshot (docs/protocol.md, section 15): its relay
+    signature is verified (``bad_signature`` otherwise), the fold starts from its state, and the
+    first record must link to its ``head``. Records at or below its seq are ignored. The access
+    state before the base is not part of it, so authorization is not checked after a base.
     """
     items = list(records)
     recs, anomalies = parse_records(items)
+    snap: Snapshot | None = None
+    base_seq = 0
+    if base is not None:
+        base_seq = _seq_of(base) if isinstance(base, dict) else base.seq
+        try:
+            snap = Snapshot.from_wire(base) if isinstance(base, dict) else base
+            if not snap.verify():
+                raise BadSignature("snapshot signature does not verify")
+        except (BadSignature, InvalidEvent) as exc:
+            kind = "bad_signature" if isinstance(exc, BadSignature) else "invalid"
+            anomalies.append(Anomaly(base_seq, kind, f"base snapshot: {exc}"))
+            snap = None
+        else:
+            base_seq = snap.seq
+        feed = feed or (snap.feed if snap is not None else None)
     feed = feed or (recs[0].feed if recs else None)
     registry = registry or default_registry()
     if feed is None:
@@ -123,6 +143,12 @@ def replay(records: Iterable[Record | dict[str, Any]], registry: Registry | None
     ns = registry.for_feed(feed)
     state: Any = ns.initial(feed)
     access = ns.initial_access(feed) or Access(policy=ns.default_policy)
+    if snap is not None and snap.feed != feed:
+        anomalies.append(Anomaly(snap.seq, "foreign_feed", f"base snapshot of {snap.feed} in a replay of {feed}"))
+        snap = None
+    if snap is not None:
+        state = ns.load(feed, snap.state)
+    recs = [r for r in recs if r.seq > base_seq]
 
     by_seq: dict[int, list[Record]] = {}
     last = 0
@@ -141,6 +167,9 @@ def replay(records: Iterable[Record | dict[str, Any]], registry: Registry | None
 
     seq, head, head_known = 0, GENESIS, True
     at_seq, at_head = 0, GENESIS
+    if base is not None:  # the chain continues from the base (unknown if it did not verify)
+        seq, head, head_known = base_seq, (snap.head if snap is not None else GENESIS), snap is not None
+        at_seq, at_head = seq, head
     ids: dict[str, int] = {}
     for s in sorted(by_seq):
         cands = by_seq[s]
@@ -161,7 +190,7 @@ def replay(records: Iterable[Record | dict[str, Any]], registry: Registry | None
         if ev.ctx >= s:
             anomalies.append(Anomaly(s, "causal_ahead", f"ctx {ev.ctx} is not below its own seq {s}"))
         if at is None or s <= at:
-            problem = _admissible(ns, state, access, rec)
+            problem = _admissible(ns, state, access, rec, check_access=base is None)
             if problem is not None:
                 anomalies.append(problem)
             access = apply_access(access, ev, s)
@@ -173,13 +202,16 @@ def replay(records: Iterable[Record | dict[str, Any]], registry: Registry | None
     return ReplayResult(feed, state, access, at_seq, at_head, not anomalies, anomalies, ns)
 
 
-def _admissible(ns: Namespace[Any], state: Any, access: Access, rec: Record) -> Anomaly | None:
+def _admissible(ns: Namespace[Any], state: Any, access: Access, rec: Record,
+                check_access: bool = True) -> Anomaly | None:
     """Would the relay have accepted this event here? (same checks as FeedRuntime._sequence)"""
     ev, s = rec.event, rec.seq
     try:
-        access.check_write(ev, ev.author, s)
+        if check_access:
+            access.check_write(ev, ev.author, s)
         if ev.kind in CONTROL_KINDS:
-            validate_control(access, ev, s)
+            if check_access:
+                validate_control(access, ev, s)
         else:
             if ns.kinds and ev.kind not in ns.kinds:
                 raise InvalidEvent(f"{ns.name} feeds accept kinds {sorted(ns.kinds)}")
@@ -192,8 +224,17 @@ def _admissible(ns: Namespace[Any], state: Any, access: Access, rec: Record) -> 
 
 async def fetch_records(base_url: str, feed: str, since: int = 0, page: int = 1000,
                         *, client: httpx.AsyncClient | None = None) -> list[dict[str, Any]]:
-    """All records of ``feed`` after ``since`` as raw dicts, paging the relay's HTTP API."""
+    """All records of ``feed`` after ``since`` as raw dicts, paging the relay's HTTP API.
+    (A compacted feed's base is dropped: use :func:`fetch_log` to get it.)"""
+    return (await fetch_log(base_url, feed, since, page, client=client))[1]
+
+
+async def fetch_log(base_url: str, feed: str, since: int = 0, page: int = 1000,
+                    *, client: httpx.AsyncClient | None = None) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """``(base, records)``: the base snapshot (wire dict, unverified) if the relay compacted the
+    records ``since`` asks for, else None; then every record after it (or after ``since``)."""
     base = base_url.rstrip("/")
+    snap: dict[str, Any] | None = None
     out: list[dict[str, Any]] = []
     own = client is None
     http = client or httpx.AsyncClient(timeout=30.0)
@@ -206,11 +247,17 @@ async def fetch_records(base_url: str, feed: str, since: int = 0, page: int = 10
                     raise RelayError(str(body.get("error", r.status_code)), str(body.get("message", "")))
                 except ValueError:
                     raise RelayError(str(r.status_code), r.text[:200]) from None
-            rows = r.json().get("records", [])
+            body = r.json()
+            rows = body.get("records", [])
+            if snap is None and isinstance(body.get("base"), dict):
+                snap = body["base"]
+                seq = _seq_of(snap)
+                since = max(since, seq)
+                rows = [x for x in rows if _seq_of(x) > seq]
             out.extend(rows)
             last = _seq_of(rows[-1]) if rows else since
-            if len(rows) < page or last <= since:
-                return out
+            if len(body.get("records", [])) < page or last <= since:
+                return snap, out
             since = last
     finally:
         if own:
@@ -220,8 +267,9 @@ async def fetch_records(base_url: str, feed: str, since: int = 0, page: int = 10
 async def replay_feed(base_url: str, feed: str, registry: Registry | None = None,
                       at: int | None = None) -> ReplayResult:
     """Fetch a feed over HTTP and replay it locally."""
-    return replay(await fetch_records(base_url, feed), registry, at, feed=feed)
+    snap, records = await fetch_log(base_url, feed)
+    return replay(records, registry, at, feed=feed, base=snap)
 
 
 __all__ = ["Anomaly", "ReplayResult", "ANOMALY_KINDS", "replay", "replay_feed", "parse_records",
-           "fetch_records", "receipt_ok"]
+           "fetch_records", "fetch_log", "receipt_ok"]

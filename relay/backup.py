@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from collab import frames
+from collab.access import Access
 from collab.errors import ColonyError
-from collab.events import GENESIS, Record, now_ms
+from collab.events import GENESIS, Record, Snapshot, now_ms
 
-from .storage.base import FeedHead, Storage
+from .storage.base import FeedHead, Storage, StoredBase
 
 FORMAT = "colony-export/v1"
 READ_PAGE = 1000
@@ -34,7 +35,12 @@ class FeedPlan:
     seq: int = 0
     head: str = GENESIS
     existing: int = 0  # records already in the target store (an identical prefix)
-    digests: list[bytes] = field(default_factory=list)  # _digest of every record, by seq
+    digests: list[bytes] = field(default_factory=list)  # _digest of every record, by seq (after the base)
+    base: StoredBase | None = None  # a compacted feed's base (relay/compact.py): records start after it
+
+    @property
+    def base_seq(self) -> int:
+        return self.base.seq if self.base is not None else 0
 
 
 @dataclass
@@ -80,6 +86,11 @@ async def write_export(storage: Storage, feeds: Iterable[str] | None, fp: IO[str
     for name in names:
         stop = heads[name].seq
         since, last = 0, GENESIS
+        base = await storage.load_base(name)
+        if base is not None:  # compacted: the base stands for records 1..base.seq (docs/operations.md)
+            fp.write(json.dumps({"feed": name, "base": base.snap.to_wire(), "access": json.loads(base.meta)["access"]},
+                                ensure_ascii=False, separators=(",", ":")) + "\n")
+            since, last = base.seq, base.snap.head
         while since < stop:
             rows = await storage.read(name, since, min(READ_PAGE, stop - since))
             if not rows:
@@ -138,6 +149,23 @@ async def verify_export(storage: Storage, fp: IO[str]) -> tuple[dict[str, Any], 
         if "end" in obj:
             trailer = obj
             continue
+        if "base" in obj:
+            feed = obj.get("feed")
+            if set(obj) != {"feed", "base", "access"} or not isinstance(feed, str) or feed in plans:
+                raise BackupError(f"line {n}: a base line has exactly the fields feed, base, access and comes "
+                                  "before the feed's records")
+            if feed not in listed:
+                raise BackupError(f"{feed}: not listed in the header (line {n})")
+            try:
+                snap = Snapshot.from_wire(obj["base"])
+                access = Access.from_json(obj["access"])
+            except (ColonyError, KeyError, TypeError, ValueError) as exc:
+                raise BackupError(f"{feed} base (line {n}): invalid or unsigned snapshot: {exc}") from None
+            if snap.feed != feed:
+                raise BackupError(f"{feed} base (line {n}): the snapshot is of feed {snap.feed!r}")
+            cur = plans[feed] = FeedPlan(feed, snap.seq, snap.head,
+                                         base=StoredBase(snap, json.dumps({"access": access.to_json()})))
+            continue
         feed, wire = obj.get("feed"), obj.get("rec")
         if set(obj) != {"feed", "rec"} or not isinstance(feed, str):
             raise BackupError(f"line {n}: a record line has exactly the fields 'feed' and 'rec'")
@@ -161,6 +189,9 @@ async def verify_export(storage: Storage, fp: IO[str]) -> tuple[dict[str, Any], 
             raise BackupError(f"{where}: prev does not link to the previous record's hash (broken chain)")
         cur.seq, cur.head = rec.seq, rec.hash
         cur.digests.append(_digest(wire))
+    for plan in plans.values():
+        if plan.base is not None and plan.seq == plan.base_seq:
+            raise BackupError(f"{plan.feed}: a base without the records after it (a compacted feed keeps its head)")
     if trailer is None:
         raise BackupError("no trailer line: the file is truncated")
     heads = trailer.get("heads")
@@ -176,7 +207,7 @@ async def verify_export(storage: Storage, fp: IO[str]) -> tuple[dict[str, Any], 
         if not isinstance(h, dict) or h.get("seq") != plan.seq or h.get("hash") != plan.head:
             raise BackupError(f"{feed} seq {plan.seq}: head {plan.seq}/{plan.head} does not match the trailer {h!r} "
                               "(records missing or altered)")
-    total = sum(p.seq for p in plans.values())
+    total = sum(p.seq - p.base_seq for p in plans.values())
     if trailer.get("count") != total:
         raise BackupError(f"trailer count {trailer.get('count')!r} != {total} records in the file")
     for feed, plan in plans.items():
@@ -190,13 +221,17 @@ async def _check_target(storage: Storage, plan: FeedPlan) -> None:
         return
     if head.seq > plan.seq:
         raise BackupError(f"{plan.feed}: the target already has {head.seq} records, the file only {plan.seq}")
-    since = 0
+    tbase = await storage.load_base(plan.feed)
+    if (tbase.snap.to_wire() if tbase else None) != (plan.base.snap.to_wire() if plan.base else None):
+        raise BackupError(f"{plan.feed}: the target's compaction base differs from the file's "
+                          "(refusing to overwrite or fork the feed)")
+    since = plan.base_seq
     while since < head.seq:
         rows = await storage.read(plan.feed, since, min(READ_PAGE, head.seq - since))
         if not rows:
             break
         for row in rows:
-            if _digest(json.loads(row.data)) != plan.digests[row.seq - 1]:
+            if _digest(json.loads(row.data)) != plan.digests[row.seq - 1 - plan.base_seq]:
                 raise BackupError(f"{plan.feed} seq {row.seq}: the target already has a different record "
                                   "(refusing to overwrite or fork the feed)")
             since = row.seq
@@ -229,17 +264,22 @@ async def verify_and_import(storage: Storage, fp: IO[str]) -> ImportResult:
             break
         feed = obj["feed"]
         plan = plans[feed]
+        if "base" in obj:
+            if plan.existing == 0 and plan.base is not None:
+                await flush()
+                await storage.save_base(plan.base)  # verified above; starts the empty feed at its seq
+            continue
         seq = obj["rec"]["seq"]
-        if _digest(obj["rec"]) != plan.digests[seq - 1]:
+        if _digest(obj["rec"]) != plan.digests[seq - 1 - plan.base_seq]:
             raise BackupError(f"{feed} seq {seq} (line {n}): the file changed while it was being imported")
         if seq <= plan.existing:
             continue
         if feed != batch_feed:
             await flush()
-            batch_feed, expected = feed, plan.existing
+            batch_feed, expected = feed, max(plan.existing, plan.base_seq)
         rec = Record.from_wire(obj["rec"], verify_sigs=False)  # verified above; digest unchanged
         batch.append((rec, frames.encode(rec.to_wire())))
         if len(batch) >= WRITE_BATCH:
             await flush()
     await flush()
-    return ImportResult(written, {f: p.existing for f, p in plans.items()})
+    return ImportResult(written, {f: p.existing - p.base_seq if p.existing else 0 for f, p in plans.items()})

@@ -87,6 +87,22 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pubkey(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.exists():
+        if not args.create:
+            print(f"colony: {path} does not exist; pass --create to create it", file=sys.stderr)
+            return 2
+        Keypair.generate().save(path)
+    try:
+        kp = Keypair.load(path)
+    except (OSError, ValueError) as exc:
+        print(f"colony: cannot read key file {path}: {exc}", file=sys.stderr)
+        return 2
+    print(kp.public_hex)
+    return 0
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -465,6 +481,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="where to write the key")
     p.add_argument("--force", action="store_true", help="overwrite an existing file")
     p.set_defaults(fn=cmd_keygen)
+
+    p = sub.add_parser("pubkey", help="print the public key (hex) of a key file, e.g. for --operator or --peer")
+    p.add_argument("file", help="the key file (colony keygen, or a relay's --relay-key)")
+    p.add_argument("--create", action="store_true", help="create the key file (mode 0600) if it does not exist")
+    p.set_defaults(fn=cmd_pubkey)
 
     try:
         from . import cli_agent

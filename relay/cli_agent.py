@@ -160,10 +160,10 @@ async def _tail(url: str, feed: str, since: int | None, count: int | None, as_js
 
 # -- replay ----------------------------------------------------------------------------------
 async def _replay(url: str, feed: str, at: int | None, verify: bool, as_json: bool) -> int:
-    from collab.replay import fetch_records, replay
+    from collab.replay import fetch_log, replay
 
-    raw = await fetch_records(url, feed)
-    result = replay(raw, at=at, feed=feed)
+    base, raw = await fetch_log(url, feed)  # base: a compacted feed's snapshot (verified by replay)
+    result = replay(raw, at=at, feed=feed, base=base)
     view = result.view()
     if as_json:
         print(json.dumps({"feed": feed, "seq": result.seq, "head": result.head, "verified": result.verified,
@@ -283,6 +283,27 @@ async def _import(a: argparse.Namespace) -> int:
     return 0
 
 
+async def _compact(a: argparse.Namespace) -> int:
+    from .compact import CompactError, compact
+
+    if bool(a.feeds) == bool(a.all):
+        print("colony: name the feeds to compact, or pass --all", file=sys.stderr)
+        return 2
+    key_file = Path(a.relay_key) if a.relay_key else (Path(a.data) / "relay.key" if a.data else None)
+    if key_file is None or not key_file.exists():
+        print("colony: compact seals the base with the relay key: pass --relay-key FILE", file=sys.stderr)
+        return 2
+    try:
+        async with _open_store(a) as storage:
+            results = await compact(storage, Keypair.load(key_file), None if a.all else a.feeds, a.keep)
+    except (CompactError, RuntimeError, OSError, ValueError) as exc:
+        print(f"colony: compact refused: {exc}", file=sys.stderr)
+        return 1
+    for r in results:
+        print(f"{r.feed}: head {r.head}, base at {r.base}, {r.deleted} records deleted")
+    return 0
+
+
 def _store_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", default=None, help="the relay's data directory (SQLite; the relay must be stopped)")
     p.add_argument("--redis", default=None, metavar="URL", help="a Redis backend instead of --data")
@@ -351,6 +372,14 @@ def register(sub: Any) -> None:
     _store_args(p)
     p.set_defaults(fn=lambda a: _run(_import(a)))
 
+    p = sub.add_parser("compact", help="retention: fold old records of doc/ feeds into a signed base snapshot")
+    p.add_argument("feeds", nargs="*", metavar="FEED")
+    p.add_argument("--all", action="store_true", help="every doc/ feed in the store")
+    p.add_argument("--keep", type=int, required=True, metavar="N", help="records to keep after the base")
+    p.add_argument("--relay-key", default=None, help="relay key file that signs the base (default <data>/relay.key)")
+    _store_args(p)
+    p.set_defaults(fn=lambda a: _run(_compact(a)))
+
     p = sub.add_parser("demo", help="a relay with scripted agents co-editing a document")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
@@ -358,10 +387,29 @@ def register(sub: Any) -> None:
     p.add_argument("--agents", type=int, default=4)
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--pace", type=float, default=1.0, help="seconds between an agent's edits")
+    p.add_argument("--relay", action="append", default=None, metavar="URL",
+                   help="run only the scripted agents against this running relay (repeatable: the doc "
+                        "agents spread over the relays; the coordination scenes use the first); needs "
+                        "--operator-key")
+    p.add_argument("--operator-key", default=None, metavar="FILE",
+                   help="the key that grants the scenes' stake; with --relay the relays must have been "
+                        "started with --operator $(colony pubkey FILE)")
 
     def demo(a: argparse.Namespace) -> int:
-        from .demo import run_demo
+        from .demo import run_agents, run_demo
 
-        return _run(run_demo(a.host, a.port, Path(a.data) if a.data else None, a.agents, a.duration, a.pace))
+        try:
+            operator = Keypair.load(a.operator_key) if a.operator_key else None
+        except (OSError, ValueError) as exc:
+            print(f"colony demo: cannot read --operator-key: {exc}", file=sys.stderr)
+            return 2
+        if a.relay:
+            if operator is None:
+                print("colony demo: --relay needs --operator-key FILE, a key the relays accept as --operator",
+                      file=sys.stderr)
+                return 2
+            return _run(run_agents(a.relay, operator, a.agents, a.duration, a.pace))
+        return _run(run_demo(a.host, a.port, Path(a.data) if a.data else None, a.agents, a.duration, a.pace,
+                             operator))
 
     p.set_defaults(fn=demo)

@@ -130,12 +130,25 @@ class FeedRuntime:
         self._jobs: deque[_Publish | _Subscribe | _Ingest | _Sync | _Mirror] = deque()
         self._task: asyncio.Task[None] | None = None
         self._snap_cache: tuple[int, str] | None = None
+        self.base_seq = 0  # compacted (relay/compact.py): records 1..base_seq are gone, base_frame stands for them
+        self.base_frame = ""
 
     # -- loading ---------------------------------------------------------------------------
     async def load(self) -> None:
         storage = self.hub.storage
         snap = await storage.load_snapshot(self.feed)
         since = 0
+        base = await storage.load_base(self.feed)  # a compacted feed: records 1..base.seq are gone
+        if base is not None:
+            self.base_seq, self.base_frame = base.seq, frames.encode(
+                {"t": "snapshot", "feed": self.feed, "snap": base.snap.to_wire()})
+            if snap is None or snap.seq < base.seq:
+                self.state = self.ns.load(self.feed, base.snap.state)
+                self.access = Access.from_json(json.loads(base.meta)["access"])
+                self.seq, self.head, since = base.seq, base.snap.head, base.seq
+                self.snapshot_seq = base.seq
+                self.ids_complete = False
+                snap = None
         if snap is not None:
             meta = json.loads(snap.meta)
             self.state = self.ns.load(self.feed, snap.state)
@@ -424,6 +437,7 @@ class FeedRuntime:
         await fresh.load()
         self.seq, self.head, self.state, self.access = fresh.seq, fresh.head, fresh.state, fresh.access
         self.ids, self.ids_complete = fresh.ids, fresh.ids_complete
+        self.base_seq, self.base_frame = fresh.base_seq, fresh.base_frame
         self._snap_cache = None
 
     # -- fan-out ---------------------------------------------------------------------------
@@ -462,9 +476,13 @@ class FeedRuntime:
         self.subs[sub] = st
         dump_ok = self.ns.name == "doc" and not getattr(sub, "records_only", False)  # a mirror stores records
         head = self.seq
-        if head > 0 and dump_ok and (since == 0 or head - since > self.hub.config.snapshot_catchup):
+        if head > 0 and dump_ok and (since == 0 or since < self.base_seq
+                                     or head - since > self.hub.config.snapshot_catchup):
             sub.deliver(self._snapshot_frame())
             self._go_live(sub, st, head, self.head)
+        elif since < self.base_seq:  # the records it lacks are compacted: the base, then the tail
+            sub.deliver(self.base_frame)
+            st.task = asyncio.get_running_loop().create_task(self._catch_up(sub, st, self.base_seq, head))
         elif since >= head:
             self._go_live(sub, st, head, self.head)
         else:

@@ -118,8 +118,14 @@ async def feed_events(request: Request) -> Response:
     rt = await relay.hub.runtime(feed)
     if rt.access.policy == "members":
         return _error(403, "unauthorized", "members-only feeds are read over an authenticated WebSocket")
+    base = ""
+    if since < rt.base_seq:  # compacted (relay/compact.py): the base snapshot stands for 1..base_seq
+        stored = await relay.storage.load_base(feed)
+        if stored is not None and stored.seq > since:
+            since = stored.seq
+            base = ',"base":' + json.dumps(stored.snap.to_wire())
     rows = await relay.storage.read(feed, since, limit)
-    body = ('{"feed":' + json.dumps(feed) + ',"seq":' + str(rt.seq) + ',"head":' + json.dumps(rt.head)
+    body = ('{"feed":' + json.dumps(feed) + ',"seq":' + str(rt.seq) + ',"head":' + json.dumps(rt.head) + base
             + ',"records":[' + ",".join(r.data for r in rows) + "]}")
     return Response(body, media_type="application/json")
 

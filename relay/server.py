@@ -141,6 +141,11 @@ class Relay:
         await asyncio.wait_for(asyncio.gather(
             *(s.out.aclose(CLOSE_GOING_AWAY, "relay shutting down") for s in list(self.sessions)),
             return_exceptions=True), max(0.5, deadline - loop.time()))
+        # let the clients answer the close (the endpoints end then); uvicorn's own shutdown would
+        # otherwise cut sockets that still hold unread client data, and a reset may lose our frame
+        until = loop.time() + min(2.0, max(0.1, deadline - loop.time()))
+        while self.sessions and loop.time() < until:
+            await asyncio.sleep(0.01)
 
     def _default_storage(self) -> Storage:
         if self.config.redis_url:

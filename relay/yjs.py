@@ -34,6 +34,7 @@ from collab.errors import ColonyError, InvalidEvent, Unauthorized
 from collab.events import HEX64_RE, Event, b64, check_feed, now_ms, unb64
 
 from .feeds import FeedRuntime
+from .ws import await_peer_close
 from .wsdirect import DirectWriter, binary_frame
 from .server import Relay
 from .yjs_protocol import (
@@ -658,6 +659,9 @@ async def yjs_endpoint(websocket: WebSocket) -> None:
                 conn.out.close(CLOSE_UNSUPPORTED, "y-protocol messages are binary")
                 break
             conn.handle(data)
+        else:
+            await conn.out.wait_closed()  # our close frame is out: wait for the client's answer
+            await await_peer_close(websocket)
     except WebSocketDisconnect:
         pass
     except Exception:

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
 
-from collab.events import Record
+from collab.events import Record, Snapshot
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,19 @@ class StoredRecord:
     id: str
     hash: str
     data: str  # the record's wire JSON
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBase:
+    """A compacted feed's base: the relay-signed snapshot of records 1..seq (which are deleted),
+    plus the relay's own resume data (``meta``: JSON, the access state at that seq)."""
+
+    snap: Snapshot
+    meta: str
+
+    @property
+    def seq(self) -> int:
+        return self.snap.seq
 
 
 class HeadMoved(Exception):
@@ -97,6 +110,20 @@ class Storage(ABC):
 
     @abstractmethod
     async def load_snapshot(self, feed: str) -> StoredSnapshot | None: ...
+
+    # -- retention (relay/compact.py, docs/operations.md "Retention and compaction") -------
+    async def save_base(self, base: StoredBase) -> None:
+        """Store ``base`` as the feed's base (replacing an older one) without deleting records."""
+        raise NotImplementedError(f"{self.name} storage does not support compaction")
+
+    async def load_base(self, feed: str) -> StoredBase | None:
+        """The feed's base snapshot, if it was compacted (records 1..base.seq are gone)."""
+        return None
+
+    async def delete_through(self, feed: str, seq: int, base: StoredBase | None = None) -> int:
+        """Delete records 1..``seq`` of ``feed``, atomically with saving ``base`` (whose seq must be
+        ``seq``) when given; return how many records were deleted. The head is never deleted."""
+        raise NotImplementedError(f"{self.name} storage does not support compaction")
 
     async def health(self) -> dict[str, object]:
         return {"backend": self.name, "ok": True}

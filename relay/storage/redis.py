@@ -6,6 +6,7 @@ Per feed ``F`` every key carries the hash tag ``{F}`` so a cluster keeps them on
   ``<p>:{F}:log``   stream, entry id ``<seq>-0``, fields ``d`` (record JSON), ``i`` (event id), ``h`` (hash)
   ``<p>:{F}:ids``   hash  event id -> seq (idempotent publish)
   ``<p>:{F}:snap``  hash  seq, head, state, meta (latest snapshot)
+  ``<p>:{F}:base``  hash  seq, head, state, relay, rsig, meta (a compacted feed's base; relay/compact.py)
   ``<p>:{F}:turn``  the process that lost its last appends and goes next (expires, see TURN_AFTER_LOSSES)
   ``<p>:{F}:ch``    the feed's pub/sub channel (sharded pub/sub on a cluster)
   ``<p>:feeds``     sorted set of feed ids (for listing; its own slot)
@@ -29,9 +30,9 @@ from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError, RedisError
 
 from collab.errors import Unavailable
-from collab.events import Record
+from collab.events import Record, Snapshot
 
-from .base import FeedHead, HeadMoved, Storage, StoredRecord, StoredSnapshot
+from .base import FeedHead, HeadMoved, Storage, StoredBase, StoredRecord, StoredSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,37 @@ local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 if tonumber(ARGV[1]) <= cur then return 0 end
 redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'head', ARGV[2], 'state', ARGV[3], 'meta', ARGV[4])
 return 1
+"""
+
+# KEYS: head, log, ids, base; ARGV: seq, then (optionally) seq, head, state, relay, rsig, meta of the base
+COMPACT_LUA = """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local upto = tonumber(ARGV[1])
+if cur <= upto then return -1 end
+if #ARGV > 1 then
+  local old = tonumber(redis.call('HGET', KEYS[4], 'seq') or '0')
+  if tonumber(ARGV[2]) >= old then
+    redis.call('HSET', KEYS[4], 'seq', ARGV[2], 'head', ARGV[3], 'state', ARGV[4], 'relay', ARGV[5],
+               'rsig', ARGV[6], 'meta', ARGV[7])
+  end
+end
+local n = 0
+while true do
+  local es = redis.call('XRANGE', KEYS[2], '-', upto .. '-0', 'COUNT', 500)
+  if #es == 0 then break end
+  local ids, ents = {}, {}
+  for _, e in ipairs(es) do
+    ents[#ents + 1] = e[1]
+    local f = e[2]
+    for j = 1, #f, 2 do
+      if f[j] == 'i' then ids[#ids + 1] = f[j + 1] break end
+    end
+  end
+  redis.call('XDEL', KEYS[2], unpack(ents))
+  if #ids > 0 then redis.call('HDEL', KEYS[3], unpack(ids)) end
+  n = n + #ents
+end
+return n
 """
 
 UNAVAILABLE = (RedisError, OSError, asyncio.TimeoutError)
@@ -267,6 +299,48 @@ class RedisStorage(Storage):
         if not d:
             return None
         return StoredSnapshot(feed, int(d[b"seq"]), d[b"head"].decode(), d[b"state"], d[b"meta"].decode())
+
+    # -- retention -----------------------------------------------------------------------------
+    @staticmethod
+    def _base_args(base: StoredBase) -> list[Any]:
+        b = base.snap
+        return [b.seq, b.head, b.state, b.relay, b.rsig, base.meta]
+
+    async def _compact(self, feed: str, seq: int, base: StoredBase | None) -> int:
+        r = self._client()
+        keys = [self.key(feed, "head"), self.key(feed, "log"), self.key(feed, "ids"), self.key(feed, "base")]
+        args = [seq, *(self._base_args(base) if base is not None else [])]
+        # one-off (offline) maintenance: EVAL, not a cached script
+        return int(await self._call("compact", r.eval(COMPACT_LUA, len(keys), *keys, *args)))
+
+    async def save_base(self, base: StoredBase) -> None:
+        b = base.snap
+        r = self._client()
+        old = await self._call("base", r.hget(self.key(b.feed, "base"), "seq"))
+        if old is not None and int(old) > b.seq:
+            return
+        await self._call("base", r.hset(self.key(b.feed, "base"), mapping=dict(zip(
+            ("seq", "head", "state", "relay", "rsig", "meta"), self._base_args(base)))))
+        # a base for a feed without records (a restore: relay/backup.py) starts the feed at its seq
+        if not await self._call("base", r.exists(self.key(b.feed, "head"))):
+            await self._call("base", r.hset(self.key(b.feed, "head"), mapping={"seq": b.seq, "hash": b.head, "rtime": 0}))
+            await self._call("register", r.zadd(f"{self.prefix}:feeds", {b.feed: 0}, nx=True))
+
+    async def load_base(self, feed: str) -> StoredBase | None:
+        d = await self._call("base", self._client().hgetall(self.key(feed, "base")))
+        if not d:
+            return None
+        snap = Snapshot(feed, int(d[b"seq"]), d[b"head"].decode(), bytes(d[b"state"]), d[b"relay"].decode(),
+                        d[b"rsig"].decode())
+        return StoredBase(snap, d[b"meta"].decode())
+
+    async def delete_through(self, feed: str, seq: int, base: StoredBase | None = None) -> int:
+        if base is not None and (base.snap.feed != feed or base.seq != seq):
+            raise ValueError("the base must summarise exactly the records deleted")
+        n = await self._compact(feed, seq, base)
+        if n < 0:
+            raise ValueError(f"{feed}: cannot delete through {seq}: it is not below the head")
+        return n
 
     async def health(self) -> dict[str, object]:
         ok = True

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from collab.errors import Unavailable
-from collab.events import Record
+from collab.events import Record, Snapshot
 
-from .base import FeedHead, HeadMoved, Storage, StoredRecord, StoredSnapshot
+from .base import FeedHead, HeadMoved, Storage, StoredBase, StoredRecord, StoredSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,9 @@ CREATE TABLE IF NOT EXISTS feeds (
 CREATE TABLE IF NOT EXISTS snapshots (
   feed TEXT PRIMARY KEY, seq INTEGER NOT NULL, head TEXT NOT NULL, state BLOB NOT NULL,
   meta TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS bases (
+  feed TEXT PRIMARY KEY, seq INTEGER NOT NULL, head TEXT NOT NULL, state BLOB NOT NULL,
+  relay TEXT NOT NULL, rsig TEXT NOT NULL, meta TEXT NOT NULL) WITHOUT ROWID;
 """
 
 _STOP = object()
@@ -232,6 +235,50 @@ class SqliteStorage(Storage):
         row = await self._run(lambda c: c.execute(
             "SELECT feed, seq, head, state, meta FROM snapshots WHERE feed=?", (feed,)).fetchone())
         return StoredSnapshot(*row) if row else None
+
+    # -- retention -----------------------------------------------------------------------------
+    @staticmethod
+    def _put_base(c: sqlite3.Connection, base: StoredBase) -> None:
+        b = base.snap
+        c.execute(
+            "INSERT INTO bases (feed, seq, head, state, relay, rsig, meta) VALUES (?,?,?,?,?,?,?) "
+            "ON CONFLICT(feed) DO UPDATE SET seq=excluded.seq, head=excluded.head, state=excluded.state, "
+            "relay=excluded.relay, rsig=excluded.rsig, meta=excluded.meta WHERE excluded.seq >= bases.seq",
+            (b.feed, b.seq, b.head, b.state, b.relay, b.rsig, base.meta))
+        # a base for a feed without records (a restore: relay/backup.py) starts the feed at its seq
+        c.execute("INSERT INTO feeds (feed, seq, hash, rtime) VALUES (?,?,?,0) ON CONFLICT(feed) DO NOTHING",
+                  (b.feed, b.seq, b.head))
+
+    async def save_base(self, base: StoredBase) -> None:
+        await self._run(lambda c: self._put_base(c, base))
+
+    async def load_base(self, feed: str) -> StoredBase | None:
+        row = await self._run(lambda c: c.execute(
+            "SELECT feed, seq, head, state, relay, rsig, meta FROM bases WHERE feed=?", (feed,)).fetchone())
+        if row is None:
+            return None
+        return StoredBase(Snapshot(row[0], row[1], row[2], bytes(row[3]), row[4], row[5]), row[6])
+
+    async def delete_through(self, feed: str, seq: int, base: StoredBase | None = None) -> int:
+        if base is not None and (base.snap.feed != feed or base.seq != seq):
+            raise ValueError("the base must summarise exactly the records deleted")
+
+        def w(c: sqlite3.Connection) -> int:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                row = c.execute("SELECT seq FROM feeds WHERE feed=?", (feed,)).fetchone()
+                if row is None or row[0] <= seq:
+                    raise ValueError(f"{feed}: cannot delete through {seq}: the head is {row[0] if row else 0}")
+                if base is not None:
+                    self._put_base(c, base)
+                n = c.execute("DELETE FROM records WHERE feed=? AND seq<=?", (feed, seq)).rowcount
+                c.execute("COMMIT")
+                return n
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+
+        return await self._run(w)
 
     async def health(self) -> dict[str, object]:
         return {"backend": self.name, "ok": self._writer is not None, "path": str(self.path), "commits": self.commits}
