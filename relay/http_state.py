@@ -125,6 +125,9 @@ class StateCache:
     async def _replay(self, relay: Relay, ns: Namespace[Any], feed: str, at: int) -> tuple[Any, int, str]:
         loop = asyncio.get_running_loop()
         cp = self._nearest(feed, at)
+        base = await relay.storage.load_base(feed)  # a compacted feed: its records start after the base
+        if base is not None and (cp is None or cp.seq < base.snap.seq):
+            cp = _Checkpoint(base.snap.seq, base.snap.head, base.snap.state)
         start = cp.seq if cp else 0
         if at - start > self.max_replay:
             raise TooCostly(f"the state at {at} needs {at - start} records replayed; the limit is "
@@ -217,6 +220,9 @@ async def feed_state(request: Request) -> Response:
     if at >= rt.seq:  # the live state (a newer head on another process shows up within a sync)
         return JSONResponse({"feed": feed, "seq": seq, "at": rt.seq, "hash": rt.head,
                              "state": ns.view(rt.state) if _has_view(ns) else None})
+    if at < rt.base_seq:
+        return _error(410, "compacted", f"records 1..{rt.base_seq} of {feed} were compacted into a snapshot; "
+                                        f"the earliest state there is is at={rt.base_seq}")
     if not _has_view(ns):  # nothing to show, nothing to replay
         rows = await relay.storage.read(feed, at - 1, 1) if at > 0 else []
         return JSONResponse({"feed": feed, "seq": seq, "at": at, "hash": rows[0].hash if rows else GENESIS,
