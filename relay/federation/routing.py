@@ -11,6 +11,10 @@ from dataclasses import dataclass, field
 from collab.events import HEX64_RE
 
 ROUTE_DOMAIN = b"colony/route/v1\n"
+#: namespaces whose relay-signed steps span feeds (a bid locks stake in the ledger, an outcome
+#: lands in the trust feed): one relay must home them all, so they are routed as one feed
+AUTHORITY_PREFIXES = ("ledger/", "auction/", "vouch/")
+AUTHORITY_ANCHOR = "ledger/main"
 LOCAL_PREFIX = "relay/"  # feeds every relay homes itself (docs/federation.md, Equivocation)
 
 
@@ -72,6 +76,8 @@ class Routing:
                 return self._by_key[key]
         if not self.peers:
             return self.me
+        if feed.startswith(AUTHORITY_PREFIXES):
+            feed = AUTHORITY_ANCHOR
         return max(self.members, key=lambda m: _score(m.key, feed))
 
     def is_home(self, feed: str) -> bool:

@@ -80,3 +80,14 @@ def test_peer_and_pin_parsing() -> None:
         parse_pin("doc/*")
     with pytest.raises(ValueError, match="distinct"):
         Routing(MEMBERS[0], (MEMBERS[0],))
+
+
+def test_authority_namespaces_share_one_home() -> None:
+    """Ledger, auctions and trust are homed together (cross-feed relay-signed steps)."""
+    views = [view_of(i) for i in range(3)]
+    for v in views:
+        anchor = v.home("ledger/main").key
+        assert {v.home(f).key for f in ("ledger/other", "vouch/global", "vouch/x",
+                                         *(f"auction/a{i}" for i in range(50)))} == {anchor}
+    pinned = view_of(0, pins=(("auction/special", KEYS[2]),))
+    assert pinned.home("auction/special").key == KEYS[2]  # a pin still wins
