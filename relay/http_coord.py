@@ -1,7 +1,6 @@
 """HTTP for coordination: the agent directory and trust scores (docs/coordination.md)."""
 from __future__ import annotations
 
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -70,7 +69,7 @@ async def _scores(relay: Relay, topic: str) -> tuple[int, dict[str, int]]:
         if await relay.hub.storage.head(feed) is None:
             return 0, {}  # nothing to score: no need to load (and watch) an empty feed
         rt = await relay.hub.runtime(feed)
-    cache: dict[str, Any] = relay.__dict__.setdefault("_trust_cache", {})
+    cache = relay.trust_cache
     hit = cache.get(feed)
     if hit is not None and hit[0] == rt.seq:
         return hit

@@ -40,6 +40,7 @@ class Relay:
         self._coordinator: Coordinator | None = None
         self._directory: Directory | None = None
         self._federation: Any = None
+        self.trust_cache: dict[str, tuple[int, dict[str, int]]] = {}  # GET /trust: feed -> (seq, scores)
         self.closing = False
 
     @property

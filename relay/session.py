@@ -143,6 +143,24 @@ class Outbox:
                 self.direct.force_close(code, reason[:120])
 
 
+def publish_answer(fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any) -> tuple[dict[str, Any], str | None]:
+    """The frame answering a finished publish (``ok`` with its seq, or ``error``), and the
+    refusal code when it was refused. Agents' sessions and peer links answer alike."""
+    if fut.cancelled():
+        return frames.error("unavailable", "the relay is shutting down", rid=rid, id=event.id), "unavailable"
+    exc = fut.exception()
+    if exc is None:
+        seq, dup = fut.result()
+        reply: dict[str, Any] = {"t": "ok", "feed": event.feed, "id": event.id, "seq": seq}
+        if dup:
+            reply["dup"] = True
+        return frames.with_rid(reply, rid), None
+    if isinstance(exc, ColonyError):
+        return frames.error(exc.code, str(exc), rid=rid, feed=event.feed, id=event.id), exc.code
+    log.error("publish failed unexpectedly", exc_info=exc)
+    return frames.error("internal", "the relay failed to store this event", rid=rid, id=event.id), "internal"
+
+
 class Session:
     """Protocol state of one connection (authenticated key, subscriptions)."""
 
@@ -274,20 +292,10 @@ class Session:
         fut.add_done_callback(lambda f: self._acked(f, event, rid))
 
     def _acked(self, fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any) -> None:
-        exc = fut.exception()
-        if exc is None:
-            seq, dup = fut.result()
-            reply: dict[str, Any] = {"t": "ok", "feed": event.feed, "id": event.id, "seq": seq}
-            if dup:
-                reply["dup"] = True
-            self.send(frames.with_rid(reply, rid))
-        elif isinstance(exc, ColonyError):
-            self.hub.metrics.rejected.inc(exc.code)
-            self.send(frames.error(exc.code, str(exc), rid=rid, feed=event.feed, id=event.id))
-        else:
-            self.hub.metrics.rejected.inc("internal")
-            log.error("publish failed unexpectedly", exc_info=exc)
-            self.send(frames.error("internal", "the relay failed to store this event", rid=rid, id=event.id))
+        frame, refused = publish_answer(fut, event, rid)
+        if refused is not None:
+            self.hub.metrics.rejected.inc(refused)
+        self.send(frame)
 
     def closed(self) -> None:
         """The socket is gone: leave every feed (presence) and stop the writer."""

@@ -21,7 +21,7 @@ from collab.errors import ColonyError, InvalidEvent, MalformedFrame
 from collab.events import HEX64_RE, HEX128_RE, Event, check_feed
 from collab.keys import verify
 
-from ..session import CLOSE_GOING_AWAY, Outbox
+from ..session import CLOSE_GOING_AWAY, Outbox, publish_answer
 from ..wsdirect import SharedText
 from .link import CLOSE_REFUSED, HANDSHAKE_TIMEOUT, peer_bytes
 
@@ -109,21 +109,7 @@ class PeerSession:
 
     def _acked(self, fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any) -> None:
         """The same answer relay.session gives an agent (the ok carries this home's seq)."""
-        if fut.cancelled():
-            self.send(frames.error("unavailable", "the relay is shutting down", rid=rid, id=event.id))
-            return
-        exc = fut.exception()
-        if exc is None:
-            seq, dup = fut.result()
-            reply: dict[str, Any] = {"t": "ok", "feed": event.feed, "id": event.id, "seq": seq}
-            if dup:
-                reply["dup"] = True
-            self.send(frames.with_rid(reply, rid))
-        elif isinstance(exc, ColonyError):
-            self.send(frames.error(exc.code, str(exc), rid=rid, feed=event.feed, id=event.id))
-        else:
-            log.error("forwarded publish failed unexpectedly", exc_info=exc)
-            self.send(frames.error("internal", "the relay failed to store this event", rid=rid, id=event.id))
+        self.send(publish_answer(fut, event, rid)[0])
 
     async def _subscribe(self, frame: dict[str, Any]) -> None:
         feed = check_feed(frame.get("feed"))

@@ -15,6 +15,7 @@ ROUTE_DOMAIN = b"colony/route/v1\n"
 #: lands in the trust feed): one relay must home them all, so they are routed as one feed
 AUTHORITY_PREFIXES = ("ledger/", "auction/", "vouch/")
 AUTHORITY_ANCHOR = "ledger/main"
+HOME_CACHE = 100_000
 LOCAL_PREFIX = "relay/"  # feeds every relay homes itself (docs/federation.md, Equivocation)
 
 
@@ -47,6 +48,7 @@ class Routing:
     replicate: tuple[str, ...] = ("vouch/",)
     pins: tuple[tuple[str, str], ...] = ()
     _by_key: dict[str, Member] = field(default_factory=dict, compare=False, repr=False)
+    _homes: dict[str, Member] = field(default_factory=dict, compare=False, repr=False)  # per-publish lookups
 
     def __post_init__(self) -> None:
         by_key = {m.key: m for m in (self.me, *self.peers)}
@@ -69,6 +71,15 @@ class Routing:
         return self._by_key.get(key)
 
     def home(self, feed: str) -> Member:
+        """The member that orders ``feed`` (cached: every publish of a federated relay asks)."""
+        hit = self._homes.get(feed)
+        if hit is None:
+            if len(self._homes) >= HOME_CACHE:
+                self._homes.clear()
+            hit = self._homes[feed] = self._home(feed)
+        return hit
+
+    def _home(self, feed: str) -> Member:
         if feed.startswith(LOCAL_PREFIX):  # relay/alarms etc.: each relay's own, never forwarded or mirrored
             return self.me
         for pattern, key in self.pins:
