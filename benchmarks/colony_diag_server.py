@@ -1,6 +1,6 @@
 """Run ``colony serve`` with optional diagnostics, for ``bench_doc.py --server-diag``.
 
-Same code path as the ``colony`` console script (``relay.cli.main``), plus, when asked:
+Same code path as the ``colony`` console script (``relay.ops.cli.main``), plus, when asked:
 
 * ``BENCH_DIAG_LAG=1``: a task that sleeps 5 ms in a loop and logs every wake-up that comes
   more than 15 ms late (the event loop was blocked or starved), and every garbage
@@ -9,7 +9,7 @@ Same code path as the ``colony`` console script (``relay.cli.main``), plus, when
   It also logs every snapshot save (``FeedRuntime.save_snapshot``, awaited by the feed's
   sequencer, so publishes wait behind it) and every durable append that took > 10 ms.
 * ``BENCH_NO_DEFLATE=1``: serve with uvicorn's ``ws_per_message_deflate=False`` (what
-  ``relay/runner.py`` would do with a one-line change), to measure that change with clients
+  ``relay/ops/runner.py`` would do with a one-line change), to measure that change with clients
   that still offer permessage-deflate.
 * ``BENCH_CPROFILE=<path>``: cProfile the whole process (main thread) and dump stats there
   on exit (sorted views: ``python -m pstats <path>``).
@@ -64,7 +64,7 @@ def _install_lag_monitor() -> None:
 
 
 def _install_storage_timing() -> None:
-    from relay import feeds
+    from relay.core import feeds
     from relay.storage import sqlite
 
     orig_snap = feeds.FeedRuntime.save_snapshot
@@ -89,14 +89,14 @@ def _install_storage_timing() -> None:
 
 
 def main() -> int:
-    from relay.cli import main as colony_main
+    from relay.ops.cli import main as colony_main
 
     if os.environ.get("BENCH_DIAG_LAG"):
         _install_gc_log()
         _install_lag_monitor()
         _install_storage_timing()
     if os.environ.get("BENCH_NO_DEFLATE"):
-        from relay import runner
+        from relay.ops import runner
 
         orig = runner.uvicorn_config
 

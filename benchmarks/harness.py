@@ -157,8 +157,8 @@ class ServerProc:
     def command(self) -> list[str]:
         if self.system == COLONY:
             exe = Path(sys.executable).parent / "colony"
-            base = [str(exe)] if exe.exists() else [sys.executable, "-m", "relay.cli"]
-            if self.diag:  # same relay.cli.main, wrapped with diagnostics (see colony_diag_server.py)
+            base = [str(exe)] if exe.exists() else [sys.executable, "-m", "relay.ops.cli"]
+            if self.diag:  # same relay.ops.cli.main, wrapped with diagnostics (see colony_diag_server.py)
                 base = [sys.executable, str(HERE / "colony_diag_server.py")]
             data = self.workdir / ("data" if self.name == self.system else f"data-{self.name}")
             return [*base, "serve", "--host", "127.0.0.1", "--port", "0", "--data", str(data),

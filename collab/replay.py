@@ -2,7 +2,7 @@
 
 :func:`replay` folds records through the same functions the relay uses
 (``apply_access`` then ``Namespace.apply`` for non-control kinds, as in
-``relay.feeds.FeedRuntime._fold``), so an agent or auditor can rebuild the state at any seq
+``relay.core.feeds.FeedRuntime._fold``), so an agent or auditor can rebuild the state at any seq
 and check the relay's work. Instead of stopping at the first problem it reports every
 :class:`Anomaly` it finds; ``verified`` is true only when there are none.
 

@@ -12,14 +12,14 @@ from starlette.staticfiles import StaticFiles
 
 import web
 
-from .config import Config
-from .federation.endpoint import fed_endpoint
-from .http import routes as http_routes
-from .http_coord import routes as coord_routes
-from .server import Relay
-from .ws import native_endpoint
-from .wsdirect import RawSendMiddleware
-from .yjs import yjs_endpoint
+from relay.core.config import Config
+from relay.federation.endpoint import fed_endpoint
+from relay.endpoints.http import routes as http_routes
+from relay.endpoints.http_coord import routes as coord_routes
+from relay.server import Relay
+from relay.endpoints.ws import native_endpoint
+from relay.endpoints.wsdirect import RawSendMiddleware
+from relay.endpoints.yjs import yjs_endpoint
 
 WEB_DIR = Path(web.__file__).resolve().parent
 

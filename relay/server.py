@@ -9,15 +9,15 @@ from typing import Any
 from collab.keys import Keypair
 from collab.namespaces import Registry, default_registry
 
-from .config import Config
-from .bus import Bus, LocalBus
-from .coordinator import Coordinator, TrustSettings
-from .directory import Directory
-from .feeds import Hub
-from .limits import RateLimiter
-from .presence import PresenceStore, RedisPresence
-from .session import CLOSE_GOING_AWAY, Session
-from .storage.base import Storage
+from relay.core.config import Config
+from relay.core.bus import Bus, LocalBus
+from relay.coordination.coordinator import Coordinator, TrustSettings
+from relay.coordination.directory import Directory
+from relay.core.feeds import Hub
+from relay.core.limits import RateLimiter
+from relay.core.presence import PresenceStore, RedisPresence
+from relay.endpoints.session import CLOSE_GOING_AWAY, Session
+from relay.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class Relay:
         self._hub = Hub(storage, self.registry, key, self.config, bus, presence)
         await bus.start(self._hub.on_bus, self._hub.resync)
         if self.config.peers:  # before the coordinator: it runs timers only for feeds homed here
-            from .federation.node import Federation
+            from relay.federation.node import Federation
 
             self._federation = Federation(self._hub, self.config)
             await self._federation.start()
@@ -150,17 +150,17 @@ class Relay:
 
     def _default_storage(self) -> Storage:
         if self.config.redis_url:
-            from .storage.redis import RedisStorage
+            from relay.storage.redis import RedisStorage
 
             return RedisStorage(self.config.redis_url, prefix=self.config.redis_prefix)
-        from .storage.sqlite import SqliteStorage
+        from relay.storage.sqlite import SqliteStorage
 
         return SqliteStorage(self.config.data_dir, synchronous=self.config.synchronous)
 
     @staticmethod
     def _bus_for(storage: Storage) -> Bus:
         if storage.name == "redis":
-            from .bus import RedisBus
+            from relay.core.bus import RedisBus
 
             return RedisBus(storage)
         return LocalBus()

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from relay.config import Config
-from relay.limits import Limits
-from relay.runner import Running, serving
+from relay.core.config import Config
+from relay.core.limits import Limits
+from relay.ops.runner import Running, serving
 from tests.redis_server import RedisServer
 
 

@@ -42,7 +42,7 @@ async def start_relay_proc(data: Path, *args: str, timeout: float = 30.0, backen
         args = (*backend.serve_args(site), *args)  # type: ignore[attr-defined]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "relay.cli", "serve", "--port", "0", "--data", str(data), "--log-level", "warning",
+        sys.executable, "-m", "relay.ops.cli", "serve", "--port", "0", "--data", str(data), "--log-level", "warning",
         *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, env=env,
     )
     assert proc.stdout is not None

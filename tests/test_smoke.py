@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import httpx
 
-from relay.runner import Running
+from relay.ops.runner import Running
 from tests.conftest import Backend
 
 

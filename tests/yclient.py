@@ -3,7 +3,7 @@
 It speaks the protocol the way y-websocket's WebsocketProvider does (sync step 1 on connect,
 answer the relay's step 1 with step 2, send local updates, awareness with clocks, honour
 query-awareness) and records everything it receives. It deliberately does not use
-``relay.yjs_protocol``: the encodings here are written from y-protocols.
+``relay.endpoints.yjs_protocol``: the encodings here are written from y-protocols.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 Only ``KEY`` writes its own feed, one kind: ``agent.profile {name, description?,
 capabilities?}``; the latest profile wins. The access is fixed by the name (policy ``signed``,
 owner ``KEY``), so nobody can squat a feed with a ``feed.policy`` or ``acl.*`` of their own.
-The relay's in-memory index (``relay/directory.py``) answers ``GET /agents``; this state
+The relay's in-memory index (``relay/coordination/directory.py``) answers ``GET /agents``; this state
 machine is what a replayer checks it against.
 """
 from __future__ import annotations

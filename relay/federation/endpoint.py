@@ -21,13 +21,13 @@ from collab.errors import ColonyError, InvalidEvent, MalformedFrame
 from collab.events import HEX64_RE, HEX128_RE, Event, check_feed
 from collab.keys import verify
 
-from ..session import CLOSE_GOING_AWAY, Outbox, publish_answer
-from ..wsdirect import SharedText
-from .link import CLOSE_REFUSED, HANDSHAKE_TIMEOUT, peer_bytes
+from relay.endpoints.session import CLOSE_GOING_AWAY, Outbox, publish_answer
+from relay.endpoints.wsdirect import SharedText
+from relay.federation.link import CLOSE_REFUSED, HANDSHAKE_TIMEOUT, peer_bytes
 
 if TYPE_CHECKING:
-    from ..feeds import Hub
-    from ..server import Relay
+    from relay.core.feeds import Hub
+    from relay.server import Relay
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class PeerSession:
         fut.add_done_callback(lambda f: self._acked(f, event, rid))
 
     def _acked(self, fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any) -> None:
-        """The same answer relay.session gives an agent (the ok carries this home's seq)."""
+        """The same answer relay.endpoints.session gives an agent (the ok carries this home's seq)."""
         self.send(publish_answer(fut, event, rid)[0])
 
     async def _subscribe(self, frame: dict[str, Any]) -> None:
@@ -148,7 +148,7 @@ class PeerSession:
 
 
 def _context(frame: dict[str, Any] | None) -> dict[str, Any]:
-    """rid, feed and event id of the frame an error answers (as relay.session does)."""
+    """rid, feed and event id of the frame an error answers (as relay.endpoints.session does)."""
     if frame is None:
         return {}
     extra: dict[str, Any] = {"rid": frame.get("rid")}

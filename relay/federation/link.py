@@ -31,7 +31,7 @@ from collab.events import HEX128_RE, Event
 from collab.keys import Keypair, verify
 from collab.subscription import Signal, until
 
-from .routing import Member
+from relay.federation.routing import Member
 
 log = logging.getLogger(__name__)
 

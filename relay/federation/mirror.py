@@ -25,12 +25,12 @@ from collab import frames
 from collab.errors import ColonyError
 from collab.events import GENESIS, Record, check_feed
 
-from ..feeds import MirrorConflict
-from .routing import LOCAL_PREFIX, Member, Routing
+from relay.core.feeds import MirrorConflict
+from relay.federation.routing import LOCAL_PREFIX, Member, Routing
 
 if TYPE_CHECKING:
-    from ..feeds import Hub
-    from .alarms import Alarms
+    from relay.core.feeds import Hub
+    from relay.federation.alarms import Alarms
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any
 from collab.errors import HomeUnreachable
 from collab.events import Event, namespace_of
 
-from .routing import Member, Routing, parse_pin
+from relay.federation.routing import Member, Routing, parse_pin
 
 if TYPE_CHECKING:
-    from ..config import Config
-    from ..feeds import Hub
+    from relay.core.config import Config
+    from relay.core.feeds import Hub
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,9 @@ class Federation:
         self.alarms: Any = None
 
     async def start(self) -> None:
-        from .alarms import Alarms
-        from .link import Link
-        from .mirror import Mirrors
+        from relay.federation.alarms import Alarms
+        from relay.federation.link import Link
+        from relay.federation.mirror import Mirrors
 
         self.hub.routing = self.routing
         self.hub.forward = self.forward

@@ -111,7 +111,7 @@ class Storage(ABC):
     @abstractmethod
     async def load_snapshot(self, feed: str) -> StoredSnapshot | None: ...
 
-    # -- retention (relay/compact.py, docs/operations.md "Retention and compaction") -------
+    # -- retention (relay/ops/compact.py, docs/operations.md "Retention and compaction") -------
     async def save_base(self, base: StoredBase) -> None:
         """Store ``base`` as the feed's base (replacing an older one) without deleting records."""
         raise NotImplementedError(f"{self.name} storage does not support compaction")

@@ -6,7 +6,7 @@ Per feed ``F`` every key carries the hash tag ``{F}`` so a cluster keeps them on
   ``<p>:{F}:log``   stream, entry id ``<seq>-0``, fields ``d`` (record JSON), ``i`` (event id), ``h`` (hash)
   ``<p>:{F}:ids``   hash  event id -> seq (idempotent publish)
   ``<p>:{F}:snap``  hash  seq, head, state, meta (latest snapshot)
-  ``<p>:{F}:base``  hash  seq, head, state, relay, rsig, meta (a compacted feed's base; relay/compact.py)
+  ``<p>:{F}:base``  hash  seq, head, state, relay, rsig, meta (a compacted feed's base; relay/ops/compact.py)
   ``<p>:{F}:turn``  the process that lost its last appends and goes next (expires, see TURN_AFTER_LOSSES)
   ``<p>:{F}:ch``    the feed's pub/sub channel (sharded pub/sub on a cluster)
   ``<p>:feeds``     sorted set of feed ids (for listing; its own slot)
@@ -32,7 +32,7 @@ from redis.exceptions import NoScriptError, RedisError
 from collab.errors import Unavailable
 from collab.events import Record, Snapshot
 
-from .base import FeedHead, HeadMoved, Storage, StoredBase, StoredRecord, StoredSnapshot
+from relay.storage.base import FeedHead, HeadMoved, Storage, StoredBase, StoredRecord, StoredSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ class RedisStorage(Storage):
             return
         await self._call("base", r.hset(self.key(b.feed, "base"), mapping=dict(zip(
             ("seq", "head", "state", "relay", "rsig", "meta"), self._base_args(base)))))
-        # a base for a feed without records (a restore: relay/backup.py) starts the feed at its seq
+        # a base for a feed without records (a restore: relay/ops/backup.py) starts the feed at its seq
         if not await self._call("base", r.exists(self.key(b.feed, "head"))):
             await self._call("base", r.hset(self.key(b.feed, "head"), mapping={"seq": b.seq, "hash": b.head, "rtime": 0}))
             await self._call("register", r.zadd(f"{self.prefix}:feeds", {b.feed: 0}, nx=True))

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from collab.errors import Unavailable
 from collab.events import Record, Snapshot
 
-from .base import FeedHead, HeadMoved, Storage, StoredBase, StoredRecord, StoredSnapshot
+from relay.storage.base import FeedHead, HeadMoved, Storage, StoredBase, StoredRecord, StoredSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ class SqliteStorage(Storage):
             "ON CONFLICT(feed) DO UPDATE SET seq=excluded.seq, head=excluded.head, state=excluded.state, "
             "relay=excluded.relay, rsig=excluded.rsig, meta=excluded.meta WHERE excluded.seq >= bases.seq",
             (b.feed, b.seq, b.head, b.state, b.relay, b.rsig, base.meta))
-        # a base for a feed without records (a restore: relay/backup.py) starts the feed at its seq
+        # a base for a feed without records (a restore: relay/ops/backup.py) starts the feed at its seq
         c.execute("INSERT INTO feeds (feed, seq, hash, rtime) VALUES (?,?,?,0) ON CONFLICT(feed) DO NOTHING",
                   (b.feed, b.seq, b.head))
 

@@ -11,7 +11,7 @@ from collab.capability import Capability
 from collab.events import GENESIS, Event, Record, b64
 from collab.keys import Keypair
 from collab.replay import replay
-from relay.runner import Running
+from relay.ops.runner import Running
 from tests.rawclient import Raw
 
 FEED = "doc/capped"

@@ -17,8 +17,8 @@ from collab.events import Event, Record, b64, hello_bytes
 from collab.keys import Keypair
 from collab.protocol import Presence
 from collab.replay import fetch_records
-from relay.limits import Limits
-from relay.runner import Running
+from relay.core.limits import Limits
+from relay.ops.runner import Running
 
 FAST = {"backoff_base": 0.02, "backoff_max": 0.2}
 

@@ -22,7 +22,7 @@ from collab.errors import RelayError
 from collab.events import Snapshot
 from collab.keys import Keypair
 from collab.replay import fetch_records, replay_feed
-from relay.runner import Running
+from relay.ops.runner import Running
 
 FAST = {"backoff_base": 0.02, "backoff_max": 0.2}
 TOKEN = re.compile(r"\[[^\[\]]*\]")

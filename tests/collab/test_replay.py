@@ -13,7 +13,7 @@ from collab.errors import RelayError
 from collab.events import GENESIS, Event, Record
 from collab.keys import Keypair
 from collab.replay import Anomaly, fetch_records, parse_records, replay, replay_feed
-from relay.runner import Running
+from relay.ops.runner import Running
 
 RELAY = Keypair.from_seed(b"R" * 32)
 OWNER = Keypair.from_seed(b"O" * 32)

@@ -30,8 +30,8 @@ from collab.events import (
     unb64,
 )
 from collab.keys import Keypair
-from relay.limits import Limits
-from relay.runner import Running
+from relay.core.limits import Limits
+from relay.ops.runner import Running
 
 OWNER = Keypair.from_seed(b"o" * 32)
 BOB = Keypair.from_seed(b"b" * 32)

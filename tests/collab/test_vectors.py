@@ -40,7 +40,7 @@ from collab.events import (
 from collab.keys import Keypair, verify
 from collab.namespaces import DocNamespace
 from collab.namespaces.base import Admission
-from relay.runner import Running
+from relay.ops.runner import Running
 
 VECTORS = Path(__file__).resolve().parents[1] / "vectors"
 
@@ -184,7 +184,7 @@ def test_invalid_event(case: dict[str, Any]) -> None:
 
 @by_name(INVALID["cases"])
 def test_invalid_event_in_pub_frame(case: dict[str, Any]) -> None:
-    def relay_path(text: str) -> None:  # what relay/session.py does before sequencing
+    def relay_path(text: str) -> None:  # what relay/endpoints/session.py does before sequencing
         frame = frames.parse(text)
         Event.from_wire(frame.get("event"))
 

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from collab.keys import Keypair
-from relay.cli import build_parser, config_from
+from relay.ops.cli import build_parser, config_from
 from tests.procs import start_relay_proc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,7 +179,7 @@ def _colony_invocations(svc: dict[str, Any]) -> list[list[str]]:
 
 
 def _host_colony() -> list[str]:
-    return [sys.executable, "-m", "relay.cli"]
+    return [sys.executable, "-m", "relay.ops.cli"]
 
 
 def test_compose_colony_commands_and_flags_exist(compose: dict[str, Any]) -> None:
@@ -301,7 +301,7 @@ def test_dockerfile_entry_command_and_healthcheck_run_on_host(tmp_path: Path) ->
         res = subprocess.run(probe, capture_output=True, timeout=30)
         assert res.returncode == 0, res.stderr.decode()  # healthy as soon as it listens
         proc.send_signal(signal.SIGTERM)  # `docker stop`
-        # uvicorn re-raises the SIGTERM it handled once drained (tests/relay/test_shutdown.py)
+        # uvicorn re-raises the SIGTERM it handled once drained (tests/relay/ops/test_shutdown.py)
         assert proc.wait(20) in (0, -signal.SIGTERM)
         assert subprocess.run(probe, capture_output=True, timeout=30).returncode != 0  # unhealthy once stopped
     finally:

@@ -20,8 +20,8 @@ from collab.client import Client
 from collab.doc import Doc
 from collab.keys import Keypair
 from collab.replay import replay_feed
-from relay.runner import Running
-from relay.yjs import agent_client_id
+from relay.ops.runner import Running
+from relay.endpoints.yjs import agent_client_id
 from tests.yclient import YClient
 
 HERE = Path(__file__).resolve().parent

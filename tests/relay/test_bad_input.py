@@ -14,8 +14,8 @@ from pycrdt import Doc, Text
 
 from collab.events import Event, b64
 from collab.keys import Keypair
-from relay.limits import Limits
-from relay.runner import Running
+from relay.core.limits import Limits
+from relay.ops.runner import Running
 from tests.rawclient import Raw
 
 FEED = "doc/bad"

@@ -27,7 +27,7 @@ from collab.doc import Doc
 from collab.events import Record
 from collab.keys import Keypair
 from collab.replay import fetch_records, replay
-from relay.runner import serving
+from relay.ops.runner import serving
 from relay.storage.redis import feed_key  # the relay's own key scheme
 from tests.conftest import make_config
 from tests.procs import RelayProc, start_relay_proc

@@ -30,7 +30,7 @@ from collab.events import Event, Record, Snapshot, b64
 from collab.keys import Keypair
 from collab.protocol import Ack
 from collab.replay import fetch_records, replay
-from relay.runner import Running, serving
+from relay.ops.runner import Running, serving
 from tests.conftest import Backend, make_config
 from tests.procs import RelayProc, start_relay_proc
 from tests.rawclient import Raw

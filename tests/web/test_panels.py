@@ -26,7 +26,7 @@ from collab.client import Client
 from collab.dm import dm_feed, seal_message
 from collab.events import Event, now_ms
 from collab.keys import Keypair
-from relay.runner import Running
+from relay.ops.runner import Running
 from tests.rawclient import Raw
 from tests.web.test_viewer import backend, browser, open_viewer, wait_js  # noqa: F401  (fixtures: sqlite, chromium)
 

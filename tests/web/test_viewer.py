@@ -8,7 +8,7 @@ These tests are pinned to the SQLite backend (the ``backend`` fixture below over
 parametrized one from tests/conftest.py): the viewer only speaks HTTP and the WebSocket
 protocol, which behave the same on both backends, and a browser test is the slowest kind in
 the suite; the endpoint the viewer adds (GET /feeds/{feed}/state) is tested on both backends
-in tests/relay/test_http_state.py.
+in tests/relay/endpoints/test_http_state.py.
 """
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from collab.doc import Doc
 from collab.events import GENESIS, Event, Record, b64
 from collab.keys import Keypair
 from collab.replay import fetch_records, replay
-from relay.runner import Running
+from relay.ops.runner import Running
 from tests.conftest import Backend
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package (a wrapper script around the real binary)

@@ -1,0 +1,308 @@
+"""One native-protocol connection: frames in, hub calls, frames out.
+
+The session never touches the socket directly: it is handed messages by the pump in
+``relay.endpoints.ws`` and writes into its :class:`Outbox`, whose writer task coalesces every frame
+queued during one event-loop turn into one WebSocket message (frames separated by ``\\n``).
+A subscriber whose outbox passes ``max_outbound_frames`` is disconnected (close 4008) and
+resumes by ``seq``; the relay's memory never grows without bound for a slow reader.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import deque
+from typing import Any, Protocol
+
+from collab import frames
+from collab.errors import (
+    AuthRequired, BadSignature, ColonyError, InvalidEvent, LimitExceeded, MalformedFrame, RateLimited, TooLarge,
+    Unavailable,
+)
+from collab.events import HEX64_RE, HEX128_RE, Event, check_feed, hello_bytes
+from collab.keys import verify
+
+from relay.core.feeds import Hub
+from relay.core.limits import Limits, RateLimiter
+from relay.endpoints.wsdirect import DirectWriter, SharedText
+
+log = logging.getLogger(__name__)
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_BIG = 1009
+CLOSE_INTERNAL = 1011
+CLOSE_SLOW = 4008
+MAX_COALESCE_BYTES = 256 << 10
+
+
+class Transport(Protocol):
+    async def send_text(self, data: str) -> None: ...
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+class Outbox:
+    """Bounded queue of outgoing frames with one writer task that batches them."""
+
+    def __init__(self, transport: Transport, max_frames: int) -> None:
+        self.transport = transport
+        self.max_frames = max_frames
+        self.direct = DirectWriter.of(transport)
+        self._sending = False
+        self.frames: deque[str] = deque()
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self.closed = False
+        self.close_code: int | None = None
+        self.sent_messages = 0
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="outbox")
+
+    def put(self, frame: str) -> bool:
+        """Queue without waiting; False (and the connection is being cut) when too far behind."""
+        if self.closed:
+            return False
+        if len(self.frames) >= self.max_frames:
+            self.close(CLOSE_SLOW, "slow consumer: resubscribe with since=<last seq>")
+            return False
+        self.frames.append(frame)
+        self._ready.set()
+        if len(self.frames) >= self.max_frames // 2:
+            self._room.clear()
+        return True
+
+    def put_shared(self, msg: SharedText) -> bool:
+        """Queue a batch of frames another connection may get too: written straight to the
+        socket as one pre-framed message when nothing is queued ahead of it (relay.endpoints.wsdirect)."""
+        if (not self.frames and not self._sending and not self.closed and self.direct is not None
+                and len(msg.parts) <= self.max_frames and self.direct.write(msg.framed)):
+            self.sent_messages += 1
+            return True
+        ok = True
+        for f in msg.parts:
+            ok = self.put(f)
+        return ok
+
+    async def put_wait(self, frame: str) -> None:
+        while not self.closed and len(self.frames) >= self.max_frames // 2:
+            self._room.clear()
+            await self._room.wait()
+        self.put(frame)
+
+    def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed, self.close_code, self._close_reason = True, code, reason
+        self._ready.set()
+        self._room.set()
+
+    async def _run(self) -> None:
+        send = self.transport.send_text
+        frames_ = self.frames
+        try:
+            while True:
+                await self._ready.wait()
+                self._ready.clear()
+                while frames_ and not (self.closed and self.close_code not in (None, CLOSE_GOING_AWAY)):
+                    if len(frames_) == 1:
+                        msg = frames_.popleft()
+                    else:
+                        parts, size = [], 0
+                        while frames_ and size < MAX_COALESCE_BYTES:
+                            f = frames_.popleft()
+                            parts.append(f)
+                            size += len(f) + 1
+                        msg = "\n".join(parts)
+                    if len(frames_) < self.max_frames // 2:
+                        self._room.set()
+                    self._sending = True
+                    await send(msg)
+                    self._sending = False
+                    self.sent_messages += 1
+                self._room.set()
+                if self.closed:
+                    await self.transport.close(self.close_code or 1000, self._close_reason[:120])
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # peer went away mid-send, or a frame could not be sent: end it for good
+            log.debug("outbox send failed; closing the connection", exc_info=True)
+            self.closed = True
+            self._room.set()
+            try:
+                await self.transport.close(CLOSE_INTERNAL, "send failed")
+            except Exception:
+                pass
+
+    async def aclose(self, code: int = 1000, reason: str = "") -> None:
+        self.close(code, reason)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), 2)
+        except (asyncio.TimeoutError, Exception):
+            self._task.cancel()  # the backlog did not drain in time: drop it, but still say why
+            if self.direct is not None:
+                self.direct.force_close(code, reason[:120])
+
+
+def publish_answer(fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any) -> tuple[dict[str, Any], str | None]:
+    """The frame answering a finished publish (``ok`` with its seq, or ``error``), and the
+    refusal code when it was refused. Agents' sessions and peer links answer alike."""
+    if fut.cancelled():
+        return frames.error("unavailable", "the relay is shutting down", rid=rid, id=event.id), "unavailable"
+    exc = fut.exception()
+    if exc is None:
+        seq, dup = fut.result()
+        reply: dict[str, Any] = {"t": "ok", "feed": event.feed, "id": event.id, "seq": seq}
+        if dup:
+            reply["dup"] = True
+        return frames.with_rid(reply, rid), None
+    if isinstance(exc, ColonyError):
+        return frames.error(exc.code, str(exc), rid=rid, feed=event.feed, id=event.id), exc.code
+    log.error("publish failed unexpectedly", exc_info=exc)
+    return frames.error("internal", "the relay failed to store this event", rid=rid, id=event.id), "internal"
+
+
+class Session:
+    """Protocol state of one connection (authenticated key, subscriptions)."""
+
+    def __init__(self, hub: Hub, transport: Transport, ip: str, limits: Limits,
+                 ip_limiter: RateLimiter, key_limiter: RateLimiter) -> None:
+        self.hub, self.ip, self.limits = hub, ip, limits
+        self.ip_limiter, self.key_limiter = ip_limiter, key_limiter
+        self.key: str | None = None
+        self.nonce = os.urandom(32).hex()
+        self.subs: set[str] = set()
+        self.out = Outbox(transport, limits.max_outbound_frames)
+
+    # Subscriber protocol (used by the hub)
+    def deliver(self, frame: str) -> None:
+        self.out.put(frame)
+
+    def deliver_shared(self, msg: SharedText) -> None:
+        self.out.put_shared(msg)
+
+    async def deliver_wait(self, frame: str) -> None:
+        await self.out.put_wait(frame)
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.out.put(frames.encode(frame))
+
+    def start(self) -> None:
+        self.send({"t": "challenge", "nonce": self.nonce, "relay": self.hub.relay_key.public_hex})
+
+    async def handle_message(self, message: str | bytes) -> None:
+        """Process one WebSocket message (one frame or a newline-separated batch)."""
+        size = len(message)
+        if isinstance(message, str) and not message.isascii():
+            size = len(message.encode("utf-8", "surrogatepass"))  # the limit is in UTF-8 bytes
+        if size > self.limits.max_frame_bytes:
+            self.send(frames.error("too_large", f"message is {size} bytes; the limit is "
+                                                f"{self.limits.max_frame_bytes}"))
+            return
+        try:
+            texts = frames.split(message)
+        except MalformedFrame as exc:
+            self.send(frames.error(exc.code, str(exc)))
+            return
+        for text in texts:
+            frame: dict[str, Any] | None = None
+            try:
+                frame = frames.parse(text)
+                await self._dispatch(frame)
+            except ColonyError as exc:
+                extra: dict[str, Any] = {}
+                if frame is not None and frame.get("t") == "pub":  # refused before reaching the hub
+                    self.hub.metrics.rejected.inc(exc.code)
+                if frame is not None:
+                    extra["rid"] = frame.get("rid")
+                    if isinstance(frame.get("feed"), str):
+                        extra["feed"] = frame["feed"]
+                    ev = frame.get("event")
+                    if isinstance(ev, dict) and isinstance(ev.get("id"), str) and len(ev["id"]) <= 64:
+                        extra["id"] = ev["id"]
+                self.send(frames.error(exc.code, str(exc), **extra))
+            except Exception:
+                log.exception("unexpected error handling a frame from %s", self.ip)
+                self.send(frames.error("internal", "the relay failed to handle this frame",
+                                       rid=frame.get("rid") if frame else None))
+
+    async def _dispatch(self, frame: dict[str, Any]) -> None:
+        t = frame["t"]
+        if t == "pub":
+            await self._publish(frame)
+        elif t == "sub":
+            await self._subscribe(frame)
+        elif t == "unsub":
+            feed = check_feed(frame.get("feed"))
+            self.subs.discard(feed)
+            self.hub.unsubscribe(self, feed)
+            self.send(frames.with_rid({"t": "unsubbed", "feed": feed}, frame.get("rid")))
+        elif t == "hello":
+            self._hello(frame)
+        elif t == "ping":
+            self.send(frames.with_rid({"t": "pong"}, frame.get("rid")))
+
+    def _hello(self, frame: dict[str, Any]) -> None:
+        key, sig = frame.get("key"), frame.get("sig")
+        if not isinstance(key, str) or not HEX64_RE.match(key) or not isinstance(sig, str) or not HEX128_RE.match(sig):
+            raise MalformedFrame("hello needs key (64 hex) and sig (128 hex)")
+        if self.key is not None and self.key != key:
+            raise InvalidEvent("this connection is already authenticated as another key")
+        if not verify(bytes.fromhex(key), hello_bytes(key, self.nonce, self.hub.relay_key.public_hex), bytes.fromhex(sig)):
+            raise BadSignature("hello signature does not verify against the challenge")
+        self.key = key
+        self.send(frames.with_rid({"t": "welcome", "key": key}, frame.get("rid")))
+
+    async def _subscribe(self, frame: dict[str, Any]) -> None:
+        feed = check_feed(frame.get("feed"))
+        since = frame.get("since", 0)
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            raise MalformedFrame("since must be a non-negative integer")
+        if feed in self.subs:
+            rt = self.hub.feeds.get(feed)
+            if rt is not None and self in rt.subs:
+                raise InvalidEvent(f"already subscribed to {feed}")
+            self.subs.discard(feed)  # the relay ended it (unsubbed with a reason): may subscribe again
+        if len(self.subs) >= self.limits.max_subscriptions:
+            raise LimitExceeded(f"at most {self.limits.max_subscriptions} subscriptions per connection")
+        self.subs.add(feed)
+        try:
+            await self.hub.subscribe(self, feed, since)
+        except BaseException:
+            self.subs.discard(feed)
+            raise
+
+    async def _publish(self, frame: dict[str, Any]) -> None:
+        rid = frame.get("rid")
+        if self.hub.draining:
+            raise Unavailable("the relay is shutting down; publish again after reconnecting")
+        if not self.ip_limiter.allow(self.ip):
+            raise RateLimited("too many events from this address; slow down")
+        raw = frame.get("event")
+        event = Event.from_wire(raw)
+        if event.size > self.limits.max_event_bytes:
+            raise TooLarge(f"event is {event.size} bytes; the limit is {self.limits.max_event_bytes}")
+        if not self.key_limiter.allow(event.author):
+            raise RateLimited("too many events from this key; slow down")
+        if event.kind in self.hub.gated_kinds or self.hub.remote(event.feed):  # a bid locks stake first;
+            # a feed another relay homes is forwarded there
+            fut: asyncio.Future[tuple[int, bool]] = asyncio.ensure_future(self.hub.publish(event, self.key))
+        else:
+            rt = self.hub.feeds.get(event.feed) or await self.hub.runtime(event.feed)
+            fut = rt.publish(event, self.key)
+        fut.add_done_callback(lambda f: self._acked(f, event, rid))
+
+    def _acked(self, fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any) -> None:
+        frame, refused = publish_answer(fut, event, rid)
+        if refused is not None:
+            self.hub.metrics.rejected.inc(refused)
+        self.send(frame)
+
+    def closed(self) -> None:
+        """The socket is gone: leave every feed (presence) and stop the writer."""
+        for feed in list(self.subs):
+            self.hub.unsubscribe(self, feed)
+        self.subs.clear()
+        self.out.close(1000, "closed")
+
+
+__all__ = ["Session", "Outbox", "Transport", "AuthRequired"]

@@ -1,0 +1,415 @@
+"""Agent-side ``colony`` commands: ``doc append``, ``doc cat``, ``tail``, ``replay``, ``grant``, ``demo``.
+
+They talk to a relay like any agent does (``collab.client``), so they double as examples.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from collab.errors import ColonyError
+from collab.keys import Keypair
+
+DEFAULT_RELAY = "http://127.0.0.1:8765"
+
+
+def _relay_url(args: argparse.Namespace) -> str:
+    return args.relay or os.environ.get("COLONY_RELAY") or DEFAULT_RELAY
+
+
+def _key(args: argparse.Namespace, required: bool = True) -> Keypair | None:
+    path = args.key or os.environ.get("COLONY_KEY")
+    if not path:
+        if required:
+            raise SystemExit("colony: this command signs events: pass --key FILE or set COLONY_KEY "
+                             "(create one with `colony keygen --out FILE`)")
+        return None
+    try:
+        return Keypair.load(path)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"colony: cannot load key {path}: {exc}") from None
+
+
+def _run(coro: Any) -> int:
+    from relay.ops.cli import _run as run
+
+    try:
+        return run(coro)
+    except ColonyError as exc:
+        print(f"colony: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"colony: cannot reach the relay: {exc}", file=sys.stderr)
+        return 1
+
+
+# -- doc -------------------------------------------------------------------------------------
+async def _doc_append(url: str, key: Keypair, feed: str, text: str, timeout: float) -> int:
+    from collab.client import Client
+    from collab.doc import Doc
+
+    async with Client(url, key, reconnect=False) as client:
+        async with Doc(client, feed) as doc:
+            await doc.synced(timeout)
+            with doc.ydoc.transaction():
+                doc.text.insert(len(doc.text), text)
+            seq = await doc.flushed(timeout)
+    print(seq)
+    return 0
+
+
+def roots_json(data: bytes) -> dict[str, Any]:
+    """Every root of a Yjs document as JSON. Root types are not self-describing in a Yjs
+    update, so each root is read on a scratch copy as Map, Text, Array, then XML, and the
+    first view that shows content wins."""
+    from pycrdt import Array, Doc, Map, Text, XmlFragment
+
+    probe = Doc()
+    probe.apply_update(data)
+    out: dict[str, Any] = {}
+    for name in sorted(probe.keys()):
+        value: Any = None
+        for typ in (Map, Text, Array, XmlFragment):
+            scratch = Doc()
+            scratch.apply_update(data)
+            root = scratch.get(name, type=typ)
+            if typ is Map and len(root):
+                value = root.to_py()
+            elif typ is Text and str(root):
+                value = str(root)
+            elif typ is Array and len(root):
+                value = root.to_py()
+            elif typ is XmlFragment:
+                value = str(root)
+            if value not in (None, "", [], {}):
+                break
+        out[name] = value
+    return out
+
+
+async def _doc_cat(url: str, feed: str, as_json: bool, timeout: float) -> int:
+    from pycrdt import Doc, Text
+
+    from collab.client import Client
+
+    ydoc = Doc()
+    state = {"seq": 0, "head": ""}
+
+    def on_snapshot(snap: Any) -> None:
+        ydoc.apply_update(snap.state)
+
+    def on_record(rec: Any) -> None:
+        if rec.event.kind == "doc.update":
+            from collab.events import unb64
+
+            ydoc.apply_update(unb64(rec.event.body["update"]))
+
+    async with Client(url, None, reconnect=False) as client:
+        sub = await client.subscribe(feed, on_record=on_record, on_snapshot=on_snapshot)
+        await sub.wait_synced(timeout)
+        state = {"seq": sub.seq, "head": sub.head}
+    if as_json:
+        print(json.dumps({"feed": feed, **state, "roots": roots_json(ydoc.get_update())}, ensure_ascii=False, indent=2))
+    else:
+        sys.stdout.write(str(ydoc.get("text", type=Text)))
+        sys.stdout.write("\n")
+    return 0
+
+
+# -- tail ------------------------------------------------------------------------------------
+def _summary(body: Any) -> str:
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+async def _tail(url: str, feed: str, since: int | None, count: int | None, as_json: bool) -> int:
+    import httpx
+
+    from collab.client import Client
+
+    if since is None:  # live only: start at the current head
+        async with httpx.AsyncClient(timeout=10) as http:
+            r = await http.get(f"{url.rstrip('/')}/feeds/{feed}")
+            since = r.json()["seq"] if r.status_code == 200 else 0
+    done = asyncio.get_running_loop().create_future()
+    seen = 0
+
+    def on_record(rec: Any) -> None:
+        nonlocal seen
+        if as_json:
+            print(json.dumps(rec.to_wire(), ensure_ascii=False), flush=True)
+        else:
+            t = dt.datetime.fromtimestamp(rec.rtime / 1000).strftime("%H:%M:%S.%f")[:-3]
+            print(f"{rec.seq:>7}  {t}  {rec.event.author[:12]}  {rec.event.kind:<14} {_summary(rec.event.body)}",
+                  flush=True)
+        seen += 1
+        if count is not None and seen >= count and not done.done():
+            done.set_result(None)
+
+    async with Client(url, None) as client:
+        await client.subscribe(feed, since, on_record=on_record, on_snapshot=lambda s: None)
+        await done
+    return 0
+
+
+# -- replay ----------------------------------------------------------------------------------
+async def _replay(url: str, feed: str, at: int | None, verify: bool, as_json: bool) -> int:
+    from collab.replay import fetch_log, replay
+
+    base, raw = await fetch_log(url, feed)  # base: a compacted feed's snapshot (verified by replay)
+    result = replay(raw, at=at, feed=feed, base=base)
+    view = result.view()
+    if as_json:
+        print(json.dumps({"feed": feed, "seq": result.seq, "head": result.head, "verified": result.verified,
+                          "anomalies": [a.__dict__ if hasattr(a, "__dict__") else {"seq": a.seq, "kind": a.kind, "detail": a.detail}
+                                        for a in result.anomalies],
+                          "state": view}, ensure_ascii=False, indent=2))
+    else:
+        if isinstance(view, dict) and isinstance(view.get("text"), str):
+            print(view["text"])
+        elif view is not None:
+            print(json.dumps(view, ensure_ascii=False, indent=2))
+        status = "verified" if result.verified else "VERIFICATION FAILED"
+        print(f"# {feed} at seq {result.seq} of {len(raw)}, head {result.head[:16]}: {status}", file=sys.stderr)
+        for a in result.anomalies:
+            print(f"#   seq {a.seq}: {a.kind}: {a.detail}", file=sys.stderr)
+    return 1 if verify and not result.verified else 0
+
+
+# -- grant -----------------------------------------------------------------------------------
+async def _grant(url: str, key: Keypair, feed: str, write: bool, ttl: float) -> int:
+    """Print a capability token for ``feed`` signed by its owner (see docs/protocol.md, section 20)."""
+    import httpx
+
+    from collab.capability import Capability
+    from collab.client import Client
+    from collab.events import check_feed, namespace_of
+
+    check_feed(feed)
+    if namespace_of(feed) != "doc":
+        print(f"colony: capabilities are for doc/ feeds (the Yjs endpoint serves them), not {feed}", file=sys.stderr)
+        return 2
+    ttl_ms = int(ttl * 1000)
+    if not 0 < ttl_ms <= 10 * 365 * 86_400_000:
+        print("colony: --ttl must be a positive number of seconds (at most ten years)", file=sys.stderr)
+        return 2
+    base = url.rstrip("/")
+    async with httpx.AsyncClient(timeout=10) as http:
+        r = await http.get(f"{base}/feeds/{feed}")
+        if r.status_code == 404:
+            # no records yet: nobody owns it, and the relay honours only the owner's capabilities.
+            # Claim it: a feed.policy as seq 1 makes this key the owner.
+            async with Client(url, key, reconnect=False) as client:
+                await client.publish(feed, "feed.policy", {"policy": "signed"})
+            print(f"# {feed} had no records: created it (policy signed), owned by this key", file=sys.stderr)
+            r = await http.get(f"{base}/feeds/{feed}")
+        if r.status_code != 200:
+            print(f"colony: cannot read {feed} from the relay: HTTP {r.status_code} {r.text[:200]}", file=sys.stderr)
+            return 1
+        owner = r.json().get("owner")
+    if owner != key.public_hex:
+        print(f"colony: {feed} is owned by {owner}, not by this key ({key.public_hex}): the relay honours only "
+              "the owner's capabilities", file=sys.stderr)
+        return 1
+    cap = Capability.issue(key, feed, write=write, ttl_ms=ttl_ms)
+    until = dt.datetime.fromtimestamp(cap.exp / 1000, dt.timezone.utc).isoformat(timespec="seconds")
+    ws = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
+    print(f"# {'+'.join(cap.rights)} on {feed} until {until} (bearer: anyone holding it has these rights)\n"
+          f"# Yjs: new WebsocketProvider('{ws}/yjs', '{feed.split('/', 1)[1]}', ydoc, {{ params: {{ token }} }})",
+          file=sys.stderr)
+    print(cap.token())
+    return 0
+
+
+# -- export / import (backup and restore; relay/ops/backup.py, docs/operations.md) ----------------
+def _open_store(a: argparse.Namespace) -> Any:
+    if a.redis:
+        from relay.storage.redis import RedisStorage
+
+        return RedisStorage(a.redis, prefix=a.redis_prefix)
+    if not a.data:
+        raise SystemExit("colony: pass --data DIR (SQLite) or --redis URL (with --redis-prefix)")
+    from relay.storage.sqlite import SqliteStorage
+
+    return SqliteStorage(a.data)
+
+
+async def _export(a: argparse.Namespace) -> int:
+    from relay.ops.backup import BackupError, write_export
+
+    if bool(a.feeds) == bool(a.all):
+        print("colony: name the feeds to export, or pass --all", file=sys.stderr)
+        return 2
+    relay = None
+    key_file = Path(a.relay_key) if a.relay_key else (Path(a.data) / "relay.key" if a.data else None)
+    if key_file is not None and key_file.exists():
+        relay = Keypair.load(key_file).public_hex
+    out = Path(a.out)
+    tmp = out.with_name(out.name + ".partial")
+    try:
+        async with _open_store(a) as storage:
+            with open(tmp, "w", encoding="utf-8") as fp:
+                count = await write_export(storage, None if a.all else a.feeds, fp, relay)
+                fp.flush()
+                os.fsync(fp.fileno())
+    except (BackupError, RuntimeError, OSError) as exc:
+        tmp.unlink(missing_ok=True)
+        print(f"colony: export failed: {exc}", file=sys.stderr)
+        return 1
+    os.replace(tmp, out)
+    print(f"exported {count} records to {out}", file=sys.stderr)
+    return 0
+
+
+async def _import(a: argparse.Namespace) -> int:
+    from relay.ops.backup import BackupError, verify_and_import
+
+    try:
+        with open(a.file, encoding="utf-8") as fp:
+            async with _open_store(a) as storage:
+                result = await verify_and_import(storage, fp)
+    except (BackupError, RuntimeError, OSError, UnicodeDecodeError) as exc:
+        print(f"colony: import refused, nothing written: {exc}", file=sys.stderr)
+        return 1
+    for feed, n in sorted(result.feeds.items()):
+        print(f"{feed}: {n} records imported" + (f" ({result.skipped[feed]} already present)"
+                                                  if result.skipped[feed] else ""))
+    return 0
+
+
+async def _compact(a: argparse.Namespace) -> int:
+    from relay.ops.compact import CompactError, compact
+
+    if bool(a.feeds) == bool(a.all):
+        print("colony: name the feeds to compact, or pass --all", file=sys.stderr)
+        return 2
+    key_file = Path(a.relay_key) if a.relay_key else (Path(a.data) / "relay.key" if a.data else None)
+    if key_file is None or not key_file.exists():
+        print("colony: compact seals the base with the relay key: pass --relay-key FILE", file=sys.stderr)
+        return 2
+    try:
+        async with _open_store(a) as storage:
+            results = await compact(storage, Keypair.load(key_file), None if a.all else a.feeds, a.keep)
+    except (CompactError, RuntimeError, OSError, ValueError) as exc:
+        print(f"colony: compact refused: {exc}", file=sys.stderr)
+        return 1
+    for r in results:
+        print(f"{r.feed}: head {r.head}, base at {r.base}, {r.deleted} records deleted")
+    return 0
+
+
+def _store_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", default=None, help="the relay's data directory (SQLite; the relay must be stopped)")
+    p.add_argument("--redis", default=None, metavar="URL", help="a Redis backend instead of --data")
+    p.add_argument("--redis-prefix", default="colony", help="key prefix in Redis (default colony)")
+
+
+# -- wiring ----------------------------------------------------------------------------------
+def _client_args(p: argparse.ArgumentParser, key: bool = True) -> None:
+    p.add_argument("--relay", default=None, help=f"relay base URL (default $COLONY_RELAY or {DEFAULT_RELAY})")
+    if key:
+        p.add_argument("--key", default=None, help="agent key file (default $COLONY_KEY)")
+
+
+def register(sub: Any) -> None:
+    doc = sub.add_parser("doc", help="read and edit collaborative documents")
+    dsub = doc.add_subparsers(dest="doc_command", required=True)
+
+    p = dsub.add_parser("append", help="append TEXT to the document's main text as one signed edit")
+    p.add_argument("feed")
+    p.add_argument("text")
+    p.add_argument("--timeout", type=float, default=30.0)
+    _client_args(p)
+    p.set_defaults(fn=lambda a: _run(_doc_append(_relay_url(a), _key(a), a.feed, a.text, a.timeout)))
+
+    p = dsub.add_parser("cat", help="print the merged text (root Y.Text 'text')")
+    p.add_argument("feed")
+    p.add_argument("--json", action="store_true", help="print every root of the document as JSON")
+    p.add_argument("--timeout", type=float, default=30.0)
+    _client_args(p, key=False)
+    p.set_defaults(fn=lambda a: _run(_doc_cat(_relay_url(a), a.feed, a.json, a.timeout)))
+
+    p = sub.add_parser("tail", help="print a feed's records live as they are sequenced")
+    p.add_argument("feed")
+    p.add_argument("--since", type=int, default=None, help="start after this seq (default: the current head)")
+    p.add_argument("--count", type=int, default=None, help="exit after this many records")
+    p.add_argument("--json", action="store_true", help="one record per line as wire JSON")
+    _client_args(p, key=False)
+    p.set_defaults(fn=lambda a: _run(_tail(_relay_url(a), a.feed, a.since, a.count, a.json)))
+
+    p = sub.add_parser("replay", help="rebuild a feed locally from its log; --verify checks everything")
+    p.add_argument("feed")
+    p.add_argument("--at", type=int, default=None, help="stop at this seq")
+    p.add_argument("--verify", action="store_true", help="exit non-zero if any signature, link or rule fails")
+    p.add_argument("--json", action="store_true")
+    _client_args(p, key=False)
+    p.set_defaults(fn=lambda a: _run(_replay(_relay_url(a), a.feed, a.at, a.verify, a.json)))
+
+    p = sub.add_parser("grant", help="print a capability token that lets Yjs clients read (and --write) a doc")
+    p.add_argument("feed", help="a doc/ feed you own (one without records is created, owned by your key)")
+    p.add_argument("--write", action="store_true", help="grant write as well as read (default: read only)")
+    p.add_argument("--ttl", type=float, default=3600.0, metavar="SECONDS", help="validity (default 3600)")
+    _client_args(p)
+    p.set_defaults(fn=lambda a: _run(_grant(_relay_url(a), _key(a), a.feed, a.write, a.ttl)))
+
+    p = sub.add_parser("export", help="back up feeds from a relay's store to a JSON Lines file")
+    p.add_argument("feeds", nargs="*", metavar="FEED")
+    p.add_argument("--all", action="store_true", help="every feed in the store")
+    p.add_argument("--out", required=True, help="the export file to write")
+    p.add_argument("--relay-key", default=None, help="relay key file, to name the relay in the header "
+                   "(default <data>/relay.key)")
+    _store_args(p)
+    p.set_defaults(fn=lambda a: _run(_export(a)))
+
+    p = sub.add_parser("import", help="verify an export file completely, then restore it into a store")
+    p.add_argument("file")
+    _store_args(p)
+    p.set_defaults(fn=lambda a: _run(_import(a)))
+
+    p = sub.add_parser("compact", help="retention: fold old records of doc/ feeds into a signed base snapshot")
+    p.add_argument("feeds", nargs="*", metavar="FEED")
+    p.add_argument("--all", action="store_true", help="every doc/ feed in the store")
+    p.add_argument("--keep", type=int, required=True, metavar="N", help="records to keep after the base")
+    p.add_argument("--relay-key", default=None, help="relay key file that signs the base (default <data>/relay.key)")
+    _store_args(p)
+    p.set_defaults(fn=lambda a: _run(_compact(a)))
+
+    p = sub.add_parser("demo", help="a relay with scripted agents co-editing a document")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--data", default=None, help="data directory (default: a fresh temporary one)")
+    p.add_argument("--agents", type=int, default=4)
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--pace", type=float, default=1.0, help="seconds between an agent's edits")
+    p.add_argument("--relay", action="append", default=None, metavar="URL",
+                   help="run only the scripted agents against this running relay (repeatable: the doc "
+                        "agents spread over the relays; the coordination scenes use the first); needs "
+                        "--operator-key")
+    p.add_argument("--operator-key", default=None, metavar="FILE",
+                   help="the key that grants the scenes' stake; with --relay the relays must have been "
+                        "started with --operator $(colony pubkey FILE)")
+
+    def demo(a: argparse.Namespace) -> int:
+        from relay.ops.demo import run_agents, run_demo
+
+        try:
+            operator = Keypair.load(a.operator_key) if a.operator_key else None
+        except (OSError, ValueError) as exc:
+            print(f"colony demo: cannot read --operator-key: {exc}", file=sys.stderr)
+            return 2
+        if a.relay:
+            if operator is None:
+                print("colony demo: --relay needs --operator-key FILE, a key the relays accept as --operator",
+                      file=sys.stderr)
+                return 2
+            return _run(run_agents(a.relay, operator, a.agents, a.duration, a.pace))
+        return _run(run_demo(a.host, a.port, Path(a.data) if a.data else None, a.agents, a.duration, a.pace,
+                             operator))
+
+    p.set_defaults(fn=demo)

@@ -1,0 +1,93 @@
+"""Retention with compaction: ``colony compact`` (docs/operations.md, "Retention and compaction").
+
+Every feed keeps all its records by default. A ``doc/`` feed may be compacted offline: its
+records 1..M (M = head - keep) are folded into the document state, sealed as a relay-signed
+:class:`collab.events.Snapshot` at (M, hash of record M), stored as the feed's *base*, and
+deleted, atomically (``Storage.delete_through``). Record M+1's ``prev`` is the base's ``head``,
+so a reader verifies the base's signature and then the chain from M+1.
+
+Other namespaces are refused: their derived state is not a document a snapshot can stand for.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from collab.access import CONTROL_KINDS, Access, apply_access
+from collab.events import Record, Snapshot, namespace_of
+from collab.keys import Keypair
+from collab.namespaces import default_registry
+
+from relay.storage.base import Storage, StoredBase
+
+READ_PAGE = 1000
+COMPACTABLE = ("doc",)
+
+
+class CompactError(Exception):
+    """The feed cannot be compacted (nothing was changed)."""
+
+
+@dataclass(frozen=True)
+class CompactResult:
+    feed: str
+    head: int
+    base: int  # seq of the base after compaction (0: none)
+    deleted: int
+
+
+async def compact_feed(storage: Storage, relay_key: Keypair, feed: str, keep: int) -> CompactResult:
+    """Compact ``feed`` so that at most ``keep`` records follow its base."""
+    if keep < 1:
+        raise CompactError("--keep must be at least 1 (the head record is never deleted)")
+    ns_name = namespace_of(feed)
+    if ns_name not in COMPACTABLE:
+        raise CompactError(f"{feed}: only doc/ feeds can be compacted (the state of a {ns_name}/ feed is "
+                           "not a snapshot of its chain); its records are kept")
+    head = await storage.head(feed)
+    if head is None or head.seq == 0:
+        raise CompactError(f"{feed}: no such feed in the store")
+    old = await storage.load_base(feed)
+    old_seq = old.seq if old is not None else 0
+    upto = head.seq - keep
+    if upto <= old_seq:
+        return CompactResult(feed, head.seq, old_seq, 0)
+    ns = default_registry().for_feed(feed)
+    if old is not None:
+        if not old.snap.verify():
+            raise CompactError(f"{feed}: the stored base does not verify; refusing to build on it")
+        state: Any = ns.load(feed, old.snap.state)
+        access = Access.from_json(json.loads(old.meta)["access"])
+        seq, last = old.seq, old.snap.head
+    else:
+        state = ns.initial(feed)
+        access = ns.initial_access(feed) or Access(policy=ns.default_policy)
+        seq, last = 0, None
+    while seq < upto:
+        rows = await storage.read(feed, seq, min(READ_PAGE, upto - seq))
+        if not rows:
+            break
+        for row in rows:
+            rec = Record.from_wire(json.loads(row.data), verify_sigs=False)
+            if rec.seq != seq + 1 or (last is not None and rec.prev != last):
+                raise CompactError(f"{feed}: stored record {rec.seq} does not continue the chain at {seq}")
+            access = apply_access(access, rec.event, rec.seq)
+            if rec.event.kind not in CONTROL_KINDS:
+                state = ns.apply(state, rec)
+            seq, last = rec.seq, rec.hash
+    if seq != upto or last is None:
+        raise CompactError(f"{feed}: the store returned records up to seq {seq}, expected {upto}")
+    snap = Snapshot.seal(relay_key, feed, upto, last, ns.dump(state) or b"")
+    base = StoredBase(snap, json.dumps({"access": access.to_json()}))
+    deleted = await storage.delete_through(feed, upto, base)
+    return CompactResult(feed, head.seq, upto, deleted)
+
+
+async def compact(storage: Storage, relay_key: Keypair, feeds: list[str] | None, keep: int) -> list[CompactResult]:
+    """Compact the named feeds, or (``feeds=None``) every doc/ feed in the store."""
+    if feeds is None:
+        from relay.ops.backup import all_feeds
+
+        feeds = [f for f in await all_feeds(storage) if namespace_of(f) in COMPACTABLE]
+    return [await compact_feed(storage, relay_key, f, keep) for f in feeds]

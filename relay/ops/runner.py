@@ -1,0 +1,109 @@
+"""Run the relay app on uvicorn inside the current event loop (CLI, demo and tests).
+
+``async with serving(config) as running:`` starts a real server (port 0 picks a free port)
+and yields where it listens; leaving the block shuts it down gracefully.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+
+from relay.app import create_app
+from relay.core.config import Config
+from relay.server import Relay
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Running:
+    host: str
+    port: int
+    relay: Relay
+    server: uvicorn.Server
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws"
+
+    @property
+    def yjs_url(self) -> str:
+        """Base URL of the y-websocket endpoint (``WebsocketProvider(yjs_url, name, doc)``)."""
+        return f"ws://{self.host}:{self.port}/yjs"
+
+
+def uvicorn_config(app: object, config: Config, **overrides: object) -> uvicorn.Config:
+    opts: dict[str, object] = dict(
+        host=config.host, port=config.port, log_level="warning", lifespan="on",
+        ws="websockets-sansio",  # relay.endpoints.wsdirect relies on it for shared-frame fan-out
+        ws_max_size=config.limits.max_frame_bytes * 4 + 1024, ws_ping_interval=config.ws_ping_interval,
+        ws_ping_timeout=config.ws_ping_timeout, ws_per_message_deflate=config.ws_deflate,
+        timeout_graceful_shutdown=5,
+    )
+    opts.update(overrides)
+    return uvicorn.Config(app, **opts)  # type: ignore[arg-type]
+
+
+class GracefulServer(uvicorn.Server):
+    """uvicorn, but SIGTERM/SIGINT first drains the relay (``Relay.drain``: queued publishes
+    stored and acknowledged, clients closed with 1001) and only then lets uvicorn stop; a
+    second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, relay: Relay, drain_timeout: float = 10.0) -> None:
+        super().__init__(config)
+        self.relay, self.drain_timeout = relay, drain_timeout
+        self._draining: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: Any = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self._draining is None and self.started and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._start_drain, sig, frame)
+            return
+        super().handle_exit(sig, frame)
+
+    def _start_drain(self, sig: int, frame: Any) -> None:
+        if self._draining is None:
+            self._draining = asyncio.get_running_loop().create_task(self._drain(sig, frame))
+
+    async def _drain(self, sig: int, frame: Any) -> None:
+        try:
+            await self.relay.drain(self.drain_timeout)
+        except Exception:
+            log.exception("draining the relay failed; stopping anyway")
+        finally:
+            super().handle_exit(sig, frame)
+
+
+@contextlib.asynccontextmanager
+async def serving(config: Config, relay: Relay | None = None, **overrides: object) -> AsyncIterator[Running]:
+    relay = relay or Relay(config)
+    app = create_app(config, relay)
+    server = GracefulServer(uvicorn_config(app, config, **overrides), relay)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.get_running_loop().create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("uvicorn stopped before it started listening")
+        await asyncio.sleep(0.005)
+    sock = server.servers[0].sockets[0]
+    host, port = sock.getsockname()[:2]
+    try:
+        yield Running(host, port, relay, server)
+    finally:
+        server.should_exit = True
+        await task

@@ -1,0 +1,167 @@
+"""GET /metrics: Prometheus text exposition 0.0.4, values that move under real load; JSON logs."""
+from __future__ import annotations
+
+import json
+import logging
+import re
+
+import httpx
+import pytest
+from pycrdt import Doc, Text
+
+from collab.client import Client
+from collab.errors import RelayError
+from collab.events import Event, b64
+from collab.keys import Keypair
+from relay.ops.logging_json import JsonFormatter
+from relay.ops.metrics import Counter, Gauge, Histogram
+from relay.ops.runner import Running
+
+NAMES = {
+    "colony_connections": "gauge",
+    "colony_feeds_loaded": "gauge",
+    "colony_events_in_total": "counter",
+    "colony_events_out_total": "counter",
+    "colony_publish_ack_seconds": "histogram",
+    "colony_rejected_events_total": "counter",
+    "colony_feed_queue_depth": "gauge",
+    "colony_outbox_frames": "gauge",
+    "colony_redis_round_trips_total": "counter",
+    "colony_federation_link_up": "gauge",
+    "colony_federation_alarms_total": "counter",
+}
+
+_SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)\Z')
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|\Z)')
+
+
+def parse(text: str) -> tuple[dict[str, str], dict[tuple[str, frozenset[tuple[str, str]]], float]]:
+    """Exposition -> ({name: type}, {(name, labels): value}); fails on any malformed line."""
+    types: dict[str, str] = {}
+    helps: set[str] = set()
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
+    assert text.endswith("\n")
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            helps.add(line.split(" ", 3)[2])
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            types[name] = kind
+            continue
+        assert line and not line.startswith("#"), line
+        m = _SAMPLE.match(line)
+        assert m, f"bad sample line: {line!r}"
+        labels: list[tuple[str, str]] = []
+        body = m.group(3) or ""
+        pos = 0
+        while pos < len(body):
+            lm = _LABEL.match(body, pos)
+            assert lm, f"bad labels in {line!r}"
+            labels.append((lm.group(1), lm.group(2)))
+            pos = lm.end()
+        samples[(m.group(1), frozenset(labels))] = float(m.group(4))
+    assert set(types) == helps
+    return types, samples
+
+
+def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def scrape(r: Running) -> tuple[dict[str, str], dict[tuple[str, frozenset[tuple[str, str]]], float]]:
+    async with httpx.AsyncClient() as http:
+        resp = await http.get(f"{r.url}/metrics")
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return parse(resp.text)
+
+
+def doc_update(text: str) -> dict[str, str]:
+    d = Doc()
+    d.get("text", type=Text).insert(0, text)
+    return {"update": b64(d.get_update())}
+
+
+async def test_endpoint_lists_every_metric(relay: Running) -> None:
+    types, samples = await scrape(relay)
+    for name, kind in NAMES.items():
+        assert types.get(name) == kind, name
+    assert value(samples, "colony_connections") == 0
+    assert value(samples, "colony_publish_ack_seconds_bucket", le="+Inf") == value(samples, "colony_publish_ack_seconds_count")
+
+
+async def test_values_move_under_load(relay: Running) -> None:
+    n = 20
+    feed = "doc/metrics"
+    _, before = await scrape(relay)
+    async with Client(relay.url, Keypair.generate()) as writer, Client(relay.url, Keypair.generate()) as reader:
+        got: list[int] = []
+        sub = await reader.subscribe(feed, on_record=lambda rec: got.append(rec.seq))
+        await sub.wait_synced(5)
+        for i in range(n):
+            await writer.publish(feed, "doc.update", doc_update(f"line {i}"))
+        with pytest.raises(RelayError) as refused:
+            await writer.publish(feed, "chat.say", {"text": "not a doc update"})
+        code = refused.value.code
+        _, after = await scrape(relay)
+        assert value(after, "colony_connections") == 2
+        assert value(after, "colony_feeds_loaded") >= 1
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("colony_events_in_total", namespace="doc") == n
+    assert delta("colony_events_out_total", namespace="doc") == n  # one subscriber
+    assert delta("colony_publish_ack_seconds_count") == n
+    assert delta("colony_publish_ack_seconds_sum") > 0
+    assert delta("colony_publish_ack_seconds_bucket", le="10.0") == n
+    assert delta("colony_rejected_events_total", code=code) == 1
+    assert value(after, "colony_feed_queue_depth") >= 0
+    assert value(after, "colony_outbox_frames") >= 0
+    if relay.relay.storage.name == "redis":
+        assert delta("colony_redis_round_trips_total") > 0
+    else:
+        assert value(after, "colony_redis_round_trips_total") == 0
+    assert value(after, "colony_federation_alarms_total") == 0
+
+
+def test_registry_render() -> None:
+    c = Counter("x_total", "a counter", ("code",))
+    c.inc('we"ird\\')
+    c.inc('we"ird\\', n=2)
+    g = Gauge("g", "a gauge")
+    g.set(1.5)
+    h = Histogram("h_seconds", "latency", (0.1, 1.0))
+    h.observe(0.1)
+    h.observe(0.5)
+    h.observe(3)
+    types, samples = parse("\n".join(m.render() for m in (c, g, h)) + "\n")
+    assert types == {"x_total": "counter", "g": "gauge", "h_seconds": "histogram"}
+    assert value(samples, "x_total", code='we\\"ird\\\\') == 3
+    assert value(samples, "g") == 1.5
+    assert value(samples, "h_seconds_bucket", le="0.1") == 1
+    assert value(samples, "h_seconds_bucket", le="1.0") == 2
+    assert value(samples, "h_seconds_bucket", le="+Inf") == 3
+    assert value(samples, "h_seconds_count") == 3
+    assert value(samples, "h_seconds_sum") == pytest.approx(3.6)
+
+
+def test_json_formatter() -> None:
+    fmt = JsonFormatter()
+    rec = logging.LogRecord("relay.core.feeds", logging.WARNING, __file__, 1, "append to %s failed\nx", ("doc/a",), None)
+    line = fmt.format(rec)
+    assert "\n" not in line
+    obj = json.loads(line)
+    assert obj["level"] == "WARNING" and obj["logger"] == "relay.core.feeds"
+    assert obj["message"] == "append to doc/a failed\nx"
+    assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00\Z", obj["ts"])
+    assert "exc_info" not in obj
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        import sys
+
+        rec = logging.LogRecord("relay", logging.ERROR, __file__, 1, "failed", (), sys.exc_info())
+    obj = json.loads(fmt.format(rec))
+    assert isinstance(obj["exc_info"], str) and "ValueError: boom" in obj["exc_info"]
