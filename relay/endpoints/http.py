@@ -12,7 +12,7 @@ from collab.errors import InvalidEvent
 from collab.events import check_feed
 
 from relay.endpoints.http_state import feed_state
-from relay.ops.metrics import CONTENT_TYPE, collect
+from relay.ops.metrics import expose
 from relay.server import Relay
 
 _DECIMAL = re.compile(r"-?[0-9]{1,20}\Z")
@@ -52,8 +52,9 @@ async def health(request: Request) -> Response:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus text exposition (docs/operations.md, Metrics)."""
-    return Response(collect(_relay(request)), headers={"content-type": CONTENT_TYPE})
+    """Prometheus exposition, text 0.0.4 or OpenMetrics by ``Accept`` (docs/operations.md, Metrics)."""
+    body, content_type = expose(_relay(request), request.headers.get("accept", ""))
+    return Response(body, headers={"content-type": content_type})
 
 
 async def limits(request: Request) -> Response:

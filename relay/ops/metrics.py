@@ -1,69 +1,55 @@
-"""Prometheus metrics (text exposition format 0.0.4), written by hand.
+"""Prometheus metrics through ``prometheus_client``.
 
-A tiny registry: :class:`Counter`, :class:`Gauge` and :class:`Histogram`, each with an
-optional tuple of label names and its samples in a plain dict keyed by the label values
-(the hot path is one dict ``get`` and one store). Counters that the feed workers and sessions
-bump live in :class:`Metrics` (one per hub, so several relays in one process stay apart);
-gauges that describe the relay's current state are filled in at scrape time by
-:func:`collect`. ``GET /metrics`` (relay.endpoints.http) serves the result; docs/operations.md lists them.
+Each relay owns one :class:`Metrics`, and each :class:`Metrics` owns its own
+``prometheus_client.CollectorRegistry`` (several relays in one process stay apart; the library's
+global default registry is never touched). The registry holds this relay's collector, which
+yields the Colony metrics listed in docs/operations.md, and the library's process, platform and
+GC collectors. ``prometheus_client`` writes the exposition: the text format 0.0.4 by default,
+OpenMetrics (or text 1.0.0) when the scraper's ``Accept`` header asks for it
+(:func:`expose`, ``prometheus_client.exposition.choose_encoder``).
+
+The values the feed workers and sessions bump on the hot path (per event, per batch) live in
+plain accumulators — :class:`Counter`, :class:`Gauge` and :class:`Histogram` below, one dict
+``get`` and store per bump — and become ``prometheus_client`` metric families when scraped.
+The library's own ``Counter``/``Histogram`` objects take a lock per update (measured: a labelled
+``inc`` ~4 us and a histogram ``observe`` ~2 us, against ~0.6 us and ~0.2 us here), and would add
+``*_created`` series that are not part of the documented set. Gauges that describe the relay's
+current state are filled in at scrape time by :func:`collect`.
 """
 from __future__ import annotations
 
-import math
 from bisect import bisect_left
+from collections.abc import Iterable, Iterator
 from typing import Any
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+#: the content type of the default (text 0.0.4) exposition
+CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4
 
 #: publish -> ack latency buckets (seconds)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _num(v: float) -> str:
-    if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) < 2**53):
-        return str(int(v))
-    if math.isinf(v):
-        return "+Inf" if v > 0 else "-Inf"
-    if math.isnan(v):
-        return "NaN"
-    return repr(float(v))
-
-
-def _labels(names: tuple[str, ...], values: tuple[str, ...], extra: str = "") -> str:
-    parts = [f'{n}="{_escape_label(str(v))}"' for n, v in zip(names, values)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
 class _Metric:
-    kind = "untyped"
+    """One metric's accumulator: a name, a help text, label names, and a family when scraped."""
 
     def __init__(self, name: str, help: str, labels: tuple[str, ...] = ()) -> None:
         self.name, self.help, self.labelnames = name, help, labels
 
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {_escape_help(self.help)}", f"# TYPE {self.name} {self.kind}"]
-
-    def samples(self) -> list[str]:
+    def family(self) -> Metric:
         raise NotImplementedError
 
     def render(self) -> str:
-        return "\n".join(self.header() + self.samples())
+        """This metric alone in the text format 0.0.4 (no trailing newline; tests and debugging)."""
+        return generate_latest(_Families([self])).decode().rstrip("\n")
 
 
 class Counter(_Metric):
     """Monotonic counter; ``inc(*label_values, n=1)``."""
-
-    kind = "counter"
 
     def __init__(self, name: str, help: str, labels: tuple[str, ...] = ()) -> None:
         super().__init__(name, help, labels)
@@ -76,15 +62,16 @@ class Counter(_Metric):
     def get(self, *labels: str) -> float:
         return self.values.get(labels, 0)
 
-    def samples(self) -> list[str]:
-        return [f"{self.name}{_labels(self.labelnames, k)} {_num(v)}" for k, v in sorted(self.values.items())]
+    def family(self) -> Metric:
+        fam = CounterMetricFamily(self.name, self.help, labels=self.labelnames)
+        for key, v in sorted(self.values.items()):
+            fam.add_metric(list(key), v)
+        return fam
 
 
 class Gauge(Counter):
     """A value that goes up and down; ``set(value, *label_values)``. Scrape-time gauges are
     cleared and refilled on every collection."""
-
-    kind = "gauge"
 
     def set(self, value: float, *labels: str) -> None:
         self.values[labels] = value
@@ -92,11 +79,15 @@ class Gauge(Counter):
     def clear(self) -> None:
         self.values = {} if self.labelnames else {(): 0}
 
+    def family(self) -> Metric:
+        fam = GaugeMetricFamily(self.name, self.help, labels=self.labelnames)
+        for key, v in sorted(self.values.items()):
+            fam.add_metric(list(key), v)
+        return fam
+
 
 class Histogram(_Metric):
     """Cumulative histogram without labels (``observe(seconds)``)."""
-
-    kind = "histogram"
 
     def __init__(self, name: str, help: str, buckets: tuple[float, ...]) -> None:
         super().__init__(name, help)
@@ -110,18 +101,29 @@ class Histogram(_Metric):
         self.sum += value
         self.count += 1
 
-    def samples(self) -> list[str]:
-        out, acc = [], 0
-        for bound, c in zip((*self.buckets, math.inf), self.counts):
+    def family(self) -> Metric:
+        cumulative: list[tuple[str, float]] = []
+        acc = 0
+        for bound, c in zip((*self.buckets, float("inf")), self.counts):
             acc += c
-            out.append(f'{self.name}_bucket{{le="{_num(bound) if math.isinf(bound) else repr(float(bound))}"}} {acc}')
-        out.append(f"{self.name}_sum {_num(self.sum)}")
-        out.append(f"{self.name}_count {self.count}")
-        return out
+            cumulative.append(("+Inf" if bound == float("inf") else repr(float(bound)), acc))
+        return HistogramMetricFamily(self.name, self.help, buckets=cumulative, sum_value=self.sum)
+
+
+class _Families(Collector):
+    """A collector over accumulators: each scrape turns them into metric families."""
+
+    def __init__(self, metrics: Iterable[_Metric]) -> None:
+        self.metrics = list(metrics)
+
+    def collect(self) -> Iterator[Metric]:
+        for m in self.metrics:
+            yield m.family()
 
 
 class Metrics:
-    """One relay's metrics. The counters are bumped in place by the hub and the sessions."""
+    """One relay's metrics and its registry. The counters are bumped in place by the hub and
+    the sessions; :func:`collect` fills the gauges when scraped."""
 
     def __init__(self) -> None:
         self.connections = Gauge("colony_connections", "Open connections (native sessions and Yjs connections).")
@@ -140,17 +142,24 @@ class Metrics:
                                          "Round trips to Redis by the storage (0 unless the backend is redis).")
         self.link_up = Gauge("colony_federation_link_up", "Federation link to a peer: 1 connected, 0 not.", ("peer",))
         self.alarms = Counter("colony_federation_alarms_total", "Federation alarms raised (equivocation etc.).")
+        self.registry = CollectorRegistry()
+        self.registry.register(_Families(self.all()))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
 
     def all(self) -> list[_Metric]:
         return [self.connections, self.feeds_loaded, self.events_in, self.events_out, self.publish_latency,
                 self.rejected, self.feed_queue, self.outbox_frames, self.redis_round_trips, self.link_up, self.alarms]
 
-    def render(self) -> str:
-        return "\n".join(m.render() for m in self.all()) + "\n"
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The registry's exposition for a scraper's ``Accept`` header, and its content type."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self.registry), content_type
 
 
-def collect(relay: Any) -> str:
-    """Fill the scrape-time values from a running :class:`relay.server.Relay` and render."""
+def _fill(relay: Any) -> Metrics:
+    """Set the scrape-time values from a running :class:`relay.server.Relay`."""
     hub = relay.hub
     m: Metrics = hub.metrics
     m.connections.set(len(relay.sessions))
@@ -170,4 +179,14 @@ def collect(relay: Any) -> str:
         m.link_up.set(1 if link.connected else 0, key)
     alarms = getattr(fed, "alarms", None) if fed is not None else None
     m.alarms.values[()] = getattr(alarms, "count", 0) or 0
-    return m.render()
+    return m
+
+
+def expose(relay: Any, accept: str = "") -> tuple[bytes, str]:
+    """``GET /metrics``: fill the scrape-time values and encode for the scraper's ``Accept``."""
+    return _fill(relay).render(accept)
+
+
+def collect(relay: Any) -> str:
+    """Fill the scrape-time values and render the text format 0.0.4."""
+    return expose(relay)[0].decode()

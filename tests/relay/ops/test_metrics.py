@@ -11,10 +11,10 @@ from pycrdt import Doc, Text
 
 from collab.client import Client
 from collab.errors import RelayError
-from collab.events import Event, b64
+from collab.events import b64
 from collab.keys import Keypair
 from relay.ops.logging_json import JsonFormatter
-from relay.ops.metrics import Counter, Gauge, Histogram
+from relay.ops.metrics import Counter, Gauge, Histogram, Metrics
 from relay.ops.runner import Running
 
 NAMES = {
@@ -89,6 +89,41 @@ async def test_endpoint_lists_every_metric(relay: Running) -> None:
         assert types.get(name) == kind, name
     assert value(samples, "colony_connections") == 0
     assert value(samples, "colony_publish_ack_seconds_bucket", le="+Inf") == value(samples, "colony_publish_ack_seconds_count")
+    # prometheus_client's process and GC collectors ride along
+    assert types.get("process_cpu_seconds_total") == "counter"
+    assert value(samples, "process_resident_memory_bytes") > 0
+    assert types.get("python_gc_collections_total") == "counter"
+    assert types.get("python_info") == "gauge"
+
+
+async def test_openmetrics_when_asked(relay: Running) -> None:
+    """The Accept header picks the format, as prometheus_client negotiates it."""
+    async with httpx.AsyncClient() as http:
+        resp = await http.get(f"{relay.url}/metrics",
+                              headers={"accept": "application/openmetrics-text; version=1.0.0; charset=utf-8"})
+    assert resp.status_code == 200
+    assert resp.headers["content-type"].startswith("application/openmetrics-text; version=1.0.0")
+    body = resp.text
+    assert body.endswith("# EOF\n")
+    assert "# TYPE colony_events_in counter\n" in body  # OpenMetrics names the family without _total
+    assert "# TYPE colony_publish_ack_seconds histogram\n" in body
+    assert "colony_redis_round_trips_total " in body
+
+
+def test_registries_are_per_relay() -> None:
+    """Two relays in one process keep their own registries; the library's global one stays empty of ours."""
+    from prometheus_client import REGISTRY
+
+    a, b = Metrics(), Metrics()
+    a.events_in.inc("doc", n=5)
+    a.publish_latency.observe(0.2)
+    _, sa = parse(a.render()[0].decode())
+    _, sb = parse(b.render()[0].decode())
+    assert value(sa, "colony_events_in_total", namespace="doc") == 5
+    assert value(sa, "colony_publish_ack_seconds_count") == 1
+    assert value(sb, "colony_events_in_total", namespace="doc") == 0
+    assert value(sb, "colony_publish_ack_seconds_count") == 0
+    assert REGISTRY.get_sample_value("colony_connections") is None
 
 
 async def test_values_move_under_load(relay: Running) -> None:
