@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, when imported from elsewhere
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the harness package, when imported from elsewhere
 
 from harness import (  # noqa: E402,F401  -- shared with bench_scaleout.py; re-exported for old importers
     COLONY, COLONY_ARGS, FEED, HERE, MARK_RE, NS, PEER, RESULTS_DIR, ROOM, ROOT, SYSTEMS, Profiler, Scenario,

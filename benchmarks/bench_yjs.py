@@ -14,7 +14,7 @@ every client, the writer included: the echo is the writer's "ack". Subscribers s
 raw bytes of every received update message for markers (a merged update still contains the
 inserted strings verbatim) and time each one with ``time.monotonic_ns`` against its send time.
 
-The load generators (``harness.py``: subscriber processes + one writer process, each an
+The load generators (``harness/load.py``: subscriber processes + one writer process, each an
 uvloop event loop with the ``websockets`` client) are the ones of ``bench_doc.py``'s
 pycrdt-websocket path; every server runs in its own subprocess and is sampled through
 ``/proc`` (CPU utime+stime, VmRSS) at the start and end of the measured window.
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import shutil
 import subprocess
@@ -143,22 +142,6 @@ def make_server(system: str, workdir: Path) -> ServerProc:
     return NodeYws(NODE, workdir)
 
 
-@contextlib.contextmanager
-def writers_at(url: str | None):  # type: ignore[no-untyped-def]
-    """Point the harness's writer process at ``url`` (Colony: the URL with the write token),
-    while subscribers keep the server's read-only URL. The load generators are forked, so
-    patching the module global the harness looks up at fork time is enough."""
-    orig = harness.writer_proc
-    if url is not None:
-        def wp(conn: Any, system: str, _url: Any, n: int, sc: Scenario, compression: str | None) -> None:
-            orig(conn, system, url, n, sc, compression)
-        harness.writer_proc = wp
-    try:
-        yield
-    finally:
-        harness.writer_proc = orig
-
-
 def run_one(system: str, sc: Scenario, compression: str | None, sub_procs: int, workdir: Path) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     server = make_server(system, workdir)
@@ -168,9 +151,8 @@ def run_one(system: str, sc: Scenario, compression: str | None, sub_procs: int, 
         if isinstance(server, ColonyYjs):
             server.setup()
             wurl = server.writer_url()
-        with writers_at(wurl):
-            # every system is driven through the harness's y-protocol client path (PEER)
-            r = run_workload(PEER, sc, compression, [server], sub_procs=sub_procs)
+        # every system is driven through the harness's y-protocol client path (PEER)
+        r = run_workload(PEER, sc, compression, [server], sub_procs=sub_procs, writer_url=wurl)
     finally:
         rc = server.stop()
     r["system"] = system

@@ -1,0 +1,55 @@
+"""Constants and the scenario shared by every benchmark (servers' limits, feed names, clock).
+"""
+from __future__ import annotations
+
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent.parent  # benchmarks/
+ROOT = HERE.parent
+RESULTS_DIR = HERE / "results"
+FEED = "doc/bench"
+ROOM = "/bench"
+COLONY = "colony"
+PEER = "pycrdt-websocket"
+SYSTEMS = (PEER, COLONY)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+MARK_RE = re.compile(rb"w\d\dn\d{8};")
+NS = 1_000_000_000
+
+# Colony limits for the benchmark: rate limits high enough to never trigger, a deep outbox.
+COLONY_ARGS = [
+    "--events-per-sec-key", "100000", "--burst-key", "100000",
+    "--events-per-sec-ip", "1000000", "--burst-ip", "1000000",
+    "--max-outbound-frames", "100000",
+]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    subscribers: int
+    writers: int
+    rate: float | None  # edits/s per writer; None = as fast as the window allows
+    window: int  # max unacknowledged updates per writer
+    duration: float  # measured seconds
+    warmup: float  # seconds of load before the measured window
+    docs: int = 1  # doc feeds: writer k publishes to and subscriber i reads doc_feed(k or i, docs)
+
+
+def doc_of(idx: int, docs: int) -> int:
+    """The doc (0..docs-1) of writer or subscriber ``idx``: ``idx % docs``."""
+    return idx % docs
+
+
+def doc_feed(idx: int, docs: int) -> str:
+    """The feed of writer or subscriber ``idx``: :data:`FEED` with one doc (so results stay
+    comparable with the single-doc runs), else ``doc/bench-{idx % docs}``."""
+    return FEED if docs <= 1 else f"{FEED}-{doc_of(idx, docs)}"
+
+
+def now_ns() -> int:
+    return time.monotonic_ns()
