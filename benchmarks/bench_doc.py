@@ -32,6 +32,7 @@ See docs/benchmarks.md for the numbers and how to read them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import sys
@@ -49,6 +50,7 @@ from harness import (  # noqa: E402,F401  -- shared with bench_scaleout.py; re-e
 )
 from harness import median as _median  # noqa: E402
 import harness  # noqa: E402
+from harness import ab  # noqa: E402
 
 FULL = {
     "target": Scenario("target", subscribers=100, writers=10, rate=20.0, window=1000, duration=15.0, warmup=5.0),
@@ -61,18 +63,23 @@ QUICK = {
 
 
 def run_one(system: str, sc: Scenario, compression: str | None, args: argparse.Namespace,
-            workdir: Path) -> dict[str, Any]:
+            workdir: Path, code_dir: Path | None = None) -> dict[str, Any]:
+    """One run of ``system``; the A/B baseline (``ab.BASELINE``) is Colony from ``code_dir``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    server = ServerProc(system, workdir, args.server_diag)
+    kind = COLONY if system == ab.BASELINE else system
+    diag = args.server_diag if system == COLONY else None
+    server = ServerProc(kind, workdir, diag, name=system, code_dir=code_dir)
     server.start()
     try:
         prof = [RESULTS_DIR / f"profile-{system}-{sc.name}.txt"] if args.profile else None
-        result = run_workload(system, sc, compression, [server], sub_procs=args.sub_procs, profile_paths=prof)
+        result = run_workload(kind, sc, compression, [server], sub_procs=args.sub_procs, profile_paths=prof)
     finally:
         rc = server.stop()
-        if args.server_diag:
+        if diag:
             shutil.copy(server.log_path, RESULTS_DIR / f"server-{system}-{sc.name}.log")
+    result["system"] = system
     result["server"]["exit_code"] = rc
+    result["server"]["code_dir"] = str(server.code_dir) if kind == COLONY else None
     return result
 
 
@@ -141,7 +148,7 @@ def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             "srv cores", "RSS MB", "box cores", "lost")
     rows = [head]
     for label, by_sys in results.items():
-        for system in SYSTEMS:
+        for system in (*SYSTEMS, ab.BASELINE):
             r = by_sys.get(system)
             if r is None:
                 continue
@@ -200,12 +207,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet-wait", type=float, default=None,
                     help="before each run wait up to this many s for the machine to be idle (default 300 full)")
     ap.add_argument("--json", default=None, help="write results here (default benchmarks/results/...)")
+    ab.add_argument(ap)
     args = ap.parse_args(argv)
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     for s in systems:
         if s not in SYSTEMS:
             ap.error(f"unknown system {s!r}")
+    if args.baseline_ref is not None:
+        systems = [*dict.fromkeys([*systems, COLONY]), ab.BASELINE]
     base = QUICK if args.quick else FULL
     repeat = args.repeat or (1 if args.quick else 3)
     comp_mode = args.compression or ("deflate" if args.quick else "both")
@@ -220,7 +230,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     results: dict[str, dict[str, dict[str, Any]]] = {}
     failures: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="colony-bench-") as tmp:
+    baseline: ab.Tree | None = None
+    with tempfile.TemporaryDirectory(prefix="colony-bench-") as tmp, contextlib.ExitStack() as stack:
+        if args.baseline_ref is not None:
+            baseline = stack.enter_context(ab.baseline_tree(args.baseline_ref))
+            print(f"[bench] baseline: {args.baseline_ref} = {baseline.commit[:12]} ({baseline.cli}) in {baseline.path}",
+                  flush=True)
+        code_dirs = {ab.BASELINE: baseline.path} if baseline is not None else {}
         for sc in scenarios:
             for comp in compressions:
                 label = f"{sc.name}/{comp}"
@@ -239,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
                                 wait_quiet(max_foreign, quiet_wait)
                             try:
                                 cand = run_one(system, sc, None if comp == "none" else "deflate", args,
-                                               workdir / f"try{attempt}")
+                                               workdir / f"try{attempt}", code_dirs.get(system))
                             except Exception as exc:
                                 failures.append(f"{label}/{system}#{rep + 1}: {exc}")
                                 print(f"[bench] FAILED: {exc}", file=sys.stderr, flush=True)
@@ -273,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(),
         "results": results,
         "ratios": {lb: ratios(by[COLONY], by[PEER]) for lb, by in results.items() if COLONY in by and PEER in by},
+        "baseline": ab.summary(results, ab.current_tree(), baseline) if baseline is not None else None,
         "failures": failures,
     }
     path = Path(args.json) if args.json else RESULTS_DIR / time.strftime("bench_doc-%Y%m%d-%H%M%S.json")
@@ -280,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(out, indent=2, default=str))
     print()
     print(table(results))
+    if out["baseline"] is not None:
+        print("\n".join(ab.report(out["baseline"])))
     print(f"\n[bench] {out['elapsed_s']} s; results in {path}")
     return 1 if failures else 0
 

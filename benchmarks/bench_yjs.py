@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shutil
 import subprocess
@@ -49,6 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness
 from bench_doc import aggregate
+from harness import ab
 from harness import (
     COLONY,
     HERE,
@@ -134,17 +136,18 @@ def ensure_node() -> None:
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True)
 
 
-def make_server(system: str, workdir: Path) -> ServerProc:
-    if system == COLONY:
-        return ColonyYjs(COLONY, workdir)
+def make_server(system: str, workdir: Path, code_dir: Path | None = None) -> ServerProc:
+    if system in (COLONY, ab.BASELINE):  # the A/B baseline: Colony from code_dir
+        return ColonyYjs(COLONY, workdir, name=system, code_dir=code_dir)
     if system == PEER:
         return PycrdtWs(PEER, workdir)
     return NodeYws(NODE, workdir)
 
 
-def run_one(system: str, sc: Scenario, compression: str | None, sub_procs: int, workdir: Path) -> dict[str, Any]:
+def run_one(system: str, sc: Scenario, compression: str | None, sub_procs: int, workdir: Path,
+            code_dir: Path | None = None) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
-    server = make_server(system, workdir)
+    server = make_server(system, workdir, code_dir)
     server.start()
     try:
         wurl = None
@@ -157,6 +160,7 @@ def run_one(system: str, sc: Scenario, compression: str | None, sub_procs: int, 
         rc = server.stop()
     r["system"] = system
     r["server"]["exit_code"] = rc
+    r["server"]["code_dir"] = str(server.code_dir) if isinstance(server, ColonyYjs) else None
     m = r["messages"]
     # WebSocket messages delivered to subscribers per s, estimated from the run's ratio of
     # messages to marker deliveries (the harness counts messages over the whole run)
@@ -212,7 +216,7 @@ def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             "srv cores", "RSS MB", "box cores", "lost")
     rows = [head]
     for label, by in results.items():
-        for system in SYSTEMS:
+        for system in (*SYSTEMS, ab.BASELINE):
             r = by.get(system)
             if r is None:
                 continue
@@ -259,12 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quiet-wait", type=float, default=None,
                     help="wait up to this many s for an idle machine before each run (default 120 full, 0 quick)")
     ap.add_argument("--json", default=None, help="write results here (default benchmarks/results/...)")
+    ab.add_argument(ap)
     args = ap.parse_args(argv)
 
     systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     for s in systems:
         if s not in SYSTEMS:
             ap.error(f"unknown system {s!r}")
+    if args.baseline_ref is not None:
+        systems = [*dict.fromkeys([*systems, COLONY]), ab.BASELINE]
     if NODE in systems:
         ensure_node()
     base = QUICK if args.quick else FULL
@@ -280,7 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     results: dict[str, dict[str, dict[str, Any]]] = {}
     failures: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="colony-bench-yjs-") as tmp:
+    baseline: ab.Tree | None = None
+    with tempfile.TemporaryDirectory(prefix="colony-bench-yjs-") as tmp, contextlib.ExitStack() as stack:
+        if args.baseline_ref is not None:
+            baseline = stack.enter_context(ab.baseline_tree(args.baseline_ref))
+            print(f"[bench] baseline: {args.baseline_ref} = {baseline.commit[:12]} ({baseline.cli}) in {baseline.path}",
+                  flush=True)
+        code_dirs = {ab.BASELINE: baseline.path} if baseline is not None else {}
         for sc in scenarios:
             runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
             for rep in range(repeat):
@@ -295,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                             wait_quiet(max_foreign, quiet_wait)
                         try:
                             cand = run_one(system, sc, compression, args.sub_procs,
-                                           Path(tmp) / f"{sc.name}-{system}-{rep}-{attempt}")
+                                           Path(tmp) / f"{sc.name}-{system}-{rep}-{attempt}", code_dirs.get(system))
                         except Exception as exc:  # noqa: BLE001 -- recorded as a failure, run continues
                             failures.append(f"{sc.name}/{system}#{rep + 1}: {exc}")
                             print(f"[bench] FAILED: {exc}", file=sys.stderr, flush=True)
@@ -328,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         "ratios": {lb: {f"colony/{p}": ratios(by[COLONY], by[p]) for p in PEERS if COLONY in by and p in by}
                    for lb, by in results.items()},
         "verdicts": verdicts(results),
+        "baseline": ab.summary(results, ab.current_tree(), baseline) if baseline is not None else None,
         "failures": failures,
     }
     path = Path(args.json) if args.json else RESULTS_DIR / time.strftime("bench_yjs-%Y%m%d-%H%M%S.json")
@@ -335,6 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     path.write_text(json.dumps(out, indent=2, default=str))
     print()
     print(table(results))
+    if out["baseline"] is not None:
+        print("\n".join(ab.report(out["baseline"])))
     for k, v in out["verdicts"].items():
         detail = ", ".join(f"{a}={fmt(b, '.2f')}" for a, b in v.items() if a != "met")
         print(f"[bench] {k}: {'met' if v['met'] else 'MISSED'} ({detail})")

@@ -42,19 +42,30 @@ from .common import (
     doc_of,
     now_ns,
 )
+from .load import (
+    SubClient,
+    Writer,
+    subscriber_proc,
+    writer_proc,
+)
 from .procs import (
+    CLI_MODULES,
     ServerProc,
+    cli_module,
     machine_cpu,
     proc_cpu_s,
     proc_rss_kb,
     thread_cpu_s,
     wait_quiet,
 )
-from .load import (
-    SubClient,
-    Writer,
-    subscriber_proc,
-    writer_proc,
+from .profiling import (
+    Profiler,
+    summarize_profile,
+)
+from .run import (
+    measure,
+    run_workload,
+    sample_procs,
 )
 from .stats import (
     BUCKET_NS,
@@ -67,17 +78,10 @@ from .stats import (
     scenarios_from_args,
     timeline,
 )
-from .profiling import (
-    Profiler,
-    summarize_profile,
-)
-from .run import (
-    measure,
-    run_workload,
-    sample_procs,
-)
 
 __all__ = [
+    "CLI_MODULES",
+    "cli_module",
     "BUCKET_NS",
     "CLK_TCK",
     "COLONY",

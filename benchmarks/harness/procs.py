@@ -15,7 +15,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .common import CLK_TCK, COLONY, COLONY_ARGS, HERE, RESULTS_DIR, ROOM
+from .common import CLK_TCK, COLONY, COLONY_ARGS, HERE, RESULTS_DIR, ROOM, ROOT
+
+#: where the colony command line lives in a source tree, newest layout first
+CLI_MODULES = ("relay.ops.cli", "relay.cli")
 
 
 # ---------------------------------------------------------------------------------------
@@ -73,26 +76,38 @@ def proc_rss_kb(pid: int) -> int:
     return 0
 
 
+def cli_module(root: Path) -> str:
+    """The module of the colony command line in source tree ``root`` (:data:`CLI_MODULES`)."""
+    for mod in CLI_MODULES:
+        if (root / (mod.replace(".", "/") + ".py")).is_file():
+            return mod
+    raise RuntimeError(f"{root} has none of {', '.join(CLI_MODULES)}: not a Colony source tree")
+
+
 # ---------------------------------------------------------------------------------------
 # servers under test
 # ---------------------------------------------------------------------------------------
 class ServerProc:
-    """One server subprocess: start, find its port, sample it, stop it."""
+    """One server subprocess: start, find its port, sample it, stop it.
+
+    Colony runs from a source tree, ``code_dir`` (default: the tree this harness is in), as
+    ``python -m <its cli module> serve ...`` with ``PYTHONPATH=code_dir``: the relay measured is
+    that tree's, never whatever copy of the package happens to be installed."""
 
     def __init__(self, system: str, workdir: Path, diag: str | None = None, *, name: str | None = None,
-                 extra_args: list[str] | None = None) -> None:
+                 extra_args: list[str] | None = None, code_dir: Path | None = None) -> None:
         diag = diag if system == COLONY else None
         self.system, self.workdir, self.diag = system, workdir, diag
         self.name = name or system  # several processes of one system: distinct logs and data dirs
         self.extra_args = list(extra_args or [])  # Colony only, e.g. --redis URL --relay-key FILE
+        self.code_dir = code_dir or ROOT
         self.proc: subprocess.Popen[str] | None = None
         self.port = 0
         self.log_path = workdir / f"{self.name}-server.log"
 
     def command(self) -> list[str]:
         if self.system == COLONY:
-            exe = Path(sys.executable).parent / "colony"
-            base = [str(exe)] if exe.exists() else [sys.executable, "-m", "relay.ops.cli"]
+            base = [sys.executable, "-m", cli_module(self.code_dir)]
             if self.diag:  # same relay.ops.cli.main, wrapped with diagnostics (see colony_diag_server.py)
                 base = [sys.executable, str(HERE / "colony_diag_server.py")]
             data = self.workdir / ("data" if self.name == self.system else f"data-{self.name}")
@@ -102,6 +117,8 @@ class ServerProc:
 
     def start(self, timeout: float = 60.0) -> None:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if self.system == COLONY:
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(self.code_dir), env.get("PYTHONPATH")) if p)
         if self.diag == "lag":
             env["BENCH_DIAG_LAG"] = "1"
         elif self.diag == "no-deflate":
