@@ -214,8 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in systems:
         if s not in SYSTEMS:
             ap.error(f"unknown system {s!r}")
-    if args.baseline_ref is not None:
-        systems = [*dict.fromkeys([*systems, COLONY]), ab.BASELINE]
+    systems = ab.with_baseline(systems, args.baseline_ref)
     base = QUICK if args.quick else FULL
     repeat = args.repeat or (1 if args.quick else 3)
     comp_mode = args.compression or ("deflate" if args.quick else "both")
@@ -230,13 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     results: dict[str, dict[str, dict[str, Any]]] = {}
     failures: list[str] = []
-    baseline: ab.Tree | None = None
     with tempfile.TemporaryDirectory(prefix="colony-bench-") as tmp, contextlib.ExitStack() as stack:
-        if args.baseline_ref is not None:
-            baseline = stack.enter_context(ab.baseline_tree(args.baseline_ref))
-            print(f"[bench] baseline: {args.baseline_ref} = {baseline.commit[:12]} ({baseline.cli}) in {baseline.path}",
-                  flush=True)
-        code_dirs = {ab.BASELINE: baseline.path} if baseline is not None else {}
+        baseline = ab.open_baseline(stack, args.baseline_ref)
+        code_dirs = ab.code_dirs(baseline)
         for sc in scenarios:
             for comp in compressions:
                 label = f"{sc.name}/{comp}"
@@ -280,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
                             print(r["profile_summary"], flush=True)
                 results[label] = {s: aggregate(v) for s, v in runs.items() if v}
 
-    out = {
+    out: dict[str, Any] = {
         "benchmark": "bench_doc",
         "mode": "quick" if args.quick else "full",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),

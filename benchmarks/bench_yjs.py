@@ -270,8 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     for s in systems:
         if s not in SYSTEMS:
             ap.error(f"unknown system {s!r}")
-    if args.baseline_ref is not None:
-        systems = [*dict.fromkeys([*systems, COLONY]), ab.BASELINE]
+    systems = ab.with_baseline(systems, args.baseline_ref)
     if NODE in systems:
         ensure_node()
     base = QUICK if args.quick else FULL
@@ -287,13 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     results: dict[str, dict[str, dict[str, Any]]] = {}
     failures: list[str] = []
-    baseline: ab.Tree | None = None
     with tempfile.TemporaryDirectory(prefix="colony-bench-yjs-") as tmp, contextlib.ExitStack() as stack:
-        if args.baseline_ref is not None:
-            baseline = stack.enter_context(ab.baseline_tree(args.baseline_ref))
-            print(f"[bench] baseline: {args.baseline_ref} = {baseline.commit[:12]} ({baseline.cli}) in {baseline.path}",
-                  flush=True)
-        code_dirs = {ab.BASELINE: baseline.path} if baseline is not None else {}
+        baseline = ab.open_baseline(stack, args.baseline_ref)
+        code_dirs = ab.code_dirs(baseline)
         for sc in scenarios:
             runs: dict[str, list[dict[str, Any]]] = {s: [] for s in systems}
             for rep in range(repeat):
@@ -329,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"lost {r['loss']['missing_total']}, other work {r['foreign_cores']:.2f} cores", flush=True)
             results[sc.name] = {s: agg(v) for s, v in runs.items() if v}
 
-    out = {
+    out: dict[str, Any] = {
         "benchmark": "bench_yjs",
         "mode": "quick" if args.quick else "full",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),

@@ -73,6 +73,25 @@ def baseline_tree(ref: str) -> Iterator[Tree]:
         subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], capture_output=True, check=False)
 
 
+def open_baseline(stack: contextlib.ExitStack, ref: str | None) -> Tree | None:
+    """Enter :func:`baseline_tree` on ``stack`` (``None`` without a ref) and say where it is."""
+    if ref is None:
+        return None
+    tree = stack.enter_context(baseline_tree(ref))
+    print(f"[bench] baseline: {ref} = {tree.commit[:12]} ({tree.cli}) in {tree.path}", flush=True)
+    return tree
+
+
+def with_baseline(systems: list[str], ref: str | None) -> list[str]:
+    """The systems to run: as asked, plus (with a ref) this tree's Colony and the baseline."""
+    return systems if ref is None else [*dict.fromkeys([*systems, CURRENT]), BASELINE]
+
+
+def code_dirs(baseline: Tree | None) -> dict[str, Path]:
+    """Where each system's relay runs from, where not this tree."""
+    return {BASELINE: baseline.path} if baseline is not None else {}
+
+
 def add_argument(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--baseline-ref", metavar="GIT_REF", default=None,
                     help="also run every scenario against a relay from GIT_REF (a temporary git worktree), "

@@ -30,6 +30,7 @@ def _git(*args: str) -> str:
 def _run_ab(script: str, tmp_path: Path, timeout: int) -> dict[str, Any]:
     out = tmp_path / "bench.json"
     worktrees_before = _git("worktree", "list", "--porcelain")
+    head = _git("rev-parse", "HEAD")
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / script), "--quick", "--systems", "colony",
          "--baseline-ref", "HEAD", "--json", str(out)],
@@ -39,7 +40,7 @@ def _run_ab(script: str, tmp_path: Path, timeout: int) -> dict[str, Any]:
     data: dict[str, Any] = json.loads(out.read_text())
     assert data["failures"] == []
     base = data["baseline"]
-    assert base["ref"] == "HEAD" and base["commit"] == _git("rev-parse", "HEAD")
+    assert base["ref"] == "HEAD" and base["commit"] == head
     assert base["cli"] in CLI_MODULES
     assert base["current"]["path"] == str(ROOT)
     assert "A/B: this tree" in proc.stdout  # the ratios are printed, not only stored
