@@ -1,4 +1,7 @@
-"""The ``colony`` command line: run a relay, manage keys, and talk to a relay as an agent."""
+"""The ``colony`` command line: run a relay, manage keys, and talk to a relay as an agent.
+
+The settings of ``colony serve`` (their table, parsing and resolution into a Config) live in
+:mod:`relay.ops.cli_settings`; the agent commands in :mod:`relay.ops.cli_agent`."""
 from __future__ import annotations
 
 import argparse
