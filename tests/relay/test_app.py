@@ -45,13 +45,12 @@ async def test_the_viewer_directory_is_a_setting(tmp_path: Path) -> None:
     site = tmp_path / "site"
     site.mkdir()
     (site / "index.html").write_text("<p>own viewer</p>")
-    async with serving(make_config(tmp_path / "a", web_dir=site)) as running:
-        async with httpx.AsyncClient() as http:
-            assert (await http.get(f"{running.url}/")).text == "<p>own viewer</p>"
-    async with serving(make_config(tmp_path / "b", web_dir=tmp_path / "missing")) as running:
-        async with httpx.AsyncClient() as http:
-            assert (await http.get(f"{running.url}/")).status_code == 404  # no viewer, the API still works
-            assert (await http.get(f"{running.url}/health")).status_code == 200
+    async with serving(make_config(tmp_path / "a", web_dir=site)) as running, httpx.AsyncClient() as http:
+        assert (await http.get(f"{running.url}/")).text == "<p>own viewer</p>"
+    missing = make_config(tmp_path / "b", web_dir=tmp_path / "missing")
+    async with serving(missing) as running, httpx.AsyncClient() as http:
+        assert (await http.get(f"{running.url}/")).status_code == 404  # no viewer, the API still works
+        assert (await http.get(f"{running.url}/health")).status_code == 200
 
 
 async def test_the_relay_lives_as_long_as_the_app(tmp_path: Path) -> None:
