@@ -164,6 +164,8 @@ async def test_an_already_stored_event_is_refused_and_nothing_of_its_batch_is_st
     lines = await put(store, chain, 2)
     again = Event.from_wire(json.loads(lines[0])["event"])
     batch = seal([event("misc/dup"), again], chain.seq, chain.head)
+    # the interface names no exception for this: SQLite says Unavailable ("refused by storage"),
+    # Redis says HeadMoved with actual == expected; the contract is that nothing is stored
     with pytest.raises((HeadMoved, Unavailable)):
         await store.append("misc/dup", chain.seq, batch)
     assert [r.data for r in await store.read("misc/dup", 0, 10)] == lines
