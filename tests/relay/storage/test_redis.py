@@ -1,5 +1,8 @@
-"""Appends of several processes to one feed on Redis: the loser gets what it missed with the
-refusal, and a process that keeps losing gets the next turn (no starvation).
+"""relay/storage/redis.py beyond the contract (test_contract.py).
+
+Appends of several processes to one feed on Redis: the loser gets what it missed with the
+refusal, and a process that keeps losing gets the next turn (no starvation). Then the key
+layout (hash tags), the script cache, health, and a Redis that goes away.
 
 Storage level, against the real session ``redis-server``: two :class:`RedisStorage` instances
 stand for two relay processes of one site (same key prefix).
@@ -10,15 +13,18 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from collab import frames
+from collab.errors import Unavailable
 from collab.events import GENESIS, Event, Record
 from collab.keys import Keypair
 from relay.storage.base import HeadMoved
-from relay.storage.redis import TURN_AFTER_LOSSES, RedisStorage
+from relay.storage.redis import TURN_AFTER_LOSSES, RedisStorage, _redact, feed_key
 from tests.redis_server import RedisServer
+from tests.relay.storage.chain import Chain
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -104,3 +110,71 @@ async def test_a_crashed_claimant_holds_the_others_up_only_until_the_turn_expire
     await a.append(FEED, 1, [sealed(2, head[0].hash)])
     assert a.turn_waits > 0
     assert time.monotonic() - started < 2.0  # the turn expires after 100 ms
+
+
+# -- beyond the contract and the fairness rules ----------------------------------------------------
+async def test_a_refusal_carries_at_most_64_missed_records(two: tuple[RedisStorage, RedisStorage]) -> None:
+    a, b = two
+    chain = Chain(FEED)
+    for _ in range(10):
+        batch = chain.next(10)
+        await a.append(FEED, chain.seq, batch)
+        chain.took(batch)
+    with pytest.raises(HeadMoved) as info:
+        await b.append(FEED, 0, [sealed(1, GENESIS)])
+    assert info.value.actual == 100 and info.value.records == chain.lines[:64]
+
+
+async def test_every_key_of_a_feed_is_hash_tagged_by_the_feed(redis_server: RedisServer) -> None:
+    prefix = f"tags-{uuid.uuid4().hex[:8]}"
+    async with RedisStorage(redis_server.url, prefix=prefix) as s:
+        chain = Chain("doc/tagged")
+        await s.append(chain.feed, 0, chain.next(2))
+        keys = sorted(redis_server.cli("--scan", "--pattern", f"{prefix}:*").split())
+    assert keys == [f"{prefix}:feeds", f"{prefix}:{{doc/tagged}}:head", f"{prefix}:{{doc/tagged}}:ids",
+                    f"{prefix}:{{doc/tagged}}:log"]
+    assert feed_key(prefix, "doc/tagged", "ch") == f"{prefix}:{{doc/tagged}}:ch"
+
+
+async def test_appends_go_on_after_the_script_cache_is_flushed(two: tuple[RedisStorage, RedisStorage],
+                                                                redis_server: RedisServer) -> None:
+    a, _ = two
+    chain = Chain(FEED)
+    batch = chain.next(1)
+    await a.append(FEED, 0, batch)
+    chain.took(batch)
+    redis_server.cli("SCRIPT", "FLUSH")  # what a Redis restart does to it
+    batch = chain.next(2)
+    await a.append(FEED, 1, batch)
+    chain.took(batch)
+    assert [r.data for r in await a.read(FEED, 0, 10)] == chain.lines
+
+
+async def test_health_counts_round_trips_and_hides_credentials(redis_server: RedisServer) -> None:
+    async with RedisStorage(redis_server.url, prefix=f"h-{uuid.uuid4().hex[:8]}") as s:
+        with pytest.raises(RuntimeError, match="already open"):
+            await s.open()
+        await s.append(FEED, 0, [sealed(1, GENESIS)])
+        h = await s.health()
+        assert h["ok"] is True and h["appends"] == 1 and h["cluster"] is False and h["error"] is None
+        assert int(str(h["round_trips"])) >= 2
+    assert _redact("redis://user:secret@host:1/0") == "redis://***@host:1/0"
+    assert _redact("redis://host:1/0") == "redis://host:1/0"
+
+
+async def test_a_redis_that_goes_away_makes_the_store_unavailable_not_broken(tmp_path: Path) -> None:
+    srv = RedisServer.start(tmp_path / "redis")
+    try:
+        async with RedisStorage(srv.url, prefix="gone") as s:
+            await s.append(FEED, 0, [sealed(1, GENESIS)])
+            srv.stop(graceful=False)
+            with pytest.raises(Unavailable):
+                await s.append(FEED, 1, [sealed(2, GENESIS)])
+            with pytest.raises(Unavailable):
+                await s.head(FEED)
+            h = await s.health()
+            assert h["ok"] is False and h["error"]
+    finally:
+        srv.stop(graceful=False)
+    with pytest.raises(RuntimeError, match="cannot reach Redis"):
+        await RedisStorage(srv.url, open_timeout=0.2).open()
