@@ -57,8 +57,11 @@ if cur ~= tonumber(ARGV[1]) then
 end
 if turn and turn ~= ARGV[3] then return {2, cur} end  -- current, but another process's turn
 local n = (#ARGV - 4) / 5
-for i = 0, n - 1 do
-  if redis.call('HEXISTS', KEYS[3], ARGV[6 + i * 5]) == 1 then return {-1, cur} end
+local seen = {}
+for i = 0, n - 1 do  -- an id stored before, or twice in this batch: the whole batch is refused
+  local id = ARGV[6 + i * 5]
+  if seen[id] or redis.call('HEXISTS', KEYS[3], id) == 1 then return {-1, cur} end
+  seen[id] = true
 end
 local lines = {}
 local last = 0

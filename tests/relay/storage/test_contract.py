@@ -413,12 +413,8 @@ async def test_random_batches_follow_the_model(store: Storage, ops: list[tuple[s
     assert ((head.seq, head.hash) if head else (0, GENESIS)) == (chain.seq, chain.head)
 
 
-async def test_an_event_twice_in_one_batch_is_refused_whole(request: pytest.FixtureRequest, backing: Backing,
+async def test_an_event_twice_in_one_batch_is_refused_whole(backing: Backing,
                                                             store: Storage) -> None:
-    if backing.kind == "redis":
-        request.applymarker(pytest.mark.xfail(strict=True, reason=(
-            "relay/storage/redis.py APPEND_LUA (lines 59-61) checks only ids stored before the batch "
-            "(HEXISTS), not ids repeated inside it: both copies are stored at two seqs")))
     chain = Chain("misc/twice")
     await put(store, chain, 1)
     ev = event("misc/twice")
