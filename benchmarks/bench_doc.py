@@ -42,13 +42,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness.py, when imported from elsewhere
 
-from harness import (  # noqa: E402,F401  -- shared with bench_scaleout.py; re-exported for old importers
+from harness import (  # noqa: F401  -- shared with bench_scaleout.py; re-exported for old importers
     COLONY, COLONY_ARGS, FEED, HERE, MARK_RE, NS, PEER, RESULTS_DIR, ROOM, ROOT, SYSTEMS, Profiler, Scenario,
     ServerProc, fmt, lat_summary, machine, machine_cpu, now_ns, pct, proc_cpu_s, proc_rss_kb, ratio,
     run_workload, subscriber_proc, summarize_profile, thread_cpu_s, timeline, wait_quiet, writer_proc,
 )
-from harness import median as _median  # noqa: E402
-import harness  # noqa: E402
+from harness import median as _median
+import harness
 
 FULL = {
     "target": Scenario("target", subscribers=100, writers=10, rate=20.0, window=1000, duration=15.0, warmup=5.0),

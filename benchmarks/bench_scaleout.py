@@ -62,13 +62,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import harness  # noqa: E402
-from harness import (  # noqa: E402
+import harness
+from harness import (
     COLONY, RESULTS_DIR, ROOT, Scenario, ServerProc, fmt, machine, measure, median, ratio, run_workload,
 )
 
 sys.path.insert(0, str(ROOT))
-from tests.redis_server import RedisServer  # noqa: E402  -- private redis-server on a free port
+from tests.redis_server import RedisServer
 
 PREFIX = "bench"
 

@@ -69,7 +69,7 @@ class Doc:
             if et is None and self._pending and self.client.connected:
                 try:
                     await self.flushed(self.flush_timeout)
-                except (asyncio.TimeoutError, ColonyError) as exc:
+                except (TimeoutError, ColonyError) as exc:
                     log.warning("leaving %s with unacknowledged edits: %r", self.feed, exc)
         finally:
             self.ydoc.unobserve(self._observer)

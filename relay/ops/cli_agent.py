@@ -218,7 +218,7 @@ async def _grant(url: str, key: Keypair, feed: str, write: bool, ttl: float) -> 
               "the owner's capabilities", file=sys.stderr)
         return 1
     cap = Capability.issue(key, feed, write=write, ttl_ms=ttl_ms)
-    until = dt.datetime.fromtimestamp(cap.exp / 1000, dt.timezone.utc).isoformat(timespec="seconds")
+    until = dt.datetime.fromtimestamp(cap.exp / 1000, dt.UTC).isoformat(timespec="seconds")
     ws = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
     print(f"# {'+'.join(cap.rights)} on {feed} until {until} (bearer: anyone holding it has these rights)\n"
           f"# Yjs: new WebsocketProvider('{ws}/yjs', '{feed.split('/', 1)[1]}', ydoc, {{ params: {{ token }} }})",

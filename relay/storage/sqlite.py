@@ -14,9 +14,10 @@ import os
 import queue
 import sqlite3
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from collab.errors import Unavailable
 from collab.events import Record, Snapshot

@@ -235,7 +235,7 @@ def reference(s: VouchState, params: TrustParams, at: int | None = None) -> dict
             edges.setdefault(ev.author, {})[j] = edges.get(ev.author, {}).get(j, 0.0) + 1000 * d(ev.ts)
         else:
             slash[j] = slash.get(j, 0.0) + d(ev.ts)
-    pre = (params.pretrusted & keys) and ((params.pretrusted | relays) & keys) or keys
+    pre = ((params.pretrusted & keys) and ((params.pretrusted | relays) & keys)) or keys
     p = {k: (1 / len(pre) if k in pre else 0.0) for k in keys}
     a = params.alpha_ppb / 1e9
     t = dict(p)

@@ -7,7 +7,8 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from collab.client import Client
 from collab.keys import Keypair

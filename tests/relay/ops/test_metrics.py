@@ -11,7 +11,7 @@ from pycrdt import Doc, Text
 
 from collab.client import Client
 from collab.errors import RelayError
-from collab.events import Event, b64
+from collab.events import b64
 from collab.keys import Keypair
 from relay.ops.logging_json import JsonFormatter
 from relay.ops.metrics import Counter, Gauge, Histogram

@@ -78,7 +78,7 @@ class Writer:
                     reply = await raw.wait(lambda f, i=ev.id: f.get("rid") == i, timeout=10)
                     assert reply["t"] == "ok", reply
                     self.acked[ev.id] = (reply["feed"], reply["seq"])
-        except (ConnectionError, OSError, asyncio.TimeoutError, Exception):
+        except (TimeoutError, ConnectionError, OSError, Exception):
             return  # the relay died under us: what was acked is what counts
 
 
