@@ -253,6 +253,6 @@ def test_capability_example_of_the_spec() -> None:
         b'"issuer":"d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",'
         b'"nonce":"000102030405060708090a0b0c0d0e0f","rights":["read","write"]}')
     assert alice.sign(cap.signing_bytes()).hex() == sig
-    spec = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    spec = (Path(__file__).parents[3] / "docs" / "protocol.md").read_text()
     assert f"token = {cap.token()}\n" in spec and f"sig   = {sig}\n" in spec
     assert Capability.from_token(cap.token()) == cap
