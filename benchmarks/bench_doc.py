@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                         workdir = Path(tmp) / f"{sc.name}-{comp}-{system}-{rep}"
                         workdir.mkdir()
                         print(f"[bench] {label} #{rep + 1}/{repeat}: {system} (N={sc.subscribers}, K={sc.writers}, "
-                              f"{'%g/s' % sc.rate if sc.rate else 'window %d' % sc.window} per writer, "
+                              f"{f'{sc.rate:g}/s' if sc.rate else f'window {sc.window}'} per writer, "
                               f"{sc.warmup:g}+{sc.duration:g} s)", flush=True)
                         r = None
                         for attempt in range(1 + retries):
@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                             try:
                                 cand = run_one(system, sc, None if comp == "none" else "deflate", args,
                                                workdir / f"try{attempt}")
-                            except Exception as exc:
+                            except Exception as exc:  # noqa: BLE001 - a failed run is reported; the next one goes on
                                 failures.append(f"{label}/{system}#{rep + 1}: {exc}")
                                 print(f"[bench] FAILED: {exc}", file=sys.stderr, flush=True)
                                 break

@@ -89,7 +89,7 @@ def test_params_are_checked_and_frozen() -> None:
     assert p.pretrusted == frozenset({"a"}) and hash(p) == hash(TrustParams(pretrusted=frozenset({"a"})))
     assert (p.half_life_ms, p.alpha_ppb, p.iterations) == (HL, 150_000_000, 50)
     for bad in ({"half_life_ms": 0}, {"alpha_ppb": SCALE + 1}, {"alpha_ppb": -1}, {"iterations": -1}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=next(iter(bad))):
             TrustParams(**bad)  # type: ignore[arg-type]
 
 

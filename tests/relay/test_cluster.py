@@ -203,7 +203,7 @@ async def test_agents_on_three_processes_converge_on_a_three_master_cluster(
                 deadline = time.monotonic() + 10
                 while True:  # bounded polling: the processes that did not append got the SPUBLISH
                     after = [await bus_messages(p) for p in procs[1:]]
-                    if all(a > b for a, b in zip(after, before)):
+                    if all(a > b for a, b in zip(after, before, strict=True)):
                         break
                     assert time.monotonic() < deadline, f"no pub/sub message for {f} (master {owners[f]}): {after}"
                     await asyncio.sleep(0.02)

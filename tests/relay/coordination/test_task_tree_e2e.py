@@ -45,7 +45,8 @@ async def test_killed_subagent_is_detected_and_another_resumes_from_its_checkpoi
         leader.supervise(lambda sub: steady.public_hex if sub.assignee == crashy.public_hex else None)
 
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.relay.coordination.task_worker", relay.url, feed, "body", crashy.seed.hex(), "5", "3",
+            sys.executable, "-m", "tests.relay.coordination.task_worker", relay.url, feed, "body",
+            crashy.seed.hex(), "5", "3",
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         try:
             await _line(proc, "checkpointed 3")

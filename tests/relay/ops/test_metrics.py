@@ -88,7 +88,8 @@ async def test_endpoint_lists_every_metric(relay: Running) -> None:
     for name, kind in NAMES.items():
         assert types.get(name) == kind, name
     assert value(samples, "colony_connections") == 0
-    assert value(samples, "colony_publish_ack_seconds_bucket", le="+Inf") == value(samples, "colony_publish_ack_seconds_count")
+    assert (value(samples, "colony_publish_ack_seconds_bucket", le="+Inf")
+            == value(samples, "colony_publish_ack_seconds_count"))
 
 
 async def test_values_move_under_load(relay: Running) -> None:
@@ -149,7 +150,8 @@ def test_registry_render() -> None:
 
 def test_json_formatter() -> None:
     fmt = JsonFormatter()
-    rec = logging.LogRecord("relay.core.feeds", logging.WARNING, __file__, 1, "append to %s failed\nx", ("doc/a",), None)
+    rec = logging.LogRecord("relay.core.feeds", logging.WARNING, __file__, 1, "append to %s failed\nx", ("doc/a",),
+                            None)
     line = fmt.format(rec)
     assert "\n" not in line
     obj = json.loads(line)
