@@ -43,14 +43,14 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the harness package, when imported from elsewhere
 
-from harness import (  # noqa: E402,F401  -- shared with bench_scaleout.py; re-exported for old importers
+from harness import (  # noqa: F401  -- shared with bench_scaleout.py; re-exported for old importers
     COLONY, COLONY_ARGS, FEED, HERE, MARK_RE, NS, PEER, RESULTS_DIR, ROOM, ROOT, SYSTEMS, Profiler, Scenario,
     ServerProc, fmt, lat_summary, machine, machine_cpu, now_ns, pct, proc_cpu_s, proc_rss_kb, ratio,
     run_workload, subscriber_proc, summarize_profile, thread_cpu_s, timeline, wait_quiet, writer_proc,
 )
-from harness import median as _median  # noqa: E402
-import harness  # noqa: E402
-from harness import ab  # noqa: E402
+from harness import median as _median
+import harness
+from harness import ab
 
 FULL = {
     "target": Scenario("target", subscribers=100, writers=10, rate=20.0, window=1000, duration=15.0, warmup=5.0),
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
                         workdir = Path(tmp) / f"{sc.name}-{comp}-{system}-{rep}"
                         workdir.mkdir()
                         print(f"[bench] {label} #{rep + 1}/{repeat}: {system} (N={sc.subscribers}, K={sc.writers}, "
-                              f"{'%g/s' % sc.rate if sc.rate else 'window %d' % sc.window} per writer, "
+                              f"{f'{sc.rate:g}/s' if sc.rate else f'window {sc.window}'} per writer, "
                               f"{sc.warmup:g}+{sc.duration:g} s)", flush=True)
                         r = None
                         for attempt in range(1 + retries):
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                             try:
                                 cand = run_one(system, sc, None if comp == "none" else "deflate", args,
                                                workdir / f"try{attempt}", code_dirs.get(system))
-                            except Exception as exc:
+                            except Exception as exc:  # noqa: BLE001 - a failed run is reported; the next one goes on
                                 failures.append(f"{label}/{system}#{rep + 1}: {exc}")
                                 print(f"[bench] FAILED: {exc}", file=sys.stderr, flush=True)
                                 break

@@ -62,13 +62,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import harness  # noqa: E402
-from harness import (  # noqa: E402
+import harness
+from harness import (
     COLONY, RESULTS_DIR, ROOT, Scenario, ServerProc, fmt, machine, measure, median, ratio, run_workload,
 )
 
 sys.path.insert(0, str(ROOT))
-from tests.redis_server import RedisServer  # noqa: E402  -- private redis-server on a free port
+from tests.redis_server import RedisServer
 
 PREFIX = "bench"
 
@@ -388,13 +388,13 @@ def main(argv: list[str] | None = None) -> int:
                     dep = CONFIGS[cfg]
                     print(f"[scaleout] {sc.name} #{rep + 1}/{repeat}: {cfg} (N={sc.subscribers}, K={sc.writers}, "
                           f"D={sc.docs}, "
-                          f"{'%g/s' % sc.rate if sc.rate else 'window %d' % sc.window} per writer, "
+                          f"{f'{sc.rate:g}/s' if sc.rate else f'window {sc.window}'} per writer, "
                           f"{sc.warmup:g}+{sc.duration:g} s)", flush=True)
                     workdir = Path(tmp) / f"{sc.name}-{cfg}-{rep}"
                     try:
-                        r = measure(lambda attempt, dep=dep, workdir=workdir: run_config(
+                        r = measure(lambda attempt, dep=dep, sc=sc, workdir=workdir: run_config(
                             dep, sc, args, workdir / f"try{attempt}"), retries, max_foreign, quiet_wait)
-                    except Exception as exc:
+                    except Exception as exc:  # noqa: BLE001 - a failed run is reported; the next one goes on
                         failures.append(f"{sc.name}/{cfg}#{rep + 1}: {exc!r}")
                         print(f"[scaleout] FAILED: {exc!r}", file=sys.stderr, flush=True)
                         continue
@@ -450,8 +450,9 @@ def _redis_version() -> str | None:
     import subprocess
 
     try:
-        return subprocess.run(["redis-server", "--version"], capture_output=True, text=True, timeout=10).stdout.strip()
-    except Exception:
+        return subprocess.run(["redis-server", "--version"], capture_output=True, text=True, timeout=10,
+                              check=False).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
         return None
 
 

@@ -229,14 +229,16 @@ def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
         for peer in PEERS:
             if COLONY in by and peer in by:
                 q = ratios(by[COLONY], by[peer])
-                x = lambda v: fmt(v, ".2f") + "x"
+                def x(v):
+                    return fmt(v, ".2f") + "x"
                 rows.append((label, f"colony/{peer}", "", "", "", x(q["delivered_per_s"]), x(q["ws_messages_per_s"]),
                              x(q["latency_p50"]), x(q["latency_p99"]), x(q["cpu_us_per_delivery"]), "",
                              x(q["rss_after"]), "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     out = []
     for i, r in enumerate(rows):
-        out.append("  ".join(c.rjust(w) if j >= 2 else c.ljust(w) for j, (c, w) in enumerate(zip(r, widths))))
+        cells = zip(r, widths, strict=True)
+        out.append("  ".join(c.rjust(w) if j >= 2 else c.ljust(w) for j, (c, w) in enumerate(cells)))
         if i == 0:
             out.append("  ".join("-" * w for w in widths))
     return "\n".join(out)
@@ -258,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma list of: " + ", ".join(SYSTEMS))
     ap.add_argument("--sub-procs", type=int, default=2, help="subscriber processes (default 2)")
     ap.add_argument("--max-foreign", type=float, default=None,
-                    help="cores of other work tolerated in a window before a run is redone (default 0.15 full, off quick)")
+                    help="cores of other work tolerated in a window before a run is redone "
+                         "(default 0.15 full, off quick)")
     ap.add_argument("--retries", type=int, default=None, help="redo a disturbed run this often (default 1 full)")
     ap.add_argument("--quiet-wait", type=float, default=None,
                     help="wait up to this many s for an idle machine before each run (default 120 full, 0 quick)")

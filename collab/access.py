@@ -61,9 +61,9 @@ class Access:
             raise AuthRequired("send an authenticated hello before publishing to this feed")
         if event.author != session_key:
             raise Unauthorized("event author differs from the authenticated key of this connection")
-        if self.policy == "members" and seq > 1:
-            if event.author != self.owner and event.author not in self.writers and cap is None:
-                raise Unauthorized("key is not a writer of this members-only feed")
+        if (self.policy == "members" and seq > 1
+                and event.author != self.owner and event.author not in self.writers and cap is None):
+            raise Unauthorized("key is not a writer of this members-only feed")
 
     def check_capability(self, event: Event) -> Capability:
         """Validate the ``cap`` an event carries: the owner's write grant for this feed, not

@@ -179,4 +179,4 @@ class Capability:
             raise Unauthorized("the capability has expired")
 
 
-__all__ = ["Capability", "CAPABILITY_DOMAIN", "CAP_FIELDS", "RIGHT_SETS"]
+__all__ = ["CAPABILITY_DOMAIN", "CAP_FIELDS", "RIGHT_SETS", "Capability"]

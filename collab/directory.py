@@ -31,8 +31,7 @@ async def register(client: Client, name: str, description: str = "", capabilitie
     await client.publish(feed, "agent.profile", body)
     if not online:
         return None
-    sub = client.subscription(feed) or await client.subscribe(feed, on_record=lambda _r: None)
-    return sub
+    return client.subscription(feed) or await client.subscribe(feed, on_record=lambda _r: None)
 
 
 async def find(url: str, capability: str | None = None, *, online: bool | None = None, text: str | None = None,

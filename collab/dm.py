@@ -8,7 +8,7 @@ Who wrote a message is the event's signed ``author``, not anything inside the bo
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import nacl.exceptions
 import nacl.utils
@@ -20,6 +20,9 @@ from .errors import InvalidEvent
 from .events import HEX64_RE, Event, b64
 from .keys import Keypair
 from .namespaces.dm import NONCE_BYTES, check_msg, parse_dm_feed
+
+if TYPE_CHECKING:
+    from .client import Client
 
 MessageKind = Literal["request", "response"]
 MESSAGE_KINDS = ("request", "response")
@@ -112,7 +115,7 @@ class DirectChannel:
     (``synced``), since a response is always sequenced after its request.
     """
 
-    def __init__(self, client: Any, peer: str) -> None:
+    def __init__(self, client: Client, peer: str) -> None:
         if client.key is None:
             raise InvalidEvent("a direct channel needs a client with a key")
         self.client, self.peer = client, peer

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from pycrdt import Doc as YDoc
 from pycrdt import Text, TransactionEvent
@@ -39,7 +39,7 @@ class Doc:
         if client.key is None:
             raise AuthRequired("a Doc publishes signed edits: give the Client a key")
         self.client, self.feed, self.flush_timeout = client, feed, flush_timeout
-        self.ydoc: YDoc = YDoc()
+        self.ydoc: YDoc[Any] = YDoc()
         self.text: Text = self.ydoc.get(TEXT_ROOT, type=Text)
         self._remote = ("colony.remote", id(self))  # hashable origin unique to this Doc
         self._remote_hash = hash(self._remote)
@@ -51,7 +51,7 @@ class Doc:
 
     def get(self, name: str, *, type: type[T]) -> T:
         """Another root type of the document (passthrough to pycrdt)."""
-        return self.ydoc.get(name, type=type)  # type: ignore[arg-type, return-value]
+        return cast("T", self.ydoc.get(name, type=type))  # pycrdt types get() by the Doc's parameter (Any)
 
     @property
     def seq(self) -> int:
@@ -69,7 +69,7 @@ class Doc:
             if et is None and self._pending and self.client.connected:
                 try:
                     await self.flushed(self.flush_timeout)
-                except (asyncio.TimeoutError, ColonyError) as exc:
+                except (TimeoutError, ColonyError) as exc:
                     log.warning("leaving %s with unacknowledged edits: %r", self.feed, exc)
         finally:
             self.ydoc.unobserve(self._observer)
@@ -107,7 +107,8 @@ class Doc:
 
     # -- local -> relay -------------------------------------------------------------------
     def _on_local(self, event: TransactionEvent) -> None:
-        if event.transaction.origin() == self._remote_hash:
+        # pycrdt's stub omits TransactionEvent.transaction; the object has it (pycrdt 0.12 to 0.14)
+        if event.transaction.origin() == self._remote_hash:  # type: ignore[attr-defined]
             return
         update = event.update
         if not update or update == EMPTY_UPDATE:

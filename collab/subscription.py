@@ -168,4 +168,4 @@ def _call(cb: Callable[[Any], Any], arg: Any) -> None:
         log.exception("subscription callback %r failed", cb)
 
 
-__all__ = ["Subscription", "Item", "Signal", "until"]
+__all__ = ["Item", "Signal", "Subscription", "until"]

@@ -12,9 +12,10 @@ import asyncio
 import contextlib
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from .errors import ColonyError
 from .feedview import FeedView
 from .namespaces.task import TERMINAL, SubState, TaskNamespace, TaskState, progress
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: ``choose(sub_state) -> key | None``: who takes over a stalled subtask (None: leave it)
-Chooser = Callable[[SubState], "str | None | Awaitable[str | None]"]
+Chooser = Callable[[SubState], str | Awaitable[str | None] | None]
 
 
 class TaskLeader(FeedView[TaskState]):
@@ -96,7 +97,8 @@ class TaskLeader(FeedView[TaskState]):
         """Escalate every stalled subtask: reassign it to ``choose(sub)`` (skipped if None)."""
         if self._supervisor is not None:
             raise RuntimeError("this leader is already supervising")
-        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(choose), name=f"supervise:{self.feed}")
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise(choose),
+                                                                  name=f"supervise:{self.feed}")
 
     async def _supervise(self, choose: Chooser) -> None:
         handled: set[tuple[str, int]] = set()
@@ -164,8 +166,11 @@ class TaskWorker(FeedView[TaskState]):
             await asyncio.sleep(every)  # the heartbeat cadence itself, not a wait for an event
             try:
                 await self.client.publish(self.feed, "task.heartbeat", {"sub": self.sub})
-            except Exception as exc:  # reassigned or finished: stop beating
+            except ColonyError as exc:  # reassigned or finished (refused), or the client gave up: stop beating
                 log.info("heartbeat of %s/%s stopped: %s", self.feed, self.sub, exc)
+                return
+            except Exception:  # not an answer of the relay: a bug, logged with its traceback; stop beating
+                log.exception("heartbeat of %s/%s failed", self.feed, self.sub)
                 return
 
     async def close(self) -> None:

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import websockets
 
@@ -56,7 +57,8 @@ class Raw:
     async def send(self, frame: dict[str, Any] | str | bytes) -> None:
         await self.ws.send(frame if isinstance(frame, (str, bytes)) else json.dumps(frame))
 
-    async def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0, start: int = 0) -> dict[str, Any]:
+    async def wait(self, pred: Callable[[dict[str, Any]], bool], timeout: float = 10.0,
+                   start: int = 0) -> dict[str, Any]:
         """Wait for the first frame (at index >= start) matching ``pred``."""
 
         async def find() -> dict[str, Any]:

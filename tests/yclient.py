@@ -14,6 +14,7 @@ from typing import Any
 
 import websockets
 from pycrdt import Doc, Text, TransactionEvent
+import contextlib
 
 REMOTE = "remote"
 
@@ -120,10 +121,8 @@ class YClient:
 
     async def send(self, data: bytes | str) -> None:
         """Send (quietly nothing once the relay closed the connection: see ``closed``)."""
-        try:
+        with contextlib.suppress(websockets.ConnectionClosed):
             await self.ws.send(data)
-        except websockets.ConnectionClosed:
-            pass
 
     def _on_local(self, event: TransactionEvent) -> None:
         if event.transaction.origin() == hash(REMOTE) or event.update == b"\x00\x00":
@@ -131,10 +130,8 @@ class YClient:
         asyncio.get_running_loop().create_task(self._send_quietly(msg_update(event.update)))
 
     async def _send_quietly(self, data: bytes) -> None:
-        try:
+        with contextlib.suppress(websockets.ConnectionClosed):
             await self.ws.send(data)
-        except websockets.ConnectionClosed:
-            pass
 
     def _apply(self, update: bytes) -> None:
         with self.doc.transaction(origin=REMOTE):

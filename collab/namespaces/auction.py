@@ -231,16 +231,17 @@ _CHECKS: dict[str, Callable[[AuctionState, Event, Admission], None]] = {
 
 
 def _log(state: AuctionState, rec: Record, kind: str, **extra: Any) -> tuple[Mapping[str, Any], ...]:
-    return state.history + ({"seq": rec.seq, "at": rec.rtime, "kind": kind, **extra},)
+    return (*state.history, {"seq": rec.seq, "at": rec.rtime, "kind": kind, **extra})
 
 
 def _fail_assignee(state: AuctionState, rec: Record, kind: str, extra: dict[str, Any]) -> AuctionState:
     """Reject or expire: the assignee is out, the next standby (if any) takes over."""
-    assert state.params is not None and state.assignee is not None
+    if state.params is None or state.assignee is None:  # validate() admits this only for an assigned auction
+        raise InvalidEvent("no assignee to reject or expire")
     history = _log(state, rec, kind, key=state.assignee, **extra)
     if not state.queue:
         return replace(state, status="failed", assignee=None, result_deadline=None, result=None,
-                       history=history + ({"seq": rec.seq, "at": rec.rtime, "kind": "failed"},))
+                       history=(*history, {"seq": rec.seq, "at": rec.rtime, "kind": "failed"}))
     nxt, due = state.queue[0], deadline(rec.rtime, state.params.result_window)
     history += ({"seq": rec.seq, "at": rec.rtime, "kind": "promote", "key": nxt, "result_deadline": due},)
     return replace(state, assignee=nxt, queue=state.queue[1:], result_deadline=due, result=None, history=history)
@@ -299,7 +300,7 @@ class AuctionNamespace(Namespace[AuctionState]):
 
     def load(self, feed: str, data: bytes) -> AuctionState:
         d = parse_json(data)
-        if not isinstance(d, dict):
+        if not isinstance(d, dict) or "params" not in d:
             raise ValueError("not an auction snapshot")
         params = Params(**d["params"]) if d["params"] is not None else None
         bids = {k: Bid(k, stake, seq) for k, stake, seq in d["bids"]}

@@ -100,7 +100,7 @@ class PMap(Generic[V]):
         else:
             new = {**old, key: value}
             length = self._len + (key not in old)
-        return PMap(self._buckets[:i] + (new,) + self._buckets[i + 1:], length)
+        return PMap((*self._buckets[:i], new, *self._buckets[i + 1:]), length)
 
     def items(self) -> Iterator[tuple[str, V]]:
         for bucket in self._buckets:

@@ -12,7 +12,7 @@ import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from collab.canonical import canonical
+from collab.canonical import CanonicalError, canonical
 from collab.errors import ColonyError, TooLarge
 from collab.events import Event
 
@@ -57,7 +57,7 @@ class Alarms:
         body = {"feed": feed, "seq": seq, "ours": ours, "theirs": theirs, "peer": peer, "reason": reason}
         try:
             fingerprint = canonical({"kind": kind, **body}).decode()
-        except Exception:  # evidence that is not canonical JSON (a malformed record): publish what can be
+        except CanonicalError:  # evidence that is not canonical JSON (a malformed record): publish what can be
             body["ours"], body["theirs"] = _printable(ours), _printable(theirs)
             fingerprint = repr(sorted(body.items()))
         if fingerprint in self._recent:
@@ -89,6 +89,6 @@ def _printable(value: Any) -> Any:
     """Evidence as canonical JSON can hold it (malformed input is kept as its repr)."""
     try:
         canonical(value)
-        return value
-    except Exception:
+    except CanonicalError:
         return repr(value)[:4096]
+    return value

@@ -23,13 +23,11 @@ def _relay_url(args: argparse.Namespace) -> str:
     return args.relay or os.environ.get("COLONY_RELAY") or DEFAULT_RELAY
 
 
-def _key(args: argparse.Namespace, required: bool = True) -> Keypair | None:
+def _key(args: argparse.Namespace) -> Keypair:
     path = args.key or os.environ.get("COLONY_KEY")
     if not path:
-        if required:
-            raise SystemExit("colony: this command signs events: pass --key FILE or set COLONY_KEY "
-                             "(create one with `colony keygen --out FILE`)")
-        return None
+        raise SystemExit("colony: this command signs events: pass --key FILE or set COLONY_KEY "
+                         "(create one with `colony keygen --out FILE`)")
     try:
         return Keypair.load(path)
     except (OSError, ValueError) as exc:
@@ -70,13 +68,13 @@ def roots_json(data: bytes) -> dict[str, Any]:
     first view that shows content wins."""
     from pycrdt import Array, Doc, Map, Text, XmlFragment
 
-    probe = Doc()
+    probe: Doc[Any] = Doc()
     probe.apply_update(data)
     out: dict[str, Any] = {}
     for name in sorted(probe.keys()):
         value: Any = None
         for typ in (Map, Text, Array, XmlFragment):
-            scratch = Doc()
+            scratch: Doc[Any] = Doc()
             scratch.apply_update(data)
             root = scratch.get(name, type=typ)
             if typ is Map and len(root):
@@ -98,7 +96,7 @@ async def _doc_cat(url: str, feed: str, as_json: bool, timeout: float) -> int:
 
     from collab.client import Client
 
-    ydoc = Doc()
+    ydoc: Doc[Any] = Doc()
     state = {"seq": 0, "head": ""}
 
     def on_snapshot(snap: Any) -> None:
@@ -145,7 +143,7 @@ async def _tail(url: str, feed: str, since: int | None, count: int | None, as_js
         if as_json:
             print(json.dumps(rec.to_wire(), ensure_ascii=False), flush=True)
         else:
-            t = dt.datetime.fromtimestamp(rec.rtime / 1000).strftime("%H:%M:%S.%f")[:-3]
+            t = dt.datetime.fromtimestamp(rec.rtime / 1000, dt.UTC).astimezone().strftime("%H:%M:%S.%f")[:-3]
             print(f"{rec.seq:>7}  {t}  {rec.event.author[:12]}  {rec.event.kind:<14} {_summary(rec.event.body)}",
                   flush=True)
         seen += 1
@@ -167,7 +165,8 @@ async def _replay(url: str, feed: str, at: int | None, verify: bool, as_json: bo
     view = result.view()
     if as_json:
         print(json.dumps({"feed": feed, "seq": result.seq, "head": result.head, "verified": result.verified,
-                          "anomalies": [a.__dict__ if hasattr(a, "__dict__") else {"seq": a.seq, "kind": a.kind, "detail": a.detail}
+                          "anomalies": [a.__dict__ if hasattr(a, "__dict__")
+                                        else {"seq": a.seq, "kind": a.kind, "detail": a.detail}
                                         for a in result.anomalies],
                           "state": view}, ensure_ascii=False, indent=2))
     else:
@@ -218,7 +217,7 @@ async def _grant(url: str, key: Keypair, feed: str, write: bool, ttl: float) -> 
               "the owner's capabilities", file=sys.stderr)
         return 1
     cap = Capability.issue(key, feed, write=write, ttl_ms=ttl_ms)
-    until = dt.datetime.fromtimestamp(cap.exp / 1000, dt.timezone.utc).isoformat(timespec="seconds")
+    until = dt.datetime.fromtimestamp(cap.exp / 1000, dt.UTC).isoformat(timespec="seconds")
     ws = base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
     print(f"# {'+'.join(cap.rights)} on {feed} until {until} (bearer: anyone holding it has these rights)\n"
           f"# Yjs: new WebsocketProvider('{ws}/yjs', '{feed.split('/', 1)[1]}', ydoc, {{ params: {{ token }} }})",
@@ -254,7 +253,7 @@ async def _export(a: argparse.Namespace) -> int:
     tmp = out.with_name(out.name + ".partial")
     try:
         async with _open_store(a) as storage:
-            with open(tmp, "w", encoding="utf-8") as fp:
+            with open(tmp, "w", encoding="utf-8") as fp:  # noqa: ASYNC230 - a one-shot command: nothing else runs
                 count = await write_export(storage, None if a.all else a.feeds, fp, relay)
                 fp.flush()
                 os.fsync(fp.fileno())
@@ -271,7 +270,7 @@ async def _import(a: argparse.Namespace) -> int:
     from relay.ops.backup import BackupError, verify_and_import
 
     try:
-        with open(a.file, encoding="utf-8") as fp:
+        with open(a.file, encoding="utf-8") as fp:  # noqa: ASYNC230 - a one-shot command: nothing else runs
             async with _open_store(a) as storage:
                 result = await verify_and_import(storage, fp)
     except (BackupError, RuntimeError, OSError, UnicodeDecodeError) as exc:

@@ -70,10 +70,7 @@ async def agent(url: str, name: str, role: str, lines: list[str], pace: float, s
                 if i >= len(lines):
                     line = line.rstrip("\n") + f" ({i // len(lines) + 1})\n"
                 text = str(doc.text)
-                if name in ("reviewer", "editor") and text:
-                    pos = rng.choice(_line_starts(text))
-                else:
-                    pos = len(text)
+                pos = rng.choice(_line_starts(text)) if name in ("reviewer", "editor") and text else len(text)
                 doc.text.insert(pos, line)
                 i += 1
                 with contextlib.suppress(asyncio.TimeoutError):

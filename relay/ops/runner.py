@@ -43,13 +43,13 @@ class Running:
 
 
 def uvicorn_config(app: object, config: Config, **overrides: object) -> uvicorn.Config:
-    opts: dict[str, object] = dict(
-        host=config.host, port=config.port, log_level="warning", lifespan="on",
-        ws="websockets-sansio",  # relay.endpoints.wsdirect relies on it for shared-frame fan-out
-        ws_max_size=config.limits.max_frame_bytes * 4 + 1024, ws_ping_interval=config.ws_ping_interval,
-        ws_ping_timeout=config.ws_ping_timeout, ws_per_message_deflate=config.ws_deflate,
-        timeout_graceful_shutdown=5,
-    )
+    opts: dict[str, object] = {
+        "host": config.host, "port": config.port, "log_level": "warning", "lifespan": "on",
+        "ws": "websockets-sansio",  # relay.endpoints.wsdirect relies on it for shared-frame fan-out
+        "ws_max_size": config.limits.max_frame_bytes * 4 + 1024, "ws_ping_interval": config.ws_ping_interval,
+        "ws_ping_timeout": config.ws_ping_timeout, "ws_per_message_deflate": config.ws_deflate,
+        "timeout_graceful_shutdown": 5,
+    }
     opts.update(overrides)
     return uvicorn.Config(app, **opts)  # type: ignore[arg-type]
 
@@ -93,7 +93,6 @@ async def serving(config: Config, relay: Relay | None = None, **overrides: objec
     relay = relay or Relay(config)
     app = create_app(config, relay)
     server = GracefulServer(uvicorn_config(app, config, **overrides), relay)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.get_running_loop().create_task(server.serve())
     while not server.started:
         if task.done():

@@ -138,7 +138,7 @@ def feed_key(prefix: str, feed: str, part: str) -> str:
 
 async def connect(url: str, **kw: Any) -> aioredis.Redis | RedisCluster:
     """Connect to ``url``; switch to the cluster client if the server runs in cluster mode."""
-    opts: dict[str, Any] = dict(socket_connect_timeout=2.0, socket_timeout=5.0, health_check_interval=10)
+    opts: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 5.0, "health_check_interval": 10}
     opts.update(kw)
     plain = aioredis.Redis.from_url(url, **opts)
     try:
@@ -189,15 +189,15 @@ class RedisStorage(Storage):
         await self._load_scripts()
 
     async def _load_scripts(self) -> None:
-        assert self.r is not None
-        if self.cluster:  # every primary: a feed's keys (and so its EVALSHA) may live on any of them
+        r = self._client()
+        if isinstance(r, RedisCluster):  # every primary: a feed's keys (and so its EVALSHA) may live on any
             # (script_load() takes no target_nodes; execute_command does, and merges the SHAs)
             load = "SCRIPT LOAD"
-            self._append_sha = await self.r.execute_command(load, APPEND_LUA, target_nodes=RedisCluster.PRIMARIES)
-            self._snap_sha = await self.r.execute_command(load, SNAPSHOT_LUA, target_nodes=RedisCluster.PRIMARIES)
+            self._append_sha = await r.execute_command(load, APPEND_LUA, target_nodes=RedisCluster.PRIMARIES)
+            self._snap_sha = await r.execute_command(load, SNAPSHOT_LUA, target_nodes=RedisCluster.PRIMARIES)
         else:
-            self._append_sha = await self.r.script_load(APPEND_LUA)
-            self._snap_sha = await self.r.script_load(SNAPSHOT_LUA)
+            self._append_sha = await r.script_load(APPEND_LUA)
+            self._snap_sha = await r.script_load(SNAPSHOT_LUA)
 
     async def close(self) -> None:
         if self.r is not None:
@@ -262,13 +262,15 @@ class RedisStorage(Storage):
 
     # -- reading ---------------------------------------------------------------------------
     async def head(self, feed: str) -> FeedHead | None:
-        seq, h, rtime = await self._call("head", self._client().hmget(self.key(feed, "head"), "seq", "hash", "rtime"))
+        seq, h, rtime = await self._call("head",
+                                         self._client().hmget(self.key(feed, "head"), "seq", "hash", "rtime"))
         if seq is None:
             return None
         return FeedHead(feed, int(seq), h.decode(), int(rtime))
 
     async def read(self, feed: str, since: int, limit: int) -> list[StoredRecord]:
-        rows = await self._call("read", self._client().xrange(self.key(feed, "log"), f"{since + 1}-0", "+", count=limit))
+        log_key = self.key(feed, "log")
+        rows = await self._call("read", self._client().xrange(log_key, f"{since + 1}-0", "+", count=limit))
         out = []
         for entry_id, fields in rows:
             seq = int(entry_id.split(b"-", 1)[0])
@@ -279,7 +281,7 @@ class RedisStorage(Storage):
         if not ids:
             return {}
         seqs = await self._call("lookup", self._client().hmget(self.key(feed, "ids"), ids))
-        return {i: int(s) for i, s in zip(ids, seqs) if s is not None}
+        return {i: int(s) for i, s in zip(ids, seqs, strict=True) if s is not None}
 
     async def feeds(self, prefix: str = "", limit: int = 1000) -> list[FeedHead]:
         r = self._client()
@@ -291,7 +293,8 @@ class RedisStorage(Storage):
         for name in names:
             pipe.hmget(self.key(name, "head"), "seq", "hash", "rtime")
         heads = await self._call("feeds", pipe.execute()) if names else []
-        return [FeedHead(n, int(s), h.decode(), int(t)) for n, (s, h, t) in zip(names, heads) if s is not None]
+        return [FeedHead(n, int(s), h.decode(), int(t)) for n, (s, h, t) in zip(names, heads, strict=True)
+                if s is not None]
 
     async def save_snapshot(self, snap: StoredSnapshot) -> None:
         keys = [self.key(snap.feed, "snap")]
@@ -323,10 +326,11 @@ class RedisStorage(Storage):
         if old is not None and int(old) > b.seq:
             return
         await self._call("base", r.hset(self.key(b.feed, "base"), mapping=dict(zip(
-            ("seq", "head", "state", "relay", "rsig", "meta"), self._base_args(base)))))
+            ("seq", "head", "state", "relay", "rsig", "meta"), self._base_args(base), strict=True))))
         # a base for a feed without records (a restore: relay/ops/backup.py) starts the feed at its seq
         if not await self._call("base", r.exists(self.key(b.feed, "head"))):
-            await self._call("base", r.hset(self.key(b.feed, "head"), mapping={"seq": b.seq, "hash": b.head, "rtime": 0}))
+            await self._call("base", r.hset(self.key(b.feed, "head"),
+                                            mapping={"seq": b.seq, "hash": b.head, "rtime": 0}))
             await self._call("register", r.zadd(f"{self.prefix}:feeds", {b.feed: 0}, nx=True))
 
     async def load_base(self, feed: str) -> StoredBase | None:

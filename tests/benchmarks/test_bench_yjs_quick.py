@@ -13,12 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pycrdt.websocket  # noqa: F401  -- the comparison server; scripts/test installs .[bench]
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "bench_yjs.py"
-
-import pycrdt.websocket  # noqa: F401  -- the comparison server; scripts/test installs .[bench]
 
 
 @pytest.mark.slow

@@ -49,7 +49,7 @@ def test_replay_accepts_capability_writes(keys: dict[str, Keypair]) -> None:
     assert result.view() == {"text": "by cap"}
 
 
-@pytest.mark.parametrize("case,kind", [
+@pytest.mark.parametrize(("case", "kind"), [
     ("not_owner", "unauthorized"), ("expired", "unauthorized"), ("read_only", "unauthorized"),
     ("wrong_feed", "unauthorized"), ("forged", "invalid"), ("bad_shape", "invalid"), ("null", "invalid"),
     ("members_without_cap", "unauthorized"),

@@ -53,7 +53,7 @@ def test_challenge_then_hello_signs_the_nonce_for_this_relay() -> None:
     hello = json.loads(p.hello())
     assert hello["t"] == "hello" and hello["key"] == AGENT.public_hex
     assert verify(AGENT.public, hello_bytes(AGENT.public_hex, "ab" * 32, RELAY.public_hex), bytes.fromhex(hello["sig"]))
-    assert p.receive('{"t":"welcome","key":"%s"}' % AGENT.public_hex) == [Welcome(AGENT.public_hex)]
+    assert p.receive(f'{{"t":"welcome","key":"{AGENT.public_hex}"}}') == [Welcome(AGENT.public_hex)]
     assert p.authenticated
 
 
@@ -211,8 +211,7 @@ def test_any_redelivery_pattern_yields_each_record_once_in_order(pattern: list[i
     p = proto()
     got: list[int] = []
     for upto in pattern:  # redeliver records 1..upto+1 from the start each time
-        for ev in p.receive("\n".join(rec_frame(r) for r in recs[: upto + 1])):
-            got.append(ev.record.seq)  # type: ignore[union-attr]
+        got.extend(ev.record.seq for ev in p.receive("\n".join(rec_frame(r) for r in recs[: upto + 1])))  # type: ignore[union-attr]
     assert got == list(range(1, max(pattern) + 2))
 
 

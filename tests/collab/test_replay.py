@@ -149,7 +149,8 @@ def test_access_is_folded_and_unauthorized_writes_are_reported() -> None:
     assert ok.verified and ok.access.policy == "members" and ok.access.owner == OWNER.public_hex
     assert ok.access.writers == {OTHER.public_hex} and ok.state == 1  # control kinds are not applied
     stranger = Keypair.generate()
-    bad = events + [
+    bad = [
+        *events,
         Event.create(stranger, feed, "msg", {"sneak": 1}, ctx=3),
         Event.create(OTHER, feed, "acl.revoke", {"key": OTHER.public_hex}, ctx=4),
     ]

@@ -109,7 +109,7 @@ async def _members_feed(owner: Client, feed: str) -> None:
         assert (await publish(owner, Event.create(OWNER, feed, kind, body, ts=i), f"m{i}"))["t"] == "ok"
 
 
-@pytest.mark.parametrize("kind,body", [("acl.revoke", {"key": BOB.public_hex}),
+@pytest.mark.parametrize(("kind", "body"), [("acl.revoke", {"key": BOB.public_hex}),
                                        ("acl.grant", {"key": BOB.public_hex, "read": False, "write": True})])
 async def test_losing_read_access_ends_the_subscription_and_it_can_be_renewed(
         relay: Running, kind: str, body: dict[str, Any]) -> None:
@@ -238,7 +238,8 @@ def test_snapshot_fields_are_typed() -> None:
     relay = Keypair.from_seed(b"r" * 32)
     snap = Snapshot.seal(relay, "doc/s", 3, "ab" * 32, b"state").to_wire()
     assert Snapshot.from_wire(snap).state == b"state"
-    for field, value in (("seq", "3"), ("seq", 3.0), ("seq", True), ("head", "AB" * 32), ("relay", relay.public_hex + "\n"),
+    for field, value in (("seq", "3"), ("seq", 3.0), ("seq", True), ("head", "AB" * 32),
+                         ("relay", relay.public_hex + "\n"),
                          ("state", b64(b"state") + "\n"), ("feed", "doc/events")):
         assert code_of(Snapshot.from_wire, dict(snap, **{field: value})) == "invalid", (field, value)
     assert code_of(Snapshot.from_wire, {**snap, "extra": 1}) == "invalid"

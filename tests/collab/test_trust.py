@@ -89,7 +89,7 @@ def test_params_are_checked_and_frozen() -> None:
     assert p.pretrusted == frozenset({"a"}) and hash(p) == hash(TrustParams(pretrusted=frozenset({"a"})))
     assert (p.half_life_ms, p.alpha_ppb, p.iterations) == (HL, 150_000_000, 50)
     for bad in ({"half_life_ms": 0}, {"alpha_ppb": SCALE + 1}, {"alpha_ppb": -1}, {"iterations": -1}):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=next(iter(bad))):
             TrustParams(**bad)  # type: ignore[arg-type]
 
 
@@ -235,7 +235,7 @@ def reference(s: VouchState, params: TrustParams, at: int | None = None) -> dict
             edges.setdefault(ev.author, {})[j] = edges.get(ev.author, {}).get(j, 0.0) + 1000 * d(ev.ts)
         else:
             slash[j] = slash.get(j, 0.0) + d(ev.ts)
-    pre = (params.pretrusted & keys) and ((params.pretrusted | relays) & keys) or keys
+    pre = ((params.pretrusted & keys) and ((params.pretrusted | relays) & keys)) or keys
     p = {k: (1 / len(pre) if k in pre else 0.0) for k in keys}
     a = params.alpha_ppb / 1e9
     t = dict(p)

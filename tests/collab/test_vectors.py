@@ -21,7 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from collab import frames
 from collab.access import Access, apply_access, validate_control
-from collab.canonical import canonical, parse_json
+from collab.canonical import CanonicalError, canonical, parse_json
 from collab.errors import ColonyError
 from collab.events import (
     GENESIS,
@@ -104,7 +104,7 @@ def test_canonical_valid(case: dict[str, Any]) -> None:
 
 @by_name(CANONICAL["rejected"])
 def test_canonical_rejected(case: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(CanonicalError):
         canonical(parse_json(case["input_json"]))
 
 
@@ -212,7 +212,7 @@ def test_records_chain() -> None:
         prev = rec.hash
 
 
-@pytest.mark.parametrize("field,value", [("prev", "11" * 32), ("seq", 9), ("rtime", 1), ("relay", "22" * 32),
+@pytest.mark.parametrize(("field", "value"), [("prev", "11" * 32), ("seq", 9), ("rtime", 1), ("relay", "22" * 32),
                                          ("rsig", "33" * 64)])
 def test_tampered_record_is_refused(field: str, value: Any) -> None:
     w = dict(RECORDS["chain"][1]["record"])

@@ -81,7 +81,7 @@ async def assert_log_unchanged(w: World, before: list[dict[str, Any]]) -> None:
     assert await records(w.relay) == before
 
 
-@pytest.mark.parametrize("payload, why", [
+@pytest.mark.parametrize(("payload", "why"), [
     ("{not json", "not valid JSON"),
     ("[1,2,3]", "must be a JSON object"),
     ('{"t":"launch"}', "unknown frame type"),
@@ -265,9 +265,10 @@ async def test_members_feed_refuses_outsiders(world: World) -> None:
     assert not [f for f in out.frames if f.get("feed") == feed and f["t"] != "error"]
     # granting the friend write lets it in; a grant by a non-owner is refused
     fr = await Raw.connect(world.relay.ws_url, friend)
-    err = await publish(fr, Event.create(friend, feed, "acl.grant", {"key": friend.public_hex, "read": True, "write": True}))
+    grant = {"key": friend.public_hex, "read": True, "write": True}
+    err = await publish(fr, Event.create(friend, feed, "acl.grant", grant))
     assert err["code"] == "unauthorized"
-    ok = await publish(world.good, Event.create(owner, feed, "acl.grant", {"key": friend.public_hex, "read": True, "write": True}))
+    ok = await publish(world.good, Event.create(owner, feed, "acl.grant", grant))
     assert ok["t"] == "ok"
     await fr.send({"t": "sub", "feed": feed, "since": 0})
     snap = await fr.wait(lambda f: f["t"] == "snapshot" and f["feed"] == feed)
@@ -285,11 +286,11 @@ async def test_members_feed_refuses_outsiders(world: World) -> None:
 
 async def test_subscription_limit(world: World) -> None:
     raw = await Raw.connect(world.relay.ws_url, Keypair.generate())
-    replies = []
     for i in range(300):
         await raw.send({"t": "sub", "feed": f"misc/f{i}", "since": 0, "rid": f"s{i}"})
-    for i in range(300):
-        replies.append(await raw.wait(lambda f, i=i: f.get("rid") == f"s{i}" or (f["t"] == "synced" and f["feed"] == f"misc/f{i}")))
+    replies = [await raw.wait(lambda f, i=i: f.get("rid") == f"s{i}"
+                              or (f["t"] == "synced" and f["feed"] == f"misc/f{i}"))
+               for i in range(300)]
     ok = [r for r in replies if r["t"] == "synced"]
     errs = [r for r in replies if r["t"] == "error"]
     assert len(ok) == 20

@@ -134,7 +134,7 @@ async def test_agents_on_three_processes_converge_on_a_three_master_cluster(
             # -- convergence: every doc applies every record; one text per feed --------------
             n = AGENTS * ROUNDS
             tops = {f: max([await docs[a, f].flushed(20) for a in range(AGENTS)]) for f in FEEDS}
-            assert tops == {f: n for f in FEEDS}, "every edit is one record; seqs are dense"
+            assert tops == dict.fromkeys(FEEDS, n), "every edit is one record; seqs are dense"
             await asyncio.gather(*(d.wait_seq(n, 20) for d in docs.values()),
                                  *(s.wait_seq(n, 20) for s in subs.values()))
             texts: dict[str, str] = {}
@@ -203,7 +203,7 @@ async def test_agents_on_three_processes_converge_on_a_three_master_cluster(
                 deadline = time.monotonic() + 10
                 while True:  # bounded polling: the processes that did not append got the SPUBLISH
                     after = [await bus_messages(p) for p in procs[1:]]
-                    if all(a > b for a, b in zip(after, before)):
+                    if all(a > b for a, b in zip(after, before, strict=True)):
                         break
                     assert time.monotonic() < deadline, f"no pub/sub message for {f} (master {owners[f]}): {after}"
                     await asyncio.sleep(0.02)

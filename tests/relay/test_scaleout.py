@@ -355,7 +355,7 @@ async def test_pubsub_connection_killed_during_flow_subscribers_miss_nothing(
             out = await asyncio.to_thread(private_redis.cli, "CLIENT", "LIST", "TYPE", "pubsub")
             return sum(1 for line in out.splitlines() if " sub=1 " in line)
 
-        flowing = asyncio.gather(*(flow(w, k) for w, k in zip(writers, keys)))
+        flowing = asyncio.gather(*(flow(w, k) for w, k in zip(writers, keys, strict=True)))
         kills = 8
         try:
             await eventually(lambda: len(acked) >= 30, 20, "the flow to start")
@@ -680,7 +680,7 @@ async def test_late_joiner_on_third_process_gets_snapshot_and_tail(redis_server:
             ghost_client = await stack.enter_async_context(Client(b.url, Keypair.generate(), relay_key=relay_hex))
             assert (await ghost_client.publish(feed, "doc.update", {"update": b64(second)})).seq == 1
             writers = []
-            for i, run in enumerate((a, a, b, b)):
+            for run in (a, a, b, b):
                 client = await stack.enter_async_context(Client(run.url, Keypair.generate(), relay_key=relay_hex))
                 writers.append(await stack.enter_async_context(TapedDoc(client, feed)))
             await asyncio.gather(*(d.synced(10) for d in writers))

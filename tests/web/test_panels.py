@@ -33,7 +33,8 @@ from tests.web.test_viewer import backend, browser, open_viewer, wait_js  # noqa
 FAST = {"backoff_base": 0.02, "backoff_max": 0.2}
 
 # JS: the cells of a panel table, row by row (textContent)
-ROWS = "sel => [...document.querySelectorAll('#state-panel table.' + sel + ' tbody tr')].map(tr => [...tr.cells].map(c => c.textContent))"
+ROWS = ("sel => [...document.querySelectorAll('#state-panel table.' + sel + ' tbody tr')]"
+        ".map(tr => [...tr.cells].map(c => c.textContent))")
 
 
 class Agents:
@@ -72,7 +73,8 @@ async def rows(page: Any, table: str) -> list[list[str]]:
 async def wait_rows(page: Any, table: str, check: str, arg: Any = None, timeout: float = 20.0) -> list[list[str]]:
     """Wait until ``check`` (a JS function of (rows, arg)) holds for a panel table's rows; ``SHORT``
     matches a key shown as its 8-hex prefix (a name not resolved yet)."""
-    await wait_js(page, f"([a, t]) => {{ const SHORT = /^[0-9a-f]{{8}}$/; const rows = ({ROWS})(t); return ({check})(rows, a); }}",
+    await wait_js(page, f"([a, t]) => {{ const SHORT = /^[0-9a-f]{{8}}$/; const rows = ({ROWS})(t); "
+                        f"return ({check})(rows, a); }}",
                   [arg, table], timeout)
     return await rows(page, table)
 
@@ -137,7 +139,8 @@ async def test_auction_panel_live_from_open_to_accepted_and_the_ledger(start_rel
         await wait_js(page, "() => document.querySelector('#state-panel .phead .badge')?.textContent === 'awarded'",
                       timeout=bid_window / 1000 + 20)
         got = await wait_rows(page, "bids", "(rows) => rows.length === 3 && rows[0][5] !== ''")
-        assert [(r[1], r[2], r[5]) for r in got] == [("cyd", "40", "assignee"), ("ada", "30", "standby 1"), ("bob", "20", "")]
+        assert [(r[1], r[2], r[5]) for r in got] == [("cyd", "40", "assignee"), ("ada", "30", "standby 1"),
+                                                     ("bob", "20", "")]
         text = await panel_text(page)
         assert "ranked by the award" in text
         await page.screenshot(path=tmp_path / "panel-auction-awarded.png")
@@ -271,7 +274,8 @@ async def test_vouch_agent_dm_panels_and_the_agents_overview(world: Agents, brow
     card = await page.inner_text("#state-panel .card")
     assert "summarises long logs" in card and ka in card
     await profile(ada, "ada", ["summarise", "translate", "review"], "summarises and reviews")
-    await wait_js(page, "() => document.querySelector('#state-panel .card')?.textContent.includes('summarises and reviews')")
+    await wait_js(page, "() => document.querySelector('#state-panel .card')"
+                        "?.textContent.includes('summarises and reviews')")
     caps = await page.eval_on_selector_all("#state-panel .card .cap", "cs => cs.map(c => c.textContent)")
     assert caps == ["summarise", "translate", "review"]
     await wait_js(page, "() => document.querySelector('#state-panel .card .dot')?.classList.contains('on')")
@@ -282,7 +286,8 @@ async def test_vouch_agent_dm_panels_and_the_agents_overview(world: Agents, brow
     for i in range(2):
         await ada.publish(dfeed, "dm.msg", seal_message(ada.key, kb, "request", {"text": f"the secret plan {i}"}))
     pair = " ↔ ".join(name[k] for k in sorted((ka, kb)))  # in the feed name's order
-    await wait_js(page, "([f, p]) => document.querySelector(`#feeds-dm li[data-feed=\"${f}\"] .fname`)?.textContent === p",
+    await wait_js(page, "([f, p]) => document.querySelector(`#feeds-dm li[data-feed=\"${f}\"] .fname`)"
+                        "?.textContent === p",
                   [dfeed, pair])
     await page.click(f'#feeds-dm li[data-feed="{dfeed}"]')
     await wait_js(page, "() => document.querySelector('#state-panel')?.dataset.ns === 'dm' && "
@@ -315,7 +320,8 @@ async def test_vouch_agent_dm_panels_and_the_agents_overview(world: Agents, brow
     # the filter box: by capability
     await page.fill("#agents-filter", "code")
     await wait_js(page, "() => document.querySelectorAll('#agents-rows tr').length === 2")
-    assert sorted(await page.eval_on_selector_all("#agents-rows tr td:nth-child(2)", "ts => ts.map(t => t.textContent)")) == ["bob", "cyd"]
+    names = await page.eval_on_selector_all("#agents-rows tr td:nth-child(2)", "ts => ts.map(t => t.textContent)")
+    assert sorted(names) == ["bob", "cyd"]
     await page.screenshot(path=tmp_path / "panel-agents-overview.png")
     # a row opens that agent's feed
     await page.click(f'#agents-rows tr[data-key="{kb}"]')

@@ -94,7 +94,8 @@ class Agent:
     async def start(self) -> Agent:
         self.client = await Client(self.url, self.key).__aenter__()
         await self.client.publish(f"agent/{self.key.public_hex}", "agent.profile",
-                                  {"name": self.name, "description": f"{self.name} writes", "capabilities": ["doc.edit"]})
+                                  {"name": self.name, "description": f"{self.name} writes",
+                                   "capabilities": ["doc.edit"]})
         self.doc = await Doc(self.client, self.feed).__aenter__()
         await self.doc.synced(10)
         return self
@@ -132,9 +133,9 @@ async def test_viewer_live_doc_participants_timeline_and_time_travel(relay: Runn
         for i in range(9):  # phase 1: turns, appending lines
             a = agents[i % 3]
             a.doc.text.insert(len(str(a.doc.text)), f"{a.name} line {i}\n")  # type: ignore[union-attr]
-            await a.doc.flushed(10)  # type: ignore[union-attr]
+            acked = await a.doc.flushed(10)  # type: ignore[union-attr]
             for b in agents:
-                await b.doc.wait_seq(a.doc._acked_seq, 10)  # type: ignore[union-attr]
+                await b.doc.wait_seq(acked, 10)  # type: ignore[union-attr]
         early_text = await settle(agents, relay)
         early_seq = relay.relay.hub.feeds[feed].seq
         for i in range(12):  # phase 2: concurrent edits at random places
@@ -311,7 +312,8 @@ async def test_viewer_stays_responsive_with_100_agents_and_10000_records(relay: 
         page, errors = await open_viewer(browser, relay.url + "/#" + feed)
         await wait_js(page, "t => document.querySelector('#doc').textContent === t", final, timeout=30)
         await wait_js(page, "() => document.querySelectorAll('#participants .chip').length === 100 && "
-                            "[...document.querySelectorAll('#participants .chip')].every(c => c.textContent.startsWith('agent-'))",
+                            "[...document.querySelectorAll('#participants .chip')]"
+                            ".every(c => c.textContent.startsWith('agent-'))",
                       timeout=30)
         await wait_js(page, "h => document.querySelector('#tl-rows .row').dataset.seq == h", n, timeout=30)
         loaded = time.monotonic() - t0
@@ -364,7 +366,8 @@ async def test_viewer_stays_responsive_with_100_agents_and_10000_records(relay: 
         await page.screenshot(path=tmp_path / "viewer-10k.png")
         print(f"\n10k records, 100 agents: loaded {loaded:.2f}s, live row {row_latency * 1000:.0f}ms, "
               f"doc {doc_latency * 1000:.0f}ms, scrolled to seq 1 in {scrolled:.2f}s, jump {jump_ms:.0f}ms, "
-              f"time travel {travel:.2f}s, all {n + 1} verified {verified:.2f}s after opening, longest task {longest:.0f}ms, "
+              f"time travel {travel:.2f}s, all {n + 1} verified {verified:.2f}s after opening, "
+              f"longest task {longest:.0f}ms, "
               f"DOM {dom_size} elements / {dom_rows} rows")
         assert loaded < 15 and row_latency < 3.0 and doc_latency < 3.0
         assert jump_ms < 500

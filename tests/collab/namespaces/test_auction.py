@@ -16,6 +16,7 @@ from collab.namespaces.base import Admission
 from collab.namespaces.auction import MAX_STANDBY, AuctionNamespace, AuctionState
 from collab.namespaces.ledger import LedgerNamespace
 from tests.collab.namespaces.test_ledger import Chain, fold
+import contextlib
 
 T0 = 1_700_000_000_000
 DEADLINE = T0 + 60_000
@@ -219,7 +220,7 @@ def test_hundred_bidders_rank_deterministically() -> None:
     site.submit(site.relay, "auction.award", body, DEADLINE, ts=DEADLINE)
     st = site.state
     assert st.winner == order[0] and st.queue == tuple(order[1:6]) and st.trust_seq == 17
-    released = [k for k in order[6:]]
+    released = list(order[6:])
     assert all(site.ledger.state.available_of(k) == 100 for k in released)
     assert all(site.ledger.state.locked_of(k) == stakes[k] for k in order[:6])
     replayed = fold(NS, FEED, site.auction.records)
@@ -228,7 +229,7 @@ def test_hundred_bidders_rank_deterministically() -> None:
 
     stake_only = Site("auction/s")
     stake_only.open(scoring="stake")
-    for k, stake in zip(keys(3), (20, 30, 30)):
+    for k, stake in zip(keys(3), (20, 30, 30), strict=True):
         stake_only.bid(k, stake)
     b2 = ah.award_body(stake_only.state, {"ignored": 5}, 9, DEADLINE)
     assert b2["trust_seq"] == 0 and [r["trust"] for r in b2["ranking"]] == [0, 0, 0]
@@ -294,10 +295,10 @@ def test_awards_checked_against_the_bids() -> None:
         {**good, "result_deadline": DEADLINE + WINDOW - 1},  # earlier than ts + window
         {**good, "result_deadline": None},
         {**good, "ranking": good["ranking"][:2]},
-        {**good, "ranking": [{**r0, "trust": 0}] + good["ranking"][1:]},  # trust changed, ranking not re-sorted
-        {**good, "ranking": [{**r0, "score": r0["score"] + 1}] + good["ranking"][1:]},
-        {**good, "ranking": [{**r0, "trust": 1_000_000_001}] + good["ranking"][1:]},
-        {**good, "ranking": [{**r0, "extra": 1}] + good["ranking"][1:]},
+        {**good, "ranking": [{**r0, "trust": 0}, *good["ranking"][1:]]},  # trust changed, ranking not re-sorted
+        {**good, "ranking": [{**r0, "score": r0["score"] + 1}, *good["ranking"][1:]]},
+        {**good, "ranking": [{**r0, "trust": 1_000_000_001}, *good["ranking"][1:]]},
+        {**good, "ranking": [{**r0, "extra": 1}, *good["ranking"][1:]]},
         {**good, "trust_seq": -1},
         {k: v for k, v in good.items() if k != "trust_seq"},
     ]
@@ -422,7 +423,7 @@ def test_verify_award_replays_the_trust_feed() -> None:
     forged.open(standby=1)
     for k in (a, b, c):
         forged.bid(k, 20)
-    fake = {k: v for k, v in scores.items()}
+    fake = dict(scores.items())
     fake[a.public_hex] = 999_000_000  # a self-consistent ranking over made-up trust: apply accepts it...
     forged.award(fake, trust_seq=3)
     assert forged.state.winner == a.public_hex
@@ -496,8 +497,6 @@ def test_validate_refuses_garbage_with_protocol_errors_only(kind: str, body: Any
     for state in (NS.initial(FEED), site.state):
         author = site.relay if by_relay else w
         ev = Event.create(author, FEED, kind, body, ts=DEADLINE)
-        try:
+        with contextlib.suppress(ColonyError):
             NS.validate(state, ev, Admission(DEADLINE, site.relay.public_hex))
-        except ColonyError:
-            pass
         NS.apply(state, Record.seal(site.relay, ev, 9, GENESIS, DEADLINE))

@@ -232,7 +232,7 @@ def test_structure_rules() -> None:
 KEY = "ab" * 32
 
 
-@pytest.mark.parametrize("kind,body", [
+@pytest.mark.parametrize(("kind", "body"), [
     ("task.bogus", {"sub": "s1"}),
     ("task.heartbeat", ["s1"]),
     ("task.heartbeat", {"sub": "s1", "extra": 1}),

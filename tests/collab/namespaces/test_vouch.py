@@ -62,7 +62,7 @@ def test_valid_events_pass() -> None:
     NS.validate(s, voutcome(B, "slashed", ref="r" * 256), ADM)
 
 
-@pytest.mark.parametrize("kind,body", [
+@pytest.mark.parametrize(("kind", "body"), [
     ("vouch.set", {"subject": "B", "weight": 1001}),
     ("vouch.set", {"subject": "B", "weight": -1001}),
     ("vouch.set", {"subject": "B", "weight": True}),

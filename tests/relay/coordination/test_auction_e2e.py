@@ -128,7 +128,8 @@ async def test_full_lifecycle_with_a_failing_winner_slashing_and_standby_promoti
                 return out
             await asyncio.sleep(0.05)
 
-    assert sorted(await asyncio.wait_for(outcomes(), 10)) == sorted([(ka, "slashed"), (kb, "slashed"), (kc, "delivered")])
+    expected = [(ka, "slashed"), (kb, "slashed"), (kc, "delivered")]
+    assert sorted(await asyncio.wait_for(outcomes(), 10)) == sorted(expected)
 
     # anyone replaying the auction feed gets the same winner, and the award checks out
     records = [Record.from_wire(r) for r in await fetch_records(world.relay.url, feed)]

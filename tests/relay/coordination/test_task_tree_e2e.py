@@ -7,7 +7,8 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from collab.client import Client
 from collab.keys import Keypair
@@ -16,7 +17,7 @@ from collab.replay import fetch_records, replay
 from collab.tasks import TaskLeader, TaskWorker
 
 FAST = {"backoff_base": 0.02, "backoff_max": 0.2}
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[3]  # the repository (tests/relay/coordination/..)
 
 
 async def _line(proc: asyncio.subprocess.Process, want: str, timeout: float = 30.0) -> None:
@@ -44,7 +45,8 @@ async def test_killed_subagent_is_detected_and_another_resumes_from_its_checkpoi
         leader.supervise(lambda sub: steady.public_hex if sub.assignee == crashy.public_hex else None)
 
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tests.relay.coordination.task_worker", relay.url, feed, "body", crashy.seed.hex(), "5", "3",
+            sys.executable, "-m", "tests.relay.coordination.task_worker", relay.url, feed, "body",
+            crashy.seed.hex(), "5", "3",
             cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         try:
             await _line(proc, "checkpointed 3")

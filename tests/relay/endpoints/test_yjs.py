@@ -270,11 +270,13 @@ async def test_members_feed_needs_a_capability(relay: Running, yclients: list[YC
     name = fresh()
     feed = f"doc/{name}"
     raw = await Raw.connect(relay.ws_url, owner)
-    ok = await raw.request({"t": "pub", "event": Event.create(owner, feed, "feed.policy", {"policy": "members"}).to_wire()}, "p")
+    policy = Event.create(owner, feed, "feed.policy", {"policy": "members"})
+    ok = await raw.request({"t": "pub", "event": policy.to_wire()}, "p")
     assert ok["t"] == "ok"
     d = YDoc()
     d.get("text", type=Text).insert(0, "secret")
-    ok = await raw.request({"t": "pub", "event": Event.create(owner, feed, "doc.update", {"update": b64(d.get_update())}).to_wire()}, "u")
+    update = Event.create(owner, feed, "doc.update", {"update": b64(d.get_update())})
+    ok = await raw.request({"t": "pub", "event": update.to_wire()}, "u")
     assert ok["t"] == "ok"
     anon = await connect(yclients, relay, name)
     assert (await closed_with(anon))[0] == 4403
@@ -443,7 +445,8 @@ class World:
 
     def __init__(self, relay: Running, name: str, doc: Doc, owner: Keypair, bystander: YClient,
                  made: list[YClient]) -> None:
-        self.relay, self.name, self.doc, self.owner, self.bystander, self.made = relay, name, doc, owner, bystander, made
+        self.relay, self.name, self.doc = relay, name, doc
+        self.owner, self.bystander, self.made = owner, bystander, made
         self.feed = f"doc/{name}"
         self.n = 0
 
@@ -485,7 +488,7 @@ async def assert_refused(w: World, y: YClient, code: int, before: list[dict[str,
     return reason
 
 
-@pytest.mark.parametrize("case,code", [
+@pytest.mark.parametrize(("case", "code"), [
     ("garbage", 4400), ("truncated_varuint", 4400), ("truncated_payload", 4400), ("trailing_bytes", 4400),
     ("bad_sync_type", 4400), ("bad_state_vector", 4400), ("undecodable_update", 4400),
     ("bad_awareness_json", 4400), ("text_message", 1003), ("oversized_message", 1009), ("oversized_edit", 1009),
@@ -586,7 +589,8 @@ def colony(*args: str, key: str | None = None, relay: str | None = None) -> subp
         env["COLONY_KEY"] = key
     if relay:
         env["COLONY_RELAY"] = relay
-    return subprocess.run([sys.executable, "-m", "relay.ops.cli", *args], capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run([sys.executable, "-m", "relay.ops.cli", *args], capture_output=True, text=True, env=env,
+                          timeout=60, check=False)
 
 
 async def test_colony_grant(relay: Running, tmp_path: Any, yclients: list[YClient]) -> None:

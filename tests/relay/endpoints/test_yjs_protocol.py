@@ -36,7 +36,8 @@ def test_varuint_round_trip(n: int) -> None:
     assert r.var_uint() == n and r.at_end()
 
 
-@pytest.mark.parametrize("data", [b"", b"\x80", b"\xff\xff", b"\xff" * 9 + b"\x01", b"\xff\xff\xff\xff\xff\xff\xff\x7f"])
+@pytest.mark.parametrize("data", [b"", b"\x80", b"\xff\xff", b"\xff" * 9 + b"\x01",
+                                  b"\xff\xff\xff\xff\xff\xff\xff\x7f"])
 def test_varuint_truncated_or_too_long(data: bytes) -> None:
     with pytest.raises(YProtocolError):
         Reader(data).var_uint()
@@ -233,7 +234,8 @@ def test_capability_tokens_refused() -> None:
         Capability.from_token(tok(forged))
     with pytest.raises(BadSignature):
         Capability.from_token(tok({**wire, "issuer": Keypair.generate().public_hex}))
-    for bad in ("", "a", "!!!!", "x" * 5000, tok({**wire, "grantee": owner.public_hex}), tok({**wire, "rights": ["write"]}),
+    for bad in ("", "a", "!!!!", "x" * 5000, tok({**wire, "grantee": owner.public_hex}),
+                tok({**wire, "rights": ["write"]}),
                 tok({k: v for k, v in wire.items() if k != "nonce"}), tok({**wire, "extra": 1}),
                 base64.urlsafe_b64encode(json.dumps(wire, indent=1).encode()).rstrip(b"=").decode(),  # not canonical
                 Capability.issue(owner, "doc/a").token() + "A"):

@@ -240,7 +240,7 @@ async def test_home_unreachable_refuses_authority_namespaces(fed: Any) -> None:
         return ((f.others(home)[0].name, home.name),)
 
     f = await fed(proxied=cut_path)
-    (src, dst), proxy = next(iter(f.proxies.items()))
+    (src, _dst), proxy = next(iter(f.proxies.items()))
     await _linked(f)
     proxy.cut()
     async with Client(f.nodes[src].url, Keypair.generate(), **FAST) as cl:

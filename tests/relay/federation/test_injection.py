@@ -120,7 +120,7 @@ async def test_a_bad_record_from_the_home_is_refused_and_alarmed(three: Three, t
     assert alarm["body"]["feed"] == feed and alarm["body"]["seq"] == 2
     assert alarm["body"]["peer"] == t.keys["c"].public_hex
     assert alarm["body"]["theirs"]["event"]["body"] == rec["event"]["body"]  # the evidence
-    mirrored = [r for r in await fetch_records(t.url("a"), feed)]
+    mirrored = list(await fetch_records(t.url("a"), feed))
     assert [r["seq"] for r in mirrored] == [1]  # nothing past the bad record was stored
     async with httpx.AsyncClient(timeout=5) as http:
         health = (await http.get(f"{t.url('a')}/health")).json()

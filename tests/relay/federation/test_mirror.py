@@ -205,7 +205,7 @@ def wrong_feed(home: Home) -> dict[str, Any]:
     return Record.seal(home.key, Event.create(home.author, "notes/other", "note", {}), 2, home.head).to_wire()
 
 
-@pytest.mark.parametrize("make, kind, with_ours, why", [
+@pytest.mark.parametrize(("make", "kind", "with_ours", "why"), [
     (bad_author_sig, "invalid", False, "signature does not verify for author"),
     (bad_receipt_sig, "invalid", False, "receipt signature does not verify"),
     (other_relay, "invalid", False, "not by the home"),

@@ -69,14 +69,14 @@ def test_alone_a_relay_homes_everything() -> None:
 
 @pytest.mark.parametrize("spec", ["http://h:1", "h:1#" + KEYS[0], "http://h:1#abc", "#" + KEYS[0]])
 def test_bad_peer_specs(spec: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a peer"):
         Member.parse(spec)
 
 
 def test_peer_and_pin_parsing() -> None:
     assert Member.parse(f"http://10.0.0.2:8702/#{KEYS[1]}") == Member(KEYS[1], "http://10.0.0.2:8702")
     assert parse_pin(f"doc/team-a/*={KEYS[2]}") == ("doc/team-a/*", KEYS[2])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="a pin is PATTERN=RELAYKEY"):
         parse_pin("doc/*")
     with pytest.raises(ValueError, match="distinct"):
         Routing(MEMBERS[0], (MEMBERS[0],))

@@ -169,7 +169,7 @@ def _truncate(lines: list[str]) -> list[str]:
     return lines[:-1]
 
 
-@pytest.mark.parametrize("tamper, needle", [
+@pytest.mark.parametrize(("tamper", "needle"), [
     (_tamper_body, "doc/plan seq 3"), (_tamper_receipt, "notes/alpha seq 2"), (_tamper_rsig, "doc/plan seq 2"),
     (_drop, "notes/alpha seq 3"), (_drop_last_of_feed, "notes/beta"), (_reorder, "doc/plan seq 2"),
     (_interleave, "doc/plan"), (_trailer, "notes/alpha"), (_truncate, "trailer"),

@@ -118,7 +118,8 @@ async def test_replay_verify_fails_on_a_tampered_log(tmp_path: Path) -> None:
 
 
 async def test_demo_runs_and_converges(tmp_path: Path) -> None:
-    rc, out, err = await colony("demo", "--port", "0", "--duration", "3", "--pace", "0.2", "--data", str(tmp_path / "d"),
+    rc, out, err = await colony("demo", "--port", "0", "--duration", "3", "--pace", "0.2",
+                                "--data", str(tmp_path / "d"),
                                 timeout=90)
     assert rc == 0, err
     assert "watch it live:   http://127.0.0.1:" in out

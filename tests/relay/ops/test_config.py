@@ -110,7 +110,7 @@ def test_every_config_field_is_a_setting() -> None:
             assert f.name in targets, f.name
 
 
-@pytest.mark.parametrize("text,needle", [
+@pytest.mark.parametrize(("text", "needle"), [
     ("prot = 1\n", "'prot'"),
     ("[limits]\nmax_frame_bytes = 1\n", "'limits'"),
     ("port = \"8765\"\n", "'port'"),
@@ -138,7 +138,8 @@ async def test_unknown_toml_key_exits_2(tmp_path: Path) -> None:
     rc, _, err = await colony("serve", "--config", str(toml), "--data", str(tmp_path / "d"))
     assert rc == 2
     assert "max_frame_byte" in err and str(toml) in err
-    rc, _, err = await colony("serve", "--data", str(tmp_path / "d"), env={"COLONY_CONFIG": str(tmp_path / "nope.toml")})
+    rc, _, err = await colony("serve", "--data", str(tmp_path / "d"),
+                              env={"COLONY_CONFIG": str(tmp_path / "nope.toml")})
     assert rc == 2 and "nope.toml" in err
 
 

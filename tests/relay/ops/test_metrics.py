@@ -88,7 +88,8 @@ async def test_endpoint_lists_every_metric(relay: Running) -> None:
     for name, kind in NAMES.items():
         assert types.get(name) == kind, name
     assert value(samples, "colony_connections") == 0
-    assert value(samples, "colony_publish_ack_seconds_bucket", le="+Inf") == value(samples, "colony_publish_ack_seconds_count")
+    assert (value(samples, "colony_publish_ack_seconds_bucket", le="+Inf")
+            == value(samples, "colony_publish_ack_seconds_count"))
     # prometheus_client's process and GC collectors ride along
     assert types.get("process_cpu_seconds_total") == "counter"
     assert value(samples, "process_resident_memory_bytes") > 0
@@ -184,7 +185,8 @@ def test_registry_render() -> None:
 
 def test_json_formatter() -> None:
     fmt = JsonFormatter()
-    rec = logging.LogRecord("relay.core.feeds", logging.WARNING, __file__, 1, "append to %s failed\nx", ("doc/a",), None)
+    rec = logging.LogRecord("relay.core.feeds", logging.WARNING, __file__, 1, "append to %s failed\nx", ("doc/a",),
+                            None)
     line = fmt.format(rec)
     assert "\n" not in line
     obj = json.loads(line)

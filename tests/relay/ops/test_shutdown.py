@@ -58,7 +58,7 @@ async def test_sigterm_under_load_keeps_every_acked_event_and_says_going_away(
     stop.set()
     rc = await asyncio.wait_for(relay.proc.wait(), 15)
     elapsed = time.monotonic() - t0
-    for raw, _, task in writers:
+    for _, _, task in writers:
         task.cancel()
         with contextlib.suppress(BaseException):
             await task
