@@ -80,9 +80,8 @@ from .stats import (
 )
 
 __all__ = [
-    "CLI_MODULES",
-    "cli_module",
     "BUCKET_NS",
+    "CLI_MODULES",
     "CLK_TCK",
     "COLONY",
     "COLONY_ARGS",
@@ -91,15 +90,16 @@ __all__ = [
     "MARK_RE",
     "NS",
     "PEER",
-    "Profiler",
     "RESULTS_DIR",
     "ROOM",
     "ROOT",
     "SYSTEMS",
+    "Profiler",
     "Scenario",
     "ServerProc",
     "SubClient",
     "Writer",
+    "cli_module",
     "doc_feed",
     "doc_of",
     "fmt",

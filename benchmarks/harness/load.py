@@ -38,7 +38,7 @@ async def _recv_ctrl(conn: Any) -> Any:
 class SubClient:
     """One subscriber connection; records (marker, monotonic receive time) per update."""
 
-    __slots__ = ("idx", "feed", "marks", "times", "messages", "frames", "errors", "ws", "synced", "closed_code")
+    __slots__ = ("closed_code", "errors", "feed", "frames", "idx", "marks", "messages", "synced", "times", "ws")
 
     def __init__(self, idx: int, feed: str = FEED) -> None:
         self.idx = idx
@@ -385,7 +385,7 @@ async def _writer_main(conn: Any, system: str, url: str | list[str], n: int, sc:
                 return False
             try:
                 await asyncio.wait_for(w.room.wait(), left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return False
         return True
 
