@@ -26,7 +26,7 @@ from relay.endpoints.wsdirect import SharedText
 from relay.federation.link import CLOSE_REFUSED, HANDSHAKE_TIMEOUT, peer_bytes
 
 if TYPE_CHECKING:
-    from relay.core.feeds import Hub
+    from relay.core.hub import Hub
     from relay.server import Relay
 
 log = logging.getLogger(__name__)
