@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from collab.events import Event
 from collab.feedcore import RecordListener
@@ -62,6 +63,11 @@ class Hub:
     def remote(self, feed: str) -> bool:
         """Whether another member of the federation homes ``feed`` (publishes are forwarded)."""
         return self.routes.remote(feed)
+
+    async def peer_heads(self, peer_key: str, heads: list[dict[str, Any]]) -> None:
+        """A federation peer sent its heads: compare them with ours (nothing without federation)."""
+        if self.routes.peer_heads is not None:
+            await self.routes.peer_heads(peer_key, heads)
 
     def detours(self, event: Event) -> bool:
         """Whether :meth:`publish` forwards or gates ``event`` instead of sequencing it here

@@ -4,7 +4,8 @@ The :class:`relay.core.hub.Hub` gets one :class:`PublishRoutes` through its cons
 components register their detours here instead of setting attributes on the hub:
 
 * the federation (``relay.federation.node``) registers the routing (who homes each feed), the
-  call that forwards a publish to a feed's home, and the call that starts mirroring a feed;
+  call that forwards a publish to a feed's home, the call that starts mirroring a feed, and the
+  one that compares a peer's heads with ours (the ``/fed`` endpoint hands them over);
 * the coordinator (``relay.coordination.coordinator``) registers a gate for the kinds that must
   pass it first (a bid locks ledger stake before it is sequenced);
 * the relay's lifecycle says when it starts draining (new publishes are refused).
@@ -15,6 +16,7 @@ gated kinds, else sequence here.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from collab.events import Event
 
@@ -24,24 +26,29 @@ from relay.federation.routing import Routing
 PublishCall = Callable[[Event, "str | None"], Awaitable[tuple[int, bool]]]
 #: starts mirroring a feed another relay homes (its records then come from the home)
 EnsureMirror = Callable[[str], Awaitable[None]]
+#: compares a peer's heads (``[{feed, seq, hash}]`` from its ``/fed`` link) with ours
+PeerHeads = Callable[[str, Any], Awaitable[None]]
 
 
 class PublishRoutes:
     """The registry of publish detours one hub consults (see the module docstring)."""
 
-    __slots__ = ("routing", "forward", "ensure_mirror", "gate", "gated_kinds", "draining")
+    __slots__ = ("draining", "ensure_mirror", "forward", "gate", "gated_kinds", "peer_heads", "routing")
 
     def __init__(self, routing: Routing) -> None:
         self.routing = routing
         self.forward: PublishCall | None = None
         self.ensure_mirror: EnsureMirror | None = None
+        self.peer_heads: PeerHeads | None = None
         self.gate: PublishCall | None = None
         self.gated_kinds: frozenset[str] = frozenset()
         self.draining = False  # the relay is stopping: new publishes are refused (Relay.drain)
 
-    def register_federation(self, routing: Routing, forward: PublishCall, ensure_mirror: EnsureMirror) -> None:
-        """Forward publishes of feeds another member homes; mirror those feeds on subscribe."""
-        self.routing, self.forward, self.ensure_mirror = routing, forward, ensure_mirror
+    def register_federation(self, routing: Routing, forward: PublishCall, ensure_mirror: EnsureMirror,
+                            peer_heads: PeerHeads | None = None) -> None:
+        """Forward publishes of feeds another member homes; mirror those feeds on subscribe;
+        compare the heads peers send."""
+        self.routing, self.forward, self.ensure_mirror, self.peer_heads = routing, forward, ensure_mirror, peer_heads
 
     def unregister_forward(self) -> None:
         self.forward = None

@@ -1,7 +1,7 @@
 """The y-websocket endpoint ``/yjs/{name}``: feed ``doc/{name}`` for unmodified Yjs clients.
 
 Every document with Yjs clients on this relay process has one :class:`Room`, which is an
-ordinary subscriber of the feed (``relay.core.feeds``): it turns the records of ``doc.update``
+ordinary subscriber of the feed (``relay.core.hub``): it turns the records of ``doc.update``
 events into Yjs update messages (the records of one event-loop turn merged into one message)
 and the feed's participants (native agents) into awareness states. Each WebSocket is a
 :class:`YjsConnection`; the y-protocol itself (parsing, limits, awareness rules) is the

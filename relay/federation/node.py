@@ -46,7 +46,7 @@ class Federation:
         from relay.federation.link import Link
         from relay.federation.mirror import Mirrors
 
-        self.hub.routes.register_federation(self.routing, self.forward, self.ensure_mirror)
+        self.hub.routes.register_federation(self.routing, self.forward, self.ensure_mirror, self.on_heads)
         self.alarms = Alarms(self.hub)
         for peer in self.routing.peers:
             self.links[peer.key] = Link(self.hub.relay_key, peer)
@@ -60,6 +60,11 @@ class Federation:
             await self.mirrors.close()
         await asyncio.gather(*(link.close() for link in self.links.values()), return_exceptions=True)
         self.hub.routes.unregister_forward()
+
+    async def on_heads(self, peer_key: str, heads: Any) -> None:
+        """A peer's heads arrived on its ``/fed`` link: the mirrors compare them with ours."""
+        if self.mirrors is not None:
+            await self.mirrors.on_heads(peer_key, heads)
 
     async def forward(self, event: Event, session_key: str | None) -> tuple[int, bool]:
         """Publish at the feed's home; doc events wait for an unreachable home, others fail."""
