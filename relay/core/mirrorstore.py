@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from collab.errors import Unavailable
 from collab.events import Record
-from collab.feedcore import link
+from collab.feedcore_chain import link
 
 from relay.storage.base import HeadMoved
 

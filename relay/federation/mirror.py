@@ -24,7 +24,7 @@ import httpx
 from collab import frames
 from collab.errors import ColonyError
 from collab.events import GENESIS, Record, check_feed
-from collab.feedcore import link
+from collab.feedcore_chain import link as chain_link
 
 from relay.core.mirrorstore import MirrorConflict
 from relay.federation.routing import LOCAL_PREFIX, Member, Routing
@@ -241,7 +241,7 @@ class Mirrors:
                 return  # a duplicate (resent after a reconnect)
             ours = stored["record"] if stored else None
             return await self._refuse(m, "equivocation", rec.seq, ours, d, f"the home showed another record #{rec.seq}")
-        how = link(m.tail_seq, m.tail_head, rec)
+        how = chain_link(m.tail_seq, m.tail_head, rec)
         if how == "gap":
             return await self._refuse(m, "gap", rec.seq, None, d, f"record #{rec.seq} after our head #{m.tail_seq}")
         if how == "break":

@@ -17,7 +17,7 @@ from collab import frames
 from collab.access import Access
 from collab.errors import ColonyError
 from collab.events import GENESIS, Record, Snapshot, now_ms
-from collab.feedcore import link
+from collab.feedcore_chain import link
 
 from relay.storage.base import FeedHead, Storage, StoredBase
 
