@@ -23,7 +23,7 @@ from collab.events import Event
 from relay.federation.routing import Routing
 
 #: a detour of a publish: ``(event, session key) -> (seq, duplicate)``
-PublishCall = Callable[[Event, "str | None"], Awaitable[tuple[int, bool]]]
+PublishCall = Callable[[Event, str | None], Awaitable[tuple[int, bool]]]
 #: starts mirroring a feed another relay homes (its records then come from the home)
 EnsureMirror = Callable[[str], Awaitable[None]]
 #: compares a peer's heads (``[{feed, seq, hash}]`` from its ``/fed`` link) with ours

@@ -55,7 +55,7 @@ async def test_a_doc_subscriber_far_behind_gets_a_snapshot(tmp_path: Path) -> No
 
     async with hub_on_sqlite(tmp_path, snapshot_catchup=2) as hub:
         for i in range(4):
-            d = Doc()
+            d: Doc = Doc()
             d.get("text", type=Text).insert(0, str(i))
             update = b64(d.get_update())
             await hub.publish(Event.create(ALICE, "doc/d", "doc.update", {"update": update}, ts=i), ALICE.public_hex)
