@@ -105,6 +105,10 @@ class FeedRuntime:
         return self.core.ids
 
     @property
+    def ids_complete(self) -> bool:
+        return self.core.ids_complete
+
+    @property
     def subs(self) -> dict[Subscriber, Any]:
         return self.fanout.subs  # type: ignore[return-value]
 
