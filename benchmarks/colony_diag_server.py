@@ -64,7 +64,7 @@ def _install_lag_monitor() -> None:
 
 
 def _install_storage_timing() -> None:
-    from relay.core import feeds
+    from relay.core import worker as feeds
     from relay.storage import sqlite
 
     orig_snap = feeds.FeedRuntime.save_snapshot

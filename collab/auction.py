@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .canonical import MAX_SAFE_INT
 from .events import Event, Record
+from .feedcore import fold_records
 
 if TYPE_CHECKING:
     from .namespaces.auction import AuctionState
@@ -98,10 +99,7 @@ def _as_state(auction: AuctionState | Iterable[Record]) -> AuctionState:
     records = sorted(auction, key=lambda r: r.seq)
     if not records:
         raise ValueError("no auction records")
-    ns = AuctionNamespace()
-    state = ns.initial(records[0].feed)
-    for rec in records:
-        state = ns.apply(state, rec)
+    state: AuctionState = fold_records(AuctionNamespace(), records[0].feed, records).state
     return state
 
 

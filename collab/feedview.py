@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from .access import CONTROL_KINDS
 from .events import Record
+from .feedcore import FeedCore
 from .namespaces import Namespace, default_registry
 from .subscription import Signal, Subscription, until
 
@@ -27,24 +27,30 @@ class _Fold:
 
     def __init__(self, ns: Namespace[Any], feed: str) -> None:
         self.ns, self.feed = ns, feed
-        self.state: Any = ns.initial(feed)
-        self.seq = 0
+        self.core = FeedCore(feed, ns, id_cache=0)  # the client's protocol has checked the chain
         self.records: list[Record] = []
         self.views: list[FeedView[Any]] = []
         self.sub: Subscription | None = None
         self.signal = Signal()
 
+    @property
+    def state(self) -> Any:
+        return self.core.state
+
+    @property
+    def seq(self) -> int:
+        return self.core.seq
+
     def on_record(self, rec: Record) -> None:
-        if rec.seq <= self.seq:
+        core = self.core
+        if rec.seq <= core.seq:
             return  # a resend after a reconnect
-        before = self.state
-        if rec.event.kind not in CONTROL_KINDS:
-            self.state = self.ns.apply(self.state, rec)
-        self.seq = rec.seq
+        before = core.state
+        core.fold(rec)
         self.records.append(rec)
         for view in list(self.views):
             for listener in list(view.listeners):
-                listener(rec, before, self.state)
+                listener(rec, before, core.state)
         self.signal.notify()
 
 

@@ -19,6 +19,7 @@ from typing import Any, Union
 from . import frames
 from .errors import ChainError, ColonyError, InvalidEvent, MalformedFrame, ProtocolError
 from .events import GENESIS, Event, Record, Snapshot, check_feed, hello_bytes
+from .feedcore_chain import link
 from .keys import Keypair
 
 
@@ -227,12 +228,13 @@ class ClientProtocol:
             if rec.feed != feed:
                 raise InvalidEvent(f"record of {rec.feed} delivered as {feed}")
             self._check_relay(rec.relay)
-            if rec.seq <= cur.seq:
+            how = link(cur.seq, cur.head, rec)
+            if how == "old":
                 self.duplicates += 1
                 return None
-            if rec.seq != cur.seq + 1:
+            if how == "gap":
                 raise ChainError(f"{feed}: gap, expected seq {cur.seq + 1} but got {rec.seq}")
-            if cur.head is not None and rec.prev != cur.head:
+            if how == "break":
                 raise ChainError(f"{feed}: record {rec.seq} does not link to the previous record")
             cur.seq, cur.head = rec.seq, rec.hash
             return RecordReceived(feed, rec)

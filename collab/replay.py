@@ -1,8 +1,7 @@
 """Local replay and audit of a feed's log, independent of any relay.
 
 :func:`replay` folds records through the same functions the relay uses
-(``apply_access`` then ``Namespace.apply`` for non-control kinds, as in
-``relay.core.feeds.FeedRuntime._fold``), so an agent or auditor can rebuild the state at any seq
+(:class:`collab.feedcore.FeedCore`, the fold the relay's feed worker uses), so an agent or auditor can rebuild the state at any seq
 and check the relay's work. Instead of stopping at the first problem it reports every
 :class:`Anomaly` it finds; ``verified`` is true only when there are none.
 
@@ -19,9 +18,10 @@ from typing import Any
 
 import httpx
 
-from .access import CONTROL_KINDS, Access, apply_access, validate_control
+from .access import Access
 from .errors import BadSignature, ColonyError, InvalidEvent, RelayError
 from .events import GENESIS, Record, Snapshot, receipt_bytes
+from .feedcore import FeedCore, admit
 from .keys import verify
 from .namespaces import Namespace, Registry, default_registry
 from .namespaces.base import Admission
@@ -141,13 +141,12 @@ def replay(records: Iterable[Record | dict[str, Any]], registry: Registry | None
     if feed is None:
         return ReplayResult(None, None, Access(), 0, GENESIS, not anomalies, anomalies)
     ns = registry.for_feed(feed)
-    state: Any = ns.initial(feed)
-    access = ns.initial_access(feed) or Access(policy=ns.default_policy)
+    core = FeedCore(feed, ns, id_cache=0)  # the fold; the chain analysis below is the auditor's own
     if snap is not None and snap.feed != feed:
         anomalies.append(Anomaly(snap.seq, "foreign_feed", f"base snapshot of {snap.feed} in a replay of {feed}"))
         snap = None
     if snap is not None:
-        state = ns.load(feed, snap.state)
+        core.restore(snap.seq, snap.head, snap.state)
     recs = [r for r in recs if r.seq > base_seq]
 
     by_seq: dict[int, list[Record]] = {}
@@ -190,32 +189,21 @@ def replay(records: Iterable[Record | dict[str, Any]], registry: Registry | None
         if ev.ctx >= s:
             anomalies.append(Anomaly(s, "causal_ahead", f"ctx {ev.ctx} is not below its own seq {s}"))
         if at is None or s <= at:
-            problem = _admissible(ns, state, access, rec, check_access=base is None)
+            problem = _admissible(core, rec, check_access=base is None)
             if problem is not None:
                 anomalies.append(problem)
-            access = apply_access(access, ev, s)
-            if ev.kind not in CONTROL_KINDS:
-                state = ns.apply(state, rec)
+            core.fold(rec)
             at_seq, at_head = s, rec.hash
         ids.setdefault(ev.id, s)
         seq, head, head_known = s, rec.hash, True
-    return ReplayResult(feed, state, access, at_seq, at_head, not anomalies, anomalies, ns)
+    return ReplayResult(feed, core.state, core.access, at_seq, at_head, not anomalies, anomalies, ns)
 
 
-def _admissible(ns: Namespace[Any], state: Any, access: Access, rec: Record,
-                check_access: bool = True) -> Anomaly | None:
-    """Would the relay have accepted this event here? (same checks as FeedRuntime._sequence)"""
+def _admissible(core: FeedCore, rec: Record, check_access: bool = True) -> Anomaly | None:
+    """Would the relay have accepted this event here? (the checks of ``FeedCore.seal``)"""
     ev, s = rec.event, rec.seq
     try:
-        if check_access:
-            access.check_write(ev, ev.author, s)
-        if ev.kind in CONTROL_KINDS:
-            if check_access:
-                validate_control(access, ev, s)
-        else:
-            if ns.kinds and ev.kind not in ns.kinds:
-                raise InvalidEvent(f"{ns.name} feeds accept kinds {sorted(ns.kinds)}")
-            ns.validate(state, ev, Admission.of(rec))
+        admit(core.ns, core.state, core.access, ev, ev.author, s, Admission.of(rec), check_access=check_access)
     except ColonyError as exc:
         kind = "unauthorized" if exc.code in ("unauthorized", "auth_required") else "invalid"
         return Anomaly(s, kind, str(exc))

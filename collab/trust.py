@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .events import Record
+from .feedcore import fold_records
 from .namespaces.vouch import SET, VouchNamespace, VouchState
 
 SCALE = 1_000_000_000
@@ -159,10 +160,7 @@ def compute(records: Iterable[Record], params: TrustParams | None = None, at: in
             *, relay: str | None = None) -> dict[str, int]:
     """Fold ``records`` of one ``vouch/`` feed (any order; invalid ones are skipped) and score them."""
     ns = VouchNamespace()
-    state = ns.initial("vouch/global")
-    for rec in records:
-        if rec.event.kind in ns.kinds:
-            state = ns.apply(state, rec)
+    state: VouchState = fold_records(ns, "vouch/global", (r for r in records if r.event.kind in ns.kinds)).state
     return scores(state, params, relay=relay, at=at)
 
 

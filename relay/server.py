@@ -13,7 +13,7 @@ from relay.core.config import Config
 from relay.core.bus import Bus, LocalBus
 from relay.coordination.coordinator import Coordinator, TrustSettings
 from relay.coordination.directory import Directory
-from relay.core.feeds import Hub
+from relay.core.hub import Hub
 from relay.core.limits import RateLimiter
 from relay.core.presence import PresenceStore, RedisPresence
 from relay.endpoints.session import CLOSE_GOING_AWAY, Session
@@ -130,11 +130,11 @@ class Relay:
         if self._hub is None:
             return
         self.closing = True
-        self._hub.draining = True
+        self._hub.routes.start_draining()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:  # queued publishes finish (a worker may pick up jobs queued meanwhile)
-            busy = [rt._task for rt in self._hub.feeds.values() if rt._task is not None and not rt._task.done()]
+            busy = [rt.task for rt in self._hub.feeds.values() if rt.task is not None and not rt.task.done()]
             left = deadline - loop.time()
             if not busy or left <= 0:
                 break

@@ -28,9 +28,11 @@ from typing import Any
 
 from collab.errors import ColonyError, InvalidEvent
 from collab.events import Event, Record, namespace_of, now_ms
+from collab.feedcore import FeedCore
 from collab.namespaces.base import Admission
 
-from relay.core.feeds import FeedRuntime, Hub
+from relay.core.hub import Hub
+from relay.core.worker import FeedRuntime
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +73,7 @@ class Coordinator:
         if self._worker is not None:
             raise RuntimeError("the coordinator is already running")
         self.hub.listeners.append(self._on_record)
-        self.hub.gate = self.gate
-        self.hub.gated_kinds = GATED_KINDS
+        self.hub.routes.register_gate(GATED_KINDS, self.gate)
         self._worker = asyncio.get_running_loop().create_task(self._follow(), name="coordinator")
         for ns in FOLLOWED:
             for head in await self.hub.storage.feeds(ns + "/", 100_000):
@@ -86,7 +87,7 @@ class Coordinator:
     async def close(self) -> None:
         if self._on_record in self.hub.listeners:
             self.hub.listeners.remove(self._on_record)
-        self.hub.gate = None
+        self.hub.routes.unregister_gate()
         for handles in self._timers.values():
             for h in handles:
                 h.cancel()
@@ -106,16 +107,15 @@ class Coordinator:
         self._arm(feed, rt.state)
 
     async def _replay_follow_ups(self, rt: FeedRuntime) -> None:
-        state = rt.ns.initial(rt.feed)
+        core = FeedCore(rt.feed, rt.ns, id_cache=0)
         since = 0
         while True:
             rows = await self.hub.storage.read(rt.feed, since, 1000)
             for row in rows:
                 rec = Record.from_wire(json.loads(row.data), verify_sigs=False)
-                before = state
-                if rec.event.kind not in ("feed.policy", "acl.grant", "acl.revoke"):
-                    state = rt.ns.apply(state, rec)
-                await self._follow_up(rt.feed, rec, before, state)
+                before = core.state
+                core.fold(rec)
+                await self._follow_up(rt.feed, rec, before, core.state)
                 since = row.seq
             if len(rows) < 1000:
                 return
@@ -202,19 +202,16 @@ class Coordinator:
                 log.exception("coordinating %s#%d failed", feed, rec.seq)
 
     async def _state_at(self, feed: str, seq: int) -> Any:
-        ns = self.hub.registry.for_feed(feed)
-        state = ns.initial(feed)
+        core = FeedCore(feed, self.hub.registry.for_feed(feed), id_cache=0)
         since = 0
         while since < seq:
             rows = await self.hub.storage.read(feed, since, min(1000, seq - since))
             if not rows:
                 break
             for row in rows:
-                rec = Record.from_wire(json.loads(row.data), verify_sigs=False)
-                if rec.event.kind not in ("feed.policy", "acl.grant", "acl.revoke"):
-                    state = ns.apply(state, rec)
+                core.fold(Record.from_wire(json.loads(row.data), verify_sigs=False))
                 since = row.seq
-        return state
+        return core.state
 
     async def _follow_up(self, feed: str, rec: Record, before: Any, after: Any) -> None:
         if namespace_of(feed) != "auction":

@@ -22,7 +22,7 @@ from typing import Any
 
 from collab.events import HEX64_RE, Record
 
-from relay.core.feeds import Hub
+from relay.core.hub import Hub
 
 log = logging.getLogger(__name__)
 

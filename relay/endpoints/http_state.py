@@ -1,8 +1,8 @@
 """``GET /feeds/{feed}/state?at=SEQ``: a feed's derived state as it was at an earlier seq.
 
 The viewer's time-travel slider asks for this. The state at ``at`` is rebuilt from the feed's
-stored records with the namespace fold the relay itself uses (``Namespace.apply`` for every
-non-control record, in seq order, as in ``FeedRuntime._fold``) and answered as the namespace's
+stored records with the fold the relay itself uses (:class:`collab.feedcore.FeedCore`, each
+record checked to extend the chain) and answered as the namespace's
 JSON view (``{"text": ...}`` for ``doc/`` feeds, ``null`` for namespaces without a view).
 
 Cost, and how it is bounded (docs/protocol.md section 15):
@@ -36,9 +36,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from collab.access import CONTROL_KINDS
-from collab.errors import InvalidEvent
+from collab.errors import ChainError, InvalidEvent
 from collab.events import GENESIS, Record, check_feed
+from collab.feedcore import FeedCore
 from collab.namespaces import Namespace
 
 from relay.server import Relay
@@ -159,30 +159,34 @@ class _Fold:
 
     def __init__(self, ns: Namespace[Any], feed: str, cp: _Checkpoint | None) -> None:
         self.ns, self.feed, self._cp = ns, feed, cp
-        self.state: Any = None
+        self.core: FeedCore | None = None  # built on the worker thread (loading a checkpoint costs)
         self.seq, self.head = (cp.seq, cp.head) if cp else (0, GENESIS)
 
+    def _core(self) -> FeedCore:
+        if self.core is None:
+            self.core = FeedCore(self.feed, self.ns, id_cache=0)
+            if self._cp is not None:
+                self.core.restore(self._cp.seq, self._cp.head, self._cp.state)
+        return self.core
+
     def apply(self, rows: list[str], every: int) -> list[_Checkpoint]:
-        if self.state is None:
-            self.state = self.ns.load(self.feed, self._cp.state) if self._cp else self.ns.initial(self.feed)
+        core = self._core()
         out = []
         for data in rows:
             rec = Record.from_wire(json.loads(data), verify_sigs=False)  # our own storage wrote it
-            if rec.seq != self.seq + 1 or rec.prev != self.head:
-                raise _Relinked(f"{self.feed}: record {rec.seq} does not follow {self.seq}")
-            if rec.event.kind not in CONTROL_KINDS:
-                self.state = self.ns.apply(self.state, rec)
-            self.seq, self.head = rec.seq, rec.hash
+            try:
+                core.extend(rec)
+            except ChainError:
+                raise _Relinked(f"{self.feed}: record {rec.seq} does not follow {core.seq}") from None
+            self.seq, self.head = core.seq, core.head
             if self.seq % every == 0:
-                dumped = self.ns.dump(self.state)
+                dumped = self.ns.dump(core.state)
                 if dumped is not None:
                     out.append(_Checkpoint(self.seq, self.head, dumped))
         return out
 
     def view(self) -> Any:
-        if self.state is None:
-            self.state = self.ns.load(self.feed, self._cp.state) if self._cp else self.ns.initial(self.feed)
-        return self.ns.view(self.state)
+        return self.ns.view(self._core().state)
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

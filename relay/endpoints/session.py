@@ -22,7 +22,7 @@ from collab.errors import (
 from collab.events import HEX64_RE, HEX128_RE, Event, check_feed, hello_bytes
 from collab.keys import verify
 
-from relay.core.feeds import Hub
+from relay.core.hub import Hub
 from relay.core.limits import Limits, RateLimiter
 from relay.endpoints.wsdirect import DirectWriter, SharedText
 
@@ -173,7 +173,10 @@ class Session:
         self.subs: set[str] = set()
         self.out = Outbox(transport, limits.max_outbound_frames)
 
-    # Subscriber protocol (used by the hub)
+    # Subscriber protocol (relay.core.fanout.Subscriber, used by the hub)
+    reads_any = False     # read access is checked for this connection's key
+    records_only = False  # a doc subscription may start from a snapshot
+
     def deliver(self, frame: str) -> None:
         self.out.put(frame)
 

@@ -1,7 +1,7 @@
 """The y-websocket endpoint ``/yjs/{name}``: feed ``doc/{name}`` for unmodified Yjs clients.
 
 Every document with Yjs clients on this relay process has one :class:`Room`, which is an
-ordinary subscriber of the feed (``relay.core.feeds``): it turns the records of ``doc.update``
+ordinary subscriber of the feed (``relay.core.hub``): it turns the records of ``doc.update``
 events into Yjs update messages (the records of one event-loop turn merged into one message)
 and the feed's participants (native agents) into awareness states. Each WebSocket is a
 :class:`YjsConnection`; the y-protocol itself (parsing, limits, awareness rules) is the
@@ -33,9 +33,9 @@ from collab.capability import Capability
 from collab.errors import ColonyError, InvalidEvent, Unauthorized
 from collab.events import HEX64_RE, Event, b64, check_feed, now_ms, unb64
 
-from relay.core.feeds import FeedRuntime
+from relay.core.worker import FeedRuntime
 from relay.endpoints.ws import await_peer_close
-from relay.endpoints.wsdirect import DirectWriter, binary_frame
+from relay.endpoints.wsdirect import DirectWriter, SharedText, binary_frame
 from relay.server import Relay
 from relay.endpoints.yjs_protocol import (
     AGENT, CLOSE_BAD_TOKEN, CLOSE_FORBIDDEN, CLOSE_INTERNAL, CLOSE_MALFORMED, CLOSE_SLOW, CLOSE_TOO_BIG,
@@ -338,6 +338,7 @@ class Room:
 
     key: str | None = None   # anonymous: never a participant of the feed
     reads_any = True         # the room checks each client's right to read itself
+    records_only = False     # it starts from the doc's snapshot
 
     def __init__(self, service: YjsService, rt: FeedRuntime) -> None:
         self.service, self.rt, self.feed = service, rt, rt.feed
@@ -450,6 +451,10 @@ class Room:
 
     async def deliver_wait(self, frame: str) -> None:
         self.deliver(frame)
+
+    def deliver_shared(self, msg: SharedText) -> None:
+        for frame in msg.parts:
+            self.deliver(frame)
 
     def _queue(self, update: bytes) -> None:
         self._updates.append(update)

@@ -17,7 +17,7 @@ from collab.errors import ColonyError, TooLarge
 from collab.events import Event
 
 if TYPE_CHECKING:
-    from relay.core.feeds import Hub
+    from relay.core.hub import Hub
 
 log = logging.getLogger(__name__)
 

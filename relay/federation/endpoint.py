@@ -9,7 +9,6 @@ and never gets a snapshot, because a mirror stores records verbatim.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 from typing import TYPE_CHECKING, Any
@@ -26,7 +25,7 @@ from relay.endpoints.wsdirect import SharedText
 from relay.federation.link import CLOSE_REFUSED, HANDSHAKE_TIMEOUT, peer_bytes
 
 if TYPE_CHECKING:
-    from relay.core.feeds import Hub
+    from relay.core.hub import Hub
     from relay.server import Relay
 
 log = logging.getLogger(__name__)
@@ -132,12 +131,7 @@ class PeerSession:
         heads = frame.get("heads")
         if not isinstance(heads, list) or not all(isinstance(h, dict) for h in heads):
             raise MalformedFrame("heads must be a list of {feed, seq, hash} objects")
-        fed = getattr(self.hub, "federation", None)
-        mirrors = getattr(fed, "mirrors", None)
-        if mirrors is not None:
-            result = mirrors.on_heads(self.peer_key, heads)
-            if inspect.isawaitable(result):
-                await result
+        await self.hub.peer_heads(self.peer_key, heads)
 
     def closed(self) -> None:
         """The socket is gone: end every mirror subscription and stop the writer."""

@@ -24,12 +24,13 @@ import httpx
 from collab import frames
 from collab.errors import ColonyError
 from collab.events import GENESIS, Record, check_feed
+from collab.feedcore_chain import link as chain_link
 
-from relay.core.feeds import MirrorConflict
+from relay.core.mirrorstore import MirrorConflict
 from relay.federation.routing import LOCAL_PREFIX, Member, Routing
 
 if TYPE_CHECKING:
-    from relay.core.feeds import Hub
+    from relay.core.hub import Hub
     from relay.federation.alarms import Alarms
 
 log = logging.getLogger(__name__)
@@ -240,9 +241,10 @@ class Mirrors:
                 return  # a duplicate (resent after a reconnect)
             ours = stored["record"] if stored else None
             return await self._refuse(m, "equivocation", rec.seq, ours, d, f"the home showed another record #{rec.seq}")
-        if rec.seq != m.tail_seq + 1:
+        how = chain_link(m.tail_seq, m.tail_head, rec)
+        if how == "gap":
             return await self._refuse(m, "gap", rec.seq, None, d, f"record #{rec.seq} after our head #{m.tail_seq}")
-        if rec.prev != m.tail_head:
+        if how == "break":
             await self._settle(m)
             stored = await self._stored(m.feed, m.tail_seq) if m.tail_seq else None
             kind = "equivocation" if m.tail_seq else "invalid"

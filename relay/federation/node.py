@@ -1,7 +1,7 @@
 """One relay's membership in a federation: routing, links to peers, mirrors, forwarding.
 
-Built by :class:`relay.server.Relay` when peers are configured; it plugs into the hub
-(``hub.routing``, ``hub.forward``) so every publish path (native sessions, the Yjs endpoint,
+Built by :class:`relay.server.Relay` when peers are configured; it registers on the hub's
+publish routes (``hub.routes.register_federation``: routing, forward, mirror) so every publish path (native sessions, the Yjs endpoint,
 the coordinator) forwards events of feeds another member homes (docs/federation.md).
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from relay.federation.routing import Member, Routing, parse_pin
 
 if TYPE_CHECKING:
     from relay.core.config import Config
-    from relay.core.feeds import Hub
+    from relay.core.hub import Hub
 
 log = logging.getLogger(__name__)
 
@@ -46,9 +46,7 @@ class Federation:
         from relay.federation.link import Link
         from relay.federation.mirror import Mirrors
 
-        self.hub.routing = self.routing
-        self.hub.forward = self.forward
-        self.hub.federation = self  # type: ignore[attr-defined]
+        self.hub.routes.register_federation(self.routing, self.forward, self.ensure_mirror, self.on_heads)
         self.alarms = Alarms(self.hub)
         for peer in self.routing.peers:
             self.links[peer.key] = Link(self.hub.relay_key, peer)
@@ -61,7 +59,12 @@ class Federation:
         if self.mirrors is not None:
             await self.mirrors.close()
         await asyncio.gather(*(link.close() for link in self.links.values()), return_exceptions=True)
-        self.hub.forward = None
+        self.hub.routes.unregister_forward()
+
+    async def on_heads(self, peer_key: str, heads: Any) -> None:
+        """A peer's heads arrived on its ``/fed`` link: the mirrors compare them with ours."""
+        if self.mirrors is not None:
+            await self.mirrors.on_heads(peer_key, heads)
 
     async def forward(self, event: Event, session_key: str | None) -> tuple[int, bool]:
         """Publish at the feed's home; doc events wait for an unreachable home, others fail."""

@@ -17,6 +17,7 @@ from collab import frames
 from collab.access import Access
 from collab.errors import ColonyError
 from collab.events import GENESIS, Record, Snapshot, now_ms
+from collab.feedcore_chain import link
 
 from relay.storage.base import FeedHead, Storage, StoredBase
 
@@ -183,9 +184,10 @@ async def verify_export(storage: Storage, fp: IO[str]) -> tuple[dict[str, Any], 
             raise BackupError(f"{where}: invalid record: {exc}") from None
         if rec.feed != feed:
             raise BackupError(f"{where}: the record's event is for feed {rec.feed!r}")
-        if rec.seq != cur.seq + 1:
+        how = link(cur.seq, cur.head, rec)
+        if how in ("old", "gap"):
             raise BackupError(f"{where}: expected seq {cur.seq + 1} (seqs must be dense from 1, in order)")
-        if rec.prev != cur.head:
+        if how == "break":
             raise BackupError(f"{where}: prev does not link to the previous record's hash (broken chain)")
         cur.seq, cur.head = rec.seq, rec.hash
         cur.digests.append(_digest(wire))

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
 
-from collab.access import CONTROL_KINDS, Access, apply_access
+from collab.errors import ChainError
 from collab.events import Record, Snapshot, namespace_of
+from collab.feedcore import FeedCore
 from collab.keys import Keypair
 from collab.namespaces import default_registry
 
@@ -54,32 +54,24 @@ async def compact_feed(storage: Storage, relay_key: Keypair, feed: str, keep: in
     if upto <= old_seq:
         return CompactResult(feed, head.seq, old_seq, 0)
     ns = default_registry().for_feed(feed)
+    core = FeedCore(feed, ns, id_cache=0)
     if old is not None:
         if not old.snap.verify():
             raise CompactError(f"{feed}: the stored base does not verify; refusing to build on it")
-        state: Any = ns.load(feed, old.snap.state)
-        access = Access.from_json(json.loads(old.meta)["access"])
-        seq, last = old.seq, old.snap.head
-    else:
-        state = ns.initial(feed)
-        access = ns.initial_access(feed) or Access(policy=ns.default_policy)
-        seq, last = 0, None
-    while seq < upto:
-        rows = await storage.read(feed, seq, min(READ_PAGE, upto - seq))
+        core.restore(old.seq, old.snap.head, old.snap.state, old.meta)
+    while core.seq < upto:
+        rows = await storage.read(feed, core.seq, min(READ_PAGE, upto - core.seq))
         if not rows:
             break
         for row in rows:
-            rec = Record.from_wire(json.loads(row.data), verify_sigs=False)
-            if rec.seq != seq + 1 or (last is not None and rec.prev != last):
-                raise CompactError(f"{feed}: stored record {rec.seq} does not continue the chain at {seq}")
-            access = apply_access(access, rec.event, rec.seq)
-            if rec.event.kind not in CONTROL_KINDS:
-                state = ns.apply(state, rec)
-            seq, last = rec.seq, rec.hash
-    if seq != upto or last is None:
-        raise CompactError(f"{feed}: the store returned records up to seq {seq}, expected {upto}")
-    snap = Snapshot.seal(relay_key, feed, upto, last, ns.dump(state) or b"")
-    base = StoredBase(snap, json.dumps({"access": access.to_json()}))
+            try:
+                core.extend(Record.from_wire(json.loads(row.data), verify_sigs=False))
+            except ChainError:
+                raise CompactError(f"{feed}: stored record {row.seq} does not continue the chain at {core.seq}") from None
+    if core.seq != upto:
+        raise CompactError(f"{feed}: the store returned records up to seq {core.seq}, expected {upto}")
+    snap = Snapshot.seal(relay_key, feed, upto, core.head, ns.dump(core.state) or b"")
+    base = StoredBase(snap, json.dumps({"access": core.access.to_json()}))
     deleted = await storage.delete_through(feed, upto, base)
     return CompactResult(feed, head.seq, upto, deleted)
 

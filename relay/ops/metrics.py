@@ -164,7 +164,7 @@ def _fill(relay: Any) -> Metrics:
     m: Metrics = hub.metrics
     m.connections.set(len(relay.sessions))
     m.feeds_loaded.set(len(hub.feeds))
-    m.feed_queue.set(sum(len(rt._jobs) for rt in list(hub.feeds.values())))
+    m.feed_queue.set(sum(rt.queued for rt in list(hub.feeds.values())))
     frames = 0
     for s in list(relay.sessions):
         out = getattr(s, "out", None)

@@ -21,7 +21,7 @@ from collab.keys import Keypair
 from relay.federation.alarms import ALARM_FEED, Alarms
 from relay.federation.mirror import Mirrors
 from relay.federation.routing import Member, Routing
-from relay.core.feeds import Hub
+from relay.core.hub import Hub
 from relay.ops.runner import Running
 from tests.rawclient import Raw
 
@@ -356,7 +356,7 @@ async def test_the_mirror_job_checks_what_it_stores(start_relay: Callable[..., A
     a different one or a gap with MirrorConflict; on Redis, two processes of one site mirroring
     the same feed store each record once, and a different record at a seq the other process
     stored is an equivocation alarm."""
-    from relay.core.feeds import MirrorConflict
+    from relay.core.mirrorstore import MirrorConflict
 
     p1 = await start_relay("p1", site="s")
     hub1 = p1.relay.hub

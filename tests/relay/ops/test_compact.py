@@ -126,6 +126,10 @@ async def test_compact_keeps_head_state_and_chain(compacted: dict[str, Any], tmp
             async def deliver_wait(self, frame: str) -> None:
                 self.deliver(frame)
 
+            def deliver_shared(self, shared: Any) -> None:
+                for frame in shared.parts:
+                    self.deliver(frame)
+
         rt = await running.relay.hub.runtime(FEED)
         mirror = Mirror()
         await rt.subscribe(mirror, 3)

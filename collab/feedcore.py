@@ -1,0 +1,218 @@
+"""The sans-I/O feed core: one feed's fold, dedup, access, chain and sealing.
+
+:class:`FeedCore` is the one place that knows how a feed's records become its state. It is fed
+records and batches of publishes and says what happened; it never awaits, reads a clock or
+touches a socket (the relay time and the signing key come in as arguments). The relay's per-feed
+worker (``relay.core.worker``) pumps it between storage and subscribers; replay, compaction,
+the HTTP time-travel view, feed views, the coordinator, auctions and trust fold through it too.
+
+* :meth:`FeedCore.fold` folds one durable record: access (``collab.access``), then the
+  namespace's ``apply`` for non-control kinds, then the head and the recent-id dedup set.
+* :func:`link` is the one hash-chain check: does a record extend ``(seq, head)``?
+* :meth:`FeedCore.seal` validates a batch of publishes and seals the accepted ones into the
+  next records (``docs/design.md``, "Sequencing"): an immutable-state namespace is folded
+  tentatively event by event so later events of the batch see earlier ones; a mutable one
+  (docs) validates each event alone and is folded only by :meth:`commit`, after the append.
+* :meth:`FeedCore.commit` folds the durable records of a batch and returns the frames to fan out.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import frames
+from .access import CONTROL_KINDS, Access, apply_access, validate_control
+from .errors import ChainError, ColonyError, InvalidEvent, TooLarge
+from .events import GENESIS, Event, Record
+from .feedcore_chain import Link, link
+from .keys import Keypair
+from .namespaces.base import Admission, Namespace
+
+ID_CACHE = 50_000  # recent event ids kept for dedup; older ones are looked up in storage
+ACL_KINDS = frozenset(("acl.revoke", "acl.grant"))  # a grant may set read: false
+RecordListener = Callable[[Record, str], None]
+
+def record_frame(feed: str, record_json: str) -> str:
+    """The ``rec`` frame carrying a stored record line, built without re-encoding it."""
+    return '{"t":"rec","feed":' + json.dumps(feed) + ',"rec":' + record_json + "}"
+
+
+def admit(ns: Namespace[Any], state: Any, access: Access, event: Event, session_key: str | None, seq: int,
+          adm: Admission, *, fixed_access: bool = False, max_event_bytes: int | None = None,
+          check_access: bool = True) -> None:
+    """Raise the :class:`ColonyError` the relay refuses ``event`` with if it were sequenced at
+    ``seq`` on ``(state, access)``; return quietly if it would be accepted."""
+    if max_event_bytes is not None and event.size > max_event_bytes:
+        raise TooLarge(f"event is {event.size} bytes; the limit is {max_event_bytes}")
+    if check_access:
+        access.check_write(event, session_key, seq)
+    if event.kind in CONTROL_KINDS:
+        if fixed_access:
+            raise InvalidEvent(f"{ns.name} feeds have fixed access; control kinds are refused")
+        if check_access:
+            validate_control(access, event, seq)
+    else:
+        if ns.kinds and event.kind not in ns.kinds:
+            raise InvalidEvent(f"{ns.name} feeds accept kinds {sorted(ns.kinds)}")
+        ns.validate(state, event, adm)
+
+
+@dataclass(slots=True)
+class Sealed:
+    """What :meth:`FeedCore.seal` made of a batch (nothing of it is stored or folded yet).
+
+    ``records``: ``(index in the batch, record, its wire JSON)`` for the accepted publishes, in
+    seq order; ``answers``: ``(index, (seq, dup))`` for duplicates, ``(index, error)`` for refusals.
+    """
+
+    records: list[tuple[int, Record, str]] = field(default_factory=list)
+    answers: list[tuple[int, tuple[int, bool] | ColonyError]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Committed:
+    """What :meth:`FeedCore.commit` folded: the ``rec`` frames to fan out, in order, and
+    whether an ACL changed (subscribers that may no longer read must then be dropped)."""
+
+    frames: list[str]
+    acl_changed: bool
+
+
+class FeedCore:
+    """One feed's derived state, folded from its records; pure (no I/O, no clock)."""
+
+    __slots__ = ("feed", "ns", "seq", "head", "state", "access", "fixed_access", "ids", "ids_complete",
+                 "id_cache", "tentative")
+
+    def __init__(self, feed: str, ns: Namespace[Any], *, id_cache: int = ID_CACHE) -> None:
+        self.feed, self.ns = feed, ns
+        self.seq = 0
+        self.head = GENESIS
+        self.state: Any = ns.initial(feed)
+        fixed = ns.initial_access(feed)
+        self.fixed_access = fixed is not None
+        self.access: Access = fixed or Access(policy=ns.default_policy)
+        self.ids: dict[str, int] = {}  # recent event id -> seq (0 capacity: not tracked)
+        self.ids_complete = True  # every id of the feed is in ``ids`` (no storage lookup needed)
+        self.id_cache = id_cache
+        self.tentative = ns.immutable_state
+
+    # -- folding ---------------------------------------------------------------------------
+    def restore(self, seq: int, head: str, state: bytes, access: Access | str | None = None) -> None:
+        """Start from a snapshot or base: the namespace's dump of the state after ``seq`` (whose
+        record hash is ``head``) and its access (a meta JSON string ``{"access": ...}`` as
+        stored beside snapshots, an :class:`Access`, or None to keep the initial one)."""
+        self.state = self.ns.load(self.feed, state)
+        if isinstance(access, str):
+            access = Access.from_json(json.loads(access)["access"])
+        if access is not None:
+            self.access = access
+        self.seq, self.head = seq, head
+        self.ids_complete = False
+
+    def adopt(self, other: FeedCore) -> None:
+        """Take ``other``'s head, state, access and dedup set (a reload from storage)."""
+        self.seq, self.head, self.state, self.access = other.seq, other.head, other.state, other.access
+        self.ids, self.ids_complete = other.ids, other.ids_complete
+
+    def fold(self, rec: Record) -> None:
+        """Fold one durable record (the caller has placed it: see :meth:`extend`)."""
+        ev = rec.event
+        seq = rec.seq
+        self.access = apply_access(self.access, ev, seq)
+        if ev.kind not in CONTROL_KINDS:
+            self.state = self.ns.apply(self.state, rec)
+        self.seq, self.head = seq, rec.hash
+        if self.id_cache:
+            self.ids[ev.id] = seq
+
+    def link(self, rec: Record) -> Link:
+        return link(self.seq, self.head, rec)
+
+    def extend(self, rec: Record) -> None:
+        """Fold ``rec`` if it extends the chain; raise :class:`collab.errors.ChainError` otherwise."""
+        how = link(self.seq, self.head, rec)
+        if how != "next":
+            raise ChainError(f"{self.feed}: record {rec.seq} does not follow {self.seq} ({how})")
+        self.fold(rec)
+
+    def trim_ids(self) -> None:
+        """Keep the dedup set bounded; once trimmed, unknown ids must be looked up in storage."""
+        excess = len(self.ids) - self.id_cache
+        if excess <= 0:
+            return
+        for k in list(self.ids)[:excess]:
+            del self.ids[k]
+        self.ids_complete = False
+
+    def commit(self, recs: Iterable[tuple[Record, str]],
+               listeners: Sequence[RecordListener] = ()) -> Committed:
+        """Fold durable records (each extends the head) and return the frames to fan out.
+        Each listener is called with every record (and its line) right after it is folded."""
+        acl = False
+        parts: list[str] = []
+        feed = json.dumps(self.feed)
+        for rec, rjson in recs:
+            self.fold(rec)
+            acl |= rec.event.kind in ACL_KINDS
+            parts.append('{"t":"rec","feed":' + feed + ',"rec":' + rjson + "}")
+            for listener in listeners:
+                listener(rec, rjson)
+        if len(self.ids) > self.id_cache:
+            self.trim_ids()
+        return Committed(parts, acl)
+
+    # -- sequencing ------------------------------------------------------------------------
+    def unknown_ids(self, events: Iterable[Event]) -> list[str]:
+        """Ids of ``events`` that must be looked up in storage before :meth:`seal` (empty while
+        the dedup set holds every id of the feed)."""
+        if self.ids_complete:
+            return []
+        return [ev.id for ev in events if ev.id not in self.ids]
+
+    def seal(self, batch: Sequence[tuple[Event, str | None]], relay_key: Keypair, now: int,
+             max_event_bytes: int, stored: Mapping[str, int] | None = None) -> Sealed:
+        """Answer duplicates and refusals among ``batch`` (``(event, session key)`` pairs) and
+        seal the rest as the next records at relay time ``now``. ``stored`` maps ids found in
+        storage (see :meth:`unknown_ids`) to their seq. Nothing is folded: :meth:`commit` the
+        records once they are durable."""
+        ns, ids = self.ns, self.ids
+        stored = stored or {}
+        seq, head, access, state = self.seq, self.head, self.access, self.state
+        tentative, fixed = self.tentative, self.fixed_access
+        adm = Admission(now, relay_key.public_hex)
+        out = Sealed()
+        in_batch: dict[str, int] = {}
+        for i, (ev, session_key) in enumerate(batch):
+            known = ids.get(ev.id) or stored.get(ev.id) or in_batch.get(ev.id)
+            if known:
+                out.answers.append((i, (known, True)))
+                continue
+            try:
+                admit(ns, state, access, ev, session_key, seq + 1, adm, fixed_access=fixed,
+                      max_event_bytes=max_event_bytes)
+            except ColonyError as exc:
+                out.answers.append((i, exc))
+                continue
+            seq += 1
+            rec = Record.seal(relay_key, ev, seq, head, now)
+            head = rec.hash
+            access = apply_access(access, ev, seq)
+            if tentative and ev.kind not in CONTROL_KINDS:
+                state = ns.apply(state, rec)  # later events in this batch see this one
+            in_batch[ev.id] = seq
+            out.records.append((i, rec, frames.encode(rec.to_wire())))
+        return out
+
+
+def fold_records(ns: Namespace[Any], feed: str, records: Iterable[Record]) -> FeedCore:
+    """A core that has folded ``records`` (in the order given, unchecked)."""
+    core = FeedCore(feed, ns, id_cache=0)
+    for rec in records:
+        core.fold(rec)
+    return core
+
+
+__all__ = ["FeedCore", "Sealed", "Committed", "Link", "link", "admit", "record_frame", "fold_records", "ID_CACHE"]

@@ -1,0 +1,190 @@
+"""The hub: every feed loaded in this relay process, and the one publish call.
+
+The :class:`Hub` loads feeds lazily (one :class:`relay.core.worker.FeedRuntime` each), routes
+publishes (``Hub.publish``: forward to the feed's home relay, pass the coordinator's gate, or
+sequence here; the detours are registered on its :class:`relay.core.routes.PublishRoutes`),
+takes records other processes appended from the bus, and unloads idle feeds.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from collab.events import Event
+from collab.feedcore import RecordListener
+from collab.keys import Keypair
+from collab.namespaces import Registry
+
+from relay.core.bus import Bus, LocalBus
+from relay.core.config import Config
+from relay.core.fanout import Subscriber
+from relay.core.presence import PresenceStore
+from relay.core.routes import PublishRoutes
+from relay.core.worker import FeedRuntime
+from relay.federation.routing import Member, Routing
+from relay.ops.metrics import Metrics
+from relay.storage.base import Storage
+
+log = logging.getLogger(__name__)
+
+
+class Hub:
+    """All loaded feeds of this relay process."""
+
+    def __init__(self, storage: Storage, registry: Registry, relay_key: Keypair, config: Config,
+                 bus: Bus | None = None, presence: PresenceStore | None = None,
+                 routes: PublishRoutes | None = None) -> None:
+        self.storage, self.registry, self.relay_key, self.config = storage, registry, relay_key, config
+        self.bus: Bus = bus or LocalBus()
+        self.presence: PresenceStore = presence or PresenceStore()
+        self.routes = routes or PublishRoutes(Routing(Member(relay_key.public_hex, "")))
+        self.feeds: dict[str, FeedRuntime] = {}
+        self.metrics = Metrics()  # relay.ops.metrics: bumped by the feed workers and sessions
+        self._loading: dict[str, asyncio.Future[FeedRuntime]] = {}
+        self.listeners: list[RecordListener] = []  # called with every record committed here
+
+    # -- the detours, read-only (register them on ``routes``) -------------------------------
+    @property
+    def routing(self) -> Routing:
+        """Who homes each feed (the federation's routing once it registered)."""
+        return self.routes.routing
+
+    @property
+    def gated_kinds(self) -> frozenset[str]:
+        return self.routes.gated_kinds
+
+    @property
+    def draining(self) -> bool:
+        """The relay is stopping: new publishes are refused (``Relay.drain``)."""
+        return self.routes.draining
+
+    def remote(self, feed: str) -> bool:
+        """Whether another member of the federation homes ``feed`` (publishes are forwarded)."""
+        return self.routes.remote(feed)
+
+    async def peer_heads(self, peer_key: str, heads: list[dict[str, Any]]) -> None:
+        """A federation peer sent its heads: compare them with ours (nothing without federation)."""
+        if self.routes.peer_heads is not None:
+            await self.routes.peer_heads(peer_key, heads)
+
+    def detours(self, event: Event) -> bool:
+        """Whether :meth:`publish` forwards or gates ``event`` instead of sequencing it here
+        directly (an endpoint may then hand it to the feed's worker itself)."""
+        return self.routes.detours(event)
+
+    # -- feeds -----------------------------------------------------------------------------
+    async def runtime(self, feed: str) -> FeedRuntime:
+        rt = self.feeds.get(feed)
+        if rt is not None:
+            return rt
+        pending = self._loading.get(feed)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        fut: asyncio.Future[FeedRuntime] = asyncio.get_running_loop().create_future()
+        self._loading[feed] = fut
+        try:
+            rt = FeedRuntime(feed, self.registry.for_feed(feed), self.storage, self.config, self.metrics,
+                             self.relay_key, self.presence, self.listeners)
+            await self.bus.watch(feed)  # before loading: nothing appended meanwhile can slip by
+            await rt.load()
+            if self.presence.shared:  # participants on other processes: in the first list already
+                try:
+                    await rt.people.reconcile()
+                except Exception as exc:  # best effort: the presence sweep reconciles again
+                    log.debug("presence of %s not loaded: %r", feed, exc)
+            self.feeds[feed] = rt
+            fut.set_result(rt)
+            return rt
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()  # mark retrieved
+            raise
+        finally:
+            del self._loading[feed]
+
+    def on_bus(self, feed: str, payload: str) -> None:
+        """Another process appended to ``feed`` (or sent a notice about it)."""
+        rt = self.feeds.get(feed)
+        if rt is None:
+            return
+        if payload.startswith("{"):
+            rt.ingest(payload)
+        else:
+            rt.on_notice(payload)
+
+    async def resync(self) -> None:
+        for rt in list(self.feeds.values()):
+            rt.request_sync()
+
+    async def sweep_presence(self) -> None:
+        """Refresh this process's participant entries and reconcile every watched feed."""
+        await self.presence.refresh((feed, key) for feed, rt in self.feeds.items() for key in rt.people.local)
+        for rt in list(self.feeds.values()):
+            if rt.subs:
+                await rt.people.reconcile()
+
+    async def sweep_heads(self) -> int:
+        """Anti-entropy: catch up every loaded feed whose stored head is ahead of ours."""
+        behind = 0
+        for feed, rt in list(self.feeds.items()):
+            head = await self.storage.head(feed)
+            if head is not None and head.seq > rt.seq:
+                rt.request_sync()
+                behind += 1
+        return behind
+
+    # -- publishing and subscribing ----------------------------------------------------------
+    async def publish(self, event: Event, session_key: str | None) -> tuple[int, bool]:
+        """THE publish call: forward if another relay homes the feed, gate for gated kinds,
+        else sequence here."""
+        routes = self.routes
+        if routes.forward is not None and not routes.routing.is_home(event.feed):
+            return await routes.forward(event, session_key)
+        if routes.gate is not None and event.kind in routes.gated_kinds:
+            return await routes.gate(event, session_key)
+        return await self.runtime_publish(event, session_key)
+
+    async def runtime_publish(self, event: Event, session_key: str | None) -> tuple[int, bool]:
+        """Sequence ``event`` in its feed, bypassing the gate (the gate itself calls this)."""
+        rt = await self.runtime(event.feed)
+        return await rt.publish(event, session_key)
+
+    async def subscribe(self, sub: Subscriber, feed: str, since: int) -> None:
+        rt = await self.runtime(feed)
+        routes = self.routes
+        if routes.forward is not None and not routes.routing.is_home(feed) and routes.ensure_mirror is not None:
+            await routes.ensure_mirror(feed)  # its records come from its home
+        await rt.subscribe(sub, since)
+
+    def unsubscribe(self, sub: Subscriber, feed: str) -> bool:
+        rt = self.feeds.get(feed)
+        return rt.unsubscribe(sub) if rt is not None else False
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def unload_idle(self) -> int:
+        """Snapshot and drop feeds nobody used for a while; returns how many were dropped."""
+        cutoff = time.monotonic() - self.config.idle_feed_seconds
+        dropped = 0
+        for feed, rt in list(self.feeds.items()):
+            if rt.idle and rt.last_active < cutoff:
+                await rt.save_snapshot()
+                if rt.idle:
+                    self.feeds.pop(feed, None)
+                    await self.bus.unwatch(feed)
+                    dropped += 1
+        return dropped
+
+    async def close(self) -> None:
+        for rt in list(self.feeds.values()):
+            task = rt.task
+            if task is not None and not task.done():
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), 5)
+                except Exception:
+                    log.warning("feed %s did not drain before shutdown", rt.feed)
+            try:
+                await rt.save_snapshot()
+            except Exception:
+                log.exception("snapshot of %s at shutdown failed", rt.feed)

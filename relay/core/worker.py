@@ -1,0 +1,394 @@
+"""The per-feed worker: a thin asyncio pump around :class:`collab.feedcore.FeedCore`.
+
+Each loaded feed has one worker task that owns its core. It takes queued publishes in batches
+(the core validates, authorizes and seals them; one durable append; then the core folds them
+and says what to fan out), and serves new subscriptions *between* batches, so a subscriber
+always starts from a committed head and never misses or duplicates a record. Records other
+processes of the site appended arrive from the bus (``ingest``) or from storage (``sync``);
+records of a feed another relay homes arrive from its mirror (``relay.core.mirrorstore``).
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from collab import frames
+from collab.access import Access
+from collab.errors import ColonyError, Unavailable
+from collab.events import Event, Record, now_ms
+from collab.feedcore import ID_CACHE, FeedCore, RecordListener
+from collab.keys import Keypair
+from collab.namespaces import Namespace
+
+from relay.core.config import Config
+from relay.core.fanout import Fanout, Subscriber
+from relay.core.mirrorstore import MirrorJob, store_mirrored
+from relay.core.presence import Participants, PresenceStore
+from relay.ops.metrics import Metrics
+from relay.storage.base import HeadMoved, Storage, StoredSnapshot
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 512
+MAX_APPEND_ATTEMPTS = 16
+
+
+@dataclass(slots=True)
+class _Publish:
+    event: Event
+    session_key: str | None
+    fut: asyncio.Future[tuple[int, bool]]
+    t0: float = 0.0  # perf_counter() at enqueue (the publish -> ack latency metric)
+
+
+@dataclass(slots=True)
+class _Subscribe:
+    sub: Subscriber
+    since: int
+    fut: asyncio.Future[None]
+
+
+@dataclass(slots=True)
+class _Ingest:
+    payload: str
+
+
+@dataclass(slots=True)
+class _Sync:
+    pass
+
+
+_Job = _Publish | _Subscribe | _Ingest | _Sync | MirrorJob
+
+
+class FeedRuntime:
+    """One loaded feed: its core (head, namespace state, access, dedup), its subscribers, its jobs."""
+
+    def __init__(self, feed: str, ns: Namespace[Any], storage: Storage, config: Config, metrics: Metrics,
+                 relay_key: Keypair, presence: PresenceStore, listeners: Sequence[RecordListener] = ()) -> None:
+        self.feed, self.ns = feed, ns
+        self.storage, self.config, self.metrics, self.relay_key = storage, config, metrics, relay_key
+        self._presence = presence
+        self.listeners = listeners  # the hub's list: called with every committed record
+        self.core = FeedCore(feed, ns, id_cache=ID_CACHE)
+        self.fanout = Fanout(self.core, storage, config, metrics, relay_key, presence)
+        self.snapshot_seq = 0
+        self.last_active = time.monotonic()
+        self._jobs: deque[_Job] = deque()
+        self._task: asyncio.Task[None] | None = None
+
+    # -- the core's state, read by endpoints and the coordinator ---------------------------
+    @property
+    def seq(self) -> int:
+        return self.core.seq
+
+    @property
+    def head(self) -> str:
+        return self.core.head
+
+    @property
+    def state(self) -> Any:
+        return self.core.state
+
+    @property
+    def access(self) -> Access:
+        return self.core.access
+
+    @property
+    def ids(self) -> dict[str, int]:
+        return self.core.ids
+
+    @property
+    def ids_complete(self) -> bool:
+        return self.core.ids_complete
+
+    @property
+    def subs(self) -> dict[Subscriber, Any]:
+        return self.fanout.subs  # type: ignore[return-value]
+
+    @property
+    def people(self) -> Participants:
+        return self.fanout.people
+
+    @property
+    def base_seq(self) -> int:
+        return self.fanout.base_seq
+
+    @property
+    def present(self) -> list[str]:
+        return self.fanout.people.keys()
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for the worker (the ``feed_queue`` gauge)."""
+        return len(self._jobs)
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The worker task while it runs (the relay's drain waits for it)."""
+        return self._task
+
+    # -- loading ---------------------------------------------------------------------------
+    async def load(self) -> None:
+        storage, core = self.storage, self.core
+        snap = await storage.load_snapshot(self.feed)
+        base = await storage.load_base(self.feed)  # a compacted feed: records 1..base.seq are gone
+        if base is not None:
+            self.fanout.set_base(base.seq, frames.encode(
+                {"t": "snapshot", "feed": self.feed, "snap": base.snap.to_wire()}))
+            if snap is None or snap.seq < base.seq:
+                core.restore(base.seq, base.snap.head, base.snap.state, base.meta)
+                self.snapshot_seq = base.seq
+                snap = None
+        if snap is not None:
+            core.restore(snap.seq, snap.head, snap.state, snap.meta)
+            self.snapshot_seq = snap.seq
+        since = core.seq
+        page = self.config.limits.max_backlog_page
+        while True:
+            rows = await storage.read(self.feed, since, page)
+            for row in rows:
+                core.fold(Record.from_wire(json.loads(row.data), verify_sigs=False))
+                since = row.seq
+            if len(rows) < page:
+                break
+        core.trim_ids()
+
+    # -- jobs ------------------------------------------------------------------------------
+    def _kick(self) -> None:
+        self.last_active = time.monotonic()
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._work(), name=f"feed:{self.feed}")
+
+    def publish(self, event: Event, session_key: str | None) -> asyncio.Future[tuple[int, bool]]:
+        fut: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
+        self._jobs.append(_Publish(event, session_key, fut, time.perf_counter()))
+        self._kick()
+        return fut
+
+    def subscribe(self, sub: Subscriber, since: int) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._jobs.append(_Subscribe(sub, since, fut))
+        self._kick()
+        return fut
+
+    def ingest(self, payload: str) -> None:
+        """Records another process appended (from the bus); applied in order by the worker."""
+        self._jobs.append(_Ingest(payload))
+        self._kick()
+
+    def mirror(self, rec: Record, line: str) -> asyncio.Future[None]:
+        """Store a record of a feed another relay homes, as received (docs/federation.md, Mirrors).
+        Fails with :class:`relay.core.mirrorstore.MirrorConflict` unless it extends our head
+        (or is stored already)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._jobs.append(MirrorJob(rec, line, fut))
+        self._kick()
+        return fut
+
+    def request_sync(self) -> None:
+        """Catch up from storage (after a bus reconnect, or when a sweep saw a newer head)."""
+        if not any(isinstance(j, _Sync) for j in self._jobs):
+            self._jobs.append(_Sync())
+            self._kick()
+
+    async def _work(self) -> None:
+        jobs = self._jobs
+        while jobs:
+            job = jobs[0]
+            if isinstance(job, _Subscribe):
+                jobs.popleft()
+                try:
+                    self.fanout.start(job.sub, job.since)
+                except ColonyError as exc:
+                    _fail(job.fut, exc)
+                except Exception as exc:
+                    log.exception("subscribe to %s failed", self.feed)
+                    _fail(job.fut, exc)
+                else:
+                    _ok(job.fut, None)
+                continue
+            if isinstance(job, (_Ingest, _Sync)):
+                jobs.popleft()
+                try:
+                    if isinstance(job, _Ingest):
+                        await self._ingest(job.payload)
+                    else:
+                        await self._sync()
+                except Exception:
+                    log.exception("catching %s up failed; the next record or sweep retries", self.feed)
+                continue
+            if isinstance(job, MirrorJob):
+                mirrored: list[MirrorJob] = []
+                while jobs and isinstance(jobs[0], MirrorJob) and len(mirrored) < MAX_BATCH:
+                    mirrored.append(jobs.popleft())  # type: ignore[arg-type]
+                try:
+                    await store_mirrored(self, mirrored)
+                except Exception as exc:
+                    log.warning("storing mirrored records of %s failed: %r", self.feed, exc)
+                    for m in mirrored:
+                        _fail(m.fut, exc)
+                    if isinstance(exc, Unavailable):
+                        await self._reload_quietly()
+                continue
+            batch: list[_Publish] = []
+            while jobs and isinstance(jobs[0], _Publish) and len(batch) < MAX_BATCH:
+                batch.append(jobs.popleft())  # type: ignore[arg-type]
+            try:
+                await self._sequence(batch)
+            except Exception as exc:
+                if not isinstance(exc, ColonyError):
+                    log.exception("sequencing %s failed", self.feed)
+                    exc = Unavailable("could not store the event; retry")
+                for p in batch:
+                    _fail(p.fut, exc)
+
+    async def _ingest(self, payload: str) -> None:
+        last = payload[payload.rfind("\n") + 1:]
+        if 0 < _wire_seq(last) <= self.core.seq:
+            return  # our own batch coming back, or one we caught up with already: skip the parsing
+        for line in payload.split("\n"):
+            rec = Record.from_wire(json.loads(line), verify_sigs=False)  # our own storage wrote it
+            how = self.core.link(rec)
+            if how == "old":
+                continue  # ours, or already caught up
+            if how == "next":
+                self.commit([(rec, line)])
+            else:  # a gap: pub/sub lost something; the log has it
+                await self._sync()
+                return
+
+    async def _sync(self) -> None:
+        page = self.config.limits.max_backlog_page
+        core = self.core
+        while True:
+            rows = await self.storage.read(self.feed, core.seq, page)
+            recs = [(Record.from_wire(json.loads(r.data), verify_sigs=False), r.data) for r in rows]
+            if recs and core.link(recs[0][0]) != "next":
+                raise RuntimeError(f"{self.feed}: stored record {recs[0][0].seq} does not link to our head")
+            self.commit(recs)
+            if len(rows) < page:
+                return
+
+    def commit(self, recs: list[tuple[Record, str]]) -> None:
+        """Fold durable records into the core and send them to local subscribers."""
+        done = self.core.commit(recs, self.listeners)
+        self.fanout.send_batch(done.frames)
+        if done.acl_changed:
+            self.fanout.drop_unreadable()
+
+    async def take_moved(self, moved: HeadMoved) -> None:
+        """Another process appended first: take its records (the refusal carries the first of
+        them; read any others)."""
+        if moved.records:
+            await self._ingest("\n".join(moved.records))
+        if self.core.seq < moved.actual:
+            await self._sync()
+
+    async def maybe_snapshot(self) -> None:
+        if self.core.seq - self.snapshot_seq >= self.config.snapshot_every:
+            await self.save_snapshot()
+
+    async def _sequence(self, batch: list[_Publish]) -> None:
+        core = self.core
+        for attempt in range(MAX_APPEND_ATTEMPTS):
+            unknown = core.unknown_ids(p.event for p in batch)
+            stored = await self.storage.lookup_ids(self.feed, unknown) if unknown else None
+            # every record of the batch carries this rtime; deadlines are judged on it
+            sealed = core.seal([(p.event, p.session_key) for p in batch], self.relay_key, now_ms(),
+                               self.config.limits.max_event_bytes, stored)
+            for i, answer in sealed.answers:
+                if isinstance(answer, tuple):
+                    _ok(batch[i].fut, answer)
+                else:
+                    _fail(batch[i].fut, answer)
+            accepted = sealed.records
+            if not accepted:
+                return
+            try:
+                await self.storage.append(self.feed, core.seq, [(r, j) for _, r, j in accepted])
+            except HeadMoved as moved:
+                await self.take_moved(moved)  # then validate and seal again
+                batch = [batch[i] for i, _, _ in accepted]
+                continue  # no pause: the storage keeps it fair (Redis: a process that keeps losing gets a turn)
+            except Unavailable as exc:
+                log.warning("append to %s failed: %s", self.feed, exc)
+                for i, _, _ in accepted:
+                    _fail(batch[i].fut, exc)
+                await self._reload_quietly()
+                return
+            self.commit([(r, j) for _, r, j in accepted])
+            metrics, t1 = self.metrics, time.perf_counter()
+            metrics.events_in.inc(self.ns.name, n=len(accepted))
+            for i, rec, _ in accepted:
+                p = batch[i]
+                metrics.publish_latency.observe(t1 - p.t0)
+                _ok(p.fut, (rec.seq, False))
+            await self.maybe_snapshot()
+            return
+        for p in batch:
+            _fail(p.fut, Unavailable("the feed is too contended right now; retry"))
+
+    async def _reload_quietly(self) -> None:
+        try:
+            await self._reload()
+        except Exception as exc:  # storage still down: the next batch will find out again
+            log.warning("reloading %s after a failed append failed: %r", self.feed, exc)
+
+    async def _reload(self) -> None:
+        fresh = FeedRuntime(self.feed, self.ns, self.storage, self.config, self.metrics, self.relay_key,
+                            self._presence)
+        await fresh.load()
+        self.core.adopt(fresh.core)  # in place: the fanout holds this core
+        self.fanout.set_base(fresh.fanout.base_seq, fresh.fanout.base_frame)
+
+    # -- subscribers -----------------------------------------------------------------------
+    def unsubscribe(self, sub: Subscriber) -> bool:
+        gone = self.fanout.unsubscribe(sub)
+        if gone:
+            self.last_active = time.monotonic()
+        return gone
+
+    def on_notice(self, payload: str) -> None:
+        self.fanout.people.on_notice(payload)
+
+    # -- snapshots -------------------------------------------------------------------------
+    async def save_snapshot(self) -> None:
+        core = self.core
+        data = self.ns.dump(core.state)
+        if data is None or core.seq == 0 or core.seq == self.snapshot_seq:
+            return
+        meta = json.dumps({"access": core.access.to_json()})
+        seq = core.seq
+        await self.storage.save_snapshot(StoredSnapshot(self.feed, seq, core.head, data, meta))
+        self.snapshot_seq = seq
+
+    @property
+    def idle(self) -> bool:
+        return not self.fanout.subs and not self._jobs and (self._task is None or self._task.done())
+
+
+def _wire_seq(line: str) -> int:
+    """The seq of a stored record line (``{"seq":N,...}``, as this relay writes them) without
+    parsing the rest; -1 if it does not look like one (the caller then parses it in full)."""
+    if not line.startswith('{"seq":'):
+        return -1
+    end = line.find(",", 7)
+    digits = line[7:end]
+    return int(digits) if end > 7 and digits.isascii() and digits.isdigit() else -1
+
+
+def _ok(fut: asyncio.Future[Any], value: Any) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)

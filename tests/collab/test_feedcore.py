@@ -1,0 +1,251 @@
+"""The sans-I/O feed core: fold, dedup, access, chain, sealing, commit; no sockets, no clock."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from collab.access import Access
+from collab.errors import ChainError, Conflict, InvalidEvent, TooLarge, Unauthorized
+from collab.events import GENESIS, Event, Record
+from collab.feedcore import FeedCore, admit, fold_records, record_frame
+from collab.feedcore_chain import link
+from collab.keys import Keypair
+from collab.namespaces import GenericNamespace
+from collab.namespaces.base import Admission, Namespace
+from collab.replay import receipt_ok
+
+RELAY = Keypair.from_seed(b"R" * 32)
+ALICE = Keypair.from_seed(b"A" * 32)
+BOB = Keypair.from_seed(b"B" * 32)
+NOW = 1_700_000_000_000
+LIMIT = 64 * 1024
+
+
+class Claims(Namespace[frozenset[str]]):
+    """A tiny immutable-state namespace: each name may be claimed once."""
+
+    name = "claims"
+    kinds = frozenset(("claim",))
+
+    def initial(self, feed: str) -> frozenset[str]:
+        return frozenset()
+
+    def validate(self, state: frozenset[str], event: Event, adm: Admission) -> None:
+        if event.body["name"] in state:
+            raise Conflict(f"{event.body['name']} is claimed already")
+
+    def apply(self, state: frozenset[str], record: Record) -> frozenset[str]:
+        return state | {record.event.body["name"]}
+
+
+class MutableClaims(Claims):
+    """The same rules over a state that is not folded tentatively (like docs)."""
+
+    immutable_state = False
+
+
+def ev(key: Keypair, n: int, feed: str = "chat/x", kind: str = "msg", body: Any = None) -> Event:
+    return Event.create(key, feed, kind, {"n": n} if body is None else body, ts=NOW + n)
+
+
+def claim(name: str, key: Keypair = ALICE, ts: int = NOW) -> Event:
+    return Event.create(key, "claims/x", "claim", {"name": name}, ts=ts)
+
+
+def sequence(core: FeedCore, events: list[tuple[Event, str | None]], now: int = NOW) -> list[Any]:
+    """Seal and commit one batch; the answer of each publish in order."""
+    sealed = core.seal(events, RELAY, now, LIMIT)
+    answers: list[Any] = [None] * len(events)
+    for i, a in sealed.answers:
+        answers[i] = a
+    core.commit([(r, j) for _, r, j in sealed.records])
+    for i, rec, _ in sealed.records:
+        answers[i] = (rec.seq, False)
+    return answers
+
+
+def test_seal_makes_a_dense_signed_chain_at_the_given_time() -> None:
+    core = FeedCore("chat/x", GenericNamespace())
+    sealed = core.seal([(ev(ALICE, i), ALICE.public_hex) for i in range(3)], RELAY, NOW, LIMIT)
+    recs = [r for _, r, _ in sealed.records]
+    assert [r.seq for r in recs] == [1, 2, 3] and sealed.answers == []
+    assert recs[0].prev == GENESIS and recs[1].prev == recs[0].hash and recs[2].prev == recs[1].hash
+    assert all(r.rtime == NOW and r.relay == RELAY.public_hex and receipt_ok(r) for r in recs)
+    assert [json.loads(j) for _, _, j in sealed.records] == [r.to_wire() for r in recs]
+    assert core.seq == 0 and core.head == GENESIS and core.state == 0  # nothing folded before the append
+    done = core.commit([(r, j) for _, r, j in sealed.records])
+    assert core.seq == 3 and core.head == recs[2].hash and core.state == 3
+    assert done.frames == [record_frame("chat/x", j) for _, _, j in sealed.records] and not done.acl_changed
+
+
+def test_duplicates_are_answered_with_their_first_seq() -> None:
+    core = FeedCore("chat/x", GenericNamespace())
+    a, b = ev(ALICE, 1), ev(ALICE, 2)
+    assert sequence(core, [(a, ALICE.public_hex), (a, ALICE.public_hex)]) == [(1, False), (1, True)]
+    assert sequence(core, [(b, ALICE.public_hex), (a, ALICE.public_hex)]) == [(2, False), (1, True)]
+    assert core.seq == 2
+
+
+def test_the_dedup_set_is_bounded_and_then_asks_storage() -> None:
+    core = FeedCore("chat/x", GenericNamespace(), id_cache=2)
+    events = [ev(ALICE, i) for i in range(4)]
+    sequence(core, [(e, ALICE.public_hex) for e in events])
+    assert len(core.ids) == 2 and not core.ids_complete
+    assert core.unknown_ids(events) == [events[0].id, events[1].id]
+    sealed = core.seal([(events[0], ALICE.public_hex)], RELAY, NOW, LIMIT, {events[0].id: 1})
+    assert sealed.answers == [(0, (1, True))] and sealed.records == []
+    assert FeedCore("chat/y", GenericNamespace()).unknown_ids(events) == []  # complete: no lookup
+
+
+def test_an_immutable_state_is_folded_tentatively_within_a_batch() -> None:
+    core = FeedCore("claims/x", Claims())
+    answers = sequence(core, [(claim("a"), ALICE.public_hex), (claim("a", BOB), BOB.public_hex),
+                              (claim("b", BOB), BOB.public_hex)])
+    assert answers[0] == (1, False) and isinstance(answers[1], Conflict) and answers[2] == (2, False)
+    assert core.state == frozenset({"a", "b"})
+
+
+def test_a_mutable_state_validates_each_event_alone_and_folds_after_commit() -> None:
+    core = FeedCore("claims/x", MutableClaims())
+    answers = sequence(core, [(claim("a"), ALICE.public_hex), (claim("a", BOB), BOB.public_hex)])
+    assert answers == [(1, False), (2, False)]  # both pass: validated against the committed state
+    assert isinstance(sequence(core, [(claim("a", BOB, NOW + 1), BOB.public_hex)])[0], Conflict)
+
+
+def test_refusals_size_access_kinds_and_fixed_access() -> None:
+    core = FeedCore("claims/x", Claims())
+    big = Event.create(ALICE, "claims/x", "claim", {"name": "x" * 200}, ts=NOW)
+    sealed = core.seal([(big, ALICE.public_hex)], RELAY, NOW, 100)
+    assert isinstance(sealed.answers[0][1], TooLarge)
+    wrong_kind = ev(ALICE, 1, feed="claims/x")
+    assert isinstance(sequence(core, [(wrong_kind, ALICE.public_hex)])[0], InvalidEvent)
+    assert isinstance(sequence(core, [(claim("a"), BOB.public_hex)])[0], Unauthorized)  # not the author
+    dm = FeedCore(f"dm/{ALICE.public_hex}.{BOB.public_hex}", _dm())
+    grant = Event.create(ALICE, dm.feed, "acl.grant", {"key": BOB.public_hex, "read": True}, ts=NOW)
+    assert dm.fixed_access and isinstance(sequence(dm, [(grant, ALICE.public_hex)])[0], InvalidEvent)
+
+
+def _dm() -> Namespace[Any]:
+    from collab.namespaces.dm import DmNamespace
+
+    return DmNamespace()
+
+
+def test_access_folds_and_an_acl_change_is_reported() -> None:
+    core = FeedCore("chat/m", GenericNamespace())
+    policy = Event.create(ALICE, "chat/m", "feed.policy", {"policy": "members"}, ts=NOW)
+    assert sequence(core, [(policy, ALICE.public_hex)]) == [(1, False)]
+    assert core.access.policy == "members" and core.access.owner == ALICE.public_hex
+    assert isinstance(sequence(core, [(ev(BOB, 1, feed="chat/m"), BOB.public_hex)])[0], Unauthorized)
+    grant = Event.create(ALICE, "chat/m", "acl.grant", {"key": BOB.public_hex, "read": True, "write": True}, ts=NOW)
+    sealed = core.seal([(grant, ALICE.public_hex), (ev(BOB, 2, feed="chat/m"), BOB.public_hex)], RELAY, NOW, LIMIT)
+    assert [r.seq for _, r, _ in sealed.records] == [2, 3]  # the grant binds from the very next record
+    done = core.commit([(r, j) for _, r, j in sealed.records])
+    assert done.acl_changed and core.access.can_read(BOB.public_hex) and core.state == 1
+
+
+def test_link_and_extend_are_the_chain_check() -> None:
+    recs = [Record.seal(RELAY, ev(ALICE, i), i, GENESIS if i == 1 else "", NOW) for i in (1,)]
+    r2 = Record.seal(RELAY, ev(ALICE, 2), 2, recs[0].hash, NOW)
+    bad = Record.seal(RELAY, ev(ALICE, 3), 2, GENESIS, NOW)
+    assert link(0, GENESIS, recs[0]) == "next" and link(1, recs[0].hash, r2) == "next"
+    assert link(1, recs[0].hash, recs[0]) == "old" and link(0, GENESIS, r2) == "gap"
+    assert link(1, recs[0].hash, bad) == "break" and link(1, None, bad) == "next"
+    core = FeedCore("chat/x", GenericNamespace())
+    core.extend(recs[0])
+    with pytest.raises(ChainError):
+        core.extend(bad)
+    core.extend(r2)
+    assert core.seq == 2 and core.state == 2
+
+
+def test_restore_from_a_snapshot_and_fold_on() -> None:
+    core = FeedCore("chat/x", GenericNamespace())
+    sequence(core, [(ev(ALICE, i), ALICE.public_hex) for i in range(2)])
+    meta = json.dumps({"access": core.access.to_json()})
+    other = FeedCore("chat/x", GenericNamespace())
+    other.restore(core.seq, core.head, GenericNamespace().dump(core.state), meta)
+    assert (other.seq, other.head, other.state, other.access) == (core.seq, core.head, 2, core.access)
+    assert not other.ids_complete  # ids before the snapshot are only in storage
+    a = sequence(other, [(ev(ALICE, 9), ALICE.public_hex)])
+    assert a == [(3, False)] and other.state == 3
+
+
+def test_fold_records_and_admit_are_what_replayers_use() -> None:
+    core = FeedCore("claims/x", Claims())
+    sequence(core, [(claim("a"), ALICE.public_hex)])
+    recs = [Record.seal(RELAY, claim("a"), 1, GENESIS, NOW)]
+    assert fold_records(Claims(), "claims/x", recs).state == frozenset({"a"})
+    with pytest.raises(Conflict):
+        admit(Claims(), core.state, Access(), claim("a", BOB), BOB.public_hex, 2, Admission(NOW, RELAY.public_hex))
+
+
+# -- any interleaving of publishes and subscriptions ------------------------------------------
+@dataclass
+class _Sub:
+    since: int
+    got: list[int] = field(default_factory=list)
+
+
+class Driver:
+    """A tiny synchronous relay around the core: an in-memory log, subscriptions served between
+    batches (backlog = the log after ``since``, then live), as the relay's feed worker does."""
+
+    def __init__(self) -> None:
+        self.core = FeedCore("chat/h", GenericNamespace(), id_cache=3)
+        self.log: list[Record] = []
+        self.subs: list[_Sub] = []
+
+    def publish(self, batch: list[Event]) -> list[Any]:
+        unknown = self.core.unknown_ids(batch)
+        stored = {r.event.id: r.seq for r in self.log if r.event.id in unknown}
+        sealed = self.core.seal([(e, ALICE.public_hex) for e in batch], RELAY, NOW, LIMIT, stored)
+        self.log.extend(r for _, r, _ in sealed.records)  # the durable append
+        done = self.core.commit([(r, j) for _, r, j in sealed.records])
+        for sub in self.subs:
+            sub.got.extend(json.loads(f)["rec"]["seq"] for f in done.frames)
+        answers: list[Any] = [None] * len(batch)
+        for i, a in sealed.answers:
+            answers[i] = a
+        for i, r, _ in sealed.records:
+            answers[i] = (r.seq, False)
+        return answers
+
+    def subscribe(self, since: int) -> None:
+        sub = _Sub(min(since, self.core.seq))
+        sub.got.extend(r.seq for r in self.log[sub.since:])
+        self.subs.append(sub)
+
+
+POOL = [ev(ALICE, i, feed="chat/h") for i in range(12)]
+_ops = st.lists(st.one_of(
+    st.tuples(st.just("pub"), st.lists(st.integers(0, len(POOL) - 1), min_size=1, max_size=5)),
+    st.tuples(st.just("sub"), st.integers(0, 15)),
+), max_size=25)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_ops)
+def test_any_interleaving_gives_one_dense_order_seen_once_by_every_subscriber(ops: list[tuple[str, Any]]) -> None:
+    d = Driver()
+    first: dict[str, int] = {}
+    for op, arg in ops:
+        if op == "sub":
+            d.subscribe(arg)
+            continue
+        answers = d.publish([POOL[i] for i in arg])
+        for i, (seq, dup) in zip(arg, answers):
+            eid = POOL[i].id
+            assert dup == (eid in first) or (not dup and eid not in first)
+            assert first.setdefault(eid, seq) == seq  # one event, one seq, however often published
+    assert [r.seq for r in d.log] == list(range(1, len(d.log) + 1))  # one dense order
+    assert len({r.event.id for r in d.log}) == len(d.log)  # each event once
+    for a, b in zip(d.log, d.log[1:]):
+        assert b.prev == a.hash
+    for sub in d.subs:  # exactly once, in order, from its since to the head
+        assert sub.got == list(range(sub.since + 1, len(d.log) + 1))
