@@ -185,12 +185,12 @@ def test_registry_render() -> None:
 
 def test_json_formatter() -> None:
     fmt = JsonFormatter()
-    rec = logging.LogRecord("relay.core.feeds", logging.WARNING, __file__, 1, "append to %s failed\nx", ("doc/a",),
+    rec = logging.LogRecord("relay.core.worker", logging.WARNING, __file__, 1, "append to %s failed\nx", ("doc/a",),
                             None)
     line = fmt.format(rec)
     assert "\n" not in line
     obj = json.loads(line)
-    assert obj["level"] == "WARNING" and obj["logger"] == "relay.core.feeds"
+    assert obj["level"] == "WARNING" and obj["logger"] == "relay.core.worker"
     assert obj["message"] == "append to doc/a failed\nx"
     assert re.match(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00\Z", obj["ts"])
     assert "exc_info" not in obj
