@@ -16,7 +16,7 @@ from collab.replay import fetch_records, replay
 from collab.tasks import TaskLeader, TaskWorker
 
 FAST = {"backoff_base": 0.02, "backoff_max": 0.2}
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]  # the repository (tests/relay/coordination/..)
 
 
 async def _line(proc: asyncio.subprocess.Process, want: str, timeout: float = 30.0) -> None:
