@@ -36,6 +36,7 @@ from starlette.routing import BaseRoute
 from collab.errors import InvalidEvent
 from collab.events import Event, Record, namespace_of
 
+from relay.coordination.directory import Directory
 from relay.core.feeds import FeedRuntime, Hub
 
 
@@ -83,7 +84,7 @@ class Site(Protocol):
     def coordinator(self) -> Context: ...
 
     @property
-    def directory(self) -> Any: ...
+    def directory(self) -> Directory: ...
 
 
 class Plugin:

@@ -20,8 +20,7 @@ from relay.coordination.views import error, query_bool, query_int
 
 def _directory(request: Request) -> Directory:
     site: Site = request.app.state.relay
-    directory: Directory = site.directory
-    return directory
+    return site.directory
 
 
 async def agents(request: Request) -> Response:
