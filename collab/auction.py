@@ -9,54 +9,42 @@ states and records, so an auditor can recompute what the relay should have done.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .canonical import MAX_SAFE_INT
 from .events import Event, Record
 from .feedcore import fold_records
+from .namespaces.auction import (
+    MAX_STAKE,
+    SCORINGS,
+    TRUST_SCALE,
+    AuctionNamespace,
+    AuctionState,
+    Bid,
+    deadline,
+    parse_open,
+    rank,
+    score,
+)
+from .trust import TrustParams, compute
 
-if TYPE_CHECKING:
-    from .namespaces.auction import AuctionState
-    from .trust import TrustParams
-
-SCORINGS = ("stake_trust", "stake")
-TRUST_SCALE = 1_000_000_000
-#: the largest stake whose score fits the canonical integer range (trust factor <= 2_000_000)
-MAX_STAKE = MAX_SAFE_INT // 2_000_000
-
-
-@dataclass(frozen=True, slots=True)
-class Bid:
-    """One sequenced bid: ``seq`` is its record's seq, the last tie-break of the ranking."""
-
-    key: str
-    stake: int
-    seq: int
-
-
-def score(stake: int, trust_ppb: int, scoring: str = "stake_trust") -> int:
-    """``stake * (1_000_000 + trust_ppb // 1000)``, or just ``stake`` with scoring "stake"."""
-    return stake if scoring == "stake" else stake * (1_000_000 + trust_ppb // 1000)
-
-
-def rank(bids: Mapping[str, Bid] | Iterable[Bid], trust: Mapping[str, int],
-         scoring: str = "stake_trust") -> list[dict[str, Any]]:
-    """All bids ranked: score descending, then stake descending, then seq ascending.
-
-    A key missing from ``trust`` counts as 0, so an unknown bidder still ranks by stake.
-    """
-    items = bids.values() if isinstance(bids, Mapping) else bids
-    rows = [(b, trust.get(b.key, 0)) for b in items]
-    scored = [(b, t, score(b.stake, t, scoring)) for b, t in rows]
-    scored.sort(key=lambda r: (-r[2], -r[0].stake, r[0].seq))
-    return [{"key": b.key, "stake": b.stake, "trust": t, "score": s} for b, t, s in scored]
-
-
-def deadline(start: int, window: int) -> int:
-    """``start + window``, capped so it stays a canonical integer."""
-    return min(start + window, MAX_SAFE_INT)
-
+__all__ = [
+    "MAX_STAKE",
+    "SCORINGS",
+    "TRUST_SCALE",
+    "Bid",
+    "award_body",
+    "award_problem",
+    "deadline",
+    "expire_body",
+    "held",
+    "ledger_moves",
+    "lock_for",
+    "outcome",
+    "rank",
+    "score",
+    "timers",
+    "verify_award",
+]
 
 def award_body(state: AuctionState, trust: Mapping[str, int], trust_seq: int, now: int) -> dict[str, Any]:
     """The body of the ``auction.award`` the relay signs for an open auction.
@@ -92,8 +80,6 @@ def expire_body(state: AuctionState) -> dict[str, Any]:
 
 
 def _as_state(auction: AuctionState | Iterable[Record]) -> AuctionState:
-    from .namespaces.auction import AuctionNamespace, AuctionState
-
     if isinstance(auction, AuctionState):
         return auction
     records = sorted(auction, key=lambda r: r.seq)
@@ -118,8 +104,6 @@ def award_problem(auction: AuctionState | Iterable[Record], trust_records: Itera
     if p.scoring == "stake":
         scores: Mapping[str, int] = {}
     else:
-        from .trust import compute
-
         upto = [r for r in trust_records if r.seq <= state.trust_seq]
         if sorted(r.seq for r in upto) != list(range(1, state.trust_seq + 1)):
             return f"the trust records given do not cover seqs 1..{state.trust_seq} exactly"
@@ -150,8 +134,7 @@ def lock_for(state: AuctionState, event: Event) -> tuple[str, dict[str, Any]] | 
     the event first). If the auction then refuses the event, the relay releases the same
     ``(key, ref)``.
     """
-    from .namespaces.auction import parse_open
-
+    amount: Any
     if event.kind == "auction.open":
         p = parse_open(event.body)
         amount, ledger = p.reward, p.ledger

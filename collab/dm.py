@@ -8,6 +8,9 @@ Who wrote a message is the event's signed ``author``, not anything inside the bo
 """
 from __future__ import annotations
 
+import asyncio
+import inspect
+import logging
 from typing import TYPE_CHECKING, Any, Literal
 
 import nacl.exceptions
@@ -16,13 +19,15 @@ from nacl.public import Box, PublicKey
 from nacl.signing import VerifyKey
 
 from .canonical import CanonicalError, canonical, parse_json
-from .errors import InvalidEvent
+from .errors import ColonyError, InvalidEvent
 from .events import HEX64_RE, Event, b64
 from .keys import Keypair
 from .namespaces.dm import NONCE_BYTES, check_msg, parse_dm_feed
 
 if TYPE_CHECKING:
     from .client import Client
+
+log = logging.getLogger(__name__)
 
 MessageKind = Literal["request", "response"]
 MESSAGE_KINDS = ("request", "response")
@@ -138,8 +143,6 @@ class DirectChannel:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        import asyncio
-
         sub, self._sub = self._sub, None
         tasks = list(self._tasks)
         for task in tasks:
@@ -161,8 +164,6 @@ class DirectChannel:
         return ev
 
     async def request(self, body: Any, timeout: float | None = 30.0) -> Any:
-        import asyncio
-
         if self._sub is None:
             raise InvalidEvent("open the channel (async with) before sending a request: the response comes by it")
         ev = self.client.create_event(self.feed, "dm.msg", seal_message(self.me, self.peer, "request", body))
@@ -175,13 +176,11 @@ class DirectChannel:
             self._waiting.pop(ev.id, None)
 
     def _on_record(self, rec: Any) -> None:
-        import logging
-
         ev = rec.event
         try:
             kind, body = open_message(self.me, ev)
         except InvalidEvent as exc:
-            logging.getLogger(__name__).warning("dm %s#%d skipped: %s", self.feed, rec.seq, exc)
+            log.warning("dm %s#%d skipped: %s", self.feed, rec.seq, exc)
             return
         self.received.append((ev.author, kind, body))
         re = ev.body.get("re") if isinstance(ev.body, dict) else None
@@ -197,19 +196,15 @@ class DirectChannel:
             self._answer_unanswered()
 
     def _spawn(self, coro: Any) -> Any:
-        import asyncio
-
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)  # a reference, so the task is not garbage collected mid-flight
         task.add_done_callback(self._done)
         return task
 
     def _done(self, task: Any) -> None:
-        import logging
-
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            logging.getLogger(__name__).error("dm %s: answering a request failed", self.feed,
+            log.error("dm %s: answering a request failed", self.feed,
                                               exc_info=task.exception())
 
     def _answer_unanswered(self) -> None:
@@ -227,8 +222,6 @@ class DirectChannel:
             self._spawn(self._answer(request_id, body))
 
     async def _after_sync(self, sub: Any) -> None:
-        from .errors import ColonyError
-
         try:
             await sub.wait_synced()
         except ColonyError:  # the subscription ended: nothing to answer on it
@@ -237,8 +230,6 @@ class DirectChannel:
             self._answer_unanswered()
 
     async def _answer(self, request_id: str, body: Any) -> None:
-        import inspect
-
         reply = self._handler(body)
         if inspect.isawaitable(reply):
             reply = await reply

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from .auctions import Auction
 from .errors import ColonyError
 from .feedview import FeedView
 from .namespaces.task import TERMINAL, SubState, TaskNamespace, TaskState, progress
@@ -127,8 +128,6 @@ class TaskLeader(FeedView[TaskState]):
     async def auction_subtask(self, sub: str, auction_feed: str, *, bid_window_ms: int, result_window_ms: int,
                               min_stake: int = 0, reward: int = 0, timeout: float = 60.0) -> str | None:
         """Put a subtask up for auction and reassign it to the winner (None: nobody bid)."""
-        from .auctions import Auction
-
         x = self.state.subs[sub]
         async with Auction(self.client, auction_feed) as a:
             await a.open({"task": self.feed, "sub": sub, "title": x.title, "checkpoint_seq": x.checkpoint_seq},

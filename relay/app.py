@@ -34,7 +34,7 @@ def create_app(config: Config | None = None, relay: Relay | None = None) -> Star
             yield
 
     web_dir = relay.config.web_dir or WEB_DIR
-    routes = [*http_routes, *coord_routes, WebSocketRoute("/ws", native_endpoint),
+    routes = [*http_routes, *coord_routes, *relay.plugins.routes(), WebSocketRoute("/ws", native_endpoint),
               WebSocketRoute("/yjs/{name:path}", yjs_endpoint), WebSocketRoute("/fed", fed_endpoint)]
     if web_dir.is_dir():
         routes.append(Mount("/", StaticFiles(directory=web_dir, html=True), name="web"))

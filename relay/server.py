@@ -12,6 +12,8 @@ from collab.namespaces import Registry, default_registry
 from relay.core.config import Config
 from relay.core.bus import Bus, LocalBus
 from relay.coordination.coordinator import Coordinator, TrustSettings
+from relay.coordination.hooks import Plugins
+from relay.coordination.namespaces import default_plugins
 from relay.coordination.directory import Directory
 from relay.core.hub import Hub
 from relay.core.limits import RateLimiter
@@ -26,11 +28,12 @@ class Relay:
     """Everything one relay process owns. ``async with Relay(config):`` opens and closes it."""
 
     def __init__(self, config: Config, storage: Storage | None = None, relay_key: Keypair | None = None,
-                 registry: Registry | None = None) -> None:
+                 registry: Registry | None = None, plugins: Plugins | None = None) -> None:
         self.config = config
         self._storage = storage
         self._relay_key = relay_key
         self.registry = registry or default_registry()
+        self.plugins = plugins if plugins is not None else default_plugins()  # namespaces' relay-side hooks
         self.sessions: set[Session] = set()
         self.ip_limiter = RateLimiter(config.limits.events_per_sec_ip, config.limits.burst_ip)
         self.key_limiter = RateLimiter(config.limits.events_per_sec_key, config.limits.burst_key)
@@ -40,7 +43,6 @@ class Relay:
         self._coordinator: Coordinator | None = None
         self._directory: Directory | None = None
         self._federation: Any = None
-        self.trust_cache: dict[str, tuple[int, dict[str, int]]] = {}  # GET /trust: feed -> (seq, scores)
         self.closing = False
 
     @property
@@ -89,7 +91,7 @@ class Relay:
             self._federation = Federation(self._hub, self.config)
             await self._federation.start()
         self._coordinator = Coordinator(self._hub, self.config.operators, TrustSettings(
-            frozenset(self.config.trust_pretrusted), int(self.config.trust_half_life * 1000)))
+            frozenset(self.config.trust_pretrusted), int(self.config.trust_half_life * 1000)), self.plugins)
         await self._coordinator.start()
         self._directory = Directory(self._hub)
         await self._directory.start()

@@ -2,12 +2,47 @@
 
 A namespace owns the meaning of the events in feeds ``<name>/...``. The relay calls
 ``validate`` before sequencing and ``apply`` after; replaying the same log through the same
-functions gives the same state anywhere (relay, agent, auditor).
+functions gives the same state anywhere (relay, agent, auditor). ``base`` holds the interface
+and the registry; each namespace is one module; :func:`default_registry` lists them.
+The relay-side half of a namespace (ledger gate, follow-ups, timers, HTTP views) is in
+``relay/coordination/namespaces/`` (docs/design.md, "Namespace plug-ins").
 """
 from __future__ import annotations
 
-from .base import Admission, Namespace, Registry, default_registry
+from .agent import AgentNamespace
+from .auction import AuctionNamespace
+from .base import Admission, Namespace, Registry
+from .dm import DmNamespace
 from .doc import DocNamespace, DocState
 from .generic import GenericNamespace
+from .ledger import LedgerNamespace
+from .relaylog import RelayLogNamespace
+from .task import TaskNamespace
+from .vouch import VouchNamespace
 
-__all__ = ["Admission", "Namespace", "Registry", "default_registry", "DocNamespace", "DocState", "GenericNamespace"]
+
+def default_registry() -> Registry:
+    """The namespaces every relay and agent knows; unknown ones get the generic plug-in."""
+    reg = Registry(GenericNamespace())
+    for ns in (DocNamespace(), LedgerNamespace(), AuctionNamespace(), VouchNamespace(), TaskNamespace(),
+               AgentNamespace(), DmNamespace(), RelayLogNamespace()):
+        reg.register(ns)
+    return reg
+
+
+__all__ = [
+    "Admission",
+    "AgentNamespace",
+    "AuctionNamespace",
+    "DmNamespace",
+    "DocNamespace",
+    "DocState",
+    "GenericNamespace",
+    "LedgerNamespace",
+    "Namespace",
+    "Registry",
+    "RelayLogNamespace",
+    "TaskNamespace",
+    "VouchNamespace",
+    "default_registry",
+]

@@ -10,12 +10,11 @@ relay's awards (the ranking is recomputed from the bids and the award's trust va
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..auction import MAX_STAKE, SCORINGS, TRUST_SCALE, Bid, deadline, rank
-from ..canonical import canonical, parse_json
+from ..canonical import MAX_SAFE_INT, canonical, parse_json
 from ..errors import ColonyError, Conflict, InvalidEvent, Late, Unauthorized
 from ..events import Event, Record, check_feed, namespace_of
 from .base import Admission, Namespace
@@ -33,6 +32,45 @@ OPEN_FIELDS = {"task", "bid_deadline", "result_window", "min_stake", "reward"}
 OPEN_OPTIONAL = {"standby", "scoring", "ledger", "trust"}
 AWARD_FIELDS = {"winner", "standby", "ranking", "trust_seq", "result_deadline"}
 RANK_FIELDS = {"key", "stake", "trust", "score"}
+
+
+# -- the ranking rule (the award is re-checked against it on every replay) ----------------------
+SCORINGS = ("stake_trust", "stake")
+TRUST_SCALE = 1_000_000_000
+#: the largest stake whose score fits the canonical integer range (trust factor <= 2_000_000)
+MAX_STAKE = MAX_SAFE_INT // 2_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Bid:
+    """One sequenced bid: ``seq`` is its record's seq, the last tie-break of the ranking."""
+
+    key: str
+    stake: int
+    seq: int
+
+
+def score(stake: int, trust_ppb: int, scoring: str = "stake_trust") -> int:
+    """``stake * (1_000_000 + trust_ppb // 1000)``, or just ``stake`` with scoring "stake"."""
+    return stake if scoring == "stake" else stake * (1_000_000 + trust_ppb // 1000)
+
+
+def rank(bids: Mapping[str, Bid] | Iterable[Bid], trust: Mapping[str, int],
+         scoring: str = "stake_trust") -> list[dict[str, Any]]:
+    """All bids ranked: score descending, then stake descending, then seq ascending.
+
+    A key missing from ``trust`` counts as 0, so an unknown bidder still ranks by stake.
+    """
+    items = bids.values() if isinstance(bids, Mapping) else bids
+    rows = [(b, trust.get(b.key, 0)) for b in items]
+    scored = [(b, t, score(b.stake, t, scoring)) for b, t in rows]
+    scored.sort(key=lambda r: (-r[2], -r[0].stake, r[0].seq))
+    return [{"key": b.key, "stake": b.stake, "trust": t, "score": s} for b, t, s in scored]
+
+
+def deadline(start: int, window: int) -> int:
+    """``start + window``, capped so it stays a canonical integer."""
+    return min(start + window, MAX_SAFE_INT)
 
 
 @dataclass(frozen=True, slots=True)

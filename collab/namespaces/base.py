@@ -91,20 +91,3 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._by_name)
 
-
-def default_registry() -> Registry:
-    from .agent import AgentNamespace
-    from .auction import AuctionNamespace
-    from .dm import DmNamespace
-    from .doc import DocNamespace
-    from .generic import GenericNamespace
-    from .ledger import LedgerNamespace
-    from .relaylog import RelayLogNamespace
-    from .task import TaskNamespace
-    from .vouch import VouchNamespace
-
-    reg = Registry(GenericNamespace())
-    for ns in (DocNamespace(), LedgerNamespace(), AuctionNamespace(), VouchNamespace(), TaskNamespace(),
-               AgentNamespace(), DmNamespace(), RelayLogNamespace()):
-        reg.register(ns)
-    return reg

@@ -52,7 +52,6 @@ EXPIRED = "the write capability has expired: edits are no longer recorded"
 DENIED_EVERY = 1.0      # seconds between two permission-denied messages to one connection
 LOG_EVERY = 10.0        # seconds between two log lines for the same reason and connection
 MAX_NAME = 64
-PROFILE_SCAN = 1000     # records of an agent/<key> feed searched (newest first) for its profile
 
 
 # -- agents as awareness states --------------------------------------------------------------
@@ -554,7 +553,6 @@ class YjsService:
     def __init__(self, relay: Relay) -> None:
         self.relay, self.hub = relay, relay.hub
         self.rooms: dict[str, Room] = {}
-        self.names: dict[str, tuple[str | None, float]] = {}  # key -> (name, when looked up)
         self.hub.listeners.append(self._on_record)
 
     @classmethod
@@ -576,41 +574,20 @@ class YjsService:
 
     # agents' names ----------------------------------------------------------------------
     async def agent_name(self, key: str, max_age: float = 0.0) -> str | None:
-        """The name in the latest ``agent.profile`` the agent itself wrote to ``agent/<key>``
-        (looked up again when the cached one is older than ``max_age`` seconds)."""
-        cached = self.names.get(key)
-        now = time.monotonic()
-        if cached is not None and now - cached[1] <= max_age:
-            return cached[0]
+        """The name in the latest ``agent.profile`` the agent itself wrote to ``agent/<key>``,
+        from the relay's directory (which keeps it current, also across processes)."""
         try:
-            self.names[key] = (await self._profile_name(key), now)
-        except Exception as exc:  # storage trouble: keep what we knew
+            prof = await self.relay.directory.lookup(key)
+        except Exception as exc:  # storage trouble: no name this time
             log.debug("profile of %s not read: %r", key[:12], exc)
-        return self.names.get(key, (None, 0.0))[0]
-
-    async def _profile_name(self, key: str) -> str | None:
-        storage = self.hub.storage
-        feed = f"agent/{key}"
-        head = await storage.head(feed)
-        if head is None:
             return None
-        end, page = head.seq, 100
-        while end > 0 and head.seq - end < PROFILE_SCAN:
-            start = max(0, end - page)
-            rows = await storage.read(feed, start, end - start)
-            for row in reversed(rows):
-                ev = json.loads(row.data)["event"]
-                if ev["kind"] == "agent.profile" and ev["author"] == key and isinstance(ev["body"], dict):
-                    return clean_name(ev["body"].get("name"))
-            end = start
-        return None
+        return clean_name(prof.name) if prof is not None else None
 
     def _on_record(self, rec: Any, _rjson: str) -> None:
         ev = rec.event
         if ev.kind != "agent.profile" or rec.feed != f"agent/{ev.author}" or not isinstance(ev.body, dict):
             return
-        self.names[ev.author] = (clean_name(ev.body.get("name")), time.monotonic())
-        for room in list(self.rooms.values()):
+        for room in list(self.rooms.values()):  # the directory indexed it already (its listener is first)
             if ev.author in room.agents:
                 room._spawn(room._announce([ev.author]))
 

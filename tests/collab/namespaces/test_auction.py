@@ -433,10 +433,8 @@ def test_verify_award_replays_the_trust_feed() -> None:
 
 def test_award_problem_wiring_with_a_stand_in_trust(monkeypatch: pytest.MonkeyPatch) -> None:
     """How ``verify_award`` uses the trust feed (records up to trust_seq, the right feed), checked
-    with a stand-in ``collab.trust`` so it does not depend on the EigenTrust implementation."""
-    import sys
-    import types
-
+    with a stand-in for ``collab.trust.compute`` (as ``collab.auction`` imports it) so it does not
+    depend on the EigenTrust implementation."""
     calls: list[list[int]] = []
     relays_seen: list[str | None] = []
 
@@ -449,7 +447,7 @@ def test_award_problem_wiring_with_a_stand_in_trust(monkeypatch: pytest.MonkeyPa
             out[r.event.body["subject"]] = out.get(r.event.body["subject"], 0) + 100_000_000
         return out
 
-    monkeypatch.setitem(sys.modules, "collab.trust", types.SimpleNamespace(compute=compute, TrustParams=object))
+    monkeypatch.setattr(ah, "compute", compute)
     site = Site()
     a, b = keys(2)
     records: list[Record] = []

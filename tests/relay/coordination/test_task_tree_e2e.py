@@ -41,7 +41,9 @@ async def test_killed_subagent_is_detected_and_another_resumes_from_its_checkpoi
     async with Client(relay.url, leader_key, **FAST) as lc, TaskLeader(lc, feed) as leader:
         await leader.open("write the report")
         await leader.spawn("intro", steady.public_hex, "write the intro", heartbeat_ms=60_000)
-        await leader.spawn("body", crashy.public_hex, "write the body", heartbeat_ms=800)
+        # the window must outlast the worker process's start on a loaded machine: a worker that
+        # is not up in time is (rightly) stalled and reassigned before it ever checkpoints
+        await leader.spawn("body", crashy.public_hex, "write the body", heartbeat_ms=4000)
         leader.supervise(lambda sub: steady.public_hex if sub.assignee == crashy.public_hex else None)
 
         proc = await asyncio.create_subprocess_exec(

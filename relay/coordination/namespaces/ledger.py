@@ -1,0 +1,57 @@
+"""``ledger/`` on the relay's side: ledgers open lazily, and stake is locked before it is used.
+
+Agents never write a ledger (``collab/namespaces/ledger.py``): an operator's ``ledger.grant``
+is gated so the ledger is first opened (relay-signed ``ledger.open`` with the configured
+operators), and other plug-ins lock a key's credits with :func:`publish_locked` before they
+sequence the event that needs them (an auction's bid or escrowed reward).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from collab.events import Event
+
+from relay.coordination.hooks import Context, Plugin
+from relay.core.worker import FeedRuntime
+
+
+async def ensure_ledger(ctx: Context, feed: str) -> None:
+    """Open ``feed`` (relay-signed ``ledger.open`` with the site's operators) if it is new."""
+    rt = await ctx.hub.runtime(feed)
+    if rt.seq == 0:
+        ev = Event.create(ctx.hub.relay_key, feed, "ledger.open", {"operators": list(ctx.operators)}, ts=0)
+        await ctx.publish(ev)
+
+
+async def publish_locked(ctx: Context, rt: FeedRuntime, event: Event, session_key: str | None,
+                         ledger: str, lock: dict[str, Any]) -> tuple[int, bool]:
+    """Lock ``lock`` (a ``ledger.lock`` body) in ``ledger``, then sequence ``event`` in ``rt``;
+    release the lock if the event is refused. ``InsufficientFunds`` reaches the caller as is."""
+    async with ctx.lock((event.feed, event.author)):
+        if event.id in rt.ids:  # a retried copy that waited for the first one
+            return rt.ids[event.id], True
+        await ensure_ledger(ctx, ledger)
+        await ctx.publish(Event.create(ctx.hub.relay_key, ledger, "ledger.lock", lock))
+        try:
+            return await rt.publish(event, session_key)
+        except BaseException:
+            release = Event.create(ctx.hub.relay_key, ledger, "ledger.release", {"key": lock["key"], "ref": lock["ref"]})
+            await ctx.try_publish(release)
+            raise
+
+
+async def move(ctx: Context, ledger: str, kind: str, body: dict[str, Any], ts: int) -> None:
+    """A relay-signed follow-up move (release, reward, slash) in ``ledger``; refusals are logged."""
+    await ensure_ledger(ctx, ledger)
+    await ctx.try_publish(Event.create(ctx.hub.relay_key, ledger, kind, body, ts=ts))
+
+
+class LedgerPlugin(Plugin):
+    namespace = "ledger"
+    gated_kinds = frozenset(("ledger.grant",))
+    sdk = "collab.auctions"  # grant, balances
+
+    async def gate(self, ctx: Context, event: Event, session_key: str | None) -> tuple[int, bool]:
+        """A grant first opens its ledger (ledgers are opened lazily, with the configured operators)."""
+        await ensure_ledger(ctx, event.feed)
+        return await ctx.hub.runtime_publish(event, session_key)
