@@ -5,7 +5,8 @@ import pytest
 
 from collab.events import GENESIS, Event, Record
 from collab.keys import Keypair
-from collab.namespaces.base import Admission, Namespace, Registry, default_registry
+from collab.namespaces import default_registry
+from collab.namespaces.base import Admission, Namespace, Registry
 from collab.namespaces.generic import GenericNamespace
 
 RELAY = Keypair.from_seed(b"R" * 32)
