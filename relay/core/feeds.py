@@ -87,7 +87,7 @@ class _Mirror:
     fut: asyncio.Future[None]
 
 
-class MirrorConflict(Exception):
+class MirrorConflict(ColonyError):
     """A mirrored record does not extend our head; ``stored`` is our record at its seq, if any."""
 
     def __init__(self, message: str, stored: str | None = None) -> None:

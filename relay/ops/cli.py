@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from collab.errors import ColonyError
 from collab.events import HEX64_RE
 from collab.keys import Keypair
 
@@ -149,7 +150,7 @@ def _pin(text: str) -> str:
 # "Configuration" documents the table.
 
 
-class ConfigError(ValueError):
+class ConfigError(ColonyError, ValueError):
     """A setting from the environment or the TOML file is unknown or invalid (exit code 2)."""
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from collab.access import CONTROL_KINDS, Access, apply_access
+from collab.errors import ColonyError
 from collab.events import Record, Snapshot, namespace_of
 from collab.keys import Keypair
 from collab.namespaces import default_registry
@@ -25,7 +26,7 @@ READ_PAGE = 1000
 COMPACTABLE = ("doc",)
 
 
-class CompactError(Exception):
+class CompactError(ColonyError):
     """The feed cannot be compacted (nothing was changed)."""
 
 
