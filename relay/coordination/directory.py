@@ -66,12 +66,13 @@ class Directory:
             await self._refresh_presence_quietly()
             self._task = asyncio.get_running_loop().create_task(self._poll(), name="directory-refresh")
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self._on_record in self.hub.listeners:
             self.hub.listeners.remove(self._on_record)
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)  # ended, not just told to end
 
     async def _poll(self) -> None:
         """Shared backend: pick up profiles and presence other processes wrote."""
