@@ -54,7 +54,7 @@ async def test_a_relay_that_ran_leaves_nothing_behind(tmp_path: Path, backend: B
         assert Footprint.now().left_since(before)  # it does hold something while it runs
     assert Footprint.now().left_since(before) == {}
     with pytest.raises(RuntimeError, match="not running"):
-        relay.hub
+        _ = relay.hub
 
 
 async def test_a_component_failing_to_start_closes_those_already_started(tmp_path: Path, backend: Backend) -> None:
@@ -68,7 +68,7 @@ async def test_a_component_failing_to_start_closes_those_already_started(tmp_pat
     assert Footprint.now().left_since(before) == {}
     assert relay.closing
     with pytest.raises(RuntimeError, match="not running"):
-        relay.hub
+        _ = relay.hub
     async with Relay(make_config(data, backend)) as again:  # the data directory is free again
         assert again.hub.storage.name == backend.name
     assert Footprint.now().left_since(before) == {}
