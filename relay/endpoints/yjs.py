@@ -308,8 +308,7 @@ class YjsConnection:
                 else:  # merging grew it past the budget (rare): record the pieces one by one
                     self._writes.extendleft(reversed(chunk[1:]))
                     self._write_bytes += size - len(chunk[0])
-            while not relay.ip_limiter.allow(self.ip):
-                await asyncio.sleep(0.05)
+            await relay.ip_limiter.acquire(self.ip)
             try:
                 rt = relay.hub.feeds.get(self.feed) or await relay.hub.runtime(self.feed)
                 ev = Event.create(key, self.feed, "doc.update", {"update": b64(update), "cap": cap}, ctx=rt.seq)
