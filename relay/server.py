@@ -24,6 +24,7 @@ from relay.coordination.directory import Directory
 from relay.core.bus import Bus, LocalBus
 from relay.core.config import Config
 from relay.core.feeds import Hub
+from relay.core.health import ComponentHealth, HealthWatch, federation_view, public_view
 from relay.core.limits import RateLimiter
 from relay.core.presence import PresenceStore, RedisPresence
 from relay.endpoints.session import CLOSE_GOING_AWAY, Session
@@ -51,6 +52,7 @@ class Relay:
         self._directory: Directory | None = None
         self._federation: Any = None
         self.trust_cache: dict[str, tuple[int, dict[str, int]]] = {}  # GET /trust: feed -> (seq, scores)
+        self.health_watch = HealthWatch()  # last known up/down per component (logs, /metrics)
         self.closing = False
 
     @property
@@ -168,6 +170,32 @@ class Relay:
             self._no_sessions.clear()  # no new ones now (closing): end_session sets it at the last
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._no_sessions.wait(), min(2.0, max(0.1, deadline - loop.time())))
+
+    async def check_health(self) -> tuple[bool, dict[str, Any]]:
+        """``(ok, report)``: the report is what ``GET /health`` shows anyone (relay.core.health:
+        no paths, URLs or exception text; the components by fixed name). Checking also logs each
+        component that went down or came back, with its detail, and updates ``/metrics``."""
+        hub = self.hub
+        try:
+            storage = await hub.storage.health()
+        except Exception as exc:  # a broken store: down, and the operator learns why in the log
+            log.warning("storage health check failed", exc_info=True)
+            storage = {"backend": hub.storage.name, "ok": False, "error": repr(exc)}
+        bus = hub.bus.health()
+        components = [ComponentHealth("storage", bool(storage.get("ok")), storage),
+                      ComponentHealth("bus", bool(bus.get("connected")), bus)]
+        federation = None
+        if self._federation is not None:
+            fed, federation = federation_view(self._federation)
+            components.append(fed)
+        self.health_watch.observe(components)
+        ok = components[0].up and components[1].up  # a peer out of reach does not make this relay unhealthy
+        return ok, {
+            "ok": ok, "backend": hub.storage.name, "relay": hub.relay_key.public_hex,
+            "components": {c.name: "up" if c.up else "down" for c in components},
+            "storage": public_view(storage), "bus": public_view(bus),
+            "connections": len(self.sessions), "feeds_loaded": len(hub.feeds), "federation": federation,
+        }
 
     def _default_storage(self) -> Storage:
         if self.config.redis_url:
