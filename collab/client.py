@@ -552,6 +552,7 @@ async def _close(ws: ClientConnection) -> None:
         ws.transport.abort()
         raise
     except Exception:
+        log.debug("closing the connection failed; aborting it", exc_info=True)
         ws.transport.abort()
 
 

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .errors import ColonyError
 from .feedview import FeedView
 from .namespaces.task import TERMINAL, SubState, TaskNamespace, TaskState, progress
 
@@ -164,8 +165,11 @@ class TaskWorker(FeedView[TaskState]):
             await asyncio.sleep(every)  # the heartbeat cadence itself, not a wait for an event
             try:
                 await self.client.publish(self.feed, "task.heartbeat", {"sub": self.sub})
-            except Exception as exc:  # reassigned or finished: stop beating
+            except ColonyError as exc:  # reassigned, finished or disconnected: stop beating
                 log.info("heartbeat of %s/%s stopped: %s", self.feed, self.sub, exc)
+                return
+            except Exception:
+                log.exception("heartbeat of %s/%s failed; stopped", self.feed, self.sub)
                 return
 
     async def close(self) -> None:

@@ -82,14 +82,14 @@ class Directory:
             try:
                 await self.refresh()
             except Exception as exc:  # storage down: try again next time
-                log.debug("directory refresh failed: %r", exc)
+                log.debug("directory refresh failed: %r", exc, exc_info=True)
             await self._refresh_presence_quietly()
 
     async def _refresh_presence_quietly(self) -> None:
         try:
             self._remote_online = frozenset(await self._shared_presence())
         except Exception as exc:
-            log.debug("directory presence refresh failed: %r", exc)
+            log.debug("directory presence refresh failed: %r", exc, exc_info=True)
 
     async def _shared_presence(self) -> set[str]:
         """Keys with a live participant entry (any process) in some ``agent/<KEY>`` feed."""
@@ -124,7 +124,7 @@ class Directory:
             try:
                 self._index(Record.from_wire(json.loads(row.data), verify_sigs=False))
             except Exception as exc:  # an old or odd record: the next profile fixes it
-                log.debug("directory: %s#%d not indexed: %r", feed, row.seq, exc)
+                log.debug("directory: %s#%d not indexed: %r", feed, row.seq, exc, exc_info=True)
 
     def _on_record(self, rec: Record, _rjson: str) -> None:
         if rec.event.feed.startswith(PREFIX):

@@ -251,7 +251,7 @@ class FeedRuntime:
                 try:
                     await self._store_mirrored(mirrored)
                 except Exception as exc:
-                    log.warning("storing mirrored records of %s failed: %r", self.feed, exc)
+                    log.warning("storing mirrored records of %s failed: %r", self.feed, exc, exc_info=True)
                     for m in mirrored:
                         _fail(m.fut, exc)
                     if isinstance(exc, Unavailable):
@@ -430,7 +430,7 @@ class FeedRuntime:
         try:
             await self._reload()
         except Exception as exc:  # storage still down: the next batch will find out again
-            log.warning("reloading %s after a failed append failed: %r", self.feed, exc)
+            log.warning("reloading %s after a failed append failed: %r", self.feed, exc, exc_info=True)
 
     async def _reload(self) -> None:
         fresh = FeedRuntime(self.hub, self.feed, self.ns)
@@ -599,7 +599,7 @@ class Hub:
                 try:
                     await rt.people.reconcile()
                 except Exception as exc:  # best effort: the presence sweep reconciles again
-                    log.debug("presence of %s not loaded: %r", feed, exc)
+                    log.debug("presence of %s not loaded: %r", feed, exc, exc_info=True)
             self.feeds[feed] = rt
             fut.set_result(rt)
             return rt
@@ -686,7 +686,7 @@ class Hub:
                 try:
                     await asyncio.wait_for(asyncio.shield(rt._task), 5)
                 except Exception:
-                    log.warning("feed %s did not drain before shutdown", rt.feed)
+                    log.warning("feed %s did not drain before shutdown", rt.feed, exc_info=True)
             try:
                 await rt.save_snapshot()
             except Exception:

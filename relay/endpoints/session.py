@@ -130,8 +130,8 @@ class Outbox:
             self._room.set()
             try:
                 await self.transport.close(CLOSE_INTERNAL, "send failed")
-            except Exception:
-                pass
+            except Exception:  # the peer is gone already
+                log.debug("closing the connection after a failed send failed", exc_info=True)
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         self.close(code, reason)

@@ -324,7 +324,7 @@ class YjsConnection:
                 self.send(permission_denied(f"edit refused: {exc}"))
                 return
             except Exception as exc:
-                log.warning("recording a yjs edit to %s failed: %r", self.feed, exc)
+                log.warning("recording a yjs edit to %s failed: %r", self.feed, exc, exc_info=True)
                 self._writes.clear()
                 self._write_bytes = 0
                 self.out.close(CLOSE_INTERNAL, "the relay could not record an edit; reconnect to resync")
@@ -420,6 +420,7 @@ class Room:
                 return None
             have = delete_set(get_update(ydoc.get_update(), sv))
         except Exception:  # cannot tell: treat it as new (recording an old edit again is harmless)
+            log.debug("cannot tell whether a yjs edit to %s is new; recording it", self.feed, exc_info=True)
             return update
         return None if deletes_covered(deletes, have) else rest
 
@@ -464,6 +465,7 @@ class Room:
         try:
             merged = [merge_updates(*updates)] if len(updates) > 1 else updates
         except Exception:  # one of them does not merge: send them as they are
+            log.debug("yjs updates of %s did not merge; sending them one by one", self.feed, exc_info=True)
             merged = updates
         for update in merged:
             self.broadcast(sync_update(update))
@@ -579,7 +581,7 @@ class YjsService:
         try:
             self.names[key] = (await self._profile_name(key), now)
         except Exception as exc:  # storage trouble: keep what we knew
-            log.debug("profile of %s not read: %r", key[:12], exc)
+            log.debug("profile of %s not read: %r", key[:12], exc, exc_info=True)
         return self.names.get(key, (None, 0.0))[0]
 
     async def _profile_name(self, key: str) -> str | None:

@@ -57,7 +57,7 @@ class Alarms:
         body = {"feed": feed, "seq": seq, "ours": ours, "theirs": theirs, "peer": peer, "reason": reason}
         try:
             fingerprint = canonical({"kind": kind, **body}).decode()
-        except Exception:  # evidence that is not canonical JSON (a malformed record): publish what can be
+        except (ValueError, TypeError):  # evidence that is not canonical JSON (a malformed record): publish what can be
             body["ours"], body["theirs"] = _printable(ours), _printable(theirs)
             fingerprint = repr(sorted(body.items()))
         if fingerprint in self._recent:
@@ -90,5 +90,5 @@ def _printable(value: Any) -> Any:
     try:
         canonical(value)
         return value
-    except Exception:
+    except (ValueError, TypeError):  # CanonicalError is a ValueError
         return repr(value)[:4096]
