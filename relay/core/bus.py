@@ -283,8 +283,10 @@ class RedisBus(Bus):
         for link in links:
             try:
                 await link.task
-            except (asyncio.CancelledError, Exception):
+            except asyncio.CancelledError:
                 pass
+            except Exception:  # _run handles connection trouble itself: this is a bug
+                log.exception("redis bus connection %s failed", link.name)
             await link._drop()
 
     def health(self) -> dict[str, Any]:

@@ -138,6 +138,7 @@ class Outbox:
         try:
             await asyncio.wait_for(asyncio.shield(self._task), 2)
         except (asyncio.TimeoutError, Exception):
+            log.debug("outbox did not drain before closing", exc_info=True)
             self._task.cancel()  # the backlog did not drain in time: drop it, but still say why
             if self.direct is not None:
                 self.direct.force_close(code, reason[:120])

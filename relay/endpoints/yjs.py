@@ -147,6 +147,7 @@ class BinaryOutbox:
         try:
             await asyncio.wait_for(asyncio.shield(self._task), 2)
         except (TimeoutError, Exception):
+            log.debug("yjs outbox did not drain before closing", exc_info=True)
             self._task.cancel()  # the backlog did not drain in time: drop it, but still say why
             if self.direct is not None and self.close_code is not None:
                 self.direct.force_close(self.close_code, self._reason[:120])

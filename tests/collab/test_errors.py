@@ -2,10 +2,12 @@
 and is drawn in collab/errors.py's module docstring."""
 from __future__ import annotations
 
+import ast
 import importlib
 import inspect
 import pkgutil
 import re
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +79,33 @@ def test_value_errors_stay_value_errors() -> None:
 
     for cls in (CanonicalError, YProtocolError, ConfigError):
         assert issubclass(cls, ValueError)
+
+
+def _broad(handler: ast.ExceptHandler) -> bool:
+    names = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+    return any(n is None or (isinstance(n, ast.Name) and n.id in ("Exception", "BaseException")) for n in names)
+
+
+def _reports(handler: ast.ExceptHandler) -> bool:
+    """Re-raises, logs with a traceback, or hands the exception on (to a future or a reply)."""
+    for node in ast.walk(ast.Module(body=handler.body, type_ignores=[])):
+        if isinstance(node, ast.Raise):
+            return True
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
+            if name in ("exception", "set_exception", "_fail") or any(k.arg == "exc_info" for k in node.keywords):
+                return True
+    return False
+
+
+def test_no_broad_except_swallows_silently() -> None:
+    root = Path(collab.__file__).resolve().parent.parent
+    silent = []
+    for pkg in ("collab", "relay"):
+        for path in sorted((root / pkg).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ExceptHandler) and _broad(node) and not _reports(node):
+                    silent.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert silent == [], "broad excepts that neither re-raise nor log a traceback: " + ", ".join(silent)
