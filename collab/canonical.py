@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
+# defined in collab.errors (the one hierarchy); callers may import it from here too
+from .errors import CanonicalError
+
 MAX_SAFE_INT = 2**53 - 1
 MAX_DEPTH = 32
 
 _encode_str = json.JSONEncoder(ensure_ascii=False).encode
-
-
-class CanonicalError(ValueError):
-    """The value is outside the canonical JSON domain."""
 
 
 def _utf16_key(key: str) -> bytes:

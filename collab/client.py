@@ -174,8 +174,10 @@ class Client:
             self._task.cancel()
             try:
                 await self._task
-            except (asyncio.CancelledError, Exception):
+            except asyncio.CancelledError:
                 pass
+            except Exception:  # it logs its own failures; this is one it could not
+                log.exception("the client's connection task failed")
         self._fail_all(ColonyError("client closed before the relay acknowledged the event"), end_subs=False)
         for sub in list(self._subs.values()):
             sub._end(None)
@@ -552,6 +554,7 @@ async def _close(ws: ClientConnection) -> None:
         ws.transport.abort()
         raise
     except Exception:
+        log.debug("closing the connection failed; aborting it", exc_info=True)
         ws.transport.abort()
 
 

@@ -5,6 +5,7 @@ ColonyError
 │   ├── MalformedFrame       not JSON, wrong shape, unknown frame type      -> ``malformed``
 │   ├── TooLarge             frame or event over a configured limit         -> ``too_large``
 │   ├── InvalidEvent         fails encoding/shape/namespace rules            -> ``invalid``
+│   │   ├── CanonicalError   a value outside the canonical JSON domain (also a ValueError)
 │   │   ├── Late             past the deadline the namespace judges by rtime -> ``late``
 │   │   ├── Conflict         clashes with the feed's state (a second bid)    -> ``conflict``
 │   │   └── InsufficientFunds  the ledger balance does not cover a stake    -> ``insufficient_funds``
@@ -12,11 +13,25 @@ ColonyError
 │   ├── AuthRequired         publish before an authenticated hello           -> ``auth_required``
 │   ├── Unauthorized         key lacks the right for this feed               -> ``unauthorized``
 │   ├── RateLimited          too many events per second (key or IP)          -> ``rate_limited``
-│   └── LimitExceeded        e.g. too many subscriptions on one connection   -> ``limit_exceeded``
+│   ├── LimitExceeded        e.g. too many subscriptions on one connection   -> ``limit_exceeded``
+│   └── YProtocolError       relay.endpoints.yjs_protocol: a malformed y-protocol message
+│                            (also a ValueError; the Yjs connection closes with 4400)
 ├── ChainError               a record breaks its feed's hash chain (client/replay side)
+│   └── _Relinked            relay.endpoints.http_state: a checkpoint does not link (fold restarts)
 ├── Unavailable              storage cannot durably append right now         -> ``unavailable``
 │   └── HomeUnreachable      the feed's home relay (federation) is out of reach -> ``home_unreachable``
-└── RelayError               the relay answered a request with an error frame (client side)
+├── RelayError               the relay answered a request with an error frame (client side)
+├── HeadMoved                relay.storage.base: the feed head moved under an append (CAS lost)
+├── MirrorConflict           relay.core.feeds: a mirrored record does not extend our head
+├── Refused                  relay.federation.link: a federation handshake was refused
+├── TooCostly                relay.endpoints.http_state: a state view would replay too much
+├── ConfigError              relay.ops.cli: an unknown or invalid setting (also a ValueError)
+├── BackupError              relay.ops.backup: an export file or target store is not acceptable
+└── CompactError             relay.ops.compact: a feed cannot be compacted
+
+The classes named with a module live there (they belong to that part of the relay) and
+subclass the class drawn above them; the rest are defined here. No other exception class
+exists in ``collab`` or ``relay`` (tests/collab/test_errors.py walks the packages to check).
 
 Every peer-caused error has a stable machine-readable ``code``; the relay turns it into an
 ``error`` frame. Anything else is a bug: it is logged with a traceback and the peer only
@@ -45,6 +60,10 @@ class TooLarge(ProtocolError):
 
 class InvalidEvent(ProtocolError):
     code = "invalid"
+
+
+class CanonicalError(InvalidEvent, ValueError):
+    """The value is outside the canonical JSON domain (collab.canonical)."""
 
 
 class Late(InvalidEvent):

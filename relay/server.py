@@ -1,21 +1,32 @@
-"""The relay's lifecycle: storage, identity, hub and sessions, as one async context manager."""
+"""The relay's lifecycle: storage, identity, hub and sessions, as one async context manager.
+
+``Relay.__aenter__`` enters each component into one :class:`contextlib.AsyncExitStack`, in
+order: storage, bus, hub, federation, coordinator, directory, the open connections and the
+periodic sweepers. Leaving closes them in the reverse order; a component that fails to start
+closes the ones already started (no task, thread, file lock or socket is left behind), and the
+error propagates.
+"""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
+from collab.errors import Unavailable
 from collab.keys import Keypair
 from collab.namespaces import Registry, default_registry
 
-from relay.core.config import Config
-from relay.core.bus import Bus, LocalBus
 from relay.coordination.coordinator import Coordinator, TrustSettings
 from relay.coordination.hooks import Plugins
 from relay.coordination.namespaces import default_plugins
 from relay.coordination.directory import Directory
+from relay.core.bus import Bus, LocalBus
+from relay.core.config import Config
 from relay.core.hub import Hub
+from relay.core.health import ComponentHealth, HealthWatch, federation_view, public_view
 from relay.core.limits import RateLimiter
 from relay.core.presence import PresenceStore, RedisPresence
 from relay.endpoints.session import CLOSE_GOING_AWAY, Session
@@ -37,12 +48,13 @@ class Relay:
         self.sessions: set[Session] = set()
         self.ip_limiter = RateLimiter(config.limits.events_per_sec_ip, config.limits.burst_ip)
         self.key_limiter = RateLimiter(config.limits.events_per_sec_key, config.limits.burst_key)
+        self._stack: contextlib.AsyncExitStack | None = None  # the running components (None: stopped)
+        self._no_sessions = asyncio.Event()  # set by end_session when the last connection ended
         self._hub: Hub | None = None
-        self._janitor: asyncio.Task[None] | None = None
-        self._anti_entropy: asyncio.Task[None] | None = None
         self._coordinator: Coordinator | None = None
         self._directory: Directory | None = None
         self._federation: Any = None
+        self.health_watch = HealthWatch()  # last known up/down per component (logs, /metrics)
         self.closing = False
 
     @property
@@ -73,57 +85,67 @@ class Relay:
         return self.hub.storage
 
     async def __aenter__(self) -> Relay:
-        if self._hub is not None:
+        if self._stack is not None:
             raise RuntimeError("this Relay is already running")
+        stack = contextlib.AsyncExitStack()
+        self._stack, self.closing = stack, False
+        try:
+            await self._start(stack)
+        except BaseException:
+            self.closing, self._stack = True, None
+            try:
+                await stack.aclose()  # roll back: close what did start, newest first
+            except Exception:
+                log.exception("closing a half-started relay failed")
+            raise
+        return self
+
+    async def _start(self, stack: contextlib.AsyncExitStack) -> None:
+        """Start each component, registering its close on ``stack`` (closed in reverse order)."""
+        stack.callback(self._forget)  # runs last
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
         key = self._relay_key or Keypair.load_or_create(self.config.relay_key_file or self.config.data_dir / "relay.key")
-        storage = self._storage or self._default_storage()
-        await storage.open()
+        storage = await stack.enter_async_context(self._storage or self._default_storage())
         bus = self._bus_for(storage)
         presence: PresenceStore = PresenceStore()
         if bus.name == "redis":
             presence = RedisPresence(storage, bus, self.config.presence_ttl)
-        self._hub = Hub(storage, self.registry, key, self.config, bus, presence)
-        await bus.start(self._hub.on_bus, self._hub.resync)
+        hub = self._hub = Hub(storage, self.registry, key, self.config, bus, presence)
+        stack.push_async_callback(bus.close)
+        await bus.start(hub.on_bus, hub.resync)
+        stack.push_async_callback(hub.close)  # before the bus and storage close: it saves snapshots
         if self.config.peers:  # before the coordinator: it runs timers only for feeds homed here
             from relay.federation.node import Federation
 
-            self._federation = Federation(self._hub, self.config)
-            await self._federation.start()
-        self._coordinator = Coordinator(self._hub, self.config.operators, TrustSettings(
+            federation = self._federation = Federation(hub, self.config)
+            stack.push_async_callback(federation.close)
+            await federation.start()
+        coordinator = self._coordinator = Coordinator(hub, self.config.operators, TrustSettings(
             frozenset(self.config.trust_pretrusted), int(self.config.trust_half_life * 1000)), self.plugins)
-        await self._coordinator.start()
-        self._directory = Directory(self._hub)
-        await self._directory.start()
-        loop = asyncio.get_running_loop()
-        self._janitor = loop.create_task(self._sweep())
+        stack.push_async_callback(coordinator.close)
+        await coordinator.start()
+        directory = self._directory = Directory(hub)
+        stack.push_async_callback(directory.close)
+        await directory.start()
+        stack.push_async_callback(self._close_sessions)
+        await stack.enter_async_context(_background(self._sweep, "relay-janitor"))
         if bus.name != "local":
-            self._anti_entropy = loop.create_task(self._sweep_heads())
+            await stack.enter_async_context(_background(self._sweep_heads, "relay-anti-entropy"))
         log.info("relay %s up (storage %s)", key.public_hex[:16], storage.name)
-        return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
         self.closing = True
-        for task in (self._janitor, self._anti_entropy):
-            if task is not None:
-                task.cancel()
+        stack, self._stack = self._stack, None
+        if stack is not None:
+            await stack.aclose()
+
+    def _forget(self) -> None:
+        self._hub = self._coordinator = self._directory = self._federation = None
+
+    async def _close_sessions(self) -> None:
         await asyncio.gather(*(s.out.aclose(CLOSE_GOING_AWAY, "relay shutting down") for s in list(self.sessions)),
                              return_exceptions=True)
-        if self._federation is not None:
-            await self._federation.close()
-            self._federation = None
-        if self._directory is not None:
-            self._directory.close()
-            self._directory = None
-        if self._coordinator is not None:
-            await self._coordinator.close()
-            self._coordinator = None
-        hub = self.hub
-        await hub.close()
-        await hub.bus.close()
-        await hub.storage.close()
-        self._hub = None
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Graceful stop (SIGTERM): refuse new connections and publishes, let every publish
@@ -146,9 +168,36 @@ class Relay:
             return_exceptions=True), max(0.5, deadline - loop.time()))
         # let the clients answer the close (the endpoints end then); uvicorn's own shutdown would
         # otherwise cut sockets that still hold unread client data, and a reset may lose our frame
-        until = loop.time() + min(2.0, max(0.1, deadline - loop.time()))
-        while self.sessions and loop.time() < until:
-            await asyncio.sleep(0.01)
+        if self.sessions:
+            self._no_sessions.clear()  # no new ones now (closing): end_session sets it at the last
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._no_sessions.wait(), min(2.0, max(0.1, deadline - loop.time())))
+
+    async def check_health(self) -> tuple[bool, dict[str, Any]]:
+        """``(ok, report)``: the report is what ``GET /health`` shows anyone (relay.core.health:
+        no paths, URLs or exception text; the components by fixed name). Checking also logs each
+        component that went down or came back, with its detail, and updates ``/metrics``."""
+        hub = self.hub
+        try:
+            storage = await hub.storage.health()
+        except Exception as exc:  # a broken store: down, and the operator learns why in the log
+            log.warning("storage health check failed", exc_info=True)
+            storage = {"backend": hub.storage.name, "ok": False, "error": repr(exc)}
+        bus = hub.bus.health()
+        components = [ComponentHealth("storage", bool(storage.get("ok")), storage),
+                      ComponentHealth("bus", bool(bus.get("connected")), bus)]
+        federation = None
+        if self._federation is not None:
+            fed, federation = federation_view(self._federation)
+            components.append(fed)
+        self.health_watch.observe(components)
+        ok = components[0].up and components[1].up  # a peer out of reach does not make this relay unhealthy
+        return ok, {
+            "ok": ok, "backend": hub.storage.name, "relay": hub.relay_key.public_hex,
+            "components": {c.name: "up" if c.up else "down" for c in components},
+            "storage": public_view(storage), "bus": public_view(bus),
+            "connections": len(self.sessions), "feeds_loaded": len(hub.feeds), "federation": federation,
+        }
 
     def _default_storage(self) -> Storage:
         if self.config.redis_url:
@@ -178,8 +227,10 @@ class Relay:
                 if loop.time() - last_presence >= self.config.presence_ttl / 3:
                     last_presence = loop.time()
                     await self.hub.sweep_presence()
-            except Exception as exc:  # storage down: publishes already say so; try again later
+            except Unavailable as exc:  # storage down: publishes already say so; try again later
                 log.debug("shared-backend sweep failed: %r", exc)
+            except Exception:
+                log.warning("shared-backend sweep failed; next round retries", exc_info=True)
 
     def new_session(self, transport: object, ip: str) -> Session:
         s = Session(self.hub, transport, ip, self.config.limits, self.ip_limiter, self.key_limiter)  # type: ignore[arg-type]
@@ -189,6 +240,8 @@ class Relay:
     def end_session(self, s: Session) -> None:
         s.closed()
         self.sessions.discard(s)
+        if not self.sessions:
+            self._no_sessions.set()
 
     async def _sweep(self) -> None:
         while True:
@@ -197,3 +250,14 @@ class Relay:
                 await self.hub.unload_idle()
             except Exception:
                 log.exception("unloading idle feeds failed")
+
+
+@contextlib.asynccontextmanager
+async def _background(run: Callable[[], Coroutine[Any, Any, None]], name: str) -> AsyncIterator[None]:
+    """Run ``run()`` as a task while the block lasts; on leaving, cancel it and wait until it ended."""
+    task = asyncio.get_running_loop().create_task(run(), name=name)
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

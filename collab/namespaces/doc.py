@@ -120,6 +120,7 @@ def _integrated(update: bytes, sv: bytes) -> bool:
         have = _read_state_vector(sv)
         return all(have.get(c, 0) >= end for c, end in _delete_ends(rest).items())
     except Exception:  # cannot tell: keep it (merging an integrated update again changes nothing)
+        log.debug("cannot tell whether an update is integrated; keeping it", exc_info=True)
         return False
 
 
@@ -159,7 +160,7 @@ class DocNamespace(Namespace[DocState]):
             try:
                 state.apply_update(unb64(ev.body["update"]))
             except Exception:  # validated before sequencing; keep folding deterministically
-                log.warning("doc update at %s#%d did not apply", ev.feed, record.seq)
+                log.warning("doc update at %s#%d did not apply", ev.feed, record.seq, exc_info=True)
         state.applied = record.seq
         return state
 

@@ -66,12 +66,13 @@ class Directory:
             await self._refresh_presence_quietly()
             self._task = asyncio.get_running_loop().create_task(self._poll(), name="directory-refresh")
 
-    def close(self) -> None:
+    async def close(self) -> None:
         if self._on_record in self.hub.listeners:
             self.hub.listeners.remove(self._on_record)
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)  # ended, not just told to end
 
     async def _poll(self) -> None:
         """Shared backend: pick up profiles and presence other processes wrote."""
@@ -81,14 +82,14 @@ class Directory:
             try:
                 await self.refresh()
             except Exception as exc:  # storage down: try again next time
-                log.debug("directory refresh failed: %r", exc)
+                log.debug("directory refresh failed: %r", exc, exc_info=True)
             await self._refresh_presence_quietly()
 
     async def _refresh_presence_quietly(self) -> None:
         try:
             self._remote_online = frozenset(await self._shared_presence())
         except Exception as exc:
-            log.debug("directory presence refresh failed: %r", exc)
+            log.debug("directory presence refresh failed: %r", exc, exc_info=True)
 
     async def _shared_presence(self) -> set[str]:
         """Keys with a live participant entry (any process) in some ``agent/<KEY>`` feed."""
@@ -123,7 +124,7 @@ class Directory:
             try:
                 self._index(Record.from_wire(json.loads(row.data), verify_sigs=False))
             except Exception as exc:  # an old or odd record: the next profile fixes it
-                log.debug("directory: %s#%d not indexed: %r", feed, row.seq, exc)
+                log.debug("directory: %s#%d not indexed: %r", feed, row.seq, exc, exc_info=True)
 
     def _on_record(self, rec: Record, _rjson: str) -> None:
         if rec.event.feed.startswith(PREFIX):

@@ -130,9 +130,12 @@ class _Link:
                 await self._read()
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # connection lost or refused: back off and reconnect
+            except bus._unavailable as exc:  # connection lost or refused: back off and reconnect
                 if not bus._closing:
                     log.warning("redis bus connection %s lost: %r", self.name, exc)
+            except Exception:  # anything else is a bug of ours: reconnecting repairs the state
+                if not bus._closing:
+                    log.exception("redis bus connection %s failed", self.name)
             finally:
                 self.connected = False
                 self.attempted = True
@@ -173,8 +176,8 @@ class _Link:
             if closable is not None:
                 try:
                     await closable.aclose()
-                except Exception:
-                    pass
+                except Exception:  # the connection is broken already: nothing left to close
+                    log.debug("closing redis bus connection %s failed", self.name, exc_info=True)
 
 
 class RedisBus(Bus):
@@ -280,8 +283,10 @@ class RedisBus(Bus):
         for link in links:
             try:
                 await link.task
-            except (asyncio.CancelledError, Exception):
+            except asyncio.CancelledError:
                 pass
+            except Exception:  # _run handles connection trouble itself: this is a bug
+                log.exception("redis bus connection %s failed", link.name)
             await link._drop()
 
     def health(self) -> dict[str, Any]:

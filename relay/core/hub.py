@@ -93,7 +93,7 @@ class Hub:
                 try:
                     await rt.people.reconcile()
                 except Exception as exc:  # best effort: the presence sweep reconciles again
-                    log.debug("presence of %s not loaded: %r", feed, exc)
+                    log.debug("presence of %s not loaded: %r", feed, exc, exc_info=True)
             self.feeds[feed] = rt
             fut.set_result(rt)
             return rt
@@ -183,7 +183,7 @@ class Hub:
                 try:
                     await asyncio.wait_for(asyncio.shield(task), 5)
                 except Exception:
-                    log.warning("feed %s did not drain before shutdown", rt.feed)
+                    log.warning("feed %s did not drain before shutdown", rt.feed, exc_info=True)
             try:
                 await rt.save_snapshot()
             except Exception:

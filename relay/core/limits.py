@@ -1,6 +1,7 @@
 """Enforced limits (advertised at ``GET /limits``) and token-bucket rate limiting."""
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
@@ -64,6 +65,12 @@ class TokenBucket:
             return True
         return False
 
+    def refill_time(self, n: float = 1.0) -> float:
+        """Seconds until ``n`` tokens are there (as of the last ``take``)."""
+        if self.rate <= 0:
+            return 1.0  # never refills: whoever waits checks again now and then
+        return max(0.0, (n - self.tokens) / self.rate)
+
 
 class RateLimiter:
     """Buckets per key (author or IP); idle buckets are dropped so memory stays bounded."""
@@ -79,6 +86,11 @@ class RateLimiter:
                 self._prune()
             b = self._buckets[who] = TokenBucket(self.rate, self.burst)
         return b.take()
+
+    async def acquire(self, who: str) -> None:
+        """Wait until ``who`` may go on: sleeps as long as its bucket needs to refill a token."""
+        while not self.allow(who):
+            await asyncio.sleep(self._buckets[who].refill_time() if who in self._buckets else 0.0)
 
     def _prune(self) -> None:
         now = time.monotonic()

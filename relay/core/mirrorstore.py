@@ -11,7 +11,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from collab.errors import Unavailable
+from collab.errors import ColonyError, Unavailable
 from collab.events import Record
 from collab.feedcore_chain import link
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 MAX_APPEND_ATTEMPTS = 16
 
 
-class MirrorConflict(Exception):
+class MirrorConflict(ColonyError):
     """A mirrored record does not extend our head; ``stored`` is our record at its seq, if any."""
 
     def __init__(self, message: str, stored: str | None = None) -> None:

@@ -231,7 +231,7 @@ class FeedRuntime:
                 try:
                     await store_mirrored(self, mirrored)
                 except Exception as exc:
-                    log.warning("storing mirrored records of %s failed: %r", self.feed, exc)
+                    log.warning("storing mirrored records of %s failed: %r", self.feed, exc, exc_info=True)
                     for m in mirrored:
                         _fail(m.fut, exc)
                     if isinstance(exc, Unavailable):
@@ -339,7 +339,7 @@ class FeedRuntime:
         try:
             await self._reload()
         except Exception as exc:  # storage still down: the next batch will find out again
-            log.warning("reloading %s after a failed append failed: %r", self.feed, exc)
+            log.warning("reloading %s after a failed append failed: %r", self.feed, exc, exc_info=True)
 
     async def _reload(self) -> None:
         fresh = FeedRuntime(self.feed, self.ns, self.storage, self.config, self.metrics, self.relay_key,

@@ -39,21 +39,16 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
 
 
 async def health(request: Request) -> Response:
-    relay = _relay(request)
-    storage = await relay.storage.health()
-    bus = relay.hub.bus.health()
-    ok = bool(storage.get("ok")) and bool(bus.get("connected"))
-    return JSONResponse({
-        "ok": ok, "backend": storage.get("backend"), "relay": relay.hub.relay_key.public_hex,
-        "storage": storage, "bus": bus,
-        "connections": len(relay.sessions), "feeds_loaded": len(relay.hub.feeds),
-        "federation": relay.federation.health() if relay.federation is not None else None,
-    }, status_code=200 if ok else 503)
+    """Anyone may ask: components by fixed name, counters; no paths, URLs or error text."""
+    ok, report = await _relay(request).check_health()
+    return JSONResponse(report, status_code=200 if ok else 503)
 
 
 async def metrics(request: Request) -> Response:
     """Prometheus exposition, text 0.0.4 or OpenMetrics by ``Accept`` (docs/operations.md, Metrics)."""
-    body, content_type = expose(_relay(request), request.headers.get("accept", ""))
+    relay = _relay(request)
+    await relay.check_health()  # colony_component_up as of this scrape
+    body, content_type = expose(relay, request.headers.get("accept", ""))
     return Response(body, headers={"content-type": content_type})
 
 

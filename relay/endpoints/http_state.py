@@ -36,7 +36,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from collab.errors import ChainError, InvalidEvent
+from collab.errors import ChainError, ColonyError, InvalidEvent
 from collab.events import GENESIS, Record, check_feed
 from collab.feedcore import FeedCore
 from collab.namespaces import Namespace
@@ -146,12 +146,12 @@ class StateCache:
         return await loop.run_in_executor(_worker, fold.view), fold.seq, fold.head
 
 
-class TooCostly(Exception):
-    pass
+class TooCostly(ColonyError):
+    """Answering would replay more records than the configured limit (HTTP 413 ``too_large``)."""
 
 
-class _Relinked(Exception):
-    pass
+class _Relinked(ChainError):
+    """A checkpoint does not link to the stored records (the fold starts over)."""
 
 
 class _Fold:

@@ -130,14 +130,15 @@ class Outbox:
             self._room.set()
             try:
                 await self.transport.close(CLOSE_INTERNAL, "send failed")
-            except Exception:
-                pass
+            except Exception:  # the peer is gone already
+                log.debug("closing the connection after a failed send failed", exc_info=True)
 
     async def aclose(self, code: int = 1000, reason: str = "") -> None:
         self.close(code, reason)
         try:
             await asyncio.wait_for(asyncio.shield(self._task), 2)
         except (asyncio.TimeoutError, Exception):
+            log.debug("outbox did not drain before closing", exc_info=True)
             self._task.cancel()  # the backlog did not drain in time: drop it, but still say why
             if self.direct is not None:
                 self.direct.force_close(code, reason[:120])

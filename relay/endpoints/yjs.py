@@ -146,6 +146,7 @@ class BinaryOutbox:
         try:
             await asyncio.wait_for(asyncio.shield(self._task), 2)
         except (TimeoutError, Exception):
+            log.debug("yjs outbox did not drain before closing", exc_info=True)
             self._task.cancel()  # the backlog did not drain in time: drop it, but still say why
             if self.direct is not None and self.close_code is not None:
                 self.direct.force_close(self.close_code, self._reason[:120])
@@ -307,8 +308,7 @@ class YjsConnection:
                 else:  # merging grew it past the budget (rare): record the pieces one by one
                     self._writes.extendleft(reversed(chunk[1:]))
                     self._write_bytes += size - len(chunk[0])
-            while not relay.ip_limiter.allow(self.ip):
-                await asyncio.sleep(0.05)
+            await relay.ip_limiter.acquire(self.ip)
             try:
                 rt = relay.hub.feeds.get(self.feed) or await relay.hub.runtime(self.feed)
                 ev = Event.create(key, self.feed, "doc.update", {"update": b64(update), "cap": cap}, ctx=rt.seq)
@@ -324,7 +324,7 @@ class YjsConnection:
                 self.send(permission_denied(f"edit refused: {exc}"))
                 return
             except Exception as exc:
-                log.warning("recording a yjs edit to %s failed: %r", self.feed, exc)
+                log.warning("recording a yjs edit to %s failed: %r", self.feed, exc, exc_info=True)
                 self._writes.clear()
                 self._write_bytes = 0
                 self.out.close(CLOSE_INTERNAL, "the relay could not record an edit; reconnect to resync")
@@ -421,6 +421,7 @@ class Room:
                 return None
             have = delete_set(get_update(ydoc.get_update(), sv))
         except Exception:  # cannot tell: treat it as new (recording an old edit again is harmless)
+            log.debug("cannot tell whether a yjs edit to %s is new; recording it", self.feed, exc_info=True)
             return update
         return None if deletes_covered(deletes, have) else rest
 
@@ -469,6 +470,7 @@ class Room:
         try:
             merged = [merge_updates(*updates)] if len(updates) > 1 else updates
         except Exception:  # one of them does not merge: send them as they are
+            log.debug("yjs updates of %s did not merge; sending them one by one", self.feed, exc_info=True)
             merged = updates
         for update in merged:
             self.broadcast(sync_update(update))
@@ -579,7 +581,7 @@ class YjsService:
         try:
             prof = await self.relay.directory.lookup(key)
         except Exception as exc:  # storage trouble: no name this time
-            log.debug("profile of %s not read: %r", key[:12], exc)
+            log.debug("profile of %s not read: %r", key[:12], exc, exc_info=True)
             return None
         return clean_name(prof.name) if prof is not None else None
 

@@ -29,6 +29,8 @@ from typing import Any, Union
 
 from pycrdt import merge_updates
 
+from collab.errors import ProtocolError
+
 from relay.core.limits import YjsLimits
 
 MSG_SYNC = 0
@@ -55,7 +57,7 @@ CLOSE_BAD_TOKEN = 4401       # the capability token is refused (forged, expired,
 CLOSE_FORBIDDEN = 4403       # members-only document and no (valid) read capability
 
 
-class YProtocolError(ValueError):
+class YProtocolError(ProtocolError, ValueError):
     """The bytes are not a well-formed y-protocol message."""
 
 

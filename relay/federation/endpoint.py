@@ -203,8 +203,8 @@ async def fed_endpoint(websocket: WebSocket) -> None:
         peer_key = None
         try:
             await websocket.close(CLOSE_REFUSED, "handshake timed out")
-        except Exception:
-            pass
+        except Exception:  # the peer is gone already
+            log.debug("closing a peer connection after a failed handshake failed", exc_info=True)
     if peer_key is None:
         return
     session = PeerSession(hub, peer_key, Outbox(websocket, relay.config.limits.max_outbound_frames))

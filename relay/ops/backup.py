@@ -26,7 +26,7 @@ READ_PAGE = 1000
 WRITE_BATCH = 500
 
 
-class BackupError(Exception):
+class BackupError(ColonyError):
     """The export file (or the target store) is not acceptable; nothing was written."""
 
 

@@ -51,10 +51,9 @@ async def _serve(config: Config) -> int:
     server = GracefulServer(uvicorn_config(create_app(config, relay), config), relay)  # SIGTERM drains first
 
     async def announce() -> None:
-        while not server.started:
-            if server.should_exit:
-                return
-            await asyncio.sleep(0.01)
+        await server.ready.wait()
+        if not server.started:
+            return
         host, port = server.servers[0].sockets[0].getsockname()[:2]
         print(f"colony relay listening on http://{host}:{port} (relay key {relay.hub.relay_key.public_hex})",
               flush=True)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from collab.errors import ColonyError
 from collab.events import HEX64_RE
 
 from relay.core.config import Config
@@ -61,7 +62,7 @@ def _pin(text: str) -> str:
 # "Configuration" documents the table.
 
 
-class ConfigError(ValueError):
+class ConfigError(ColonyError, ValueError):
     """A setting from the environment or the TOML file is unknown or invalid (exit code 2)."""
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from collab.errors import ChainError
+from collab.errors import ChainError, ColonyError
 from collab.events import Record, Snapshot, namespace_of
 from collab.feedcore import FeedCore
 from collab.keys import Keypair
@@ -25,7 +25,7 @@ READ_PAGE = 1000
 COMPACTABLE = ("doc",)
 
 
-class CompactError(Exception):
+class CompactError(ColonyError):
     """The feed cannot be compacted (nothing was changed)."""
 
 

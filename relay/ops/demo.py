@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import shutil
 import tempfile
@@ -124,6 +125,7 @@ async def _edit_and_scenes(urls: list[str], cast: Cast, n_agents: int, duration:
             scenes_ok = await asyncio.wait_for(scenes, 120)
         except BaseException as exc:  # noqa: BLE001 - reported below, never hangs the demo
             print(f"demo: the coordination scenes did not finish: {exc!r}")
+            logging.getLogger(__name__).debug("the coordination scenes did not finish", exc_info=exc)
             scenes.cancel()
             scenes_ok = False
     return texts, scenes_ok, head()

@@ -142,6 +142,8 @@ class Metrics:
                                          "Round trips to Redis by the storage (0 unless the backend is redis).")
         self.link_up = Gauge("colony_federation_link_up", "Federation link to a peer: 1 connected, 0 not.", ("peer",))
         self.alarms = Counter("colony_federation_alarms_total", "Federation alarms raised (equivocation etc.).")
+        self.component_up = Gauge("colony_component_up",
+                                  "A component of the relay (storage, bus, federation): 1 up, 0 down.", ("component",))
         self.registry = CollectorRegistry()
         self.registry.register(_Families(self.all()))
         ProcessCollector(registry=self.registry)
@@ -150,7 +152,8 @@ class Metrics:
 
     def all(self) -> list[_Metric]:
         return [self.connections, self.feeds_loaded, self.events_in, self.events_out, self.publish_latency,
-                self.rejected, self.feed_queue, self.outbox_frames, self.redis_round_trips, self.link_up, self.alarms]
+                self.rejected, self.feed_queue, self.outbox_frames, self.redis_round_trips, self.link_up, self.alarms,
+                self.component_up]
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The registry's exposition for a scraper's ``Accept`` header, and its content type."""
@@ -179,6 +182,9 @@ def _fill(relay: Any) -> Metrics:
         m.link_up.set(1 if link.connected else 0, key)
     alarms = getattr(fed, "alarms", None) if fed is not None else None
     m.alarms.values[()] = getattr(alarms, "count", 0) or 0
+    m.component_up.clear()
+    for name, up in relay.health_watch.up.items():  # as of the last health check (GET /metrics does one)
+        m.component_up.set(1 if up else 0, name)
     return m
 
 

@@ -57,17 +57,45 @@ def uvicorn_config(app: object, config: Config, **overrides: object) -> uvicorn.
 class GracefulServer(uvicorn.Server):
     """uvicorn, but SIGTERM/SIGINT first drains the relay (``Relay.drain``: queued publishes
     stored and acknowledged, clients closed with 1001) and only then lets uvicorn stop; a
-    second signal stops at once."""
+    second signal stops at once.
+
+    uvicorn (0.55, as installed) routes SIGINT/SIGTERM to :meth:`handle_exit` with ``signal.signal``
+    while ``serve`` runs, when it runs on the main thread, restores the previous handlers after,
+    and then raises the signals it handled again (so a process stopped by SIGTERM ends as one).
+    Off the main thread it installs nothing. ``ready`` is set once startup finished, listening
+    or not (``started`` says which)."""
 
     def __init__(self, config: uvicorn.Config, relay: Relay, drain_timeout: float = 10.0) -> None:
         super().__init__(config)
         self.relay, self.drain_timeout = relay, drain_timeout
+        self.ready = asyncio.Event()
         self._draining: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, sockets: Any = None) -> None:
         self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
+        try:
+            await super().serve(sockets)
+        finally:
+            self.ready.set()  # it never got to start up (e.g. its config did not load)
+
+    async def startup(self, sockets: Any = None) -> None:
+        try:
+            await super().startup(sockets)
+        finally:
+            self.ready.set()  # listening, or failed (uvicorn exits through SystemExit then)
+
+    async def wait_started(self, serving: asyncio.Task[None]) -> None:
+        """Return once ``serving`` (the task running :meth:`serve`) listens; raise if it ended first."""
+        ready = asyncio.ensure_future(self.ready.wait())
+        try:
+            await asyncio.wait((ready, serving), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        if not self.started:
+            await asyncio.wait((serving,))  # it is ending: surface uvicorn's own error, if any
+            serving.result()
+            raise RuntimeError("uvicorn stopped before it started listening")
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self._draining is None and self.started and self._loop is not None:
@@ -94,11 +122,7 @@ async def serving(config: Config, relay: Relay | None = None, **overrides: objec
     app = create_app(config, relay)
     server = GracefulServer(uvicorn_config(app, config, **overrides), relay)
     task = asyncio.get_running_loop().create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-            raise RuntimeError("uvicorn stopped before it started listening")
-        await asyncio.sleep(0.005)
+    await server.wait_started(task)
     sock = server.servers[0].sockets[0]
     host, port = sock.getsockname()[:2]
     try:

@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
 
+from collab.errors import ColonyError
 from collab.events import Record, Snapshot
 
 
@@ -52,7 +53,7 @@ class StoredBase:
         return self.snap.seq
 
 
-class HeadMoved(Exception):
+class HeadMoved(ColonyError):
     """The feed's head is not where the appender expected (another writer got there first)."""
 
     def __init__(self, feed: str, expected: int, actual: int, records: list[str] | None = None) -> None:

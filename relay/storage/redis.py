@@ -149,7 +149,11 @@ async def connect(url: str, **kw: Any) -> aioredis.Redis | RedisCluster:
     if info.get("cluster_enabled"):
         await plain.aclose()
         cluster = RedisCluster.from_url(url, **{k: v for k, v in opts.items() if k != "health_check_interval"})
-        await cluster.initialize()
+        try:
+            await cluster.initialize()
+        except BaseException:
+            await cluster.aclose()
+            raise
         return cluster
     return plain
 
@@ -186,7 +190,11 @@ class RedisStorage(Storage):
                     raise RuntimeError(f"cannot reach Redis at {self.url}: {exc}; is redis-server running?") from exc
                 await asyncio.sleep(0.5)
         self.cluster = isinstance(self.r, RedisCluster)
-        await self._load_scripts()
+        try:
+            await self._load_scripts()
+        except BaseException:
+            await self.close()  # a half-open store holds no connection
+            raise
 
     async def _load_scripts(self) -> None:
         r = self._client()

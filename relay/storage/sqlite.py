@@ -61,6 +61,7 @@ class SqliteStorage(Storage):
         self._writer: threading.Thread | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []  # closed with the store (threads may outlive them)
         self._lock_fd: int | None = None
         self.commits = 0
 
@@ -85,9 +86,18 @@ class SqliteStorage(Storage):
                 f"{self.dir} is in use by another relay process; give each relay its own --data "
                 "directory, or share one Redis (--redis) to run several processes"
             ) from None
+        try:
+            conn = self._connect()
+        except BaseException:
+            os.close(fd)  # releases the lock: nothing of this attempt stays behind
+            raise
+        try:
+            conn.executescript(SCHEMA)
+        except BaseException:
+            conn.close()
+            os.close(fd)
+            raise
         self._lock_fd = fd
-        conn = self._connect()
-        conn.executescript(SCHEMA)
         self._readers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="colony-sqlite-read")
         self._writer = threading.Thread(target=self._write_loop, args=(conn,), name="colony-sqlite-write", daemon=True)
         self._writer.start()
@@ -101,6 +111,10 @@ class SqliteStorage(Storage):
         if self._readers is not None:  # started together with the writer
             self._readers.shutdown(wait=True)
             self._readers = None
+        self._local = threading.local()
+        conns, self._reader_conns = self._reader_conns, []
+        for conn in conns:
+            conn.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -186,6 +200,7 @@ class SqliteStorage(Storage):
         if conn is None:
             conn = self._connect()
             self._local.conn = conn
+            self._reader_conns.append(conn)
         return conn
 
     async def _run(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:

@@ -29,6 +29,7 @@ NAMES = {
     "colony_redis_round_trips_total": "counter",
     "colony_federation_link_up": "gauge",
     "colony_federation_alarms_total": "counter",
+    "colony_component_up": "gauge",
 }
 
 _SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)\Z')
@@ -88,6 +89,8 @@ async def test_endpoint_lists_every_metric(relay: Running) -> None:
     for name, kind in NAMES.items():
         assert types.get(name) == kind, name
     assert value(samples, "colony_connections") == 0
+    assert value(samples, "colony_component_up", component="storage") == 1
+    assert value(samples, "colony_component_up", component="bus") == 1
     assert (value(samples, "colony_publish_ack_seconds_bucket", le="+Inf")
             == value(samples, "colony_publish_ack_seconds_count"))
     # prometheus_client's process and GC collectors ride along
