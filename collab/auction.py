@@ -8,7 +8,7 @@ states and records, so an auditor can recompute what the relay should have done.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from .events import Event, Record
@@ -26,6 +26,9 @@ from .namespaces.auction import (
     score,
 )
 from .trust import TrustParams, compute
+
+#: how trust scores are computed from a trust feed's records (``collab.trust.compute``)
+TrustFold = Callable[..., Mapping[str, int]]
 
 __all__ = [
     "MAX_STAKE",
@@ -90,12 +93,13 @@ def _as_state(auction: AuctionState | Iterable[Record]) -> AuctionState:
 
 
 def award_problem(auction: AuctionState | Iterable[Record], trust_records: Iterable[Record],
-                  params: TrustParams | None = None) -> str | None:
+                  params: TrustParams | None = None, *, trust: TrustFold = compute) -> str | None:
     """Why the auction's award is not the one its bids and trust feed give, or None if it is.
 
     The trust of each bidder is ``collab.trust.compute`` over the trust feed's records 1 ..
     ``trust_seq`` with the default ``at`` and the records' relay key pre-trusted; ``params``
     must be the relay's trust parameters (``--trust-pretrusted``, ``--trust-half-life``).
+    ``trust`` is that fold (another implementation of the same scores may be passed in).
     """
     state = _as_state(auction)
     p = state.params
@@ -112,7 +116,7 @@ def award_problem(auction: AuctionState | Iterable[Record], trust_records: Itera
         relays = {r.relay for r in upto}
         if len(relays) > 1:
             return "the trust records are signed by several relays"
-        scores = compute(upto, params, relay=relays.pop() if relays else None)
+        scores = trust(upto, params, relay=relays.pop() if relays else None)
     expected = rank(state.bids, scores, p.scoring)
     if [dict(r) for r in state.ranking] != expected:
         return "the award's ranking differs from the one the trust feed gives"
@@ -120,9 +124,9 @@ def award_problem(auction: AuctionState | Iterable[Record], trust_records: Itera
 
 
 def verify_award(auction: AuctionState | Iterable[Record], trust_records: Iterable[Record],
-                 params: TrustParams | None = None) -> bool:
+                 params: TrustParams | None = None, *, trust: TrustFold = compute) -> bool:
     """True when the award is the ranking of the bids under the trust feed at ``trust_seq``."""
-    return award_problem(auction, trust_records, params) is None
+    return award_problem(auction, trust_records, params, trust=trust) is None
 
 
 # -- the relay's side effects -------------------------------------------------------------------

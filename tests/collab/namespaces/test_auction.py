@@ -431,10 +431,10 @@ def test_verify_award_replays_the_trust_feed() -> None:
     assert ah.award_problem(forged.state, vouch_records, params) is not None
 
 
-def test_award_problem_wiring_with_a_stand_in_trust(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_award_problem_wiring_with_a_stand_in_trust() -> None:
     """How ``verify_award`` uses the trust feed (records up to trust_seq, the right feed), checked
-    with a stand-in for ``collab.trust.compute`` (as ``collab.auction`` imports it) so it does not
-    depend on the EigenTrust implementation."""
+    with a stand-in for ``collab.trust.compute`` (passed as ``trust=``) so it does not depend on the
+    EigenTrust implementation."""
     calls: list[list[int]] = []
     relays_seen: list[str | None] = []
 
@@ -447,7 +447,6 @@ def test_award_problem_wiring_with_a_stand_in_trust(monkeypatch: pytest.MonkeyPa
             out[r.event.body["subject"]] = out.get(r.event.body["subject"], 0) + 100_000_000
         return out
 
-    monkeypatch.setattr(ah, "compute", compute)
     site = Site()
     a, b = keys(2)
     records: list[Record] = []
@@ -463,14 +462,14 @@ def test_award_problem_wiring_with_a_stand_in_trust(monkeypatch: pytest.MonkeyPa
     assert site.state.winner == b.public_hex
     calls.clear()
     relays_seen.clear()
-    assert ah.award_problem(site.state, list(reversed(records))) is None
+    assert ah.award_problem(site.state, list(reversed(records)), trust=compute) is None
     assert calls == [[2, 1]]  # only seqs 1..trust_seq, whatever order they came in
     assert relays_seen == [site.relay.public_hex]
-    assert "cover" in (ah.award_problem(site.state, records[1:]) or "")
+    assert "cover" in (ah.award_problem(site.state, records[1:], trust=compute) or "")
     other = [Record.seal(site.relay, Event.create(a, "vouch/other", "vouch.set", r.event.body, ts=r.event.ts),
                          r.seq, r.prev, r.rtime) for r in records]
-    assert "not all from" in (ah.award_problem(site.state, other) or "")
-    assert ah.award_problem(NS.initial(FEED), records) == "the auction has no award"
+    assert "not all from" in (ah.award_problem(site.state, other, trust=compute) or "")
+    assert ah.award_problem(NS.initial(FEED), records, trust=compute) == "the auction has no award"
 
 
 json_values = st.recursive(

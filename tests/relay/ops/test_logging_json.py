@@ -56,18 +56,17 @@ def restore_root() -> Iterator[None]:
 
 
 def test_configure_routes_everything_through_one_json_handler(restore_root: None,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    err = io.StringIO()
-    monkeypatch.setattr(sys, "stderr", err)  # the handler writes to the stderr of the moment
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()  # the handler writes to the stderr of the moment, which capsys captures
     logging.getLogger("uvicorn.error").addHandler(logging.StreamHandler(io.StringIO()))
     configure("info", "json")
     logging.getLogger("relay.x").info("one")
     logging.getLogger("uvicorn.error").error("two")  # (uvicorn.Config sets its loggers' own levels)
     logging.getLogger("relay.x").debug("not shown")
-    lines = [json.loads(x) for x in err.getvalue().splitlines()]
+    lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
     assert [(x["logger"], x["message"]) for x in lines] == [("relay.x", "one"), ("uvicorn.error", "two")]
     with pytest.raises(ValueError):
         configure("info", "xml")
     configure("warning", "text")
     logging.getLogger("relay.x").warning("plain")
-    assert err.getvalue().splitlines()[-1].endswith("WARNING relay.x: plain")
+    assert capsys.readouterr().err.splitlines()[-1].endswith("WARNING relay.x: plain")
