@@ -102,7 +102,8 @@ def add_argument(ap: argparse.ArgumentParser) -> None:
 def ab_ratios(current: dict[str, Any], baseline: dict[str, Any]) -> dict[str, float | None]:
     """current / baseline of aggregated results (below 1: the current tree is cheaper/faster)."""
     return {
-        "cpu_us_per_delivery": ratio(current["server"]["cpu_us_per_delivery"], baseline["server"]["cpu_us_per_delivery"]),
+        "cpu_us_per_delivery": ratio(current["server"]["cpu_us_per_delivery"],
+                                     baseline["server"]["cpu_us_per_delivery"]),
         "latency_p50": ratio(current["latency_ms"]["p50"], baseline["latency_ms"]["p50"]),
         "latency_p99": ratio(current["latency_ms"]["p99"], baseline["latency_ms"]["p99"]),
         "delivered_per_s": ratio(current["delivered_per_s"], baseline["delivered_per_s"]),
@@ -121,8 +122,8 @@ def summary(results: dict[str, dict[str, dict[str, Any]]], current: Tree, baseli
 
 def report(block: dict[str, Any]) -> list[str]:
     """One line per scenario: current/baseline ratios."""
-    out = [f"[bench] A/B: this tree ({block['current']['cli']}) / {block['ref']} "
-           f"({block['commit'][:12]}, {block['cli']}):"]
+    out = [(f"[bench] A/B: this tree ({block['current']['cli']}) / {block['ref']} "
+            f"({block['commit'][:12]}, {block['cli']}):")]
     for label, q in block["ratios"].items():
         out.append(f"[bench]   {label}: CPU/delivery {fmt(q['cpu_us_per_delivery'], '.3f')}x, "
                    f"p99 {fmt(q['latency_p99'], '.3f')}x, p50 {fmt(q['latency_p50'], '.3f')}x, "

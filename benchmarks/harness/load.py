@@ -5,11 +5,17 @@ from __future__ import annotations
 
 import array
 import asyncio
+import contextlib
 import json
+import logging
 import time
 from typing import Any
 
+from websockets.exceptions import ConnectionClosed
+
 from .common import COLONY, FEED, MARK_RE, NS, PEER, Scenario, doc_feed, doc_of, now_ns
+
+log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------
@@ -81,8 +87,11 @@ class SubClient:
                             self.synced.set()
                         elif part.startswith((b'{"t":"error"', b'{"t":"unsubbed"')):
                             self.errors.append(part[:300].decode("utf-8", "replace"))
-            except Exception as exc:  # connection closed
-                self.closed_code = getattr(getattr(exc, "rcvd", None), "code", None)
+            except ConnectionClosed as exc:
+                self._closed(exc)
+            except Exception as exc:
+                self.errors.append(f"subscriber failed: {exc!r}")  # in the result; the task fails with it
+                raise
 
     async def run_peer(self, url: str, compression: str | None) -> None:
         from pycrdt import Doc, create_sync_message, handle_sync_message
@@ -112,8 +121,15 @@ class SubClient:
                             marks.append(m)
                             times.append(t)
                         self.synced.set()
+            except ConnectionClosed as exc:
+                self._closed(exc)
             except Exception as exc:
-                self.closed_code = getattr(getattr(exc, "rcvd", None), "code", None)
+                self.errors.append(f"subscriber failed: {exc!r}")  # in the result; the task fails with it
+                raise
+
+    def _closed(self, exc: ConnectionClosed) -> None:
+        """The connection ended: the close code the server sent (None if it sent none) is part of the result."""
+        self.closed_code = exc.rcvd.code if exc.rcvd is not None else None
 
 
 def _pick(url: str | list[str], idx: int) -> str:
@@ -163,7 +179,8 @@ async def _subscriber_main(conn: Any, system: str, url: str | list[str], indices
 
         await asyncio.gather(*(join(c) for c in rest))
     except Exception as exc:
-        conn.send(("error", repr(exc)))
+        log.exception("subscribers %s failed to connect", indices)
+        conn.send(("error", repr(exc)))  # the parent reports the run as failed
         return
     conn.send(("ready", len(clients)))
     msg = await _recv_ctrl(conn)
@@ -211,10 +228,8 @@ async def _subscriber_main(conn: Any, system: str, url: str | list[str], indices
     await _recv_ctrl(conn)  # "close"
     for c in clients:
         if c.ws is not None:
-            try:
+            with contextlib.suppress(TimeoutError):  # close() is idempotent and absorbs ConnectionClosed
                 await asyncio.wait_for(c.ws.close(), 2)
-            except Exception:
-                pass
     for t in tasks:
         t.cancel()
     conn.send(("closed",))
@@ -296,8 +311,11 @@ class Writer:
                         i = part.find(b'"id":"')
                         if i >= 0:  # a refused publish: it frees its slot in the window
                             self._refuse(part[i + 6:i + 70], t)
-        except Exception:
-            pass
+        except ConnectionClosed:
+            pass  # the end of the run, or the server went away: unacked publishes are reported as such
+        except Exception as exc:
+            self.errors.append(f"writer's reader failed: {exc!r}")  # in the result; the task fails with it
+            raise
 
     async def publish_colony(self) -> None:
         from collab import frames
@@ -340,8 +358,11 @@ class Writer:
                     for m in find(msg):
                         if m.startswith(prefix):
                             self._ack(m, t)
-        except Exception:
-            pass
+        except ConnectionClosed:
+            pass  # the end of the run, or the server went away: unacked publishes are reported as such
+        except Exception as exc:
+            self.errors.append(f"writer's reader failed: {exc!r}")  # in the result; the task fails with it
+            raise
 
     async def publish_peer(self) -> None:
         from pycrdt import create_update_message
@@ -363,7 +384,8 @@ async def _writer_main(conn: Any, system: str, url: str | list[str], n: int, sc:
     try:
         await asyncio.gather(*(w.open_colony() if system == COLONY else w.open_peer() for w in writers))
     except Exception as exc:
-        conn.send(("error", repr(exc)))
+        log.exception("writers failed to connect")
+        conn.send(("error", repr(exc)))  # the parent reports the run as failed
         return
     conn.send(("ready", n))
     msg = await _recv_ctrl(conn)
@@ -410,10 +432,15 @@ async def _writer_main(conn: Any, system: str, url: str | list[str], n: int, sc:
                     break
                 await publish()
 
+    async def answered(w: Writer) -> None:
+        """Until every publish of ``w`` is acked or refused (each answer sets ``room``)."""
+        while w.inflight > 0:
+            w.room.clear()
+            await w.room.wait()
+
     await asyncio.gather(*(run(w) for w in writers))
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(w.inflight > 0 for w in writers):
-        await asyncio.sleep(0.02)
+    with contextlib.suppress(TimeoutError):  # what is still unanswered by then is reported as unacked
+        await asyncio.wait_for(asyncio.gather(*(answered(w) for w in writers)), 20)
     sent: dict[bytes, int] = {}
     acked: dict[bytes, int] = {}
     refused: dict[bytes, int] = {}
@@ -431,10 +458,8 @@ async def _writer_main(conn: Any, system: str, url: str | list[str], n: int, sc:
     }))
     await _recv_ctrl(conn)  # "close"
     for w in writers:
-        try:
+        with contextlib.suppress(TimeoutError):  # close() is idempotent and absorbs ConnectionClosed
             await asyncio.wait_for(w.ws.close(), 2)
-        except Exception:
-            pass
         if w.reader is not None:
             w.reader.cancel()
     conn.send(("closed",))

@@ -48,7 +48,7 @@ def machine_cpu() -> dict[str, float]:
     """Whole-machine busy, steal and iowait CPU seconds (first line of /proc/stat)."""
     with open("/proc/stat") as f:
         v = [int(x) for x in f.readline().split()[1:]]
-    user, nice, system, idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
+    user, nice, system, _idle, iowait, irq, softirq, steal = (v + [0] * 8)[:8]
     return {"busy_cores": (user + nice + system + irq + softirq) / CLK_TCK, "steal_cores": steal / CLK_TCK,
             "iowait_cores": iowait / CLK_TCK}
 
@@ -125,22 +125,26 @@ class ServerProc:
             env["BENCH_NO_DEFLATE"] = "1"
         elif self.diag == "cprofile":
             env["BENCH_CPROFILE"] = str(RESULTS_DIR / f"cprofile-{self.system}.pstats")
-        log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=log, text=True, env=env,
-                                     cwd=str(self.workdir), start_new_session=True)
+        # the server's stderr and its stdout (copied by pump) share one log; both append, so neither
+        # overwrites the other; the server keeps its own descriptor, pump closes its own at EOF
+        self.log_path.write_text("")
+        with open(self.log_path, "a") as stderr_log:
+            self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=stderr_log, text=True, env=env,
+                                         cwd=str(self.workdir), start_new_session=True)
         pat = re.compile(r"listening on http://([\d.]+):(\d+)")
         found: list[int] = []
         ready = threading.Event()
 
         def pump() -> None:  # keep reading stdout so the server can never block on a full pipe
             assert self.proc is not None and self.proc.stdout is not None
-            for line in self.proc.stdout:
-                log.write(line)
-                log.flush()
-                m = pat.search(line)
-                if m and not found:
-                    found.append(int(m.group(2)))
-                    ready.set()
+            with open(self.log_path, "a") as log:
+                for line in self.proc.stdout:
+                    log.write(line)
+                    log.flush()
+                    m = pat.search(line)
+                    if m and not found:
+                        found.append(int(m.group(2)))
+                        ready.set()
             ready.set()
 
         threading.Thread(target=pump, daemon=True).start()

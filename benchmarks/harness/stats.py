@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import platform
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from .common import NS
 def pct(sorted_vals: list[int], p: float) -> float:
     if not sorted_vals:
         return float("nan")
-    k = min(len(sorted_vals) - 1, max(0, int(round(p / 100.0 * (len(sorted_vals) - 1)))))
+    k = min(len(sorted_vals) - 1, max(0, round(p / 100.0 * (len(sorted_vals) - 1))))
     return sorted_vals[k] / 1e6
 
 
@@ -82,10 +83,8 @@ def machine(extra_versions: tuple[str, ...] = ()) -> dict[str, Any]:
     for mod in ("pycrdt", "pycrdt-websocket", "websockets", "uvicorn", "uvloop", "starlette", "PyNaCl",
                 *extra_versions):
         try:
-            from importlib.metadata import version
-
             versions[mod] = version(mod)
-        except Exception:
+        except PackageNotFoundError:  # not installed: recorded as such
             versions[mod] = None
     return {"nproc": os.cpu_count(), "cpu_model": cpu_model, "python": platform.python_version(),
             "platform": platform.platform(), "versions": versions}

@@ -10,7 +10,7 @@ from collab.client import Client
 from collab.errors import AuthRequired
 from collab.keys import Keypair
 from relay.ops.runner import Running
-from tests.relay.coordination.test_directory import eventually
+from tests.wait import eventually
 
 pytestmark = pytest.mark.timeout(60)
 

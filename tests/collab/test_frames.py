@@ -35,7 +35,7 @@ def test_parse_accepts_client_frames_and_says_what_is_wrong() -> None:
     assert frames.parse('{"t":"future"}', None)["t"] == "future"
 
 
-@pytest.mark.parametrize("rid, ok", [
+@pytest.mark.parametrize(("rid", "ok"), [
     ("x" * 64, True), ("x" * 65, False), (2**53 - 1, True), (-(2**53 - 1), True), (True, False), ([1], False),
     ("\ud800", False),
 ])

@@ -25,7 +25,7 @@ def test_a_seed_determines_the_key() -> None:
     assert a.public_hex == b.public_hex and a.seed == seed
     assert a.sign(b"x") == b.sign(b"x")  # Ed25519 is deterministic
     assert bytes(a.box_private_key()) == bytes(b.box_private_key())
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="an Ed25519 seed is 32 bytes"):
         Keypair.from_seed(b"too short")
 
 
@@ -43,7 +43,7 @@ def test_load_refuses_what_is_not_a_key_file(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not a Colony key file"):
         Keypair.load(tmp_path / "bad.key")
     (tmp_path / "short.key").write_text("abcd\n")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="an Ed25519 seed is 32 bytes"):  # hex, but 2 bytes
         Keypair.load(tmp_path / "short.key")
 
 

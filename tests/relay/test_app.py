@@ -37,8 +37,13 @@ async def test_every_door_is_routed_and_the_viewer_is_served(tmp_path: Path) -> 
         async with websockets.connect(running.url.replace("http", "ws") + "/fed") as ws:  # /fed: accepted
             await ws.send("not a handshake")
             with pytest.raises(websockets.ConnectionClosed):
-                while True:
-                    await ws.recv()
+                await _receive_until_closed(ws)
+
+
+async def _receive_until_closed(ws: websockets.ClientConnection) -> None:
+    """Drop what the peer sends; ``recv`` raises ``ConnectionClosed`` once it has closed."""
+    while True:
+        await ws.recv()
 
 
 async def test_the_viewer_directory_is_a_setting(tmp_path: Path) -> None:

@@ -32,6 +32,7 @@ from relay.storage.redis import feed_key  # the relay's own key scheme
 from tests.conftest import make_config
 from tests.procs import RelayProc, start_relay_proc
 from tests.redis_cluster import RedisCluster
+from tests.wait import eventually
 
 # chosen so that their hash tags ({feed}) fall in slots of all three masters (asserted below)
 FEEDS = ("doc/cluster-north", "doc/cluster-south", "doc/cluster-east", "doc/cluster-west")
@@ -55,15 +56,6 @@ def insert_token(doc: Doc, token: str, rng: random.Random) -> None:
     text = str(doc.text)
     spots = [0] + [i + 1 for i, c in enumerate(text) if c == "]"]
     doc.text.insert(rng.choice(spots), token)
-
-
-async def poll(pred: Any, timeout: float, what: str) -> None:
-    """Bounded polling on real state (short steps)."""
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 async def test_agents_on_three_processes_converge_on_a_three_master_cluster(
@@ -175,8 +167,8 @@ async def test_agents_on_three_processes_converge_on_a_three_master_cluster(
 
             # -- presence over the cluster (hash per feed, SPUBLISH notices) -----------------
             everyone = {k.public_hex for k in keys} | {o.key.public_hex for o in observers if o.key}
-            await poll(lambda: all(s.participants == everyone for s in subs.values()), 15,
-                       "every process to list every participant of every feed")
+            await eventually(lambda: all(s.participants == everyone for s in subs.values()), 15,
+                             "every process to list every participant of every feed")
 
             # -- listing (its own slot) and health -------------------------------------------
             listed = (await http.get(f"{procs[0].url}/feeds", params={"prefix": "doc/cluster-"})).json()["feeds"]
@@ -260,10 +252,10 @@ async def test_killed_sharded_pubsub_connections_reconnect_and_resync(cluster: R
 
         await asyncio.gather(*(s.wait_seq(6, 10) for s in subs.values()))
         for run in (a, b):
-            await poll(lambda r=run: r.relay.hub.bus.health()["reconnects"] == len(masters)
-                       and r.relay.hub.bus.connected, 10, "every link to reconnect once")
+            await eventually(lambda r=run: r.relay.hub.bus.health()["reconnects"] == len(masters)
+                             and r.relay.hub.bus.connected, 10, "every link to reconnect once")
         for port in masters:
-            await poll(lambda p=port: pubsub_clients(p) == 2, 10, f"both relays to resubscribe on {port}")
+            await eventually(lambda p=port: pubsub_clients(p) == 2, 10, f"both relays to resubscribe on {port}")
         for f in FEEDS:
             assert [r.seq for r in tapes[f]] == list(range(1, 7))
             log = await fetch_records(b.url, f)

@@ -35,27 +35,12 @@ from tests.conftest import Backend, make_config
 from tests.procs import RelayProc, start_relay_proc
 from tests.rawclient import Raw
 from tests.redis_server import RedisServer
+from tests.wait import eventually
 
 pytestmark = pytest.mark.timeout(90)
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-async def eventually(pred: Callable[[], bool | Awaitable[bool]], timeout: float, what: str,
-                     interval: float = 0.05) -> float:
-    """Poll ``pred`` until it holds; returns how long that took. Fails with ``what`` on timeout."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    while True:
-        result = pred()
-        if not isinstance(result, bool):
-            result = await result
-        if result:
-            return loop.time() - start
-        if loop.time() - start > timeout:
-            pytest.fail(f"timed out after {timeout:g}s waiting for: {what}")
-        await asyncio.sleep(interval)
-
 
 async def get_json(url: str, timeout: float = 10.0) -> tuple[int, Any]:
     async with httpx.AsyncClient(timeout=timeout) as http:

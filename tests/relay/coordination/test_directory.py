@@ -26,21 +26,12 @@ from collab.events import Event, hello_bytes
 from collab.keys import Keypair
 from relay.ops.runner import Running, serving
 from tests.conftest import Backend, make_config
+from tests.wait import eventually
 
 pytestmark = pytest.mark.timeout(120)
 
 
 # -- helpers -------------------------------------------------------------------------------
-
-async def eventually(pred: Callable[[], Awaitable[bool]], timeout: float, what: str, interval: float = 0.05) -> None:
-    """Poll ``pred`` until it holds; fail with ``what`` after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await pred():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for: {what}")
-        await asyncio.sleep(interval)
-
 
 def profile_event(key: Keypair, name: str, description: str = "", capabilities: Sequence[str] = ()) -> Event:
     body: dict[str, Any] = {"name": name}

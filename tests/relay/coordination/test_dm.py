@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -26,19 +25,11 @@ from collab.events import Event, Record
 from collab.keys import Keypair
 from relay.ops.runner import Running
 from tests.rawclient import Raw
+from tests.wait import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
 SECRET = "launch-code 7f3a-hunter2-ZEBRA"
-
-
-async def eventually(pred: Callable[[], Awaitable[bool]], timeout: float, what: str, interval: float = 0.02) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await pred():
-        if loop.time() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for: {what}")
-        await asyncio.sleep(interval)
 
 
 async def stored(relay: Running, feed: str) -> list[Record]:

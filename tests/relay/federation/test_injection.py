@@ -5,7 +5,6 @@ mirror's relay/alarms feed with the evidence. Three relay processes, SQLite stor
 edits the home's database file while it is stopped)."""
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 from pathlib import Path
@@ -20,6 +19,7 @@ from collab.keys import Keypair
 from collab.replay import fetch_records
 from tests.conftest import Backend
 from tests.procs import start_relay_proc
+from tests.wait import eventually
 from tests.redis_server import free_port
 from relay.federation.routing import Member, Routing
 
@@ -77,15 +77,15 @@ async def three(tmp_path: Path) -> Any:
 
 
 async def _alarms(url: str, kind: str, timeout: float = 20.0) -> list[dict[str, Any]]:
-    async def look() -> list[dict[str, Any]]:
-        while True:
-            recs = await fetch_records(url, "relay/alarms")
-            hits = [r["event"] for r in recs if r["event"]["kind"] == kind]
-            if hits:
-                return hits
-            await asyncio.sleep(0.05)
+    hits: list[dict[str, Any]] = []
 
-    return await asyncio.wait_for(look(), timeout)
+    async def found() -> bool:
+        recs = await fetch_records(url, "relay/alarms")
+        hits[:] = [r["event"] for r in recs if r["event"]["kind"] == kind]
+        return bool(hits)
+
+    await eventually(found, timeout, f"a {kind} alarm at {url}")
+    return hits
 
 
 def _feed_homed_at(t: Three, node: str, prefix: str) -> str:
@@ -134,11 +134,10 @@ async def test_a_fork_of_an_already_mirrored_seq_raises_an_equivocation_alarm(th
     async with httpx.AsyncClient(timeout=5) as http:
         await http.get(f"{t.url('a')}/feeds/{feed}")
 
-        async def mirrored() -> None:
-            while len(await fetch_records(t.url("a"), feed)) < 3:
-                await asyncio.sleep(0.05)
+        async def mirrored() -> bool:
+            return len(await fetch_records(t.url("a"), feed)) >= 3
 
-        await asyncio.wait_for(mirrored(), 20)
+        await eventually(mirrored, 20, "a to mirror c's three records")
     await t.stop("c")
     # the home re-signs a different record 3: valid signatures, but a second history
     with t.db("c") as db:

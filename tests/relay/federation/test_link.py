@@ -31,6 +31,7 @@ from relay.federation.routing import Member
 from relay.ops.runner import Running, serving
 from tests.conftest import Backend, make_config
 from tests.rawclient import Raw
+from tests.wait import eventually
 
 DEADLINE = 15.0
 
@@ -117,15 +118,6 @@ async def links() -> AsyncIterator[Callable[..., Link]]:
         await link.close()
 
 
-async def eventually(pred: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not pred():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
 async def raw_peer(url: str, key: Keypair) -> tuple[Raw, str]:
     """A hand-driven /fed client: challenge, our proof; returns the frame collector and our nonce."""
     ws = await websockets.connect(fed_url(url))
@@ -177,7 +169,7 @@ async def test_unknown_key_is_refused_with_4403(fed: Federation, links: Callable
     assert code == CLOSE_REFUSED
     link = links(stranger, b.member)
     await link.start()
-    await eventually(lambda: (link.last_error or "").startswith("refused"), "the link to be refused")
+    await eventually(lambda: (link.last_error or "").startswith("refused"), DEADLINE, "the link to be refused")
     assert not link.connected
 
 
@@ -186,7 +178,7 @@ async def test_client_refuses_a_server_with_the_wrong_key(fed: Federation, links
     await fed.start("b")
     link = links(a.key, Member(Keypair.generate().public_hex, b.url))  # B is not who we expect there
     await link.start()
-    await eventually(lambda: (link.last_error or "").startswith("refused"), "the wrong key to be refused")
+    await eventually(lambda: (link.last_error or "").startswith("refused"), DEADLINE, "the wrong key to be refused")
     assert "not the configured" in (link.last_error or "") and not link.connected
 
 
@@ -270,7 +262,7 @@ async def test_home_unreachable_when_the_peer_is_down(fed: Federation, links: Ca
     await fed.start("b")
     await link.wait_connected(DEADLINE)
     await fed.stop("b")
-    await eventually(lambda: not link.connected, "the link to notice B is gone")
+    await eventually(lambda: not link.connected, DEADLINE, "the link to notice B is gone")
     with pytest.raises(HomeUnreachable):
         await link.forward(Event.create(a.key, "note/x", "note.text", {}), a.hex)
 
@@ -296,7 +288,7 @@ async def test_a_drop_before_the_answer_is_home_unreachable(links: Callable[...,
         link.on_heads = heads.append
         await link.start()
         await link.wait_connected(DEADLINE)
-        await eventually(lambda: bool(heads), "the peer's heads")
+        await eventually(lambda: bool(heads), DEADLINE, "the peer's heads")
         assert heads[0][0]["seq"] == 3
         with pytest.raises(HomeUnreachable):
             await link.forward(Event.create(me, "note/x", "note.text", {}), me.public_hex)
@@ -326,7 +318,8 @@ async def test_sub_sends_backlog_then_live_and_never_a_snapshot(fed: Federation)
         assert err["t"] == "error" and err["code"] == "malformed"
     finally:
         await raw.close()
-    await eventually(lambda: not rb.relay.hub.feeds["doc/mirror"].subs, "the subscription to end with the link")
+    await eventually(lambda: not rb.relay.hub.feeds["doc/mirror"].subs, DEADLINE,
+                     "the subscription to end with the link")
     agent = await Raw.connect(rb.ws_url, author)  # the contrast: an agent catching up gets a snapshot
     try:
         await agent.send({"t": "sub", "feed": "doc/mirror", "since": 0})
@@ -346,7 +339,7 @@ async def test_peers_read_members_only_feeds(fed: Federation, links: Callable[..
     got: list[dict[str, Any]] = []
     link.subscribe("note/secret", lambda: 0, got.append)
     await link.start()
-    await eventually(lambda: len(got) == 2, "the members-only records")
+    await eventually(lambda: len(got) == 2, DEADLINE, "the members-only records")
     assert got[1]["event"]["body"] == {"s": 1}
 
 
@@ -369,22 +362,22 @@ async def test_link_subscription_resumes_after_the_home_restarts(
 
     link.subscribe("doc/resume", since, got.append)  # before start: sent on connect
     await link.start()
-    await eventually(lambda: len(got) == 3, "the backlog")
+    await eventually(lambda: len(got) == 3, DEADLINE, "the backlog")
     await rb.relay.hub.publish(doc_event(author, "doc/resume", 3), author.public_hex)
-    await eventually(lambda: len(got) == 4, "a live record")
+    await eventually(lambda: len(got) == 4, DEADLINE, "a live record")
 
     await fed.stop("b")
-    await eventually(lambda: not link.connected, "the link to drop")
+    await eventually(lambda: not link.connected, DEADLINE, "the link to drop")
     rb = await fed.start("b")  # same port, same store
     await link.wait_connected(DEADLINE)
     for n in range(4, 6):
         await rb.relay.hub.publish(doc_event(author, "doc/resume", n), author.public_hex)
-    await eventually(lambda: len(got) == 6, "records after the restart")
+    await eventually(lambda: len(got) == 6, DEADLINE, "records after the restart")
     assert [r["seq"] for r in got] == [1, 2, 3, 4, 5, 6]
     assert sinces == [0, 4] and connects == [1, 2]
 
     link.unsubscribe("doc/resume")
-    await eventually(lambda: not rb.relay.hub.feeds["doc/resume"].subs, "the unsub to reach the home")
+    await eventually(lambda: not rb.relay.hub.feeds["doc/resume"].subs, DEADLINE, "the unsub to reach the home")
     await rb.relay.hub.publish(doc_event(author, "doc/resume", 6), author.public_hex)
     rt = rb.relay.hub.feeds["doc/resume"]
     link.send_heads([{"feed": "doc/resume", "seq": rt.seq, "hash": rt.head}])  # best effort, no answer

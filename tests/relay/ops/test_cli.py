@@ -10,11 +10,13 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from collab.keys import Keypair
 from tests.conftest import Backend
 from tests.procs import RelayProc, start_relay_proc
+from tests.wait import eventually
 
 
 async def colony(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[int, str, str]:
@@ -61,14 +63,12 @@ async def test_append_cat_tail_replay(relay_proc: RelayProc, tmp_path: Path) -> 
 
     tail = asyncio.create_task(colony("tail", "doc/notes", "--count", "2", "--json", env=env))
     # tail starts at the current head: wait until it is subscribed before appending
-    async def subscribed() -> None:
-        import httpx
+    async with httpx.AsyncClient() as http:
 
-        async with httpx.AsyncClient() as http:
-            while (await http.get(f"{relay_proc.url}/feeds/doc/notes")).json()["subscribers"] < 1:
-                await asyncio.sleep(0.05)
+        async def subscribed() -> bool:
+            return bool((await http.get(f"{relay_proc.url}/feeds/doc/notes")).json()["subscribers"] >= 1)
 
-    await asyncio.wait_for(subscribed(), 30)
+        await eventually(subscribed, 30, "colony tail to subscribe")
     for text in ("!", "?"):
         rc, _, err = await colony("doc", "append", "doc/notes", text, env=env)
         assert rc == 0, err

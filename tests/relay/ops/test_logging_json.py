@@ -65,7 +65,7 @@ def test_configure_routes_everything_through_one_json_handler(restore_root: None
     logging.getLogger("relay.x").debug("not shown")
     lines = [json.loads(x) for x in capsys.readouterr().err.splitlines()]
     assert [(x["logger"], x["message"]) for x in lines] == [("relay.x", "one"), ("uvicorn.error", "two")]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="log format must be text or json, not 'xml'"):
         configure("info", "xml")
     configure("warning", "text")
     logging.getLogger("relay.x").warning("plain")

@@ -12,7 +12,7 @@ import pytest
 from collab.events import Event
 from collab.keys import Keypair
 from relay.core.config import Config
-from relay.ops.runner import Running, serving, uvicorn_config
+from relay.ops.runner import GracefulServer, Running, serving, uvicorn_config
 from tests.conftest import Backend, make_config
 from tests.rawclient import Raw
 
@@ -46,13 +46,17 @@ async def test_a_first_signal_drains_then_stops(tmp_path: Path) -> None:
         code, _ = await asyncio.wait_for(raw.closed, 15)
         assert code == 1001  # going away: the relay drained, then uvicorn stops
         await raw.close()
-        await asyncio.wait_for(_stopped(running), 15)
+        await asyncio.wait_for(_drained(running), 15)
+        assert running.server.should_exit  # set by uvicorn's own handler once the drain finished
         assert running.relay.closing
 
 
-async def _stopped(running: Running) -> None:
-    while not running.server.should_exit:  # set by uvicorn's own handler once the drain finished
-        await asyncio.sleep(0.01)
+async def _drained(running: Running) -> None:
+    """Wait for the drain task the signal started; it ends by calling uvicorn's own handler."""
+    server = running.server
+    assert isinstance(server, GracefulServer)
+    assert server._draining is not None  # started before the clients were closed with 1001
+    await server._draining
 
 
 def test_uvicorn_settings_follow_the_config() -> None:

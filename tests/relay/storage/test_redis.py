@@ -25,6 +25,7 @@ from relay.storage.base import HeadMoved
 from relay.storage.redis import TURN_AFTER_LOSSES, RedisStorage, _redact, feed_key
 from tests.redis_server import RedisServer
 from tests.relay.storage.chain import Chain
+from tests.wait import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -77,9 +78,7 @@ async def test_a_process_that_keeps_losing_gets_the_next_turn(two: tuple[RedisSt
     # a is current, but it is b's turn: a waits instead of appending ...
     a_next = sealed(2, head[0].hash)
     a_task = asyncio.ensure_future(a.append(FEED, 1, [a_next]))
-    deadline = time.monotonic() + 5
-    while a.turn_waits == 0 and time.monotonic() < deadline:
-        await asyncio.sleep(0.001)
+    await eventually(lambda: a.turn_waits > 0, 5, "a to be told to wait its turn", interval=0.001)
     assert a.turn_waits > 0 and not a_task.done()
 
     # ... b goes next, then a learns it lost, with b's record in hand

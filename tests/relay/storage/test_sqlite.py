@@ -30,9 +30,9 @@ async def test_appends_from_many_feeds_share_commits(tmp_path: Path) -> None:
     async with s:
         chains = [Chain(f"misc/g{i}") for i in range(50)]
         batches = [c.next(2) for c in chains]
-        await asyncio.gather(*(s.append(c.feed, 0, b) for c, b in zip(chains, batches)))
+        await asyncio.gather(*(s.append(c.feed, 0, b) for c, b in zip(chains, batches, strict=True)))
         assert 1 <= s.commits < 50  # group commit: one transaction (one fsync) for many appends
-        for c, b in zip(chains, batches):
+        for c, b in zip(chains, batches, strict=True):
             verify_log(await s.read(c.feed, 0, 10))
             head = await s.head(c.feed)
             assert head is not None and head.hash == b[-1][0].hash
@@ -57,7 +57,7 @@ async def test_one_refused_append_does_not_fail_the_others_in_its_commit(tmp_pat
 
 
 def test_synchronous_must_be_a_durable_mode(tmp_path: Path) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="synchronous must be FULL, NORMAL or EXTRA"):
         SqliteStorage(tmp_path, synchronous="OFF")
     assert SqliteStorage(tmp_path, synchronous="normal").synchronous == "NORMAL"
 
