@@ -37,9 +37,10 @@ from relay.core.feeds import FeedRuntime
 from relay.endpoints.ws import await_peer_close
 from relay.endpoints.wsdirect import DirectWriter, binary_frame
 from relay.server import Relay
+from relay.endpoints.yjs_awareness import AGENT, AwarenessRoom
 from relay.endpoints.yjs_protocol import (
-    AGENT, CLOSE_BAD_TOKEN, CLOSE_FORBIDDEN, CLOSE_INTERNAL, CLOSE_MALFORMED, CLOSE_SLOW, CLOSE_TOO_BIG,
-    CLOSE_TRY_LATER, CLOSE_UNSUPPORTED, AwarenessChange, AwarenessEntry, AwarenessQuery, AwarenessRoom, Close,
+    CLOSE_BAD_TOKEN, CLOSE_FORBIDDEN, CLOSE_INTERNAL, CLOSE_MALFORMED, CLOSE_SLOW, CLOSE_TOO_BIG,
+    CLOSE_TRY_LATER, CLOSE_UNSUPPORTED, AwarenessChange, AwarenessEntry, AwarenessQuery, Close,
     Denied, Dropped, SyncRequest, Write, YjsPeer, YProtocolError, awareness_message, delete_set, deletes_covered,
     permission_denied, struct_groups, sync_step1, sync_step2, sync_update, update_budget,
 )

@@ -14,11 +14,12 @@ from collab.errors import BadSignature, InvalidEvent, Unauthorized
 from collab.keys import Keypair
 from relay.core.limits import YjsLimits
 from relay.endpoints.yjs_protocol import (
-    AGENT, CLOSE_MALFORMED, CLOSE_TOO_BIG, AwarenessChange, AwarenessEntry, AwarenessQuery, AwarenessRoom, Close,
+    CLOSE_MALFORMED, CLOSE_TOO_BIG, AwarenessChange, AwarenessEntry, AwarenessQuery, Close,
     Denied, Dropped, Reader, SyncRequest, SyncStep1, SyncUpdate, UnknownMessage, Write, YjsPeer, YProtocolError,
     awareness_message, decode_awareness, delete_set, deletes_covered, encode_awareness, is_empty_update,
     parse_message, permission_denied, sync_step1, sync_update, update_budget, var_string, var_uint,
 )
+from relay.endpoints.yjs_awareness import AGENT, AwarenessRoom
 from tests.yclient import msg_awareness, msg_step1, msg_step2, msg_update
 
 
@@ -253,6 +254,6 @@ def test_capability_example_of_the_spec() -> None:
         b'"issuer":"d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a",'
         b'"nonce":"000102030405060708090a0b0c0d0e0f","rights":["read","write"]}')
     assert alice.sign(cap.signing_bytes()).hex() == sig
-    spec = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    spec = (Path(__file__).parents[3] / "docs" / "protocol.md").read_text()
     assert f"token = {cap.token()}\n" in spec and f"sig   = {sig}\n" in spec
     assert Capability.from_token(cap.token()) == cap
