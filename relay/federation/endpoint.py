@@ -21,7 +21,9 @@ from collab.errors import ColonyError, InvalidEvent, MalformedFrame
 from collab.events import HEX64_RE, HEX128_RE, Event, check_feed
 from collab.keys import verify
 
-from relay.endpoints.session import CLOSE_GOING_AWAY, Outbox, publish_answer
+from relay.endpoints.connection import receive_pump
+from relay.endpoints.outbox import CLOSE_GOING_AWAY, Outbox
+from relay.endpoints.session import publish_answer
 from relay.endpoints.wsdirect import SharedText
 from relay.federation.link import CLOSE_REFUSED, HANDSHAKE_TIMEOUT, peer_bytes
 
@@ -36,7 +38,8 @@ _PRESENCE_PREFIX = '{"t":"presence"'
 
 
 class PeerSession:
-    """One authenticated peer's subscriptions and publishes (a hub Subscriber)."""
+    """One authenticated peer's subscriptions and publishes (a hub Subscriber and a
+    relay.endpoints.connection.Connection)."""
 
     key: str | None = None  # not an agent: never in a feed's participant list
     reads_any = True        # a peer mirrors members-only feeds too
@@ -216,16 +219,7 @@ async def fed_endpoint(websocket: WebSocket) -> None:
     session = PeerSession(hub, peer_key, Outbox(websocket, relay.config.limits.max_outbound_frames))
     log.info("federation link from %s… up", peer_key[:16])
     try:
-        while not session.out.closed:
-            msg = await websocket.receive()
-            if msg["type"] == "websocket.disconnect":
-                break
-            data = msg.get("text")
-            await session.handle_message(data if data is not None else (msg.get("bytes") or b""))
-    except WebSocketDisconnect:
-        pass
-    except Exception:
-        log.exception("federation link from %s… failed", peer_key[:16])
+        await receive_pump(websocket, session, f"federation link from {peer_key[:16]}…")
     finally:
         session.closed()
         log.info("federation link from %s… down", peer_key[:16])
