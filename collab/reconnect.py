@@ -29,7 +29,7 @@ MAX_MESSAGE_BYTES = 256 << 10   # coalesce outgoing frames up to this (relay def
 
 def backoff_delay(attempt: int, base: float, cap: float) -> float:
     """Seconds to wait before retry number ``attempt`` (0 first): jittered, capped exponential."""
-    delay = min(cap, base * (2 ** min(attempt, 30)))
+    delay: float = min(cap, base * (2 ** min(attempt, 30)))
     return delay / 2 + random.uniform(0, delay / 2)
 
 
@@ -98,7 +98,8 @@ class Writer:
                 await self._wake.wait()
                 self._wake.clear()
                 while out:
-                    parts, size = [], 0
+                    parts: list[str] = []
+                    size = 0
                     while out and (not parts or size + utf8_size(out[0]) < MAX_MESSAGE_BYTES):
                         frame = out.popleft()
                         parts.append(frame)

@@ -177,15 +177,19 @@ async def _handshake(websocket: WebSocket, hub: Hub) -> str | None:
     try:
         frame = frames.parse(msg.get("text") or (msg.get("bytes") or b"").decode("utf-8", "replace"), None)
     except MalformedFrame as exc:
-        return await _refuse(websocket, str(exc))
+        await _refuse(websocket, str(exc))
+        return None
     key, pnonce, sig = frame.get("key"), frame.get("nonce"), frame.get("sig")
     if (frame["t"] != "peer" or not isinstance(key, str) or not HEX64_RE.match(key) or not isinstance(pnonce, str)
             or not 16 <= len(pnonce) <= 128 or not isinstance(sig, str) or not HEX128_RE.match(sig)):
-        return await _refuse(websocket, "expected {t: peer, key, nonce, sig}")
+        await _refuse(websocket, "expected {t: peer, key, nonce, sig}")
+        return None
     if key == me or not any(p.key == key for p in hub.routing.peers):
-        return await _refuse(websocket, f"{key[:16]}… is not a peer of this relay")
+        await _refuse(websocket, f"{key[:16]}… is not a peer of this relay")
+        return None
     if not verify(bytes.fromhex(key), peer_bytes(nonce, me, key), bytes.fromhex(sig)):
-        return await _refuse(websocket, "peer signature does not verify against the challenge")
+        await _refuse(websocket, "peer signature does not verify against the challenge")
+        return None
     ssig = hub.relay_key.sign(peer_bytes(pnonce, key, me)).hex()
     await websocket.send_text(frames.encode({"t": "peer_ok", "sig": ssig}))
     return key
