@@ -56,6 +56,7 @@ class Outbox:
         self.flush_codes = frozenset(flush_codes)
         self.direct = DirectWriter.of(transport)
         self.frames: deque[str | bytes] = deque()
+        self._binary = 0       # binary messages in ``frames`` (none: text frames only, the fast path)
         self._sending = False  # a message popped from the queue is being sent (maybe paused)
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
@@ -67,8 +68,8 @@ class Outbox:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="outbox")
 
     # -- queueing (never waits) ------------------------------------------------------------------
-    def put(self, frame: str | bytes) -> bool:
-        """Queue a text frame (coalesced) or a binary message; False (and the connection is being
+    def put(self, frame: str) -> bool:
+        """Queue a text frame (coalesced with its neighbours); False (and the connection is being
         cut) when too far behind, or closed."""
         if self.closed:
             return False
@@ -82,17 +83,26 @@ class Outbox:
             self._room.clear()
         return True
 
-    def _direct(self, framed: bytes, count: int) -> bool:
-        if (not self.frames and not self._sending and not self.closed and self.direct is not None
-                and count <= self.max_frames and self.direct.write(framed)):
-            self.sent_messages += 1
-            return True
-        return False
+    def put_bytes(self, msg: bytes) -> bool:
+        """Queue a binary message (sent as one message of its own); False as ``put``."""
+        if self.closed:
+            return False
+        if len(self.frames) >= self.max_frames:
+            self.close(CLOSE_SLOW, self.slow_reason)
+            return False
+        self.frames.append(msg)
+        self._binary += 1
+        self._ready.set()
+        return True
 
+    # put_shared and put_framed are the per-subscriber fan-out path: conditions inline, and the
+    # shared frame is only built when it can be used
     def put_shared(self, msg: SharedText) -> bool:
         """Queue a batch of text frames other connections may get too: written straight to the
         socket as one pre-framed message when nothing is queued ahead of it."""
-        if self._direct(msg.framed, len(msg.parts)):
+        if (not self.frames and not self._sending and not self.closed and self.direct is not None
+                and len(msg.parts) <= self.max_frames and self.direct.write(msg.framed)):
+            self.sent_messages += 1
             return True
         ok = True
         for f in msg.parts:
@@ -102,9 +112,13 @@ class Outbox:
     def put_framed(self, msg: bytes, framed: bytes) -> bool:
         """Queue a binary message; ``framed`` is ``msg`` already framed (the same bytes for every
         connection), written straight to the socket when nothing is queued ahead of it."""
-        return self._direct(framed, 1) or self.put(msg)
+        if (not self.frames and not self._sending and not self.closed and self.direct is not None
+                and self.direct.write(framed)):
+            self.sent_messages += 1
+            return True
+        return self.put_bytes(msg)
 
-    async def put_wait(self, frame: str | bytes) -> None:
+    async def put_wait(self, frame: str) -> None:
         """Queue once the queue is below half full (catch-up: the reader sets the pace)."""
         while not self.closed and len(self.frames) >= self.max_frames >> 1:
             self._room.clear()
@@ -135,10 +149,21 @@ class Outbox:
                 self.direct.force_close(self.close_code, self._close_reason[:120])
 
     # -- the writer ------------------------------------------------------------------------------
+    def _coalesce(self, first: str) -> str:
+        """``first`` and the text frames queued right behind it, as one message."""
+        frames, binary = self.frames, self._binary
+        parts, size = [first], len(first) + 1
+        while frames and size < MAX_COALESCE_BYTES and not (binary and frames[0].__class__ is bytes):
+            f: str = frames.popleft()  # type: ignore[assignment]
+            parts.append(f)
+            size += len(f) + 1
+        return "\n".join(parts)
+
     async def _run(self) -> None:
         transport = self.transport
         send_text, send_bytes = transport.send_text, transport.send_bytes
         frames = self.frames
+        room = self._room
         half = self.max_frames >> 1
         flush = self.flush_codes
         try:
@@ -147,25 +172,22 @@ class Outbox:
                 self._ready.clear()
                 while frames and (not self.closed or self.close_code in flush):
                     msg = frames.popleft()
-                    if isinstance(msg, str) and frames and isinstance(frames[0], str):
-                        parts, size = [msg], len(msg) + 1
-                        while frames and size < MAX_COALESCE_BYTES and isinstance(frames[0], str):
-                            f: str = frames.popleft()  # type: ignore[assignment]
-                            parts.append(f)
-                            size += len(f) + 1
-                        msg = "\n".join(parts)
-                    if len(frames) < half:
-                        self._room.set()
                     self._sending = True
-                    if isinstance(msg, str):
-                        await send_text(msg)
+                    if msg.__class__ is bytes:  # a binary message: on its own
+                        self._binary -= 1
+                        await send_bytes(msg)  # type: ignore[arg-type]
                     else:
-                        await send_bytes(msg)
+                        if frames:
+                            msg = self._coalesce(msg)  # type: ignore[arg-type]
+                        if len(frames) < half:
+                            room.set()
+                        await send_text(msg)  # type: ignore[arg-type]
                     self._sending = False
                     self.sent_messages += 1
-                self._room.set()
+                room.set()
                 if self.closed:
                     frames.clear()
+                    self._binary = 0
                     await transport.close(self.close_code or CLOSE_NORMAL, self._close_reason[:120])
                     return
         except asyncio.CancelledError:
@@ -174,6 +196,7 @@ class Outbox:
             log.debug("outbox send failed; closing the connection", exc_info=True)
             self.closed = True
             frames.clear()
+            self._binary = 0
             self._room.set()
             try:
                 await transport.close(CLOSE_INTERNAL, "send failed")

@@ -90,7 +90,7 @@ class YjsConnection:
             self.send(awareness_message(snapshot))
 
     def send(self, msg: bytes) -> None:
-        self.out.put(msg)
+        self.out.put_bytes(msg)
 
     def closed(self) -> None:
         """The socket is gone (called by Relay.end_session). Queued edits are still recorded."""

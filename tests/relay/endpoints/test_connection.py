@@ -30,7 +30,10 @@ class Echo:
         if message == "bye":
             self.out.close(4000, "as you wish")
             return
-        self.out.put(f"text:{message}" if isinstance(message, str) else b"bin:" + message)
+        if isinstance(message, str):
+            self.out.put(f"text:{message}")
+        else:
+            self.out.put_bytes(b"bin:" + message)
 
     def closed(self) -> None:
         self.out.close(1000, "closed")

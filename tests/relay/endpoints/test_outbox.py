@@ -49,13 +49,17 @@ async def _received(fill: Fill, max_frames: int = 100, **kw: object) -> tuple[li
 
     async with ws_server(handler) as url:
         async with websockets.connect(url, max_size=None, compression=None) as ws:
-            got: list[str | bytes] = []
-            try:
-                while True:
-                    got.append(await ws.recv())
-            except ConnectionClosed:
-                pass
-            return got, ws.close_code, ws.close_reason or ""
+            return await _read_all(ws), ws.close_code, ws.close_reason or ""
+
+
+async def _read_all(ws: websockets.ClientConnection) -> list[str | bytes]:
+    """Every message until the connection closes."""
+    got: list[str | bytes] = []
+    try:
+        while True:
+            got.append(await ws.recv())
+    except ConnectionClosed:
+        return got
 
 
 async def test_text_frames_of_one_turn_go_out_as_one_message() -> None:
@@ -71,7 +75,10 @@ async def test_text_frames_of_one_turn_go_out_as_one_message() -> None:
 async def test_binary_messages_keep_their_order_and_are_never_joined() -> None:
     def fill(out: Outbox) -> None:
         for m in ("t1", "t2", b"\x00b1", b"b2", "t3"):
-            out.put(m)
+            if isinstance(m, str):
+                out.put(m)
+            else:
+                out.put_bytes(m)
         out.close(1001, "")
 
     got, code, _ = await _received(fill)
@@ -147,12 +154,7 @@ async def test_put_wait_waits_for_room_then_aclose_flushes() -> None:
 
     async with ws_server(handler) as url:
         async with websockets.connect(url, compression=None) as ws:
-            got: list[str | bytes] = []
-            try:
-                while True:
-                    got.append(await ws.recv())
-            except ConnectionClosed:
-                pass
+            got = await _read_all(ws)
             await asyncio.wait_for(done.wait(), 10)
             assert "\n".join(str(m) for m in got).split("\n") == [f"w{i}" for i in range(10)]
             assert ws.close_code == 1001
