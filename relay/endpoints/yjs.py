@@ -1,11 +1,13 @@
 """The y-websocket endpoint ``/yjs/{name}``: feed ``doc/{name}`` for unmodified Yjs clients.
 
-Every document with Yjs clients on this relay process has one :class:`Room`, which is an
-ordinary subscriber of the feed (``relay.core.feeds``): it turns the records of ``doc.update``
-events into Yjs update messages (the records of one event-loop turn merged into one message)
-and the feed's participants (native agents) into awareness states. Each WebSocket is a
-:class:`YjsConnection`; the y-protocol itself (parsing, limits, awareness rules) is the
-sans-I/O :mod:`relay.endpoints.yjs_protocol`.
+Every document with Yjs clients on this relay process has one
+:class:`relay.endpoints.yjs_room.Room`, an ordinary subscriber of the feed
+(``relay.core.feeds``) that turns its records into Yjs update messages and its participants
+(native agents) into awareness states. Each WebSocket is a :class:`YjsConnection` (a
+``relay.endpoints.connection.Connection``: the one receive pump, the one outbox); the
+y-protocol itself (parsing, limits) is the sans-I/O :mod:`relay.endpoints.yjs_protocol`, the
+awareness rules :mod:`relay.endpoints.yjs_awareness`. :class:`YjsService` holds the rooms and,
+in a section of its own, the agents' display names.
 
 Yjs clients are anonymous: they read (any feed that is not ``members``-only) and their
 edits are dropped with y-protocols' permission-denied message, unless they present a
@@ -262,7 +264,7 @@ class YjsService:
         room.join(conn)
         return room
 
-    # agents' names ----------------------------------------------------------------------
+    # -- agents' names (an index of agent.profile names; the relay's directory may serve it) --
     async def agent_name(self, key: str, max_age: float = 0.0) -> str | None:
         """The name in the latest ``agent.profile`` the agent itself wrote to ``agent/<key>``
         (looked up again when the cached one is older than ``max_age`` seconds)."""
