@@ -322,7 +322,7 @@ class Client(Reconnecting):
                 return Next.STOP
             except (ConnectionClosed, OSError, TimeoutError) as exc:
                 log.info("connection to %s lost: %r", self.ws_url, exc)
-            except Exception:  # noqa: BLE001  # a bug of ours: logged; a fresh connection repairs state
+            except Exception:  # a bug of ours: logged; a fresh connection repairs state
                 log.exception("client connection to %s failed unexpectedly", self.ws_url)
             finally:
                 self.last_close = (ws.close_code, ws.close_reason)

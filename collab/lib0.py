@@ -105,4 +105,4 @@ def read_state_vector(sv: bytes, decoder: type[Decoder] = Decoder) -> dict[int, 
     return out
 
 
-__all__ = ["MAX_VAR_UINT", "var_uint", "var_bytes", "var_string", "Decoder", "read_state_vector"]
+__all__ = ["MAX_VAR_UINT", "Decoder", "read_state_vector", "var_bytes", "var_string", "var_uint"]

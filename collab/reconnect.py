@@ -107,7 +107,7 @@ class Writer:
                     await self.ws.send("\n".join(parts))
         except ConnectionClosed:
             pass
-        except Exception:  # noqa: BLE001  # logged with its traceback; a fresh connection repairs it
+        except Exception:  # logged with its traceback; a fresh connection repairs it
             log.exception("writer failed; dropping the connection")
             self.ws.transport.abort()
 
@@ -122,7 +122,8 @@ async def close_politely(ws: ClientConnection) -> None:
     except asyncio.CancelledError:
         ws.transport.abort()
         raise
-    except Exception:  # noqa: BLE001  # the socket is gone either way
+    except Exception:  # the socket is gone either way
+        log.debug("closing the connection failed; aborted it", exc_info=True)
         ws.transport.abort()
 
 

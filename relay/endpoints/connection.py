@@ -53,7 +53,7 @@ async def receive_pump(websocket: WebSocket, conn: Connection, what: str) -> Non
         await await_peer_close(websocket)
     except WebSocketDisconnect:
         pass
-    except Exception:  # noqa: BLE001  # logged with its traceback
+    except Exception:  # logged with its traceback
         log.exception("%s failed", what)
         out.close(CLOSE_INTERNAL, "internal error")
 

@@ -143,10 +143,14 @@ class Outbox:
         """Wait (bounded) until the writer is done; if it is not, drop the backlog but still say why."""
         try:
             await asyncio.wait_for(asyncio.shield(self._task), CLOSE_TIMEOUT)
-        except (TimeoutError, Exception):  # noqa: BLE001  # the writer logged its own failure
-            self._task.cancel()
-            if self.direct is not None and self.close_code is not None:
-                self.direct.force_close(self.close_code, self._close_reason[:120])
+            return
+        except TimeoutError:
+            pass
+        except Exception:  # the writer handles its own errors: this is a bug
+            log.exception("outbox writer failed")
+        self._task.cancel()
+        if self.direct is not None and self.close_code is not None:
+            self.direct.force_close(self.close_code, self._close_reason[:120])
 
     # -- the writer ------------------------------------------------------------------------------
     def _coalesce(self, first: str) -> str:
@@ -192,7 +196,7 @@ class Outbox:
                     return
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001  # the peer went away mid-send: end it for good
+        except Exception:  # the peer went away mid-send: end it for good
             log.debug("outbox send failed; closing the connection", exc_info=True)
             self.closed = True
             frames.clear()
@@ -200,7 +204,7 @@ class Outbox:
             self._room.set()
             try:
                 await transport.close(CLOSE_INTERNAL, "send failed")
-            except Exception:  # noqa: BLE001  # already gone
+            except Exception:  # already gone
                 log.debug("closing after a failed send failed too", exc_info=True)
 
 

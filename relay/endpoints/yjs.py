@@ -345,7 +345,7 @@ async def yjs_endpoint(websocket: WebSocket) -> None:
     relay.sessions.add(conn)  # type: ignore[arg-type]  # counted in /health, closed at shutdown
     try:
         conn.start(await service.join(conn))
-    except Exception:  # noqa: BLE001  # logged with its traceback
+    except Exception:  # logged with its traceback
         log.exception("yjs connection from %s failed", ip)
         conn.out.close(CLOSE_INTERNAL, "internal error")
     try:

@@ -18,13 +18,19 @@ from pycrdt import get_update, merge_updates
 
 from collab.access import CONTROL_KINDS
 from collab.events import HEX64_RE, unb64
-
 from relay.core.feeds import FeedRuntime
 from relay.endpoints.wsdirect import binary_frame
 from relay.endpoints.yjs_awareness import AGENT, AwarenessRoom
 from relay.endpoints.yjs_protocol import (
-    CLOSE_FORBIDDEN, CLOSE_INTERNAL, AwarenessEntry, YProtocolError, awareness_message, delete_set,
-    deletes_covered, struct_groups, sync_update,
+    CLOSE_FORBIDDEN,
+    CLOSE_INTERNAL,
+    AwarenessEntry,
+    YProtocolError,
+    awareness_message,
+    delete_set,
+    deletes_covered,
+    struct_groups,
+    sync_update,
 )
 
 if TYPE_CHECKING:
@@ -149,6 +155,7 @@ class Room:
                 return None
             have = delete_set(get_update(ydoc.get_update(), sv))
         except Exception:  # cannot tell: treat it as new (recording an old edit again is harmless)
+            log.debug("could not diff an update of %s against the document", self.feed, exc_info=True)
             return update
         return None if deletes_covered(deletes, have) else rest
 
@@ -193,6 +200,7 @@ class Room:
         try:
             merged = [merge_updates(*updates)] if len(updates) > 1 else updates
         except Exception:  # one of them does not merge: send them as they are
+            log.debug("updates of %s did not merge; sent one by one", self.feed, exc_info=True)
             merged = updates
         for update in merged:
             self.broadcast(sync_update(update))

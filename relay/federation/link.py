@@ -207,7 +207,7 @@ class Link(Reconnecting):
         except (ConnectionClosed, OSError, TimeoutError, ColonyError) as exc:
             self.last_error = f"lost: {exc!r}"
             log.info("link to %s lost: %r", self.url, exc)
-        except Exception:  # noqa: BLE001  # a bug of ours: logged; a fresh connection repairs the state
+        except Exception:  # a bug of ours: logged; a fresh connection repairs the state
             self.last_error = "internal error"
             log.exception("link to %s failed unexpectedly", self.url)
         finally:

@@ -6,7 +6,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pycrdt import Doc, Text
 
-from collab.lib0 import MAX_VAR_UINT, Decoder, read_state_vector, var_bytes, var_string, var_uint
+from collab.lib0 import (
+    MAX_VAR_UINT,
+    Decoder,
+    read_state_vector,
+    var_bytes,
+    var_string,
+    var_uint,
+)
 
 
 @pytest.mark.parametrize(("n", "enc"), [

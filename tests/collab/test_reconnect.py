@@ -8,7 +8,14 @@ from hypothesis import strategies as st
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from collab.reconnect import MAX_MESSAGE_BYTES, Next, Reconnecting, Writer, backoff_delay, utf8_size
+from collab.reconnect import (
+    MAX_MESSAGE_BYTES,
+    Next,
+    Reconnecting,
+    Writer,
+    backoff_delay,
+    utf8_size,
+)
 
 
 @given(st.integers(0, 100), st.floats(0.001, 10), st.floats(0.001, 60))

@@ -47,9 +47,8 @@ async def _received(fill: Fill, max_frames: int = 100, **kw: object) -> tuple[li
             conn.closed()
             await out.wait_closed()
 
-    async with ws_server(handler) as url:
-        async with websockets.connect(url, max_size=None, compression=None) as ws:
-            return await _read_all(ws), ws.close_code, ws.close_reason or ""
+    async with ws_server(handler) as url, websockets.connect(url, max_size=None, compression=None) as ws:
+        return await _read_all(ws), ws.close_code, ws.close_reason or ""
 
 
 async def _read_all(ws: websockets.ClientConnection) -> list[str | bytes]:
@@ -152,9 +151,8 @@ async def test_put_wait_waits_for_room_then_aclose_flushes() -> None:
         await out.aclose(1001, "end")
         done.set()
 
-    async with ws_server(handler) as url:
-        async with websockets.connect(url, compression=None) as ws:
-            got = await _read_all(ws)
-            await asyncio.wait_for(done.wait(), 10)
-            assert "\n".join(str(m) for m in got).split("\n") == [f"w{i}" for i in range(10)]
-            assert ws.close_code == 1001
+    async with ws_server(handler) as url, websockets.connect(url, compression=None) as ws:
+        got = await _read_all(ws)
+        await asyncio.wait_for(done.wait(), 10)
+        assert "\n".join(str(m) for m in got).split("\n") == [f"w{i}" for i in range(10)]
+        assert ws.close_code == 1001
