@@ -17,17 +17,16 @@ Memory stays bounded on both sides:
   with callbacks only (``max_queue=0``, the default when a callback is given) never queue.
 
 All socket I/O is here; parsing and verification are in :mod:`collab.protocol`, the
-consumer side of a feed in :mod:`collab.subscription`.
+consumer side of a feed in :mod:`collab.subscription`, the outbox in
+:mod:`collab.publish_queue`, and the reconnect loop, backoff and writer (shared with the
+relay's federation link) in :mod:`collab.reconnect`.
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
-import random
-from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -39,17 +38,19 @@ from . import frames
 from .errors import AuthRequired, ColonyError, InvalidEvent, MalformedFrame, ProtocolError, RelayError
 from .events import Event, Record, Snapshot, check_feed
 from .keys import Keypair
+from .publish_queue import PublishQueue
 from .protocol import (
     Ack, Challenge, ClientProtocol, ErrorReply, Pong, Presence, ProtocolEvent, RecordReceived,
     SnapshotReceived, Synced, Unsubbed, Welcome,
 )
+from .reconnect import Next, Reconnecting, Writer, close_politely
 from .subscription import Signal, Subscription, until
 
 log = logging.getLogger(__name__)
 
 RETRYABLE = frozenset(("unavailable", "rate_limited"))
-MAX_MESSAGE_BYTES = 256 << 10   # coalesce outgoing frames up to this (relay default limit: 1 MiB)
 DEFAULT_QUEUE = 1024
+
 
 def ws_url(url: str) -> str:
     """``http(s)://host[:port][/prefix]`` -> ``ws(s)://host[:port][/prefix]/ws``; ws URLs as given."""
@@ -62,50 +63,7 @@ def ws_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws", parts.query, ""))
 
 
-@dataclass(slots=True)
-class _Pending:
-    event: Event
-    future: asyncio.Future[Ack]
-    attempts: int = 0
-    sent: bool = False  # on the wire on the current connection, reply not yet seen
-
-
-class _Link:
-    """One live connection's writer: frames queued in one loop turn go out as one message."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.out: deque[str] = deque()
-        self._wake = asyncio.Event()
-        self.task = asyncio.get_running_loop().create_task(self._run(), name="colony-writer")
-
-    def send(self, frame: str) -> None:
-        self.out.append(frame)
-        self._wake.set()
-
-    async def _run(self) -> None:
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self.out:
-                    parts, size = [], 0
-                    while self.out and (not parts or size + _size(self.out[0]) < MAX_MESSAGE_BYTES):
-                        frame = self.out.popleft()
-                        parts.append(frame)
-                        size += _size(frame) + 1
-                    await self.ws.send("\n".join(parts))
-        except ConnectionClosed:
-            pass
-        except Exception:
-            log.exception("writer failed; dropping the connection")
-            self.ws.transport.abort()
-
-    def stop(self) -> None:
-        self.task.cancel()
-
-
-class Client:
+class Client(Reconnecting):
     """A reconnecting, verifying connection to one relay. Use as ``async with Client(...)``.
 
     The first connection is attempted once and its failure raises from ``__aenter__``;
@@ -121,20 +79,17 @@ class Client:
             raise InvalidEvent("give the Client at least one relay URL")
         self.ws_urls = [ws_url(u) for u in self.urls]
         self._which = 0  # index of the URL in use; advances on every lost or failed connection
+        super().__init__(backoff_base, backoff_max)
         self.key, self.reconnect = key, reconnect
-        self.backoff_base, self.backoff_max = backoff_base, backoff_max
-        self.max_inflight, self.retry_limit, self.open_timeout = max_inflight, retry_limit, open_timeout
+        self.retry_limit, self.open_timeout = retry_limit, open_timeout
         self.protocol = ClientProtocol(key, relay_key)
         self.connected = False
-        self.reconnects = 0
         self.last_close: tuple[int | None, str | None] = (None, None)  # code and reason of the last loss
         self._subs: dict[str, Subscription] = {}
-        self._outbox: dict[str, _Pending] = {}
-        self._queue: deque[str] = deque()
-        self._inflight = 0
-        self._link: _Link | None = None
+        self._outbox = PublishQueue(max_inflight)
+        self._link: Writer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._first: asyncio.Future[None] | None = None  # the first connection's outcome (__aenter__)
         self._fatal: BaseException | None = None
         self._signal = Signal()
         self._rids = itertools.count(1)
@@ -152,8 +107,8 @@ class Client:
 
     # -- lifecycle ------------------------------------------------------------------------
     async def __aenter__(self) -> Client:
-        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._task = asyncio.get_running_loop().create_task(self._run(first), name="colony-client")
+        first = self._first = asyncio.get_running_loop().create_future()
+        self._task = asyncio.get_running_loop().create_task(self._run_loop(), name="colony-client")
         try:
             await first
         except BaseException:
@@ -234,49 +189,34 @@ class Client:
     def submit(self, event: Event) -> asyncio.Future[Ack]:
         """Queue ``event`` in the outbox without waiting; the future resolves with its ack."""
         self._check_open()
-        pending = self._outbox.get(event.id)
-        if pending is not None:
-            return pending.future
-        fut: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
-        fut.add_done_callback(_retrieve)
-        self._outbox[event.id] = _Pending(event, fut)
-        self._queue.append(event.id)
+        fut = self._outbox.add(event)
         self._pump()
         return fut
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until every event submitted so far is acknowledged or refused."""
-        futs = [asyncio.shield(p.future) for p in self._outbox.values()]  # a timeout must not cancel them
+        futs = [asyncio.shield(p.future) for p in self._outbox.pending.values()]  # a timeout must not cancel them
         if futs:
             await asyncio.wait_for(asyncio.gather(*futs, return_exceptions=True), timeout)
+
+    @property
+    def max_inflight(self) -> int:
+        return self._outbox.max_inflight
+
+    @max_inflight.setter
+    def max_inflight(self, n: int) -> None:
+        self._outbox.max_inflight = n
 
     def _pump(self) -> None:
         link = self._link
         if link is None or not self.connected:
             return
-        while self._queue and self._inflight < self.max_inflight:
-            p = self._outbox.get(self._queue.popleft())
-            if p is None or p.sent:
-                continue
-            p.sent = True
-            self._inflight += 1
-            link.send(self.protocol.pub(p.event))
+        for event in self._outbox.to_send():
+            link.send(self.protocol.pub(event))
 
     def _requeue(self, event_id: str) -> None:
-        if event_id in self._outbox:
-            self._queue.append(event_id)
+        if self._outbox.requeue(event_id):
             self._pump()
-
-    def _backoff(self, attempt: int) -> float:
-        delay = min(self.backoff_max, self.backoff_base * (2 ** min(attempt, 30)))
-        return delay / 2 + random.uniform(0, delay / 2)
-
-    def _settled(self, event_id: str) -> _Pending | None:
-        p = self._outbox.get(event_id)
-        if p is not None and p.sent:
-            p.sent = False
-            self._inflight -= 1
-        return p
 
     # -- subscribing ----------------------------------------------------------------------
     async def subscribe(self, feed: str, since: int = 0, *, on_record: Callable[[Record], Any] | None = None,
@@ -352,59 +292,53 @@ class Client:
             self._pings.pop(rid, None)
 
     # -- connection loop ------------------------------------------------------------------
-    async def _run(self, first: asyncio.Future[None]) -> None:
-        loop = asyncio.get_running_loop()
-        attempt = 0
-        while not self._closing:
-            connected_at: float | None = None
+    async def _attempt(self) -> Next:
+        first = self._first
+        assert first is not None
+        try:
+            ws = await connect(self.ws_url, open_timeout=self.open_timeout, close_timeout=2,
+                               max_size=None)  # relay messages may exceed max_frame_bytes (snapshots)
+        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
+            log.info("connecting to %s failed: %s", self.ws_url, exc)
+            self._which = (self._which + 1) % len(self.ws_urls)
+            if not first.done():
+                if self._which == 0:  # every URL refused the first connection
+                    first.set_exception(exc)
+                    return Next.STOP
+                return Next.NOW
+        else:
             try:
-                ws = await connect(self.ws_url, open_timeout=self.open_timeout, close_timeout=2,
-                                   max_size=None)  # relay messages may exceed max_frame_bytes (snapshots)
-            except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-                log.info("connecting to %s failed: %s", self.ws_url, exc)
-                self._which = (self._which + 1) % len(self.ws_urls)
+                await self._handshake(ws)
+                self._mark_up()
+                self._connected(ws)
                 if not first.done():
-                    if self._which == 0:  # every URL refused the first connection
-                        first.set_exception(exc)
-                        return
-                    continue
-            else:
-                try:
-                    await self._handshake(ws)
-                    connected_at = loop.time()
-                    self._connected(ws)
-                    if not first.done():
-                        first.set_result(None)
-                    async for message in ws:
-                        self._on_message(message)
-                    log.info("relay closed the connection (%s %s)", ws.close_code, ws.close_reason)
-                except (ProtocolError, RelayError) as exc:  # wrong relay, or hello refused
-                    log.error("giving up on %s: %s", self.ws_url, exc)
-                    self._fail_all(exc)
-                    if not first.done():
-                        first.set_exception(exc)
-                    return
-                except (ConnectionClosed, OSError, TimeoutError) as exc:
-                    log.info("connection to %s lost: %r", self.ws_url, exc)
-                except Exception:  # a bug of ours: log it, and let a fresh connection repair state
-                    log.exception("client connection to %s failed unexpectedly", self.ws_url)
-                finally:
-                    self.last_close = (ws.close_code, ws.close_reason)
-                    self._disconnected()
-                    await _close(ws)
-                    if ws.close_code != 4008:  # a slow-consumer cut is about us, not that relay
-                        self._which = (self._which + 1) % len(self.ws_urls)
+                    first.set_result(None)
+                async for message in ws:
+                    self._on_message(message)
+                log.info("relay closed the connection (%s %s)", ws.close_code, ws.close_reason)
+            except (ProtocolError, RelayError) as exc:  # wrong relay, or hello refused
+                log.error("giving up on %s: %s", self.ws_url, exc)
+                self._fail_all(exc)
                 if not first.done():
-                    first.set_exception(ColonyError("connection closed during the handshake"))
-                    return
-            if not self.reconnect:
-                self._fail_all(ColonyError("connection to the relay lost (reconnect disabled)"))
-                return
-            if connected_at is not None and loop.time() - connected_at > self.backoff_max:
-                attempt = 0
-            await asyncio.sleep(self._backoff(attempt))
-            attempt += 1
-            self.reconnects += 1
+                    first.set_exception(exc)
+                return Next.STOP
+            except (ConnectionClosed, OSError, TimeoutError) as exc:
+                log.info("connection to %s lost: %r", self.ws_url, exc)
+            except Exception:  # a bug of ours: logged; a fresh connection repairs state
+                log.exception("client connection to %s failed unexpectedly", self.ws_url)
+            finally:
+                self.last_close = (ws.close_code, ws.close_reason)
+                self._disconnected()
+                await close_politely(ws)
+                if ws.close_code != 4008:  # a slow-consumer cut is about us, not that relay
+                    self._which = (self._which + 1) % len(self.ws_urls)
+            if not first.done():
+                first.set_exception(ColonyError("connection closed during the handshake"))
+                return Next.STOP
+        if not self.reconnect:
+            self._fail_all(ColonyError("connection to the relay lost (reconnect disabled)"))
+            return Next.STOP
+        return Next.LATER
 
     async def _handshake(self, ws: ClientConnection) -> None:
         while True:
@@ -421,12 +355,9 @@ class Client:
                     raise RelayError(ev.code, ev.message)
 
     def _connected(self, ws: ClientConnection) -> None:
-        self._link = _Link(ws)
+        self._link = Writer(ws)
         self.connected = True
-        self._inflight = 0
-        for p in self._outbox.values():
-            p.sent = False
-        self._queue = deque(self._outbox)
+        self._outbox.restart()
         for sub in self._subs.values():
             sub._unsub_rid = None
             if sub._paused and len(sub._items) > sub.max_queue // 2:
@@ -453,11 +384,7 @@ class Client:
     def _fail_all(self, exc: BaseException, end_subs: bool = True) -> None:
         if self._fatal is None and not self._closing:
             self._fatal = exc
-        for p in self._outbox.values():
-            if not p.future.done():
-                p.future.set_exception(exc)
-        self._outbox.clear()
-        self._queue.clear()
+        self._outbox.fail_all(exc)
         if end_subs:
             for sub in list(self._subs.values()):
                 sub._end(exc)
@@ -488,9 +415,9 @@ class Client:
             if sub is not None:
                 sub._deliver(ev.record if isinstance(ev, RecordReceived) else ev.snapshot)
         elif isinstance(ev, Ack):
-            p = self._settled(ev.id)
+            p = self._outbox.settled(ev.id)
             if p is not None:
-                del self._outbox[ev.id]
+                self._outbox.remove(ev.id)
                 if not p.future.done():
                     p.future.set_result(ev)
             self._pump()
@@ -514,14 +441,14 @@ class Client:
                 fut.set_result(None)
 
     def _on_error(self, ev: ErrorReply) -> None:
-        p = self._settled(ev.id) if ev.id else None
+        p = self._outbox.settled(ev.id) if ev.id else None
         if p is not None:
             if ev.code in RETRYABLE and (self.retry_limit is None or p.attempts < self.retry_limit):
                 delay = self._backoff(p.attempts)
                 p.attempts += 1
                 asyncio.get_running_loop().call_later(delay, self._requeue, p.event.id)
             else:
-                del self._outbox[p.event.id]
+                self._outbox.remove(p.event.id)
                 if not p.future.done():
                     p.future.set_exception(RelayError(ev.code, ev.message))
             self._pump()
@@ -544,29 +471,6 @@ class Client:
                 sub._unsub_rid = None
                 self._maybe_resume(sub)
                 return
-
-
-async def _close(ws: ClientConnection) -> None:
-    """Close politely (bounded by close_timeout); abort the socket if that cannot finish."""
-    try:
-        await ws.close()
-    except asyncio.CancelledError:
-        ws.transport.abort()
-        raise
-    except Exception:
-        log.debug("closing the connection failed; aborting it", exc_info=True)
-        ws.transport.abort()
-
-
-def _size(frame: str) -> int:
-    """UTF-8 size of a frame (the relay's message limit is in bytes)."""
-    return len(frame) if frame.isascii() else len(frame.encode("utf-8", "surrogatepass"))
-
-
-def _retrieve(fut: asyncio.Future[Any]) -> None:
-    """Mark a failure as seen: publishers that fire and forget should not spam the log."""
-    if not fut.cancelled():
-        fut.exception()
 
 
 __all__ = ["Client", "Subscription", "Ack", "Presence", "ws_url"]

@@ -22,7 +22,7 @@ ColonyError
 │   └── HomeUnreachable      the feed's home relay (federation) is out of reach -> ``home_unreachable``
 ├── RelayError               the relay answered a request with an error frame (client side)
 ├── HeadMoved                relay.storage.base: the feed head moved under an append (CAS lost)
-├── MirrorConflict           relay.core.feeds: a mirrored record does not extend our head
+├── MirrorConflict           relay.core.mirrorstore: a mirrored record does not extend our head
 ├── Refused                  relay.federation.link: a federation handshake was refused
 ├── TooCostly                relay.endpoints.http_state: a state view would replay too much
 ├── ConfigError              relay.ops.cli: an unknown or invalid setting (also a ValueError)

@@ -20,6 +20,7 @@ from pycrdt import Doc, get_update, merge_updates
 
 from ..errors import InvalidEvent
 from ..events import Event, Record, unb64
+from ..lib0 import Decoder, read_state_vector
 from .base import Admission, Namespace
 
 log = logging.getLogger(__name__)
@@ -65,41 +66,18 @@ class DocState:
         return str(self.doc.get(root, type=Text))
 
 
-def _read_uint(buf: bytes, i: int) -> tuple[int, int]:
-    n = shift = 0
-    while True:
-        b = buf[i]
-        i += 1
-        n |= (b & 0x7F) << shift
-        if b < 0x80:
-            return n, i
-        shift += 7
-
-
-def _read_state_vector(sv: bytes) -> dict[int, int]:
-    count, i = _read_uint(sv, 0)
-    out = {}
-    for _ in range(count):
-        client, i = _read_uint(sv, i)
-        out[client], i = _read_uint(sv, i)
-    return out
-
-
 def _delete_ends(update: bytes) -> dict[int, int]:
     """client -> end clock of the last deleted range, for an update that holds no structs."""
-    groups, i = _read_uint(update, 0)
-    if groups:
+    r = Decoder(update)
+    if r.var_uint():
         raise ValueError("update still holds structs")
-    count, i = _read_uint(update, i)
     out = {}
-    for _ in range(count):
-        client, i = _read_uint(update, i)
-        ranges, i = _read_uint(update, i)
+    for _ in range(r.var_uint()):
+        client = r.var_uint()
         end = 0
-        for _ in range(ranges):
-            clock, i = _read_uint(update, i)
-            length, i = _read_uint(update, i)
-            end = max(end, clock + length)
+        for _ in range(r.var_uint()):
+            clock = r.var_uint()
+            end = max(end, clock + r.var_uint())
         out[client] = end
     return out
 
@@ -114,10 +92,9 @@ def _integrated(update: bytes, sv: bytes) -> bool:
     """
     try:
         rest = get_update(update, sv)
-        groups, _ = _read_uint(rest, 0)
-        if groups:
+        if Decoder(rest).var_uint():  # struct groups
             return False
-        have = _read_state_vector(sv)
+        have = read_state_vector(sv)
         return all(have.get(c, 0) >= end for c, end in _delete_ends(rest).items())
     except Exception:  # cannot tell: keep it (merging an integrated update again changes nothing)
         log.debug("cannot tell whether an update is integrated; keeping it", exc_info=True)

@@ -1,22 +1,22 @@
 """One native-protocol connection: frames in, hub calls, frames out.
 
-The session never touches the socket directly: it is handed messages by the pump in
-``relay.endpoints.ws`` and writes into its :class:`Outbox`, whose writer task coalesces every frame
-queued during one event-loop turn into one WebSocket message (frames separated by ``\\n``).
-A subscriber whose outbox passes ``max_outbound_frames`` is disconnected (close 4008) and
-resumes by ``seq``; the relay's memory never grows without bound for a slow reader.
+The session never touches the socket directly (a :class:`relay.endpoints.connection.Connection`):
+it is handed messages by the receive pump and writes into its
+:class:`relay.endpoints.outbox.Outbox`, whose writer task coalesces every frame queued during
+one event-loop turn into one WebSocket message (frames separated by ``\\n``). A subscriber
+whose outbox passes ``max_outbound_frames`` is disconnected (close 4008) and resumes by
+``seq``; the relay's memory never grows without bound for a slow reader.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-from collections import deque
-from typing import Any, Protocol
+from typing import Any
 
 from collab import frames
 from collab.errors import (
-    AuthRequired, BadSignature, ColonyError, InvalidEvent, LimitExceeded, MalformedFrame, RateLimited, TooLarge,
+    BadSignature, ColonyError, InvalidEvent, LimitExceeded, MalformedFrame, RateLimited, TooLarge,
     Unavailable,
 )
 from collab.events import HEX64_RE, HEX128_RE, Event, check_feed, hello_bytes
@@ -24,124 +24,11 @@ from collab.keys import verify
 
 from relay.core.hub import Hub
 from relay.core.limits import Limits, RateLimiter
-from relay.endpoints.wsdirect import DirectWriter, SharedText
+from relay.endpoints.outbox import CLOSE_GOING_AWAY, Outbox, Transport
+from relay.endpoints.wsdirect import SharedText
 
 log = logging.getLogger(__name__)
 
-CLOSE_GOING_AWAY = 1001
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL = 1011
-CLOSE_SLOW = 4008
-MAX_COALESCE_BYTES = 256 << 10
-
-
-class Transport(Protocol):
-    async def send_text(self, data: str) -> None: ...
-    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
-
-
-class Outbox:
-    """Bounded queue of outgoing frames with one writer task that batches them."""
-
-    def __init__(self, transport: Transport, max_frames: int) -> None:
-        self.transport = transport
-        self.max_frames = max_frames
-        self.direct = DirectWriter.of(transport)
-        self._sending = False
-        self.frames: deque[str] = deque()
-        self._ready = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
-        self.closed = False
-        self.close_code: int | None = None
-        self.sent_messages = 0
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="outbox")
-
-    def put(self, frame: str) -> bool:
-        """Queue without waiting; False (and the connection is being cut) when too far behind."""
-        if self.closed:
-            return False
-        if len(self.frames) >= self.max_frames:
-            self.close(CLOSE_SLOW, "slow consumer: resubscribe with since=<last seq>")
-            return False
-        self.frames.append(frame)
-        self._ready.set()
-        if len(self.frames) >= self.max_frames // 2:
-            self._room.clear()
-        return True
-
-    def put_shared(self, msg: SharedText) -> bool:
-        """Queue a batch of frames another connection may get too: written straight to the
-        socket as one pre-framed message when nothing is queued ahead of it (relay.endpoints.wsdirect)."""
-        if (not self.frames and not self._sending and not self.closed and self.direct is not None
-                and len(msg.parts) <= self.max_frames and self.direct.write(msg.framed)):
-            self.sent_messages += 1
-            return True
-        ok = True
-        for f in msg.parts:
-            ok = self.put(f)
-        return ok
-
-    async def put_wait(self, frame: str) -> None:
-        while not self.closed and len(self.frames) >= self.max_frames // 2:
-            self._room.clear()
-            await self._room.wait()
-        self.put(frame)
-
-    def close(self, code: int, reason: str) -> None:
-        if self.closed:
-            return
-        self.closed, self.close_code, self._close_reason = True, code, reason
-        self._ready.set()
-        self._room.set()
-
-    async def _run(self) -> None:
-        send = self.transport.send_text
-        frames_ = self.frames
-        try:
-            while True:
-                await self._ready.wait()
-                self._ready.clear()
-                while frames_ and not (self.closed and self.close_code not in (None, CLOSE_GOING_AWAY)):
-                    if len(frames_) == 1:
-                        msg = frames_.popleft()
-                    else:
-                        parts, size = [], 0
-                        while frames_ and size < MAX_COALESCE_BYTES:
-                            f = frames_.popleft()
-                            parts.append(f)
-                            size += len(f) + 1
-                        msg = "\n".join(parts)
-                    if len(frames_) < self.max_frames // 2:
-                        self._room.set()
-                    self._sending = True
-                    await send(msg)
-                    self._sending = False
-                    self.sent_messages += 1
-                self._room.set()
-                if self.closed:
-                    await self.transport.close(self.close_code or 1000, self._close_reason[:120])
-                    return
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # peer went away mid-send, or a frame could not be sent: end it for good
-            log.debug("outbox send failed; closing the connection", exc_info=True)
-            self.closed = True
-            self._room.set()
-            try:
-                await self.transport.close(CLOSE_INTERNAL, "send failed")
-            except Exception:  # the peer is gone already
-                log.debug("closing the connection after a failed send failed", exc_info=True)
-
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
-        self.close(code, reason)
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), 2)
-        except (asyncio.TimeoutError, Exception):
-            log.debug("outbox did not drain before closing", exc_info=True)
-            self._task.cancel()  # the backlog did not drain in time: drop it, but still say why
-            if self.direct is not None:
-                self.direct.force_close(code, reason[:120])
 
 
 def publish_answer(fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any) -> tuple[dict[str, Any], str | None]:
@@ -287,12 +174,9 @@ class Session:
             raise TooLarge(f"event is {event.size} bytes; the limit is {self.limits.max_event_bytes}")
         if not self.key_limiter.allow(event.author):
             raise RateLimited("too many events from this key; slow down")
-        if event.kind in self.hub.gated_kinds or self.hub.remote(event.feed):  # a bid locks stake first;
-            # a feed another relay homes is forwarded there
-            fut: asyncio.Future[tuple[int, bool]] = asyncio.ensure_future(self.hub.publish(event, self.key))
-        else:
-            rt = self.hub.feeds.get(event.feed) or await self.hub.runtime(event.feed)
-            fut = rt.publish(event, self.key)
+        # the hub routes it (forwarded to its home, gated, or sequenced here); tasks start in
+        # creation order, so one connection's publishes to a feed keep their order
+        fut: asyncio.Future[tuple[int, bool]] = asyncio.ensure_future(self.hub.publish(event, self.key))
         fut.add_done_callback(lambda f: self._acked(f, event, rid))
 
     def _acked(self, fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any) -> None:
@@ -309,4 +193,4 @@ class Session:
         self.out.close(1000, "closed")
 
 
-__all__ = ["Session", "Outbox", "Transport", "AuthRequired"]
+__all__ = ["CLOSE_GOING_AWAY", "Session", "publish_answer"]

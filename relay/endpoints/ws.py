@@ -1,15 +1,12 @@
-"""The WebSocket pump for ``/ws``: moves messages between the socket and a Session."""
+"""The native ``/ws`` endpoint: accept, then pump messages into a Session (relay.endpoints.connection)."""
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
+from starlette.websockets import WebSocket
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
-
+from relay.endpoints.connection import receive_pump
 from relay.server import Relay
 
-log = logging.getLogger(__name__)
+__all__ = ["native_endpoint"]
 
 
 async def native_endpoint(websocket: WebSocket) -> None:
@@ -22,29 +19,6 @@ async def native_endpoint(websocket: WebSocket) -> None:
     session = relay.new_session(websocket, ip)
     session.start()
     try:
-        while not session.out.closed:
-            msg = await websocket.receive()
-            if msg["type"] == "websocket.disconnect":
-                break
-            data = msg.get("text")
-            if data is None:
-                data = msg.get("bytes") or b""
-            await session.handle_message(data)
-        else:
-            await await_peer_close(websocket)
-    except WebSocketDisconnect:
-        pass
-    except Exception:
-        log.exception("connection from %s failed", ip)
+        await receive_pump(websocket, session, f"connection from {ip}")
     finally:
         relay.end_session(session)
-
-
-async def await_peer_close(websocket: WebSocket, timeout: float = 2.0) -> None:
-    """The relay is closing this connection: read (and drop) until the client's close frame,
-    so the closing handshake completes. Closing the socket with unread client data in it would
-    make the kernel reset the connection, and the client might never see our close code."""
-    with contextlib.suppress(Exception):
-        async with asyncio.timeout(timeout):
-            while (await websocket.receive())["type"] != "websocket.disconnect":
-                pass

@@ -1,11 +1,13 @@
 """The y-websocket endpoint ``/yjs/{name}``: feed ``doc/{name}`` for unmodified Yjs clients.
 
-Every document with Yjs clients on this relay process has one :class:`Room`, which is an
-ordinary subscriber of the feed (``relay.core.hub``): it turns the records of ``doc.update``
-events into Yjs update messages (the records of one event-loop turn merged into one message)
-and the feed's participants (native agents) into awareness states. Each WebSocket is a
-:class:`YjsConnection`; the y-protocol itself (parsing, limits, awareness rules) is the
-sans-I/O :mod:`relay.endpoints.yjs_protocol`.
+Every document with Yjs clients on this relay process has one
+:class:`relay.endpoints.yjs_room.Room`, an ordinary subscriber of the feed
+(``relay.core.hub``) that turns its records into Yjs update messages and its participants
+(native agents) into awareness states. Each WebSocket is a :class:`YjsConnection` (a
+``relay.endpoints.connection.Connection``: the one receive pump, the one outbox); the
+y-protocol itself (parsing, limits) is the sans-I/O :mod:`relay.endpoints.yjs_protocol`, the
+awareness rules :mod:`relay.endpoints.yjs_awareness`. :class:`YjsService` holds the rooms and,
+in a section of its own, the agents' display names.
 
 Yjs clients are anonymous: they read (any feed that is not ``members``-only) and their
 edits are dropped with y-protocols' permission-denied message, unless they present a
@@ -16,33 +18,28 @@ by the relay whose body carries the capability. ``docs/protocol.md`` section 21 
 from __future__ import annotations
 
 import asyncio
-import colorsys
-import hashlib
-import json
 import logging
 import time
-import unicodedata
 from collections import deque
 from typing import Any
 
-from pycrdt import get_update, merge_updates
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from pycrdt import merge_updates
+from starlette.websockets import WebSocket
 
-from collab.access import CONTROL_KINDS
 from collab.capability import Capability
 from collab.errors import ColonyError, InvalidEvent, Unauthorized
-from collab.events import HEX64_RE, Event, b64, check_feed, now_ms, unb64
+from collab.events import Event, b64, check_feed, now_ms
 
 from relay.core.worker import FeedRuntime
-from relay.endpoints.ws import await_peer_close
-from relay.endpoints.wsdirect import DirectWriter, SharedText, binary_frame
-from relay.server import Relay
+from relay.endpoints.connection import receive_pump
+from relay.endpoints.outbox import CLOSE_NORMAL, Outbox
 from relay.endpoints.yjs_protocol import (
-    AGENT, CLOSE_BAD_TOKEN, CLOSE_FORBIDDEN, CLOSE_INTERNAL, CLOSE_MALFORMED, CLOSE_SLOW, CLOSE_TOO_BIG,
-    CLOSE_TRY_LATER, CLOSE_UNSUPPORTED, AwarenessChange, AwarenessEntry, AwarenessQuery, AwarenessRoom, Close,
-    Denied, Dropped, SyncRequest, Write, YjsPeer, YProtocolError, awareness_message, delete_set, deletes_covered,
-    permission_denied, struct_groups, sync_step1, sync_step2, sync_update, update_budget,
+    CLOSE_BAD_TOKEN, CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_MALFORMED, CLOSE_TOO_BIG, CLOSE_TRY_LATER,
+    CLOSE_UNSUPPORTED, AwarenessChange, AwarenessQuery, Close, Denied, Dropped, SyncRequest, Write, YjsPeer,
+    YProtocolError, awareness_message, permission_denied, sync_step1, sync_step2, update_budget,
 )
+from relay.endpoints.yjs_room import Room, clean_name
+from relay.server import Relay
 
 log = logging.getLogger(__name__)
 
@@ -51,105 +48,6 @@ READ_ONLY = ("read-only: this relay records edits from Yjs clients only with a w
 EXPIRED = "the write capability has expired: edits are no longer recorded"
 DENIED_EVERY = 1.0      # seconds between two permission-denied messages to one connection
 LOG_EVERY = 10.0        # seconds between two log lines for the same reason and connection
-MAX_NAME = 64
-
-
-# -- agents as awareness states --------------------------------------------------------------
-def agent_client_id(key: str) -> int:
-    """The awareness client id (uint32, like Yjs clientIDs) of an agent's presence."""
-    return int.from_bytes(hashlib.sha256(b"colony/awareness\n" + key.encode()).digest()[:4], "big")
-
-
-def agent_color(key: str) -> str:
-    hue = int(key[:8], 16) % 360
-    r, g, b = colorsys.hls_to_rgb(hue / 360, 0.45, 0.65)
-    return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
-
-
-def agent_state(key: str, name: str | None) -> str:
-    color = agent_color(key)
-    state = {"user": {"name": name or key[:8], "color": color, "colorLight": color + "33"}, AGENT: key}
-    return json.dumps(state, ensure_ascii=False, separators=(",", ":"))
-
-
-def clean_name(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return None
-    text = "".join(ch for ch in value if unicodedata.category(ch)[0] != "C").strip()
-    return text[:MAX_NAME] or None
-
-
-# -- outgoing messages -----------------------------------------------------------------------
-class BinaryOutbox:
-    """Bounded queue of outgoing binary messages with one writer task (cf. session.Outbox)."""
-
-    def __init__(self, websocket: WebSocket, max_messages: int) -> None:
-        self.ws, self.max_messages = websocket, max_messages
-        self.direct = DirectWriter.of(websocket)
-        self._sending = False  # a message popped from the queue is being sent (maybe paused)
-        self.messages: deque[bytes] = deque()
-        self._ready = asyncio.Event()
-        self.closed = False
-        self.close_code: int | None = None
-        self._reason = ""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="yjs-outbox")
-
-    def put(self, msg: bytes) -> bool:
-        if self.closed:
-            return False
-        if len(self.messages) >= self.max_messages:
-            self.close(CLOSE_SLOW, "slow consumer: reconnect")
-            return False
-        self.messages.append(msg)
-        self._ready.set()
-        return True
-
-    def put_framed(self, msg: bytes, frame: bytes) -> bool:
-        """Like ``put``; ``frame`` is ``msg`` already framed, written straight to the socket when
-        nothing is queued ahead of it (order is kept) and the transport takes it (relay.endpoints.wsdirect)."""
-        if (not self.messages and not self._sending and not self.closed and self.direct is not None
-                and self.direct.write(frame)):
-            return True
-        return self.put(msg)
-
-    def close(self, code: int, reason: str) -> None:
-        if self.closed:
-            return
-        self.closed, self.close_code, self._reason = True, code, reason
-        self._ready.set()
-
-    async def _run(self) -> None:
-        try:
-            while True:
-                await self._ready.wait()
-                self._ready.clear()
-                while self.messages and not (self.closed and self.close_code not in (1000, 1001)):
-                    self._sending = True
-                    await self.ws.send_bytes(self.messages.popleft())
-                    self._sending = False
-                if self.closed:
-                    self.messages.clear()
-                    await self.ws.close(self.close_code or 1000, self._reason[:120])
-                    return
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # the peer went away mid-send
-            log.debug("yjs outbox send failed", exc_info=True)
-            self.closed = True
-            self.messages.clear()
-
-    async def aclose(self, code: int = 1000, reason: str = "") -> None:
-        self.close(code, reason)
-        await self.wait_closed()
-
-    async def wait_closed(self) -> None:
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), 2)
-        except (TimeoutError, Exception):
-            log.debug("yjs outbox did not drain before closing", exc_info=True)
-            self._task.cancel()  # the backlog did not drain in time: drop it, but still say why
-            if self.direct is not None and self.close_code is not None:
-                self.direct.force_close(self.close_code, self._reason[:120])
 
 
 # -- one connection --------------------------------------------------------------------------
@@ -163,7 +61,8 @@ class YjsConnection:
         self.config = relay.config
         self.peer = YjsPeer(self.config.yjs, self.config.limits.max_frame_bytes,
                             writable=cap is not None and cap.allows("write"), now=time.monotonic())
-        self.out = BinaryOutbox(websocket, self.config.limits.max_outbound_frames)
+        self.out = Outbox(websocket, self.config.limits.max_outbound_frames, slow_reason="slow consumer: reconnect",
+                          flush_codes=(CLOSE_NORMAL, CLOSE_GOING_AWAY))
         self.room: Room | None = None
         self._writes: deque[bytes] = deque()
         self._write_bytes = 0
@@ -191,7 +90,7 @@ class YjsConnection:
             self.send(awareness_message(snapshot))
 
     def send(self, msg: bytes) -> None:
-        self.out.put(msg)
+        self.out.put_bytes(msg)
 
     def closed(self) -> None:
         """The socket is gone (called by Relay.end_session). Queued edits are still recorded."""
@@ -224,6 +123,13 @@ class YjsConnection:
             log.log(level, "yjs %s from %s: %s", self.feed, self.ip, reason)
 
     # -- incoming ----------------------------------------------------------------------------
+    async def handle_message(self, message: str | bytes) -> None:
+        """One WebSocket message (relay.endpoints.connection.Connection)."""
+        if isinstance(message, str):
+            self.out.close(CLOSE_UNSUPPORTED, "y-protocol messages are binary")
+        else:
+            self.handle(message)
+
     def handle(self, data: bytes) -> None:
         room = self.room
         if room is None or self.out.closed:
@@ -312,10 +218,7 @@ class YjsConnection:
             try:
                 rt = relay.hub.feeds.get(self.feed) or await relay.hub.runtime(self.feed)
                 ev = Event.create(key, self.feed, "doc.update", {"update": b64(update), "cap": cap}, ctx=rt.seq)
-                if relay.hub.remote(self.feed):  # another relay of the federation homes it
-                    await relay.hub.publish(ev, key.public_hex)
-                else:
-                    await rt.publish(ev, key.public_hex)
+                await relay.hub.publish(ev, key.public_hex)  # the hub routes it (here, or to its home)
             except Unauthorized as exc:  # e.g. the capability expired before the event was made
                 log.info("yjs edit to %s refused: %s", self.feed, exc)
                 self.peer.writable = False
@@ -329,223 +232,6 @@ class YjsConnection:
                 self._write_bytes = 0
                 self.out.close(CLOSE_INTERNAL, "the relay could not record an edit; reconnect to resync")
                 return
-
-
-# -- one document ----------------------------------------------------------------------------
-class Room:
-    """The Yjs clients of one document on this relay process; a subscriber of its feed."""
-
-    key: str | None = None   # anonymous: never a participant of the feed
-    reads_any = True         # the room checks each client's right to read itself
-    records_only = False     # it starts from the doc's snapshot
-
-    def __init__(self, service: YjsService, rt: FeedRuntime) -> None:
-        self.service, self.rt, self.feed = service, rt, rt.feed
-        self.limits = service.relay.config.yjs
-        self.conns: set[YjsConnection] = set()
-        self.aw = AwarenessRoom(self.limits)
-        self.agents: dict[str, int] = {}   # present agents' keys -> awareness client ids
-        self.closed = False
-        self._updates: list[bytes] = []
-        self._flush: asyncio.Handle | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._ticker: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        fut = self.rt.subscribe(self, self.rt.seq)  # the clients' sync covers what came before
-        fut.add_done_callback(self._subscribed)
-        self._ticker = loop.create_task(self._tick(), name=f"yjs-room:{self.feed}")
-
-    def _subscribed(self, fut: asyncio.Future[None]) -> None:
-        if not fut.cancelled() and fut.exception() is not None:
-            log.warning("yjs room of %s could not subscribe: %r", self.feed, fut.exception())
-            self.fail(CLOSE_INTERNAL, "the relay could not open this document; reconnect")
-
-    def join(self, conn: YjsConnection) -> None:
-        self.conns.add(conn)
-
-    def leave(self, conn: YjsConnection) -> None:
-        self.conns.discard(conn)
-        gone = self.aw.drop(conn)
-        if gone:
-            self.broadcast(awareness_message(gone))
-        if not self.conns:
-            self.close()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        self.rt.unsubscribe(self)
-        if self.service.rooms.get(self.feed) is self:
-            del self.service.rooms[self.feed]
-        for task in [*self._tasks, self._ticker]:
-            if task is not None:
-                task.cancel()
-        if self._flush is not None:
-            self._flush.cancel()
-
-    def fail(self, code: int, reason: str) -> None:
-        for conn in list(self.conns):
-            conn.out.close(code, reason)
-        self.close()
-
-    def broadcast(self, msg: bytes) -> None:
-        frame = binary_frame(msg)  # the same bytes for every client: frame once
-        for conn in list(self.conns):
-            conn.out.put_framed(msg, frame)
-
-    # -- document ----------------------------------------------------------------------------
-    def diff(self, state_vector: bytes) -> bytes:
-        """What the document has beyond ``state_vector`` (sync step 2)."""
-        state = self.rt.state
-        try:
-            update = state.doc.get_update(state_vector)
-        except Exception as exc:
-            raise YProtocolError("the state vector does not decode") from exc
-        pending = getattr(state, "pending", None)  # updates not integrated yet (out of causal order)
-        return merge_updates(update, *pending) if pending else update
-
-    def novel(self, update: bytes) -> bytes | None:
-        """The part of a client's update the document lacks (None: nothing), e.g. the sync
-        step 2 of a client that reconnects: its deletions are all there already."""
-        ydoc = self.rt.state.doc
-        sv = ydoc.get_state()
-        try:
-            rest = get_update(update, sv)
-            if struct_groups(rest):
-                return rest
-            deletes = delete_set(rest)
-            if not deletes:
-                return None
-            have = delete_set(get_update(ydoc.get_update(), sv))
-        except Exception:  # cannot tell: treat it as new (recording an old edit again is harmless)
-            log.debug("cannot tell whether a yjs edit to %s is new; recording it", self.feed, exc_info=True)
-            return update
-        return None if deletes_covered(deletes, have) else rest
-
-    # -- Subscriber (frames from the feed) ---------------------------------------------------
-    def deliver(self, frame: str) -> None:
-        if self.closed:
-            return
-        try:
-            d = json.loads(frame)
-            t = d.get("t")
-            if t == "rec":
-                ev = d["rec"]["event"]
-                if ev["kind"] == "doc.update":
-                    self._queue(unb64(ev["body"]["update"]))
-                elif ev["kind"] in CONTROL_KINDS:
-                    self._recheck_readers()
-            elif t == "snapshot":
-                state = unb64(d["snap"]["state"])
-                if state:
-                    self._queue(state)
-            elif t == "presence":
-                self._presence(d.get("op"), [k for k in d.get("keys", ()) if isinstance(k, str) and HEX64_RE.match(k)])
-            elif t == "unsubbed":
-                self.fail(CLOSE_INTERNAL, "the relay stopped serving this document; reconnect")
-        except Exception:
-            log.exception("yjs room of %s could not handle a frame", self.feed)
-
-    async def deliver_wait(self, frame: str) -> None:
-        self.deliver(frame)
-
-    def deliver_shared(self, msg: SharedText) -> None:
-        for frame in msg.parts:
-            self.deliver(frame)
-
-    def _queue(self, update: bytes) -> None:
-        self._updates.append(update)
-        if self._flush is None:
-            self._flush = asyncio.get_running_loop().call_soon(self._send_updates)
-
-    def _send_updates(self) -> None:
-        """Everything recorded during one event-loop turn goes out as one update message."""
-        self._flush = None
-        updates, self._updates = self._updates, []
-        if not updates:
-            return
-        try:
-            merged = [merge_updates(*updates)] if len(updates) > 1 else updates
-        except Exception:  # one of them does not merge: send them as they are
-            log.debug("yjs updates of %s did not merge; sending them one by one", self.feed, exc_info=True)
-            merged = updates
-        for update in merged:
-            self.broadcast(sync_update(update))
-
-    def _recheck_readers(self) -> None:
-        """After a control event: a feed that turned members-only keeps only capability holders."""
-        if self.rt.access.can_read(None):
-            return
-        for conn in list(self.conns):
-            if conn.cap is None:
-                conn.out.close(CLOSE_FORBIDDEN, "this document is members-only: connect with a capability token")
-
-    # -- awareness ---------------------------------------------------------------------------
-    def awareness(self, conn: YjsConnection, entries: list[AwarenessEntry]) -> None:
-        changed, refused = self.aw.apply(conn, entries, time.time() * 1000)
-        for reason in set(refused):
-            conn.note("awareness entry dropped: " + reason)
-        if changed:
-            self.broadcast(awareness_message(changed))
-
-    def _presence(self, op: Any, keys: list[str]) -> None:
-        if op == "list":
-            add, gone = set(keys) - set(self.agents), set(self.agents) - set(keys)
-        elif op == "join":
-            add, gone = set(keys) - set(self.agents), set()
-        elif op == "leave":
-            add, gone = set(), set(keys) & set(self.agents)
-        else:
-            return
-        removed = []
-        for key in sorted(gone):
-            entry = self.aw.remove_agent(self.agents.pop(key))
-            if entry is not None:
-                removed.append(entry)
-        if removed:
-            self.broadcast(awareness_message(removed))
-        for key in sorted(add):
-            self.agents[key] = agent_client_id(key)
-            self._spawn(self._announce([key]))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _announce(self, keys: list[str], max_age: float = 0.0) -> None:
-        """Look the agents' names up, then (re)announce their states."""
-        entries = []
-        for key in keys:
-            name = await self.service.agent_name(key, max_age)
-            if key in self.agents and not self.closed:
-                entry = self.aw.set_agent(self.agents[key], agent_state(key, name), time.time() * 1000)
-                if entry is not None:
-                    entries.append(entry)
-        if entries:
-            self.broadcast(awareness_message(entries))
-
-    async def _tick(self) -> None:
-        """Expire clients that stopped renewing their state; renew the agents' states (Yjs
-        clients drop a state that was not renewed for 30 s)."""
-        period = max(0.05, min(self.limits.awareness_timeout / 10, self.limits.agent_renew))
-        loop = asyncio.get_running_loop()
-        renewed = loop.time()
-        while True:
-            await asyncio.sleep(period)
-            try:
-                gone = self.aw.expire(time.time() * 1000)
-                if gone:
-                    self.broadcast(awareness_message(gone))
-                if loop.time() - renewed >= self.limits.agent_renew:
-                    renewed = loop.time()
-                    if self.agents:  # names: a profile written on another process shows within a minute
-                        await self._announce(sorted(self.agents), max_age=60.0)
-            except Exception:
-                log.exception("yjs room of %s: awareness upkeep failed", self.feed)
 
 
 # -- the endpoint ----------------------------------------------------------------------------
@@ -574,7 +260,7 @@ class YjsService:
         room.join(conn)
         return room
 
-    # agents' names ----------------------------------------------------------------------
+    # -- agents' names (an index of agent.profile names; the relay's directory may serve it) --
     async def agent_name(self, key: str, max_age: float = 0.0) -> str | None:
         """The name in the latest ``agent.profile`` the agent itself wrote to ``agent/<key>``,
         from the relay's directory (which keeps it current, also across processes)."""
@@ -634,26 +320,14 @@ async def yjs_endpoint(websocket: WebSocket) -> None:
     relay.sessions.add(conn)  # type: ignore[arg-type]  # counted in /health, closed at shutdown
     try:
         conn.start(await service.join(conn))
-        while not conn.out.closed:
-            msg = await websocket.receive()
-            if msg["type"] == "websocket.disconnect":
-                break
-            data = msg.get("bytes")
-            if data is None:
-                conn.out.close(CLOSE_UNSUPPORTED, "y-protocol messages are binary")
-                break
-            conn.handle(data)
-        else:
-            await conn.out.wait_closed()  # our close frame is out: wait for the client's answer
-            await await_peer_close(websocket)
-    except WebSocketDisconnect:
-        pass
-    except Exception:
+    except Exception:  # logged with its traceback
         log.exception("yjs connection from %s failed", ip)
         conn.out.close(CLOSE_INTERNAL, "internal error")
+    try:
+        await receive_pump(websocket, conn, f"yjs connection from {ip}")
     finally:
         relay.end_session(conn)  # type: ignore[arg-type]
         await conn.out.wait_closed()
 
 
-__all__ = ["yjs_endpoint", "YjsService", "Room", "YjsConnection", "agent_client_id", "agent_state"]
+__all__ = ["YjsConnection", "YjsService", "yjs_endpoint"]

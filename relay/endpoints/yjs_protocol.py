@@ -15,21 +15,22 @@ varstring are a varuint byte length then the bytes (a string as UTF-8).
 
 :class:`YjsPeer` holds one connection's protocol state (its rights and rate limits) and
 turns each received message into actions for the pump in ``relay.endpoints.yjs``, which owns the
-document and the sockets. :class:`AwarenessRoom` holds the awareness states of one document
-(clients' and agents'), with y-protocols' clock rules and per-connection ownership.
+document and the sockets. The awareness states of one document are
+:class:`relay.endpoints.yjs_awareness.AwarenessRoom`.
 ``docs/protocol.md`` section 21 is the normative description.
 """
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Union
 
 from pycrdt import merge_updates
 
+from collab import lib0
 from collab.errors import ProtocolError
+from collab.lib0 import Decoder, var_bytes, var_string, var_uint
 
 from relay.core.limits import YjsLimits
 
@@ -43,7 +44,6 @@ SYNC_UPDATE = 2
 AUTH_PERMISSION_DENIED = 0
 
 EMPTY_UPDATE = b"\x00\x00"   # an update with no structs and no deletions
-MAX_VAR_UINT = 2**53 - 1     # lib0 reads at most 53 bits
 
 # WebSocket close codes of the endpoint. y-websocket (3.x) does not reconnect after 4400-4499.
 CLOSE_GOING_AWAY = 1001
@@ -61,73 +61,12 @@ class YProtocolError(ProtocolError, ValueError):
     """The bytes are not a well-formed y-protocol message."""
 
 
-# -- lib0 encoding ---------------------------------------------------------------------------
-def var_uint(n: int) -> bytes:
-    if n < 0 or n > MAX_VAR_UINT:
-        raise ValueError("varuint out of range")
-    out = bytearray()
-    while n > 0x7F:
-        out.append(0x80 | (n & 0x7F))
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def var_bytes(data: bytes) -> bytes:
-    return var_uint(len(data)) + data
-
-
-def var_string(text: str) -> bytes:
-    return var_bytes(text.encode("utf-8"))
-
-
-class Reader:
+# -- lib0 encoding (collab.lib0) -------------------------------------------------------------
+class Reader(Decoder):
     """A strict lib0 decoder: truncation, overlong varuints and bad UTF-8 raise YProtocolError."""
 
-    __slots__ = ("buf", "pos")
-
-    def __init__(self, buf: bytes, pos: int = 0) -> None:
-        self.buf, self.pos = buf, pos
-
-    def at_end(self) -> bool:
-        return self.pos >= len(self.buf)
-
-    def var_uint(self) -> int:
-        n = shift = 0
-        buf = self.buf
-        while True:
-            if self.pos >= len(buf):
-                raise YProtocolError("truncated varuint")
-            b = buf[self.pos]
-            self.pos += 1
-            n |= (b & 0x7F) << shift
-            if b < 0x80:
-                break
-            shift += 7
-            if shift > 49:  # a 9th byte would only carry bits above 2**56
-                raise YProtocolError("varuint longer than 53 bits")
-        if n > MAX_VAR_UINT:
-            raise YProtocolError("varuint larger than 2**53 - 1")
-        return n
-
-    def var_bytes(self) -> bytes:
-        n = self.var_uint()
-        end = self.pos + n
-        if end > len(self.buf):
-            raise YProtocolError(f"truncated: {n} bytes announced, {len(self.buf) - self.pos} left")
-        data = self.buf[self.pos:end]
-        self.pos = end
-        return data
-
-    def var_string(self) -> str:
-        try:
-            return self.var_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise YProtocolError("string is not UTF-8") from exc
-
-    def expect_end(self, what: str) -> None:
-        if not self.at_end():
-            raise YProtocolError(f"{len(self.buf) - self.pos} trailing bytes after {what}")
+    __slots__ = ()
+    error = YProtocolError
 
 
 # -- messages --------------------------------------------------------------------------------
@@ -218,13 +157,7 @@ def query_awareness() -> bytes:
 
 # -- Yjs updates -----------------------------------------------------------------------------
 def read_state_vector(sv: bytes) -> dict[int, int]:
-    r = Reader(sv)
-    out: dict[int, int] = {}
-    for _ in range(r.var_uint()):
-        client = r.var_uint()
-        out[client] = r.var_uint()
-    r.expect_end("a state vector")
-    return out
+    return lib0.read_state_vector(sv, Reader)
 
 
 def check_update(update: bytes) -> None:
@@ -328,115 +261,6 @@ def parse_state(text: str) -> dict[str, Any] | None:
     if value is not None and not isinstance(value, dict):
         raise YProtocolError("an awareness state must be a JSON object or null")
     return value
-
-
-AGENT = "agent"  # owner of the awareness entries the relay makes for native agents
-
-
-class AwarenessRoom:
-    """The awareness states of one document on this relay, with y-protocols' rules.
-
-    A state replaces the one held when its clock is higher; a null state with the same clock
-    removes it. Each client id belongs to the connection that last set it, whose end removes
-    it (a client that reconnects takes its id over before the relay noticed that the old
-    connection died); the agents' ids belong to the relay and no connection can change them.
-    Times are wall-clock milliseconds.
-    """
-
-    def __init__(self, limits: YjsLimits) -> None:
-        self.limits = limits
-        self.clocks: dict[int, int] = {}
-        self.states: dict[int, str] = {}
-        self.updated: dict[int, float] = {}
-        self.owner: dict[int, Hashable] = {}
-        self.by_owner: dict[Hashable, set[int]] = {}
-
-    def snapshot(self) -> list[AwarenessEntry]:
-        return [AwarenessEntry(c, self.clocks[c], s) for c, s in self.states.items()]
-
-    def apply(self, conn: Hashable, entries: list[AwarenessEntry], now: float) -> tuple[list[AwarenessEntry], list[str]]:
-        """Apply a connection's update; returns (entries to broadcast, reasons entries were refused)."""
-        changed: list[AwarenessEntry] = []
-        refused: list[str] = []
-        mine = self.by_owner.setdefault(conn, set())
-        for e in entries:
-            if self.owner.get(e.client) == AGENT:
-                refused.append(f"client id {e.client} is an agent's")
-                continue
-            if e.client not in mine and len(mine) >= self.limits.max_awareness_clients:
-                refused.append(f"more than {self.limits.max_awareness_clients} awareness client ids")
-                continue
-            if len(e.state) > self.limits.max_awareness_state_bytes:  # chars <= bytes: checked again below
-                refused.append("awareness state too large")
-                continue
-            if len(e.state.encode("utf-8")) > self.limits.max_awareness_state_bytes:
-                refused.append("awareness state too large")
-                continue
-            state = parse_state(e.state)
-            if isinstance(state, dict) and AGENT in state:
-                refused.append(f"awareness states with a top-level {AGENT!r} member are the relay's")
-                continue
-            curr = self.clocks.get(e.client, 0)
-            if not (curr < e.clock or (curr == e.clock and state is None and e.client in self.states)):
-                continue
-            self.clocks[e.client] = e.clock
-            self.updated[e.client] = now
-            if state is None:
-                self.states.pop(e.client, None)
-                self._disown(e.client)
-                changed.append(AwarenessEntry(e.client, e.clock, "null"))
-            else:
-                self.states[e.client] = e.state
-                if self.owner.get(e.client) != conn:
-                    self._disown(e.client)
-                    self.owner[e.client] = conn
-                    mine.add(e.client)
-                changed.append(e)
-        return changed, refused
-
-    def _disown(self, client: int) -> None:
-        owner = self.owner.pop(client, None)
-        if owner is not None:
-            self.by_owner.get(owner, set()).discard(client)
-
-    def _remove(self, client: int) -> AwarenessEntry | None:
-        if self.states.pop(client, None) is None:
-            return None
-        self._disown(client)
-        return AwarenessEntry(client, self.clocks[client], "null")
-
-    def drop(self, conn: Hashable) -> list[AwarenessEntry]:
-        """A connection ended: remove the states it controlled (and forget their clocks)."""
-        out = [e for c in sorted(self.by_owner.pop(conn, set())) if (e := self._remove(c)) is not None]
-        for e in out:
-            self.clocks.pop(e.client, None)
-            self.updated.pop(e.client, None)
-        return out
-
-    def expire(self, now: float) -> list[AwarenessEntry]:
-        """Remove client states not renewed within ``awareness_timeout`` (clients renew every 15 s)."""
-        cutoff = now - self.limits.awareness_timeout * 1000
-        stale = [c for c, t in self.updated.items() if t <= cutoff and c in self.states and self.owner.get(c) != AGENT]
-        return [e for c in stale if (e := self._remove(c)) is not None]
-
-    # agents ----------------------------------------------------------------------------------
-    def set_agent(self, client: int, state: str, now: float) -> AwarenessEntry | None:
-        """Set (or renew) an agent's state; its clock follows the wall clock so that clients
-        that saw an earlier room (or another relay process) still accept it. None when the
-        id is taken by a client connection."""
-        owner = self.owner.get(client)
-        if owner is not None and owner != AGENT:
-            return None
-        clock = max(self.clocks.get(client, 0) + 1, int(now))
-        self.clocks[client], self.states[client], self.updated[client] = clock, state, now
-        self.owner[client] = AGENT
-        self.by_owner.setdefault(AGENT, set()).add(client)
-        return AwarenessEntry(client, clock, state)
-
-    def remove_agent(self, client: int) -> AwarenessEntry | None:
-        if self.owner.get(client) != AGENT:
-            return None
-        return self._remove(client)
 
 
 # -- one connection --------------------------------------------------------------------------
@@ -565,7 +389,7 @@ def update_budget(max_event_bytes: int, overhead: int) -> int:
 
 
 __all__ = [
-    "YjsPeer", "AwarenessRoom", "AwarenessEntry", "YProtocolError", "Reader", "parse_message",
+    "YjsPeer", "AwarenessEntry", "parse_state", "YProtocolError", "Reader", "parse_message",
     "sync_step1", "sync_step2", "sync_update", "permission_denied", "awareness_message", "query_awareness",
     "decode_awareness", "encode_awareness", "check_update", "is_empty_update", "delete_set", "deletes_covered",
     "struct_groups", "SyncRequest", "Write", "Denied", "AwarenessChange", "AwarenessQuery", "Dropped", "Close",

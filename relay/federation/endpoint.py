@@ -20,7 +20,9 @@ from collab.errors import ColonyError, InvalidEvent, MalformedFrame
 from collab.events import HEX64_RE, HEX128_RE, Event, check_feed
 from collab.keys import verify
 
-from relay.endpoints.session import CLOSE_GOING_AWAY, Outbox, publish_answer
+from relay.endpoints.connection import receive_pump
+from relay.endpoints.outbox import CLOSE_GOING_AWAY, Outbox
+from relay.endpoints.session import publish_answer
 from relay.endpoints.wsdirect import SharedText
 from relay.federation.link import CLOSE_REFUSED, HANDSHAKE_TIMEOUT, peer_bytes
 
@@ -35,7 +37,8 @@ _PRESENCE_PREFIX = '{"t":"presence"'
 
 
 class PeerSession:
-    """One authenticated peer's subscriptions and publishes (a hub Subscriber)."""
+    """One authenticated peer's subscriptions and publishes (a hub Subscriber and a
+    relay.endpoints.connection.Connection)."""
 
     key: str | None = None  # not an agent: never in a feed's participant list
     reads_any = True        # a peer mirrors members-only feeds too
@@ -168,15 +171,19 @@ async def _handshake(websocket: WebSocket, hub: Hub) -> str | None:
     try:
         frame = frames.parse(msg.get("text") or (msg.get("bytes") or b"").decode("utf-8", "replace"), None)
     except MalformedFrame as exc:
-        return await _refuse(websocket, str(exc))
+        await _refuse(websocket, str(exc))
+        return None
     key, pnonce, sig = frame.get("key"), frame.get("nonce"), frame.get("sig")
     if (frame["t"] != "peer" or not isinstance(key, str) or not HEX64_RE.match(key) or not isinstance(pnonce, str)
             or not 16 <= len(pnonce) <= 128 or not isinstance(sig, str) or not HEX128_RE.match(sig)):
-        return await _refuse(websocket, "expected {t: peer, key, nonce, sig}")
+        await _refuse(websocket, "expected {t: peer, key, nonce, sig}")
+        return None
     if key == me or not any(p.key == key for p in hub.routing.peers):
-        return await _refuse(websocket, f"{key[:16]}… is not a peer of this relay")
+        await _refuse(websocket, f"{key[:16]}… is not a peer of this relay")
+        return None
     if not verify(bytes.fromhex(key), peer_bytes(nonce, me, key), bytes.fromhex(sig)):
-        return await _refuse(websocket, "peer signature does not verify against the challenge")
+        await _refuse(websocket, "peer signature does not verify against the challenge")
+        return None
     ssig = hub.relay_key.sign(peer_bytes(pnonce, key, me)).hex()
     await websocket.send_text(frames.encode({"t": "peer_ok", "sig": ssig}))
     return key
@@ -210,16 +217,7 @@ async def fed_endpoint(websocket: WebSocket) -> None:
     session = PeerSession(hub, peer_key, Outbox(websocket, relay.config.limits.max_outbound_frames))
     log.info("federation link from %s… up", peer_key[:16])
     try:
-        while not session.out.closed:
-            msg = await websocket.receive()
-            if msg["type"] == "websocket.disconnect":
-                break
-            data = msg.get("text")
-            await session.handle_message(data if data is not None else (msg.get("bytes") or b""))
-    except WebSocketDisconnect:
-        pass
-    except Exception:
-        log.exception("federation link from %s… failed", peer_key[:16])
+        await receive_pump(websocket, session, f"federation link from {peer_key[:16]}…")
     finally:
         session.closed()
         log.info("federation link from %s… down", peer_key[:16])

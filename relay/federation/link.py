@@ -2,21 +2,18 @@
 
 One :class:`Link` per peer keeps a WebSocket to the peer's ``/fed`` open for as long as this
 relay runs: it proves this relay's key, checks the peer's, and reconnects with jittered
-exponential backoff after any loss. Requests that need an answer (``fwd``) wait on a future
-keyed by ``rid``; a loss fails them with ``HomeUnreachable`` at once, because the caller
+exponential backoff after any loss (``collab.reconnect``, as ``collab.Client`` does). Requests
+that need an answer (``fwd``) wait on a future keyed by ``rid``; a loss fails them with ``HomeUnreachable`` at once, because the caller
 (``Federation.forward``) decides whether to wait for the link or give up. Mirror
 subscriptions are remembered and re-sent after every reconnect from the then-current seq.
 """
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import itertools
 import logging
 import os
-import random
-from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
@@ -29,6 +26,7 @@ from collab.canonical import canonical
 from collab.errors import ColonyError, HomeUnreachable, MalformedFrame, RelayError
 from collab.events import HEX128_RE, Event
 from collab.keys import Keypair, verify
+from collab.reconnect import Next, Reconnecting, Writer, close_politely
 from collab.subscription import Signal, until
 
 from relay.federation.routing import Member
@@ -38,7 +36,6 @@ log = logging.getLogger(__name__)
 PEER_DOMAIN = b"colony/peer/v1\n"
 CLOSE_REFUSED = 4403
 HANDSHAKE_TIMEOUT = 10.0
-MAX_MESSAGE_BYTES = 256 << 10  # coalesce outgoing frames up to this per WebSocket message
 RECORD_QUEUE = 4096  # rec frames read but not yet handed to on_record (then the reader waits)
 
 
@@ -67,14 +64,14 @@ class _Sub:
     on_record: Callable[[dict[str, Any]], Any]
 
 
-class Link:
+class Link(Reconnecting):
     """A reconnecting, mutually authenticated connection to one peer's ``/fed``."""
 
     def __init__(self, relay_key: Keypair, peer: Member, *, backoff_base: float = 0.1,
                  backoff_max: float = 5.0) -> None:
+        super().__init__(backoff_base, backoff_max)
         self.relay_key, self.peer = relay_key, peer
         self.url = fed_url(peer.url)
-        self.backoff_base, self.backoff_max = backoff_base, backoff_max
         self.on_heads: Callable[[list[dict[str, Any]]], None] | None = None
         self.on_connect: list[Callable[[], Any]] = []
         self.last_error: str | None = None  # why the last attempt or connection ended (health, tests)
@@ -83,21 +80,19 @@ class Link:
         self._pending: dict[str, asyncio.Future[tuple[int, bool]]] = {}
         self._rids = itertools.count(1)
         self._ws: ClientConnection | None = None
-        self._out: deque[str] = deque()
-        self._wake = asyncio.Event()
+        self._writer: Writer | None = None
         self._up = asyncio.Event()
         self._changed = Signal()  # the link came up or was closed
         self._records: asyncio.Queue[tuple[_Sub, dict[str, Any]]] = asyncio.Queue(RECORD_QUEUE)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         """Begin connecting in the background (a peer that is down is retried forever)."""
         if self._task is None:
             loop = asyncio.get_running_loop()
-            self._task = loop.create_task(self._run(), name=f"fed-link:{self.peer.url}")
+            self._task = loop.create_task(self._run_loop(), name=f"fed-link:{self.peer.url}")
             self._task.add_done_callback(self._ended)
             self._spawn(self._deliver_records())
 
@@ -178,63 +173,47 @@ class Link:
         self._send({"t": "sub", "feed": sub.feed, "since": sub.since(), "rid": f"s{next(self._rids)}"})
 
     def _send(self, frame: dict[str, Any]) -> None:
-        self._out.append(frames.encode(frame))
-        self._wake.set()
+        """Queue on the current connection (what was queued for an earlier one was answered or failed)."""
+        if self._writer is not None:
+            self._writer.send(frames.encode(frame))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _backoff(self, attempt: int) -> float:
-        delay = min(self.backoff_max, self.backoff_base * (2 ** min(attempt, 30)))
-        return delay / 2 + random.uniform(0, delay / 2)
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        attempt = 0
-        while not self._closing:
-            connected_at: float | None = None
-            try:
-                ws = await connect(self.url, open_timeout=HANDSHAKE_TIMEOUT, close_timeout=2, max_size=None)
-            except (OSError, WebSocketException, TimeoutError, EOFError) as exc:
-                # e.g. a path that accepts TCP and then drops it: ConnectionClosedError from connect
-                self.last_error = f"connect: {exc}"
-                log.debug("connecting to peer %s failed: %s", self.url, exc)
-            else:
-                writer: asyncio.Task[None] | None = None
-                try:
-                    await self._handshake(ws)
-                    await self._records.join()  # a record still being applied moves since()
-                    connected_at = loop.time()
-                    writer = loop.create_task(self._write(ws), name=f"fed-writer:{self.peer.url}")
-                    self._connected(ws)
-                    async for message in ws:
-                        await self._on_message(message)
-                    self.last_error = self.last_error or f"closed by peer ({ws.close_code} {ws.close_reason})"
-                except Refused as exc:
-                    again = self.last_error == f"refused: {exc}"  # retried every backoff_max: say it once
-                    self.last_error = f"refused: {exc}"
-                    log.log(logging.DEBUG if again else logging.ERROR, "link to %s refused: %s", self.url, exc)
-                    await ws.close(CLOSE_REFUSED, str(exc)[:120])
-                except (ConnectionClosed, OSError, TimeoutError, ColonyError) as exc:
-                    self.last_error = f"lost: {exc!r}"
-                    log.info("link to %s lost: %r", self.url, exc)
-                except Exception:  # a bug of ours: a fresh connection repairs the state
-                    self.last_error = "internal error"
-                    log.exception("link to %s failed unexpectedly", self.url)
-                finally:
-                    if writer is not None:
-                        writer.cancel()
-                    self._disconnected()
-                    with contextlib.suppress(Exception):
-                        await ws.close()
-            if self._closing:
-                return
-            if connected_at is not None and loop.time() - connected_at > self.backoff_max:
-                attempt = 0
-            await asyncio.sleep(self._backoff(attempt))
-            attempt += 1
+    async def _attempt(self) -> Next:
+        try:
+            ws = await connect(self.url, open_timeout=HANDSHAKE_TIMEOUT, close_timeout=2, max_size=None)
+        except (OSError, WebSocketException, TimeoutError, EOFError) as exc:
+            # e.g. a path that accepts TCP and then drops it: ConnectionClosedError from connect
+            self.last_error = f"connect: {exc}"
+            log.debug("connecting to peer %s failed: %s", self.url, exc)
+            return Next.LATER
+        try:
+            await self._handshake(ws)
+            await self._records.join()  # a record still being applied moves since()
+            self._mark_up()
+            self._writer = Writer(ws, name=f"fed-writer:{self.peer.url}")
+            self._connected(ws)
+            async for message in ws:
+                await self._on_message(message)
+            self.last_error = self.last_error or f"closed by peer ({ws.close_code} {ws.close_reason})"
+        except Refused as exc:
+            again = self.last_error == f"refused: {exc}"  # retried every backoff_max: say it once
+            self.last_error = f"refused: {exc}"
+            log.log(logging.DEBUG if again else logging.ERROR, "link to %s refused: %s", self.url, exc)
+            await ws.close(CLOSE_REFUSED, str(exc)[:120])
+        except (ConnectionClosed, OSError, TimeoutError, ColonyError) as exc:
+            self.last_error = f"lost: {exc!r}"
+            log.info("link to %s lost: %r", self.url, exc)
+        except Exception:  # a bug of ours: logged; a fresh connection repairs the state
+            self.last_error = "internal error"
+            log.exception("link to %s failed unexpectedly", self.url)
+        finally:
+            self._disconnected()
+            await close_politely(ws)
+        return Next.LATER
 
     async def _handshake(self, ws: ClientConnection) -> None:
         me = self.relay_key.public_hex
@@ -269,7 +248,6 @@ class Link:
 
     def _connected(self, ws: ClientConnection) -> None:
         self._ws = ws
-        self._out.clear()  # anything queued for an earlier connection was answered or failed
         self._up.set()
         self._changed.notify()
         self.connects += 1
@@ -288,8 +266,10 @@ class Link:
     def _disconnected(self) -> None:
         was_up = self._up.is_set()
         self._ws = None
+        if self._writer is not None:
+            self._writer.stop()
+            self._writer = None
         self._up.clear()
-        self._out.clear()
         self._discard_records()  # not applied yet: resent after the resubscribe
         self._fail_pending(f"the link to {self.peer.url} dropped before the answer")
         if was_up:
@@ -305,25 +285,6 @@ class Link:
         for fut in pending.values():
             if not fut.done():
                 fut.set_exception(HomeUnreachable(why))
-
-    async def _write(self, ws: ClientConnection) -> None:
-        """Send every frame queued during one loop turn as one message (newline-batched)."""
-        try:
-            while True:
-                await self._wake.wait()
-                self._wake.clear()
-                while self._out:
-                    parts, size = [], 0
-                    while self._out and (not parts or size + len(self._out[0]) < MAX_MESSAGE_BYTES):
-                        frame = self._out.popleft()
-                        parts.append(frame)
-                        size += len(frame) + 1
-                    await ws.send("\n".join(parts))
-        except ConnectionClosed:
-            pass
-        except Exception:
-            log.exception("link writer to %s failed; dropping the connection", self.url)
-            ws.transport.abort()
 
     async def _on_message(self, message: str | bytes) -> None:
         for text in frames.split(message):

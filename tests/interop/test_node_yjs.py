@@ -21,7 +21,7 @@ from collab.doc import Doc
 from collab.keys import Keypair
 from collab.replay import replay_feed
 from relay.ops.runner import Running
-from relay.endpoints.yjs import agent_client_id
+from relay.endpoints.yjs_room import agent_client_id
 from tests.yclient import YClient
 
 HERE = Path(__file__).resolve().parent

@@ -29,7 +29,7 @@ from collab.keys import Keypair
 from collab.replay import replay_feed
 from relay.core.limits import Limits, YjsLimits
 from relay.ops.runner import Running
-from relay.endpoints.yjs import agent_client_id, agent_color
+from relay.endpoints.yjs_room import agent_client_id, agent_color
 from tests.rawclient import Raw
 from tests.yclient import YClient, msg_awareness, msg_step1, msg_update, varbytes, varuint
 

@@ -1,0 +1,71 @@
+"""The one connection layer: what every endpoint's connection is, and its one receive pump.
+
+A :class:`Connection` (a native ``/ws`` session, a ``/yjs`` connection, a ``/fed`` peer) is
+protocol state fed one received message at a time (``handle_message``) that writes into its
+:class:`~relay.endpoints.outbox.Outbox` (``out``); ``closed`` tells it the socket is gone.
+:func:`receive_pump` moves messages from a WebSocket into a connection until either side ends
+it; when the relay ended it (the outbox is closed), the pump waits for our close frame to go
+out and then completes the closing handshake (:func:`await_peer_close`).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from relay.endpoints.outbox import CLOSE_INTERNAL, Outbox
+
+log = logging.getLogger(__name__)
+
+PEER_CLOSE_TIMEOUT = 2.0
+
+
+class Connection(Protocol):
+    """What the pump, the relay's drain and the hub's fan-out need of a connection."""
+
+    @property
+    def out(self) -> Outbox: ...
+
+    async def handle_message(self, message: str | bytes) -> None:
+        """One received WebSocket message (text or binary), in arrival order."""
+
+    def closed(self) -> None:
+        """The socket is gone: leave every feed and stop the writer."""
+
+
+async def receive_pump(websocket: WebSocket, conn: Connection, what: str) -> None:
+    """Hand ``conn`` every message of ``websocket`` until the client or the relay ends it.
+
+    Errors of the socket end the pump quietly; anything else is a bug, logged (``what`` names
+    the connection) and answered with close 1011. The caller ends the connection afterwards."""
+    out = conn.out
+    try:
+        while not out.closed:
+            msg = await websocket.receive()
+            if msg["type"] == "websocket.disconnect":
+                return
+            text = msg.get("text")
+            await conn.handle_message(text if text is not None else (msg.get("bytes") or b""))
+        await out.wait_closed()  # our close frame is out: wait for the client's answer
+        await await_peer_close(websocket)
+    except WebSocketDisconnect:
+        pass
+    except Exception:  # logged with its traceback
+        log.exception("%s failed", what)
+        out.close(CLOSE_INTERNAL, "internal error")
+
+
+async def await_peer_close(websocket: WebSocket, timeout: float = PEER_CLOSE_TIMEOUT) -> None:
+    """The relay is closing this connection: read (and drop) until the client's close frame,
+    so the closing handshake completes. Closing the socket with unread client data in it would
+    make the kernel reset the connection, and the client might never see our close code."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(timeout):
+            while (await websocket.receive())["type"] != "websocket.disconnect":
+                pass
+
+
+__all__ = ["Connection", "await_peer_close", "receive_pump"]

@@ -1,0 +1,211 @@
+"""The one outbox of every connection the relay serves (native ``/ws``, ``/yjs``, ``/fed``).
+
+An :class:`Outbox` is a bounded queue of outgoing messages with one writer task:
+
+* text frames queued during one event-loop turn go out as one message (frames separated by
+  ``\\n``, up to ``MAX_COALESCE_BYTES``); binary messages go out one by one, in order;
+* a connection whose queue passes ``max_frames`` is closed (4008, slow consumer) and resumes
+  by ``seq``: the relay's memory never grows without bound for a slow reader;
+* a message several connections get unchanged (:class:`~relay.endpoints.wsdirect.SharedText`,
+  or a pre-framed binary message) is written straight to the socket when nothing is queued
+  ahead of it (``relay.endpoints.wsdirect``);
+* ``close`` flushes what is queued for the codes in ``flush_codes`` (a drain, 1001) and drops
+  it otherwise, then closes the transport with the code and reason; ``aclose`` waits for that
+  (bounded) and, if the backlog does not go out in time, still sends the close frame.
+
+The transport is anything with ``send_text``, ``send_bytes`` and ``close`` (:class:`Transport`):
+a Starlette ``WebSocket`` today, an HTTP stream writing bytes tomorrow.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Iterable
+from typing import Protocol
+
+from relay.endpoints.wsdirect import DirectWriter, SharedText
+
+log = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_INTERNAL = 1011
+CLOSE_SLOW = 4008
+MAX_COALESCE_BYTES = 256 << 10
+CLOSE_TIMEOUT = 2.0   # seconds aclose waits for the backlog and the close to go out
+SLOW_REASON = "slow consumer: resubscribe with since=<last seq>"
+
+
+class Transport(Protocol):
+    """Where an outbox writes: one message at a time, then a close with a code and a reason."""
+
+    async def send_text(self, data: str) -> None: ...
+    async def send_bytes(self, data: bytes) -> None: ...
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+class Outbox:
+    """Bounded queue of outgoing messages (text frames and binary messages) with one writer task."""
+
+    def __init__(self, transport: Transport, max_frames: int, *, slow_reason: str = SLOW_REASON,
+                 flush_codes: Iterable[int] = (CLOSE_GOING_AWAY,)) -> None:
+        self.transport = transport
+        self.max_frames = max_frames
+        self.slow_reason = slow_reason
+        self.flush_codes = frozenset(flush_codes)
+        self.direct = DirectWriter.of(transport)
+        self.frames: deque[str | bytes] = deque()
+        self._binary = 0       # binary messages in ``frames`` (none: text frames only, the fast path)
+        self._sending = False  # a message popped from the queue is being sent (maybe paused)
+        self._ready = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self.closed = False
+        self.close_code: int | None = None
+        self._close_reason = ""
+        self.sent_messages = 0
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="outbox")
+
+    # -- queueing (never waits) ------------------------------------------------------------------
+    def put(self, frame: str) -> bool:
+        """Queue a text frame (coalesced with its neighbours); False (and the connection is being
+        cut) when too far behind, or closed."""
+        if self.closed:
+            return False
+        frames = self.frames
+        if len(frames) >= self.max_frames:
+            self.close(CLOSE_SLOW, self.slow_reason)
+            return False
+        frames.append(frame)
+        self._ready.set()
+        if len(frames) >= self.max_frames >> 1:
+            self._room.clear()
+        return True
+
+    def put_bytes(self, msg: bytes) -> bool:
+        """Queue a binary message (sent as one message of its own); False as ``put``."""
+        if self.closed:
+            return False
+        if len(self.frames) >= self.max_frames:
+            self.close(CLOSE_SLOW, self.slow_reason)
+            return False
+        self.frames.append(msg)
+        self._binary += 1
+        self._ready.set()
+        return True
+
+    # put_shared and put_framed are the per-subscriber fan-out path: conditions inline, and the
+    # shared frame is only built when it can be used
+    def put_shared(self, msg: SharedText) -> bool:
+        """Queue a batch of text frames other connections may get too: written straight to the
+        socket as one pre-framed message when nothing is queued ahead of it."""
+        if (not self.frames and not self._sending and not self.closed and self.direct is not None
+                and len(msg.parts) <= self.max_frames and self.direct.write(msg.framed)):
+            self.sent_messages += 1
+            return True
+        ok = True
+        for f in msg.parts:
+            ok = self.put(f)
+        return ok
+
+    def put_framed(self, msg: bytes, framed: bytes) -> bool:
+        """Queue a binary message; ``framed`` is ``msg`` already framed (the same bytes for every
+        connection), written straight to the socket when nothing is queued ahead of it."""
+        if (not self.frames and not self._sending and not self.closed and self.direct is not None
+                and self.direct.write(framed)):
+            self.sent_messages += 1
+            return True
+        return self.put_bytes(msg)
+
+    async def put_wait(self, frame: str) -> None:
+        """Queue once the queue is below half full (catch-up: the reader sets the pace)."""
+        while not self.closed and len(self.frames) >= self.max_frames >> 1:
+            self._room.clear()
+            await self._room.wait()
+        self.put(frame)
+
+    # -- closing ---------------------------------------------------------------------------------
+    def close(self, code: int, reason: str) -> None:
+        """Stop taking messages; the writer flushes (``flush_codes``) or drops the queue, then
+        closes the transport."""
+        if self.closed:
+            return
+        self.closed, self.close_code, self._close_reason = True, code, reason
+        self._ready.set()
+        self._room.set()
+
+    async def aclose(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+        self.close(code, reason)
+        await self.wait_closed()
+
+    async def wait_closed(self) -> None:
+        """Wait (bounded) until the writer is done; if it is not, drop the backlog but still say why."""
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), CLOSE_TIMEOUT)
+            return
+        except TimeoutError:
+            pass
+        except Exception:  # the writer handles its own errors: this is a bug
+            log.exception("outbox writer failed")
+        self._task.cancel()
+        if self.direct is not None and self.close_code is not None:
+            self.direct.force_close(self.close_code, self._close_reason[:120])
+
+    # -- the writer ------------------------------------------------------------------------------
+    def _coalesce(self, first: str) -> str:
+        """``first`` and the text frames queued right behind it, as one message."""
+        frames, binary = self.frames, self._binary
+        parts, size = [first], len(first) + 1
+        while frames and size < MAX_COALESCE_BYTES and not (binary and frames[0].__class__ is bytes):
+            f: str = frames.popleft()  # type: ignore[assignment]
+            parts.append(f)
+            size += len(f) + 1
+        return "\n".join(parts)
+
+    async def _run(self) -> None:
+        transport = self.transport
+        send_text, send_bytes = transport.send_text, transport.send_bytes
+        frames = self.frames
+        room = self._room
+        half = self.max_frames >> 1
+        flush = self.flush_codes
+        try:
+            while True:
+                await self._ready.wait()
+                self._ready.clear()
+                while frames and (not self.closed or self.close_code in flush):
+                    msg = frames.popleft()
+                    self._sending = True
+                    if msg.__class__ is bytes:  # a binary message: on its own
+                        self._binary -= 1
+                        await send_bytes(msg)  # type: ignore[arg-type]
+                    else:
+                        if frames:
+                            msg = self._coalesce(msg)  # type: ignore[arg-type]
+                        if len(frames) < half:
+                            room.set()
+                        await send_text(msg)  # type: ignore[arg-type]
+                    self._sending = False
+                    self.sent_messages += 1
+                room.set()
+                if self.closed:
+                    frames.clear()
+                    self._binary = 0
+                    await transport.close(self.close_code or CLOSE_NORMAL, self._close_reason[:120])
+                    return
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # the peer went away mid-send: end it for good
+            log.debug("outbox send failed; closing the connection", exc_info=True)
+            self.closed = True
+            frames.clear()
+            self._binary = 0
+            self._room.set()
+            try:
+                await transport.close(CLOSE_INTERNAL, "send failed")
+            except Exception:  # already gone
+                log.debug("closing after a failed send failed too", exc_info=True)
+
+
+__all__ = ["CLOSE_GOING_AWAY", "CLOSE_SLOW", "MAX_COALESCE_BYTES", "Outbox", "Transport"]
