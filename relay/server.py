@@ -260,4 +260,10 @@ async def _background(run: Callable[[], Coroutine[Any, Any, None]], name: str) -
         yield
     finally:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        await asyncio.wait({task}, timeout=1.0)
+        while not task.done():  # something it awaited swallowed the cancellation: cancel it again
+            log.warning("background task %s ignored its cancellation; cancelling it again", name)
+            task.cancel()
+            await asyncio.wait({task}, timeout=1.0)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task %s failed", name, exc_info=task.exception())
