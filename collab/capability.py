@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .canonical import CanonicalError, canonical, parse_json
-from .errors import BadSignature, InvalidEvent, Unauthorized
+from .canonical import canonical, parse_json
+from .errors import BadSignature, CanonicalError, InvalidEvent, Unauthorized
 from .events import HEX64_RE, HEX128_RE, MAX_TS, check_feed, now_ms
 from .keys import Keypair, verify
 
