@@ -17,7 +17,8 @@ import json
 import logging
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -234,11 +235,11 @@ class Mirrors:
         if rec.seq <= m.tail_seq:
             await self._settle(m)
             if not m.active:
-                return
+                return None
         if rec.seq <= m.tail_seq:  # we have that seq: it must be the very same record
             stored = await self._stored(m.feed, rec.seq)
             if stored is not None and stored["hash"] == rec.hash:
-                return  # a duplicate (resent after a reconnect)
+                return None  # a duplicate (resent after a reconnect)
             ours = stored["record"] if stored else None
             return await self._refuse(m, "equivocation", rec.seq, ours, d, f"the home showed another record #{rec.seq}")
         how = chain_link(m.tail_seq, m.tail_head, rec)
@@ -253,7 +254,7 @@ class Mirrors:
         if m.in_flight >= MAX_IN_FLIGHT:
             await self._settle(m)
             if not m.active:
-                return
+                return None
         rt = self.hub.feeds.get(m.feed) or await self.hub.runtime(m.feed)
         fut = rt.mirror(rec, frames.encode(rec.to_wire()))
         m.pending, m.tail_seq, m.tail_head = fut, rec.seq, rec.hash

@@ -245,7 +245,7 @@ async def verify_and_import(storage: Storage, fp: IO[str]) -> ImportResult:
     fp.seek(0)
     _, plans = await verify_export(storage, fp)
     fp.seek(0)
-    written: dict[str, int] = {f: 0 for f in plans}
+    written: dict[str, int] = dict.fromkeys(plans, 0)
     batch: list[tuple[Record, str]] = []
     batch_feed: str | None = None
     expected = 0
