@@ -104,7 +104,8 @@ class Relay:
         """Start each component, registering its close on ``stack`` (closed in reverse order)."""
         stack.callback(self._forget)  # runs last
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        key = self._relay_key or Keypair.load_or_create(self.config.relay_key_file or self.config.data_dir / "relay.key")
+        key_file = self.config.relay_key_file or self.config.data_dir / "relay.key"
+        key = self._relay_key or Keypair.load_or_create(key_file)
         storage = await stack.enter_async_context(self._storage or self._default_storage())
         bus = self._bus_for(storage)
         presence: PresenceStore = PresenceStore()

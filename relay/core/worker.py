@@ -110,7 +110,7 @@ class FeedRuntime:
 
     @property
     def subs(self) -> dict[Subscriber, Any]:
-        return self.fanout.subs  # type: ignore[return-value]
+        return self.fanout.subs
 
     @property
     def people(self) -> Participants:
@@ -297,7 +297,7 @@ class FeedRuntime:
 
     async def _sequence(self, batch: list[_Publish]) -> None:
         core = self.core
-        for attempt in range(MAX_APPEND_ATTEMPTS):
+        for _attempt in range(MAX_APPEND_ATTEMPTS):
             unknown = core.unknown_ids(p.event for p in batch)
             stored = await self.storage.lookup_ids(self.feed, unknown) if unknown else None
             # every record of the batch carries this rtime; deadlines are judged on it

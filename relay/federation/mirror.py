@@ -222,39 +222,46 @@ class Mirrors:
 
     # -- verification --------------------------------------------------------------------------
     async def _check(self, m: _Feed, d: Any) -> None:
-        seq = d.get("seq") if isinstance(d, dict) and isinstance(d.get("seq"), int) else 0
+        raw = d.get("seq") if isinstance(d, dict) else None
+        seq = raw if isinstance(raw, int) else 0
         try:
             rec = Record.from_wire(d)
         except ColonyError as exc:
-            return await self._refuse(m, "invalid", seq, None, d, f"record does not verify: {exc}")
+            await self._refuse(m, "invalid", seq, None, d, f"record does not verify: {exc}")
+            return
         if rec.relay != m.home.key:
-            return await self._refuse(m, "invalid", seq, None, d,
-                                      f"receipt signed by {rec.relay[:16]}…, not by the home {m.home.key[:16]}…")
+            await self._refuse(m, "invalid", seq, None, d,
+                               f"receipt signed by {rec.relay[:16]}…, not by the home {m.home.key[:16]}…")
+            return
         if rec.feed != m.feed:
-            return await self._refuse(m, "invalid", seq, None, d, f"record of {rec.feed} on the {m.feed} subscription")
+            await self._refuse(m, "invalid", seq, None, d, f"record of {rec.feed} on the {m.feed} subscription")
+            return
         if rec.seq <= m.tail_seq:
             await self._settle(m)
             if not m.active:
-                return None
+                return
         if rec.seq <= m.tail_seq:  # we have that seq: it must be the very same record
             stored = await self._stored(m.feed, rec.seq)
             if stored is not None and stored["hash"] == rec.hash:
-                return None  # a duplicate (resent after a reconnect)
+                return  # a duplicate (resent after a reconnect)
             ours = stored["record"] if stored else None
-            return await self._refuse(m, "equivocation", rec.seq, ours, d, f"the home showed another record #{rec.seq}")
+            await self._refuse(m, "equivocation", rec.seq, ours, d, f"the home showed another record #{rec.seq}")
+            return
         how = chain_link(m.tail_seq, m.tail_head, rec)
         if how == "gap":
-            return await self._refuse(m, "gap", rec.seq, None, d, f"record #{rec.seq} after our head #{m.tail_seq}")
+            await self._refuse(m, "gap", rec.seq, None, d, f"record #{rec.seq} after our head #{m.tail_seq}")
+            return
         if how == "break":
             await self._settle(m)
             stored = await self._stored(m.feed, m.tail_seq) if m.tail_seq else None
             kind = "equivocation" if m.tail_seq else "invalid"
-            return await self._refuse(m, kind, rec.seq, stored["record"] if stored else None, d,
-                                      f"record #{rec.seq} does not link to our record #{m.tail_seq}")
+            await self._refuse(m, kind, rec.seq, stored["record"] if stored else None, d,
+                               f"record #{rec.seq} does not link to our record #{m.tail_seq}")
+            return
         if m.in_flight >= MAX_IN_FLIGHT:
             await self._settle(m)
             if not m.active:
-                return None
+                return
         rt = self.hub.feeds.get(m.feed) or await self.hub.runtime(m.feed)
         fut = rt.mirror(rec, frames.encode(rec.to_wire()))
         m.pending, m.tail_seq, m.tail_head = fut, rec.seq, rec.hash
@@ -337,7 +344,7 @@ class Mirrors:
             if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1 or not isinstance(hsh, str):
                 continue
             try:
-                check_feed(feed)
+                feed = check_feed(feed)
             except ColonyError:
                 continue
             rt = self.hub.feeds.get(feed)

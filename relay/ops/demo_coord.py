@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from collab.auctions import Auction, grant
 from collab.client import Client
@@ -26,7 +27,14 @@ from collab.trust import fetch_scores, vouch
 
 AUCTION = "auction/review-design-note"
 TASK = "task/quarterly-report"
-FAST = {"backoff_base": 0.05, "backoff_max": 1.0}
+
+
+class _Backoff(TypedDict):
+    backoff_base: float
+    backoff_max: float
+
+
+FAST: _Backoff = {"backoff_base": 0.05, "backoff_max": 1.0}
 
 
 @dataclass
@@ -64,7 +72,7 @@ async def run_scenes(url: str, cast: Cast, pace: float = 1.0) -> bool:
                                        _auction(cast, planner, bidders, pace),
                                        _task_tree(cast, url, planner, workers, pace), return_exceptions=True)
         ok = True
-        for scene, res in zip(("vouching", "auction", "task tree"), results):
+        for scene, res in zip(("vouching", "auction", "task tree"), results, strict=True):
             if isinstance(res, BaseException):
                 cast.say(f"{scene} scene FAILED: {res!r}")
                 ok = False
