@@ -29,7 +29,7 @@ from relay.core.hub import Hub
 from relay.core.health import ComponentHealth, HealthWatch, federation_view, public_view
 from relay.core.limits import RateLimiter
 from relay.core.presence import PresenceStore, RedisPresence
-from relay.endpoints.session import CLOSE_GOING_AWAY, Session
+from relay.endpoints.session import CLOSE_GOING_AWAY, Session, Transport
 from relay.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -233,8 +233,8 @@ class Relay:
             except Exception:
                 log.warning("shared-backend sweep failed; next round retries", exc_info=True)
 
-    def new_session(self, transport: object, ip: str) -> Session:
-        s = Session(self.hub, transport, ip, self.config.limits, self.ip_limiter, self.key_limiter)  # type: ignore[arg-type]
+    def new_session(self, transport: Transport, ip: str) -> Session:
+        s = Session(self.hub, transport, ip, self.config.limits, self.ip_limiter, self.key_limiter)
         self.sessions.add(s)
         return s
 

@@ -227,7 +227,7 @@ class FeedRuntime:
             if isinstance(job, MirrorJob):
                 mirrored: list[MirrorJob] = []
                 while jobs and isinstance(jobs[0], MirrorJob) and len(mirrored) < MAX_BATCH:
-                    mirrored.append(jobs.popleft())  # type: ignore[arg-type]
+                    mirrored.append(jobs.popleft())  # type: ignore[arg-type]  # jobs[0] was checked: a MirrorJob
                 try:
                     await store_mirrored(self, mirrored)
                 except Exception as exc:
@@ -239,7 +239,7 @@ class FeedRuntime:
                 continue
             batch: list[_Publish] = []
             while jobs and isinstance(jobs[0], _Publish) and len(batch) < MAX_BATCH:
-                batch.append(jobs.popleft())  # type: ignore[arg-type]
+                batch.append(jobs.popleft())  # type: ignore[arg-type]  # jobs[0] was checked: a _Publish
             try:
                 await self._sequence(batch)
             except Exception as exc:

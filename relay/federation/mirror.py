@@ -12,12 +12,13 @@ Records that pass are handed to ``FeedRuntime.mirror``, which appends them verba
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import logging
 from collections import deque
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -75,7 +76,7 @@ class Mirrors:
     async def start(self) -> None:
         for link in self.links.values():
             link.on_connect.append(lambda *_a, _l=link: self._spawn(self._reensure(_l.peer.key)))
-            on_heads = lambda heads, _k=link.peer.key: self.on_heads(_k, heads)  # noqa: E731
+            on_heads = functools.partial(self.on_heads, link.peer.key)
             if isinstance(getattr(link, "on_heads", None), list):
                 link.on_heads.append(on_heads)
             else:
