@@ -29,7 +29,7 @@ from relay.core.hub import Hub
 from relay.core.health import ComponentHealth, HealthWatch, federation_view, public_view
 from relay.core.limits import RateLimiter
 from relay.core.presence import PresenceStore, RedisPresence
-from relay.endpoints.session import CLOSE_GOING_AWAY, Session
+from relay.endpoints.session import CLOSE_GOING_AWAY, Session, Transport
 from relay.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,8 @@ class Relay:
         """Start each component, registering its close on ``stack`` (closed in reverse order)."""
         stack.callback(self._forget)  # runs last
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        key = self._relay_key or Keypair.load_or_create(self.config.relay_key_file or self.config.data_dir / "relay.key")
+        key_file = self.config.relay_key_file or self.config.data_dir / "relay.key"
+        key = self._relay_key or Keypair.load_or_create(key_file)
         storage = await stack.enter_async_context(self._storage or self._default_storage())
         bus = self._bus_for(storage)
         presence: PresenceStore = PresenceStore()
@@ -232,8 +233,8 @@ class Relay:
             except Exception:
                 log.warning("shared-backend sweep failed; next round retries", exc_info=True)
 
-    def new_session(self, transport: object, ip: str) -> Session:
-        s = Session(self.hub, transport, ip, self.config.limits, self.ip_limiter, self.key_limiter)  # type: ignore[arg-type]
+    def new_session(self, transport: Transport, ip: str) -> Session:
+        s = Session(self.hub, transport, ip, self.config.limits, self.ip_limiter, self.key_limiter)
         self.sessions.add(s)
         return s
 
