@@ -174,9 +174,8 @@ class Session:
             raise TooLarge(f"event is {event.size} bytes; the limit is {self.limits.max_event_bytes}")
         if not self.key_limiter.allow(event.author):
             raise RateLimited("too many events from this key; slow down")
-        # the hub routes it (forwarded to its home, gated, or sequenced here); tasks start in
-        # creation order, so one connection's publishes to a feed keep their order
-        fut: asyncio.Future[tuple[int, bool]] = asyncio.ensure_future(self.hub.publish(event, self.key))
+        # the hub routes it (forwarded to its home, gated, or sequenced here), in submission order
+        fut = self.hub.submit(event, self.key)
         fut.add_done_callback(lambda f: self._acked(f, event, rid))
 
     def _acked(self, fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any) -> None:

@@ -105,8 +105,8 @@ class PeerSession:
         if not self.hub.routing.is_home(event.feed):  # forwarding it on could loop between relays
             raise InvalidEvent(f"this relay is not the home of {event.feed} (do the members' --peer/--pin "
                                "settings differ?)")
-        # tasks start in creation order, so a peer's events to one feed keep their order
-        fut: asyncio.Future[tuple[int, bool]] = asyncio.ensure_future(self.hub.publish(event, key))
+        # queued in submission order, so a peer's events to one feed keep their order
+        fut = self.hub.submit(event, key)
         fut.add_done_callback(lambda f: self._acked(f, event, rid))
 
     def _acked(self, fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any) -> None:
