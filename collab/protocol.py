@@ -191,7 +191,7 @@ class ClientProtocol:
             try:
                 return self._feed_frame(t, feed, f)
             except ColonyError as exc:
-                exc.feed = feed  # type: ignore[attr-defined]
+                exc.concerns(feed)
                 raise
         if t == "ok":
             seq = f.get("seq")
