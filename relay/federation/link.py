@@ -3,9 +3,10 @@
 One :class:`Link` per peer keeps a WebSocket to the peer's ``/fed`` open for as long as this
 relay runs: it proves this relay's key, checks the peer's, and reconnects with jittered
 exponential backoff after any loss (``collab.reconnect``, as ``collab.Client`` does). Requests
-that need an answer (``fwd``) wait on a future keyed by ``rid``; a loss fails them with ``HomeUnreachable`` at once, because the caller
-(``Federation.forward``) decides whether to wait for the link or give up. Mirror
-subscriptions are remembered and re-sent after every reconnect from the then-current seq.
+that need an answer (``fwd``) wait on a future keyed by ``rid``; a loss fails them with
+``HomeUnreachable`` at once, because the caller (``Federation.forward``) decides whether to wait
+for the link or give up. Mirror subscriptions are remembered and re-sent after every reconnect
+from the then-current seq.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import itertools
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -134,7 +136,7 @@ class Link(Reconnecting):
             self._send({"t": "fwd", "event": event.to_wire(), "key": key, "rid": rid})
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise HomeUnreachable(f"the home relay {self.peer.url} did not answer in {timeout:g} s") from None
         finally:
             self._pending.pop(rid, None)
