@@ -29,6 +29,7 @@ from relay.core.hub import Hub
 from relay.core.health import ComponentHealth, HealthWatch, federation_view, public_view
 from relay.core.limits import RateLimiter
 from relay.core.presence import PresenceStore, RedisPresence
+from relay.endpoints.connection import Connection
 from relay.endpoints.session import CLOSE_GOING_AWAY, Session, Transport
 from relay.storage.base import Storage
 
@@ -45,7 +46,7 @@ class Relay:
         self._relay_key = relay_key
         self.registry = registry or default_registry()
         self.plugins = plugins if plugins is not None else default_plugins()  # namespaces' relay-side hooks
-        self.sessions: set[Session] = set()
+        self.sessions: set[Connection] = set()  # every endpoint's open connections (/ws, /yjs): health, drain
         self.ip_limiter = RateLimiter(config.limits.events_per_sec_ip, config.limits.burst_ip)
         self.key_limiter = RateLimiter(config.limits.events_per_sec_key, config.limits.burst_key)
         self._stack: contextlib.AsyncExitStack | None = None  # the running components (None: stopped)
@@ -238,7 +239,7 @@ class Relay:
         self.sessions.add(s)
         return s
 
-    def end_session(self, s: Session) -> None:
+    def end_session(self, s: Connection) -> None:
         s.closed()
         self.sessions.discard(s)
         if not self.sessions:

@@ -318,7 +318,7 @@ async def yjs_endpoint(websocket: WebSocket) -> None:
         return
     service = YjsService.of(websocket)
     conn = YjsConnection(service, websocket, ip, rt, cap)
-    relay.sessions.add(conn)  # type: ignore[arg-type]  # counted in /health, closed at shutdown
+    relay.sessions.add(conn)  # counted in /health, closed at shutdown
     try:
         conn.start(await service.join(conn))
     except Exception:  # logged with its traceback
@@ -327,7 +327,7 @@ async def yjs_endpoint(websocket: WebSocket) -> None:
     try:
         await receive_pump(websocket, conn, f"yjs connection from {ip}")
     finally:
-        relay.end_session(conn)  # type: ignore[arg-type]
+        relay.end_session(conn)
         await conn.out.wait_closed()
 
 

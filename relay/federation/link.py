@@ -74,8 +74,8 @@ class Link(Reconnecting):
         super().__init__(backoff_base, backoff_max)
         self.relay_key, self.peer = relay_key, peer
         self.url = fed_url(peer.url)
-        self.on_heads: Callable[[list[dict[str, Any]]], None] | None = None
-        self.on_connect: list[Callable[[], Any]] = []
+        self.on_heads: list[Callable[[list[dict[str, Any]]], Any]] = []  # add_on_heads: the peer's heads
+        self.on_connect: list[Callable[[], Any]] = []  # add_on_connect: after every handshake
         self.last_error: str | None = None  # why the last attempt or connection ended (health, tests)
         self.connects = 0  # successful handshakes so far
         self._subs: dict[str, _Sub] = {}
@@ -153,6 +153,14 @@ class Link(Reconnecting):
     def unsubscribe(self, feed: str) -> None:
         if self._subs.pop(feed, None) is not None and self.connected:
             self._send({"t": "unsub", "feed": feed})
+
+    def add_on_connect(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` after every handshake (a coroutine it returns is run)."""
+        self.on_connect.append(callback)
+
+    def add_on_heads(self, callback: Callable[[list[dict[str, Any]]], Any]) -> None:
+        """Call ``callback(heads)`` with every ``heads`` frame the peer sends."""
+        self.on_heads.append(callback)
 
     def drop(self, reason: str) -> None:
         """Cut the current connection (e.g. the peer sent a bad record); it reconnects with
@@ -300,11 +308,12 @@ class Link(Reconnecting):
                 self._answer(frame)
             elif t == "heads":
                 heads = frame.get("heads")
-                if self.on_heads is not None and isinstance(heads, list):
-                    try:
-                        self.on_heads(heads)
-                    except Exception:
-                        log.exception("handling heads from %s failed", self.url)
+                if isinstance(heads, list):
+                    for on_heads in list(self.on_heads):
+                        try:
+                            on_heads(heads)
+                        except Exception:
+                            log.exception("handling heads from %s failed", self.url)
             elif t == "unsubbed" and frame.get("reason") and frame.get("feed") in self._subs:
                 log.warning("peer %s ended the mirror subscription of %s (%s); resubscribing",
                             self.url, frame["feed"], frame["reason"])

@@ -75,12 +75,8 @@ class Mirrors:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         for link in self.links.values():
-            link.on_connect.append(lambda *_a, _l=link: self._spawn(self._reensure(_l.peer.key)))
-            on_heads = functools.partial(self.on_heads, link.peer.key)
-            if isinstance(getattr(link, "on_heads", None), list):
-                link.on_heads.append(on_heads)
-            else:
-                link.on_heads = on_heads
+            link.add_on_connect(lambda *_a, _l=link: self._spawn(self._reensure(_l.peer.key)))
+            link.add_on_heads(functools.partial(self.on_heads, link.peer.key))
         self._http = httpx.AsyncClient(timeout=max(2.0, self.sync_interval * 4))
         self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="mirrors")
 
@@ -307,9 +303,8 @@ class Mirrors:
         try:
             if feed is not None:
                 await _call(link.unsubscribe, feed)
-            drop = getattr(link, "drop", None)
-            if reason and callable(drop):
-                await _call(drop, reason)
+            if reason:
+                await _call(link.drop, reason)
         except Exception:
             log.exception("dropping the link to %s failed", link.peer.url)
 
