@@ -14,7 +14,7 @@ import json
 from typing import Any
 
 # defined in collab.errors (the one hierarchy); callers may import it from here too
-from .errors import CanonicalError
+from .errors import CanonicalError as CanonicalError
 
 MAX_SAFE_INT = 2**53 - 1
 MAX_DEPTH = 32

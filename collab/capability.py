@@ -23,8 +23,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .canonical import CanonicalError, canonical, parse_json
-from .errors import BadSignature, InvalidEvent, Unauthorized
+from .canonical import canonical, parse_json
+from .errors import BadSignature, CanonicalError, InvalidEvent, Unauthorized
 from .events import HEX64_RE, HEX128_RE, MAX_TS, check_feed, now_ms
 from .keys import Keypair, verify
 
@@ -79,10 +79,11 @@ class Capability:
         if not _is_int(ttl_ms) or ttl_ms <= 0 or iat + ttl_ms > MAX_TS:
             raise InvalidEvent("ttl must be a positive number of milliseconds")
         rights = RIGHT_SETS[1] if write else RIGHT_SETS[0]
+        nonce = os.urandom(16).hex()
         unsigned = {"feed": feed, "grantee": None, "rights": list(rights), "iat": iat, "exp": iat + ttl_ms,
-                    "nonce": os.urandom(16).hex(), "issuer": key.public_hex}
+                    "nonce": nonce, "issuer": key.public_hex}
         sig = key.sign(CAPABILITY_DOMAIN + canonical(unsigned)).hex()
-        return cls(feed, None, rights, iat, iat + ttl_ms, unsigned["nonce"], key.public_hex, sig)  # type: ignore[arg-type]
+        return cls(feed, None, rights, iat, iat + ttl_ms, nonce, key.public_hex, sig)
 
     def unsigned(self) -> dict[str, Any]:
         return {"feed": self.feed, "grantee": self.grantee, "rights": list(self.rights), "iat": self.iat,

@@ -135,7 +135,7 @@ class Client(Reconnecting):
                 log.exception("the client's connection task failed")
         self._fail_all(ColonyError("client closed before the relay acknowledged the event"), end_subs=False)
         for sub in list(self._subs.values()):
-            sub._end(None)
+            sub.end(None)
         self._subs.clear()
 
     @property
@@ -234,7 +234,8 @@ class Client(Reconnecting):
             raise InvalidEvent(f"already subscribed to {feed} on this client")
         if max_queue is None:
             max_queue = 0 if (on_record or on_snapshot) else DEFAULT_QUEUE
-        sub = Subscription(self, feed, since, max_queue, on_record, on_snapshot, on_presence)
+        sub = Subscription(feed, since, max_queue, on_record, on_snapshot, on_presence,
+                           unsubscribe=self._unsub_frame, resubscribe=self._resubscribe, drop=self._drop_sub)
         self._subs[feed] = sub
         if self.connected:
             self._send_sub(sub)
@@ -244,11 +245,13 @@ class Client(Reconnecting):
         return self._subs.get(feed)
 
     def _send_sub(self, sub: Subscription) -> None:
-        assert self._link is not None
+        link = self._link
+        if link is None:  # callers check `connected` first; it and the link are set together
+            raise RuntimeError("_send_sub needs a connection")
         self.protocol.track(sub.feed, sub.seq, sub.head)
         rid = f"s{next(self._rids)}"
         self._sub_rids[rid] = sub.feed
-        self._link.send(self.protocol.sub(sub.feed, rid=rid))
+        link.send(self.protocol.sub(sub.feed, rid=rid))
 
     def _unsub_frame(self, feed: str) -> str | None:
         """Send an unsub (if connected) and return its rid."""
@@ -262,30 +265,28 @@ class Client(Reconnecting):
     def _drop_sub(self, sub: Subscription, error: BaseException | None) -> None:
         if self._subs.get(sub.feed) is sub:
             del self._subs[sub.feed]
-            if not sub._paused or sub._unsub_rid is None:
+            if not sub.unsub_pending:
                 self._unsub_frame(sub.feed)
-        sub._end(error)
+        sub.end(error)
 
-    def _pause(self, sub: Subscription) -> None:
-        sub._paused = True
-        sub._set_synced(False)
-        sub._unsub_rid = self._unsub_frame(sub.feed)
-
-    def _maybe_resume(self, sub: Subscription) -> None:
-        if (sub._paused and sub._unsub_rid is None and self.connected and not sub.closed
-                and len(sub._items) <= sub.max_queue // 2 and self._subs.get(sub.feed) is sub):
-            sub._paused = False
-            self._send_sub(sub)
+    def _resubscribe(self, sub: Subscription) -> bool:
+        """A paused subscription drained: follow its feed again (if connected and still ours)."""
+        if not self.connected or self._subs.get(sub.feed) is not sub:
+            return False
+        self._send_sub(sub)
+        return True
 
     # -- misc -----------------------------------------------------------------------------
     async def ping(self, timeout: float | None = None) -> None:
         """Round trip to the relay (it answers after every frame we sent before)."""
         await self.wait_connected(timeout)
-        assert self._link is not None
+        link = self._link
+        if link is None:  # wait_connected returned, so connected: cannot happen
+            raise ColonyError("connection lost before ping")
         rid = f"p{next(self._rids)}"
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pings[rid] = fut
-        self._link.send(self.protocol.ping(rid))
+        link.send(self.protocol.ping(rid))
         try:
             await asyncio.wait_for(fut, timeout)
         finally:
@@ -294,7 +295,8 @@ class Client(Reconnecting):
     # -- connection loop ------------------------------------------------------------------
     async def _attempt(self) -> Next:
         first = self._first
-        assert first is not None
+        if first is None:  # __aenter__ sets it before it starts this loop
+            raise RuntimeError("the connection loop runs only under `async with Client(...)`")
         try:
             ws = await connect(self.ws_url, open_timeout=self.open_timeout, close_timeout=2,
                                max_size=None)  # relay messages may exceed max_frame_bytes (snapshots)
@@ -359,11 +361,8 @@ class Client(Reconnecting):
         self.connected = True
         self._outbox.restart()
         for sub in self._subs.values():
-            sub._unsub_rid = None
-            if sub._paused and len(sub._items) > sub.max_queue // 2:
-                continue
-            sub._paused = False
-            self._send_sub(sub)
+            if sub.reconnected():
+                self._send_sub(sub)
         self._pump()
         self._signal.notify()
 
@@ -375,7 +374,7 @@ class Client(Reconnecting):
         self.protocol.connection_lost()
         self._sub_rids.clear()
         for sub in self._subs.values():
-            sub._set_synced(False)
+            sub.set_synced(False)
         for fut in self._pings.values():
             if not fut.done():
                 fut.set_exception(ColonyError("connection lost before pong"))
@@ -387,7 +386,7 @@ class Client(Reconnecting):
         self._outbox.fail_all(exc)
         if end_subs:
             for sub in list(self._subs.values()):
-                sub._end(exc)
+                sub.end(exc)
             self._subs.clear()
         self._signal.notify()
 
@@ -400,8 +399,8 @@ class Client(Reconnecting):
                 log.warning("ignoring a malformed frame from the relay: %s", exc)
                 continue
             except ColonyError as exc:
-                feed = getattr(exc, "feed", None)
-                sub = self._subs.get(feed) if isinstance(feed, str) else None
+                feed = exc.feed
+                sub = self._subs.get(feed) if feed is not None else None
                 log.error("verification failed for %s: %s", feed, exc)
                 if sub is not None:
                     self._drop_sub(sub, exc)
@@ -413,7 +412,7 @@ class Client(Reconnecting):
         if isinstance(ev, (RecordReceived, SnapshotReceived)):
             sub = self._subs.get(ev.feed)
             if sub is not None:
-                sub._deliver(ev.record if isinstance(ev, RecordReceived) else ev.snapshot)
+                sub.deliver(ev.record if isinstance(ev, RecordReceived) else ev.snapshot)
         elif isinstance(ev, Ack):
             p = self._outbox.settled(ev.id)
             if p is not None:
@@ -428,11 +427,11 @@ class Client(Reconnecting):
                 del self._sub_rids[rid]  # accepted: an error can no longer follow
             sub = self._subs.get(ev.feed)
             if sub is not None:
-                sub._set_synced(True)
+                sub.set_synced(True)
         elif isinstance(ev, Presence):
             sub = self._subs.get(ev.feed)
             if sub is not None:
-                sub._presence(ev)
+                sub.deliver_presence(ev)
         elif isinstance(ev, Unsubbed):
             self._on_unsubbed(ev)
         elif isinstance(ev, Pong):
@@ -467,10 +466,8 @@ class Client(Reconnecting):
                 self._drop_sub(sub, RelayError(ev.reason or "unsubbed", "the relay ended this subscription"))
             return
         for sub in self._subs.values():
-            if sub._unsub_rid is not None and sub._unsub_rid == ev.rid:
-                sub._unsub_rid = None
-                self._maybe_resume(sub)
+            if sub.unsubbed(ev.rid):
                 return
 
 
-__all__ = ["Client", "Subscription", "Ack", "Presence", "ws_url"]
+__all__ = ["Ack", "Client", "Presence", "Subscription", "ws_url"]

@@ -18,8 +18,8 @@ import nacl.utils
 from nacl.public import Box, PublicKey
 from nacl.signing import VerifyKey
 
-from .canonical import CanonicalError, canonical, parse_json
-from .errors import ColonyError, InvalidEvent
+from .canonical import canonical, parse_json
+from .errors import CanonicalError, ColonyError, InvalidEvent
 from .events import HEX64_RE, Event, b64
 from .keys import Keypair
 from .namespaces.dm import NONCE_BYTES, check_msg, parse_dm_feed

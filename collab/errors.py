@@ -41,9 +41,18 @@ from __future__ import annotations
 
 
 class ColonyError(Exception):
-    """Base of every error Colony raises on purpose."""
+    """Base of every error Colony raises on purpose.
+
+    ``feed`` is the feed the error concerns when the code that saw it knows (the client's
+    protocol core names the feed of a record that fails verification); None otherwise.
+    """
 
     code = "internal"
+    feed: str | None = None
+
+    def concerns(self, feed: str) -> None:
+        """Name the feed this error is about (for the handler that catches it)."""
+        self.feed = feed
 
 
 class ProtocolError(ColonyError):

@@ -13,8 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .canonical import CanonicalError, canonical
-from .errors import BadSignature, InvalidEvent
+from .canonical import canonical
+from .errors import BadSignature, CanonicalError, InvalidEvent
 from .keys import Keypair, verify
 
 EVENT_DOMAIN = b"colony/event/v1\n"

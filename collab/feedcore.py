@@ -83,8 +83,8 @@ class Committed:
 class FeedCore:
     """One feed's derived state, folded from its records; pure (no I/O, no clock)."""
 
-    __slots__ = ("feed", "ns", "seq", "head", "state", "access", "fixed_access", "ids", "ids_complete",
-                 "id_cache", "tentative")
+    __slots__ = ("access", "feed", "fixed_access", "head", "id_cache", "ids", "ids_complete", "ns", "seq", "state",
+                 "tentative")
 
     def __init__(self, feed: str, ns: Namespace[Any], *, id_cache: int = ID_CACHE) -> None:
         self.feed, self.ns = feed, ns
@@ -215,4 +215,4 @@ def fold_records(ns: Namespace[Any], feed: str, records: Iterable[Record]) -> Fe
     return core
 
 
-__all__ = ["FeedCore", "Sealed", "Committed", "Link", "link", "admit", "record_frame", "fold_records", "ID_CACHE"]
+__all__ = ["ID_CACHE", "Committed", "FeedCore", "Link", "Sealed", "admit", "fold_records", "link", "record_frame"]

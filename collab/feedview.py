@@ -124,7 +124,8 @@ class FeedView(Generic[S]):
             raise RuntimeError("start the view first")
         fold = self._fold
         await until(fold.signal, lambda: bool(pred(fold.state)), self._check, timeout)
-        return fold.state
+        state: S = fold.state  # the fold of this view's namespace
+        return state
 
     async def wait_synced(self, timeout: float | None = None) -> None:
         if self._sub is None:

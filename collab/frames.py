@@ -30,8 +30,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .canonical import CanonicalError, parse_json
-from .errors import MalformedFrame
+from .canonical import parse_json
+from .errors import CanonicalError, MalformedFrame
 
 CLIENT_FRAMES = frozenset(("hello", "sub", "unsub", "pub", "ping"))
 RELAY_FRAMES = frozenset(

@@ -14,7 +14,7 @@ a ``feed`` attribute so a client can fail just that subscription.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from . import frames
 from .errors import ChainError, ColonyError, InvalidEvent, MalformedFrame, ProtocolError
@@ -92,9 +92,9 @@ class Pong:
     rid: Any = None
 
 
-ProtocolEvent = Union[
-    Challenge, Welcome, Ack, ErrorReply, RecordReceived, SnapshotReceived, Synced, Presence, Unsubbed, Pong
-]
+ProtocolEvent = (
+    Challenge | Welcome | Ack | ErrorReply | RecordReceived | SnapshotReceived | Synced | Presence | Unsubbed | Pong
+)
 
 
 @dataclass(slots=True)
@@ -191,7 +191,7 @@ class ClientProtocol:
             try:
                 return self._feed_frame(t, feed, f)
             except ColonyError as exc:
-                exc.feed = feed  # type: ignore[attr-defined]
+                exc.concerns(feed)
                 raise
         if t == "ok":
             seq = f.get("seq")
@@ -279,7 +279,7 @@ def _opt_str(f: dict[str, Any], name: str) -> str | None:
 
 
 __all__ = [
-    "ClientProtocol", "Cursor", "ProtocolEvent", "Challenge", "Welcome", "Ack", "ErrorReply",
-    "RecordReceived", "SnapshotReceived", "Synced", "Presence", "Unsubbed", "Pong",
+    "Ack", "Challenge", "ClientProtocol", "Cursor", "ErrorReply", "Pong", "Presence", "ProtocolEvent", "RecordReceived",
+    "SnapshotReceived", "Synced", "Unsubbed", "Welcome",
 ]
 

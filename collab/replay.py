@@ -1,8 +1,8 @@
 """Local replay and audit of a feed's log, independent of any relay.
 
 :func:`replay` folds records through the same functions the relay uses
-(:class:`collab.feedcore.FeedCore`, the fold the relay's feed worker uses), so an agent or auditor can rebuild the state at any seq
-and check the relay's work. Instead of stopping at the first problem it reports every
+(:class:`collab.feedcore.FeedCore`, the fold the relay's feed worker uses), so an agent or auditor can rebuild
+the state at any seq and check the relay's work. Instead of stopping at the first problem it reports every
 :class:`Anomaly` it finds; ``verified`` is true only when there are none.
 
 Records that fail verification (author signature, event id, relay receipt) are never folded:
@@ -259,5 +259,5 @@ async def replay_feed(base_url: str, feed: str, registry: Registry | None = None
     return replay(records, registry, at, feed=feed, base=snap)
 
 
-__all__ = ["Anomaly", "ReplayResult", "ANOMALY_KINDS", "replay", "replay_feed", "parse_records",
-           "fetch_records", "fetch_log", "receipt_ok"]
+__all__ = ["ANOMALY_KINDS", "Anomaly", "ReplayResult", "fetch_log", "fetch_records", "parse_records", "receipt_ok",
+           "replay", "replay_feed"]

@@ -12,14 +12,11 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import ColonyError
 from .events import GENESIS, Record, Snapshot
 from .protocol import Presence
-
-if TYPE_CHECKING:
-    from .client import Client
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +55,20 @@ class Subscription:
 
     ``seq`` / ``head`` are the last record (or snapshot) delivered. Callbacks run
     synchronously in the client's reader, in feed order; exceptions they raise are logged.
+
+    The client that owns it hands in what the flow control needs from the connection:
+    ``unsubscribe(feed)`` sends an unsub and returns its rid (None when not connected),
+    ``resubscribe(sub)`` sends a sub if connected and still registered (True if sent), and
+    ``drop(sub, error)`` unregisters it (and ends it).
     """
 
-    def __init__(self, client: Client, feed: str, since: int, max_queue: int,
+    def __init__(self, feed: str, since: int, max_queue: int,
                  on_record: Callable[[Record], Any] | None, on_snapshot: Callable[[Snapshot], Any] | None,
-                 on_presence: Callable[[Presence], Any] | None) -> None:
-        self.client, self.feed, self.max_queue = client, feed, max_queue
+                 on_presence: Callable[[Presence], Any] | None, *,
+                 unsubscribe: Callable[[str], str | None], resubscribe: Callable[[Subscription], bool],
+                 drop: Callable[[Subscription, BaseException | None], None]) -> None:
+        self.feed, self.max_queue = feed, max_queue
+        self._unsubscribe, self._resubscribe, self._drop = unsubscribe, resubscribe, drop
         self.seq = since
         self.head: str | None = GENESIS if since == 0 else None
         self.participants: set[str] = set()
@@ -85,6 +90,11 @@ class Subscription:
     def queued(self) -> int:
         return len(self._items)
 
+    @property
+    def unsub_pending(self) -> bool:
+        """Paused, and the unsub that paused it is not acknowledged yet (no second one is needed)."""
+        return self._paused and self._unsub_rid is not None
+
     # -- consumer side --------------------------------------------------------------------
     def __aiter__(self) -> Subscription:
         return self
@@ -96,7 +106,7 @@ class Subscription:
             if self._items:
                 item = self._items.popleft()
                 if self._paused and len(self._items) <= self.max_queue // 2:
-                    self.client._maybe_resume(self)
+                    self._maybe_resume()
                 return item
             if self.error is not None:
                 raise self.error
@@ -115,7 +125,7 @@ class Subscription:
     async def close(self) -> None:
         """Unsubscribe; iteration stops (queued items are discarded)."""
         if not self.closed:
-            self.client._drop_sub(self, None)
+            self._drop(self, None)
             self._items.clear()
 
     def _check(self) -> None:
@@ -124,8 +134,35 @@ class Subscription:
         if self.closed:
             raise ColonyError(f"subscription to {self.feed} is closed")
 
-    # -- client side ----------------------------------------------------------------------
-    def _deliver(self, item: Item) -> None:
+    # -- flow control (module doc) ---------------------------------------------------------
+    def _pause(self) -> None:
+        self._paused = True
+        self.set_synced(False)
+        self._unsub_rid = self._unsubscribe(self.feed)
+
+    def _maybe_resume(self) -> None:
+        if (self._paused and self._unsub_rid is None and not self.closed
+                and len(self._items) <= self.max_queue // 2 and self._resubscribe(self)):
+            self._paused = False
+
+    # -- client side: called by the Client that owns it, in its reader ---------------------
+    def reconnected(self) -> bool:
+        """A new connection: True if the feed should be subscribed again (False: stays paused)."""
+        self._unsub_rid = None
+        if self._paused and len(self._items) > self.max_queue // 2:
+            return False
+        self._paused = False
+        return True
+
+    def unsubbed(self, rid: object) -> bool:
+        """The relay acknowledged unsub ``rid``: True if it was this subscription's pause (resumes if drained)."""
+        if self._unsub_rid is None or self._unsub_rid != rid:
+            return False
+        self._unsub_rid = None
+        self._maybe_resume()
+        return True
+
+    def deliver(self, item: Item) -> None:
         cb: Callable[[Any], Any] | None
         if isinstance(item, Record):
             self.seq, self.head, cb = item.seq, item.hash, self.on_record
@@ -136,10 +173,10 @@ class Subscription:
         if self.max_queue:
             self._items.append(item)
             if len(self._items) >= self.max_queue and not self._paused:
-                self.client._pause(self)
+                self._pause()
         self._signal.notify()
 
-    def _presence(self, ev: Presence) -> None:
+    def deliver_presence(self, ev: Presence) -> None:
         if ev.op == "list":
             self.participants = set(ev.keys)
         elif ev.op == "join":
@@ -150,11 +187,11 @@ class Subscription:
             _call(self.on_presence, ev)
         self._signal.notify()
 
-    def _set_synced(self, value: bool) -> None:
+    def set_synced(self, value: bool) -> None:
         self.synced = value
         self._signal.notify()
 
-    def _end(self, error: BaseException | None) -> None:
+    def end(self, error: BaseException | None) -> None:
         self.closed, self.synced = True, False
         if error is not None and self.error is None:
             self.error = error

@@ -39,10 +39,9 @@ _FIXED_MESSAGES = {
 }
 
 
-async def _colony_error(conn: HTTPConnection, exc: Exception) -> Response | None:
+async def _colony_error(conn: HTTPConnection, exc: ColonyError) -> Response | None:
     """A ColonyError escaping a handler: a request error shows its message (it is about the
     caller's input); any other shows a fixed text, never paths, peer URLs or exception text."""
-    assert isinstance(exc, ColonyError)
     if isinstance(exc, ProtocolError):
         status, message = 400, str(exc)
     else:

@@ -29,7 +29,8 @@ from relay.core.hub import Hub
 from relay.core.health import ComponentHealth, HealthWatch, federation_view, public_view
 from relay.core.limits import RateLimiter
 from relay.core.presence import PresenceStore, RedisPresence
-from relay.endpoints.session import CLOSE_GOING_AWAY, Session
+from relay.endpoints.connection import Connection
+from relay.endpoints.session import CLOSE_GOING_AWAY, Session, Transport
 from relay.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class Relay:
         self._relay_key = relay_key
         self.registry = registry or default_registry()
         self.plugins = plugins if plugins is not None else default_plugins()  # namespaces' relay-side hooks
-        self.sessions: set[Session] = set()
+        self.sessions: set[Connection] = set()  # every endpoint's open connections (/ws, /yjs): health, drain
         self.ip_limiter = RateLimiter(config.limits.events_per_sec_ip, config.limits.burst_ip)
         self.key_limiter = RateLimiter(config.limits.events_per_sec_key, config.limits.burst_key)
         self._stack: contextlib.AsyncExitStack | None = None  # the running components (None: stopped)
@@ -104,7 +105,8 @@ class Relay:
         """Start each component, registering its close on ``stack`` (closed in reverse order)."""
         stack.callback(self._forget)  # runs last
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
-        key = self._relay_key or Keypair.load_or_create(self.config.relay_key_file or self.config.data_dir / "relay.key")
+        key_file = self.config.relay_key_file or self.config.data_dir / "relay.key"
+        key = self._relay_key or Keypair.load_or_create(key_file)
         storage = await stack.enter_async_context(self._storage or self._default_storage())
         bus = self._bus_for(storage)
         presence: PresenceStore = PresenceStore()
@@ -232,12 +234,12 @@ class Relay:
             except Exception:
                 log.warning("shared-backend sweep failed; next round retries", exc_info=True)
 
-    def new_session(self, transport: object, ip: str) -> Session:
-        s = Session(self.hub, transport, ip, self.config.limits, self.ip_limiter, self.key_limiter)  # type: ignore[arg-type]
+    def new_session(self, transport: Transport, ip: str) -> Session:
+        s = Session(self.hub, transport, ip, self.config.limits, self.ip_limiter, self.key_limiter)
         self.sessions.add(s)
         return s
 
-    def end_session(self, s: Session) -> None:
+    def end_session(self, s: Connection) -> None:
         s.closed()
         self.sessions.discard(s)
         if not self.sessions:

@@ -32,10 +32,10 @@ MAX_PENDING = 32
 class DocState:
     """The merged document of one feed."""
 
-    __slots__ = ("doc", "applied", "pending")
+    __slots__ = ("applied", "doc", "pending")
 
     def __init__(self) -> None:
-        self.doc = Doc()
+        self.doc: Doc[Any] = Doc()  # roots of any shared type (agents write Text, Map, ...)
         self.applied = 0
         self.pending: list[bytes] = []  # applied updates the Doc could not fully integrate yet
 

@@ -8,6 +8,7 @@ to catch up after it reconnects, and an anti-entropy sweep compares heads period
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
@@ -34,7 +35,7 @@ class Bus(ABC):
     @abstractmethod
     async def unwatch(self, feed: str) -> None: ...
 
-    async def publish(self, feed: str, payload: str) -> None:
+    async def publish(self, feed: str, payload: str) -> None:  # noqa: B027 - a no-op default: one process has no one to tell
         """Send an ephemeral notice (presence) to every process watching ``feed``."""
 
     async def close(self) -> None:
@@ -108,7 +109,7 @@ class _Link:
         bus = self.bus
         first = True
         delay = 0.1
-        while not bus._closing:
+        while not bus.closing:
             try:
                 self._client = self._connect()
                 self._ps = self._client.pubsub()
@@ -123,31 +124,29 @@ class _Link:
                 self.first_attempt.set()
                 delay = 0.1
                 if not first:
-                    bus.reconnects += 1
-                    log.info("redis bus %s reconnected; resyncing %d feeds", self.name, len(bus.channels))
-                    await bus._resync()
+                    await bus.reconnected(self.name)
                 first = False
                 await self._read()
             except asyncio.CancelledError:
                 raise
-            except bus._unavailable as exc:  # connection lost or refused: back off and reconnect
-                if not bus._closing:
+            except bus.unavailable as exc:  # connection lost or refused: back off and reconnect
+                if not bus.closing:
                     log.warning("redis bus connection %s lost: %r", self.name, exc)
             except Exception:  # anything else is a bug of ours: reconnecting repairs the state
-                if not bus._closing:
+                if not bus.closing:
                     log.exception("redis bus connection %s failed", self.name)
             finally:
                 self.connected = False
                 self.attempted = True
                 self.first_attempt.set()
-                await self._drop()
-            if not bus._closing:
+                await self.drop()
+            if not bus.closing:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
     async def _read(self) -> None:
         bus = self.bus
-        while not bus._closing:
+        while not bus.closing:
             msg = await self._ps.get_message(ignore_subscribe_messages=False, timeout=1.0)
             if msg is None:
                 continue
@@ -156,20 +155,16 @@ class _Link:
             ch = msg["channel"]
             ch = ch.decode() if isinstance(ch, bytes) else ch
             if kind in ("subscribe", "ssubscribe"):
-                fut = bus._confirm.pop(ch, None)
-                if fut is not None and not fut.done():
-                    fut.set_result(None)
+                bus.confirmed(ch)
             elif kind in ("message", "smessage"):
-                feed = bus.channels.get(ch)
-                if feed is not None:
-                    bus.messages += 1
-                    data = msg["data"]
-                    bus._deliver(feed, data.decode() if isinstance(data, bytes) else data)
+                data = msg["data"]
+                bus.received(ch, data.decode() if isinstance(data, bytes) else data)
             elif kind == "sunsubscribe" and ch in self.channels:
                 # the server dropped us (its slot moved): the anti-entropy sweep carries the feed
                 log.warning("redis bus %s: shard channel %s unsubscribed by the server", self.name, ch)
 
-    async def _drop(self) -> None:
+    async def drop(self) -> None:
+        """Close this link's connection (its reader task ends or reconnects on its own)."""
         ps, self._ps = self._ps, None
         client, self._client = self._client, None
         for closable in (ps, client):
@@ -190,7 +185,7 @@ class RedisBus(Bus):
         from relay.storage.redis import UNAVAILABLE
 
         self.storage = storage
-        self._unavailable = UNAVAILABLE
+        self.unavailable = UNAVAILABLE  # the exceptions meaning "redis is unreachable"
         self.confirm_timeout = confirm_timeout
         self.channels: dict[str, str] = {}       # channel -> feed
         self._confirm: dict[str, asyncio.Future[None]] = {}
@@ -199,6 +194,11 @@ class RedisBus(Bus):
         self._closing = False
         self.reconnects = 0
         self.messages = 0
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`close` began: the links stop reconnecting."""
+        return self._closing
 
     @property
     def sharded(self) -> bool:
@@ -211,6 +211,26 @@ class RedisBus(Bus):
             return link is not None and link.connected
         return all(link.connected for link in self._links.values())  # no links: nothing to miss
 
+    # -- called by the links --------------------------------------------------------------
+    def confirmed(self, ch: str) -> None:
+        """The server confirmed the subscription of ``ch``: wake the ``watch`` waiting for it."""
+        fut = self._confirm.pop(ch, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def received(self, ch: str, payload: str) -> None:
+        """A message on ``ch``: deliver it to the feed watched there (if it still is)."""
+        feed = self.channels.get(ch)
+        if feed is not None:
+            self.messages += 1
+            self._deliver(feed, payload)
+
+    async def reconnected(self, link: str) -> None:
+        """A link reconnected after losing its connection: every loaded feed catches up."""
+        self.reconnects += 1
+        log.info("redis bus %s reconnected; resyncing %d feeds", link, len(self.channels))
+        await self._resync()
+
     async def start(self, deliver: Deliver, resync: Resync) -> None:
         await super().start(deliver, resync)
         if not self.sharded:
@@ -218,7 +238,7 @@ class RedisBus(Bus):
             # report healthy only once we listen: wait (bounded) for the first connection
             try:
                 await asyncio.wait_for(link.first_attempt.wait(), self.confirm_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("redis bus not connected yet; it keeps trying")
 
     def _link_for(self, ch: str) -> _Link:
@@ -247,7 +267,7 @@ class RedisBus(Bus):
             if link.connected:
                 await link.subscribe([ch])
             await asyncio.wait_for(asyncio.shield(fut), self.confirm_timeout)
-        except (asyncio.TimeoutError, *self._unavailable) as exc:
+        except (TimeoutError, *self.unavailable) as exc:
             log.warning("subscribing to %s not confirmed (%r); relying on resync", ch, exc)
 
     async def unwatch(self, feed: str) -> None:
@@ -258,10 +278,8 @@ class RedisBus(Bus):
         link.channels.discard(ch)
         if not link.connected:
             return
-        try:
+        with contextlib.suppress(*self.unavailable):
             await link.unsubscribe(ch)
-        except self._unavailable:
-            pass
 
     async def publish(self, feed: str, payload: str) -> None:
         r = self.storage.r
@@ -272,7 +290,7 @@ class RedisBus(Bus):
                 await r.spublish(self.storage.channel(feed), payload)
             else:
                 await r.publish(self.storage.channel(feed), payload)
-        except self._unavailable:
+        except self.unavailable:
             pass  # ephemeral: the presence sweep repairs it
 
     async def close(self) -> None:
@@ -287,7 +305,7 @@ class RedisBus(Bus):
                 pass
             except Exception:  # _run handles connection trouble itself: this is a bug
                 log.exception("redis bus connection %s failed", link.name)
-            await link._drop()
+            await link.drop()
 
     def health(self) -> dict[str, Any]:
         return {"bus": self.name, "connected": self.connected, "channels": len(self.channels),

@@ -110,7 +110,7 @@ class FeedRuntime:
 
     @property
     def subs(self) -> dict[Subscriber, Any]:
-        return self.fanout.subs  # type: ignore[return-value]
+        return self.fanout.subs
 
     @property
     def people(self) -> Participants:
@@ -227,7 +227,7 @@ class FeedRuntime:
             if isinstance(job, MirrorJob):
                 mirrored: list[MirrorJob] = []
                 while jobs and isinstance(jobs[0], MirrorJob) and len(mirrored) < MAX_BATCH:
-                    mirrored.append(jobs.popleft())  # type: ignore[arg-type]
+                    mirrored.append(jobs.popleft())  # type: ignore[arg-type]  # jobs[0] was checked: a MirrorJob
                 try:
                     await store_mirrored(self, mirrored)
                 except Exception as exc:
@@ -239,7 +239,7 @@ class FeedRuntime:
                 continue
             batch: list[_Publish] = []
             while jobs and isinstance(jobs[0], _Publish) and len(batch) < MAX_BATCH:
-                batch.append(jobs.popleft())  # type: ignore[arg-type]
+                batch.append(jobs.popleft())  # type: ignore[arg-type]  # jobs[0] was checked: a _Publish
             try:
                 await self._sequence(batch)
             except Exception as exc:
@@ -297,7 +297,7 @@ class FeedRuntime:
 
     async def _sequence(self, batch: list[_Publish]) -> None:
         core = self.core
-        for attempt in range(MAX_APPEND_ATTEMPTS):
+        for _attempt in range(MAX_APPEND_ATTEMPTS):
             unknown = core.unknown_ids(p.event for p in batch)
             stored = await self.storage.lookup_ids(self.feed, unknown) if unknown else None
             # every record of the batch carries this rtime; deadlines are judged on it

@@ -19,7 +19,8 @@ _DECIMAL = re.compile(r"-?[0-9]{1,20}\Z")
 
 
 def _relay(request: Request) -> Relay:
-    return request.app.state.relay  # type: ignore[no-any-return]
+    relay: Relay = request.app.state.relay  # set by relay.app.create_app
+    return relay
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

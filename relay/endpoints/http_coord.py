@@ -14,7 +14,8 @@ from relay.server import Relay
 
 
 def _relay(request: Request) -> Relay:
-    return request.app.state.relay  # type: ignore[no-any-return]
+    relay: Relay = request.app.state.relay  # set by relay.app.create_app
+    return relay
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:

@@ -194,10 +194,10 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
 
 
 def _cache(request: Request) -> StateCache:
-    cache = getattr(request.app.state, "state_cache", None)
+    cache: StateCache | None = getattr(request.app.state, "state_cache", None)
     if cache is None:
         cache = request.app.state.state_cache = StateCache()
-    return cache  # type: ignore[no-any-return]
+    return cache
 
 
 def _has_view(ns: Namespace[Any]) -> bool:

@@ -179,7 +179,7 @@ class Outbox:
                     self._sending = True
                     if msg.__class__ is bytes:  # a binary message: on its own
                         self._binary -= 1
-                        await send_bytes(msg)  # type: ignore[arg-type]
+                        await send_bytes(msg)
                     else:
                         if frames:
                             msg = self._coalesce(msg)  # type: ignore[arg-type]

@@ -134,11 +134,12 @@ class Session:
 
     def _hello(self, frame: dict[str, Any]) -> None:
         key, sig = frame.get("key"), frame.get("sig")
-        if not isinstance(key, str) or not HEX64_RE.match(key) or not isinstance(sig, str) or not HEX128_RE.match(sig):
+        if not (isinstance(key, str) and HEX64_RE.match(key) and isinstance(sig, str) and HEX128_RE.match(sig)):
             raise MalformedFrame("hello needs key (64 hex) and sig (128 hex)")
         if self.key is not None and self.key != key:
             raise InvalidEvent("this connection is already authenticated as another key")
-        if not verify(bytes.fromhex(key), hello_bytes(key, self.nonce, self.hub.relay_key.public_hex), bytes.fromhex(sig)):
+        signed = hello_bytes(key, self.nonce, self.hub.relay_key.public_hex)
+        if not verify(bytes.fromhex(key), signed, bytes.fromhex(sig)):
             raise BadSignature("hello signature does not verify against the challenge")
         self.key = key
         self.send(frames.with_rid({"t": "welcome", "key": key}, frame.get("rid")))

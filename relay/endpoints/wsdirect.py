@@ -67,7 +67,7 @@ class SharedText:
     """A text message several connections get unchanged (one feed's batch of record frames):
     joined and framed at most once, on first use."""
 
-    __slots__ = ("parts", "_text", "_framed")
+    __slots__ = ("_framed", "_text", "parts")
 
     def __init__(self, parts: list[str]) -> None:
         self.parts = parts

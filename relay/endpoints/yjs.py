@@ -75,7 +75,7 @@ class YjsConnection:
             overhead = Event.create(relay.hub.relay_key, self.feed, "doc.update",
                                     {"update": "", "cap": cap.to_wire()}, ctx=2**53 - 1, ts=2**53 - 1).size
             self._budget = update_budget(self.config.limits.max_event_bytes, overhead)
-            self._watch_expiry()
+            self._watch_expiry(cap.exp)
 
     def __repr__(self) -> str:
         return f"<YjsConnection {self.feed} from {self.ip}{' writer' if self.peer.writable else ''}>"
@@ -101,11 +101,10 @@ class YjsConnection:
             self.room = None
         self.out.close(1000, "closed")
 
-    def _watch_expiry(self) -> None:
-        assert self.cap is not None
-        delay = (self.cap.exp - now_ms()) / 1000
+    def _watch_expiry(self, exp: int) -> None:
+        delay = (exp - now_ms()) / 1000
         if delay > 0:  # (in steps: event loops cap long timers)
-            self._expiry = asyncio.get_running_loop().call_later(min(delay, 86_400.0), self._watch_expiry)
+            self._expiry = asyncio.get_running_loop().call_later(min(delay, 86_400.0), self._watch_expiry, exp)
         else:
             self._cap_expired()
 
@@ -169,13 +168,15 @@ class YjsConnection:
             self.send(permission_denied(EXPIRED if expired else READ_ONLY))
 
     def _write(self, update: bytes, initial: bool) -> None:
-        assert self.cap is not None and self.room is not None
+        cap, room = self.cap, self.room
+        if cap is None or room is None:  # the peer writes only with a write capability, once started
+            raise RuntimeError("an edit needs a write capability and a room")
         if initial:
-            novel = self.room.novel(update)
+            novel = room.novel(update)
             if novel is None:
                 return
             update = novel
-        if now_ms() >= self.cap.exp:
+        if now_ms() >= cap.exp:
             self._cap_expired()
             self._deny(update, False)
             return
@@ -197,7 +198,8 @@ class YjsConnection:
         next event (at most one event of this connection in flight)."""
         relay = self.service.relay
         key = relay.hub.relay_key
-        assert self.cap is not None
+        if self.cap is None:  # _write started this loop, and it checked
+            raise RuntimeError("recording edits needs a write capability")
         cap = self.cap.to_wire()
         while self._writes:
             chunk = [self._writes.popleft()]
@@ -276,8 +278,7 @@ class YjsService:
         if ev.kind != "agent.profile" or rec.feed != f"agent/{ev.author}" or not isinstance(ev.body, dict):
             return
         for room in list(self.rooms.values()):  # the directory indexed it already (its listener is first)
-            if ev.author in room.agents:
-                room._spawn(room._announce([ev.author]))
+            room.profile_changed(ev.author)
 
 
 async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
@@ -317,7 +318,7 @@ async def yjs_endpoint(websocket: WebSocket) -> None:
         return
     service = YjsService.of(websocket)
     conn = YjsConnection(service, websocket, ip, rt, cap)
-    relay.sessions.add(conn)  # type: ignore[arg-type]  # counted in /health, closed at shutdown
+    relay.sessions.add(conn)  # counted in /health, closed at shutdown
     try:
         conn.start(await service.join(conn))
     except Exception:  # logged with its traceback
@@ -326,7 +327,7 @@ async def yjs_endpoint(websocket: WebSocket) -> None:
     try:
         await receive_pump(websocket, conn, f"yjs connection from {ip}")
     finally:
-        relay.end_session(conn)  # type: ignore[arg-type]
+        relay.end_session(conn)
         await conn.out.wait_closed()
 
 

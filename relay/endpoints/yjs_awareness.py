@@ -34,7 +34,8 @@ class AwarenessRoom:
     def snapshot(self) -> list[AwarenessEntry]:
         return [AwarenessEntry(c, self.clocks[c], s) for c, s in self.states.items()]
 
-    def apply(self, conn: Hashable, entries: list[AwarenessEntry], now: float) -> tuple[list[AwarenessEntry], list[str]]:
+    def apply(self, conn: Hashable, entries: list[AwarenessEntry],
+              now: float) -> tuple[list[AwarenessEntry], list[str]]:
         """Apply a connection's update; returns (entries to broadcast, reasons entries were refused)."""
         changed: list[AwarenessEntry] = []
         refused: list[str] = []

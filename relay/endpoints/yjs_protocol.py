@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 from pycrdt import merge_updates
 
@@ -100,7 +100,7 @@ class UnknownMessage:
     type: int
 
 
-Message = Union[SyncStep1, SyncStep2, SyncUpdate, AwarenessMessage, QueryAwareness, UnknownMessage]
+Message = SyncStep1 | SyncStep2 | SyncUpdate | AwarenessMessage | QueryAwareness | UnknownMessage
 
 
 def parse_message(data: bytes) -> Message:
@@ -267,7 +267,7 @@ def parse_state(text: str) -> dict[str, Any] | None:
 class Bucket:
     """Token bucket on an explicit clock (seconds)."""
 
-    __slots__ = ("rate", "burst", "tokens", "stamp")
+    __slots__ = ("burst", "rate", "stamp", "tokens")
 
     def __init__(self, rate: float, burst: int, now: float) -> None:
         self.rate, self.burst, self.tokens, self.stamp = rate, float(burst), float(burst), now
@@ -327,7 +327,7 @@ class Close:
     reason: str
 
 
-Action = Union[SyncRequest, Write, Denied, AwarenessChange, AwarenessQuery, Dropped, Close]
+Action = SyncRequest | Write | Denied | AwarenessChange | AwarenessQuery | Dropped | Close
 
 
 class YjsPeer:
@@ -389,8 +389,8 @@ def update_budget(max_event_bytes: int, overhead: int) -> int:
 
 
 __all__ = [
-    "YjsPeer", "AwarenessEntry", "parse_state", "YProtocolError", "Reader", "parse_message",
-    "sync_step1", "sync_step2", "sync_update", "permission_denied", "awareness_message", "query_awareness",
-    "decode_awareness", "encode_awareness", "check_update", "is_empty_update", "delete_set", "deletes_covered",
-    "struct_groups", "SyncRequest", "Write", "Denied", "AwarenessChange", "AwarenessQuery", "Dropped", "Close",
+    "AwarenessChange", "AwarenessEntry", "AwarenessQuery", "Close", "Denied", "Dropped", "Reader", "SyncRequest",
+    "Write", "YProtocolError", "YjsPeer", "awareness_message", "check_update", "decode_awareness", "delete_set",
+    "deletes_covered", "encode_awareness", "is_empty_update", "parse_message", "parse_state", "permission_denied",
+    "query_awareness", "struct_groups", "sync_step1", "sync_step2", "sync_update",
 ]

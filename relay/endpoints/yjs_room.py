@@ -246,6 +246,11 @@ class Room:
             self.agents[key] = agent_client_id(key)
             self._spawn(self._announce([key]))
 
+    def profile_changed(self, key: str) -> None:
+        """Agent ``key`` wrote a new ``agent.profile``: re-announce its state if it is present here."""
+        if key in self.agents:
+            self._spawn(self._announce([key]))
+
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)

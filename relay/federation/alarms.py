@@ -12,8 +12,8 @@ import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from collab.canonical import CanonicalError, canonical
-from collab.errors import ColonyError, TooLarge
+from collab.canonical import canonical
+from collab.errors import CanonicalError, ColonyError, TooLarge
 from collab.events import Event
 
 if TYPE_CHECKING:

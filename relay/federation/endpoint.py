@@ -194,7 +194,7 @@ async def _refuse(websocket: WebSocket, reason: str) -> None:
                 websocket.client.host if websocket.client else "unknown", reason)
     await websocket.send_text(frames.encode(frames.error("unauthorized", reason)))
     await websocket.close(CLOSE_REFUSED, reason[:120])
-    return None
+    return
 
 
 async def fed_endpoint(websocket: WebSocket) -> None:
@@ -206,7 +206,7 @@ async def fed_endpoint(websocket: WebSocket) -> None:
     hub = relay.hub
     try:
         peer_key = await _handshake(websocket, hub)
-    except (WebSocketDisconnect, asyncio.TimeoutError, OSError):
+    except (TimeoutError, WebSocketDisconnect, OSError):
         peer_key = None
         try:
             await websocket.close(CLOSE_REFUSED, "handshake timed out")

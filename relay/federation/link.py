@@ -3,9 +3,10 @@
 One :class:`Link` per peer keeps a WebSocket to the peer's ``/fed`` open for as long as this
 relay runs: it proves this relay's key, checks the peer's, and reconnects with jittered
 exponential backoff after any loss (``collab.reconnect``, as ``collab.Client`` does). Requests
-that need an answer (``fwd``) wait on a future keyed by ``rid``; a loss fails them with ``HomeUnreachable`` at once, because the caller
-(``Federation.forward``) decides whether to wait for the link or give up. Mirror
-subscriptions are remembered and re-sent after every reconnect from the then-current seq.
+that need an answer (``fwd``) wait on a future keyed by ``rid``; a loss fails them with
+``HomeUnreachable`` at once, because the caller (``Federation.forward``) decides whether to wait
+for the link or give up. Mirror subscriptions are remembered and re-sent after every reconnect
+from the then-current seq.
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ import itertools
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -72,8 +74,8 @@ class Link(Reconnecting):
         super().__init__(backoff_base, backoff_max)
         self.relay_key, self.peer = relay_key, peer
         self.url = fed_url(peer.url)
-        self.on_heads: Callable[[list[dict[str, Any]]], None] | None = None
-        self.on_connect: list[Callable[[], Any]] = []
+        self.on_heads: list[Callable[[list[dict[str, Any]]], Any]] = []  # add_on_heads: the peer's heads
+        self.on_connect: list[Callable[[], Any]] = []  # add_on_connect: after every handshake
         self.last_error: str | None = None  # why the last attempt or connection ended (health, tests)
         self.connects = 0  # successful handshakes so far
         self._subs: dict[str, _Sub] = {}
@@ -134,7 +136,7 @@ class Link(Reconnecting):
             self._send({"t": "fwd", "event": event.to_wire(), "key": key, "rid": rid})
             try:
                 return await asyncio.wait_for(asyncio.shield(fut), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise HomeUnreachable(f"the home relay {self.peer.url} did not answer in {timeout:g} s") from None
         finally:
             self._pending.pop(rid, None)
@@ -151,6 +153,14 @@ class Link(Reconnecting):
     def unsubscribe(self, feed: str) -> None:
         if self._subs.pop(feed, None) is not None and self.connected:
             self._send({"t": "unsub", "feed": feed})
+
+    def add_on_connect(self, callback: Callable[[], Any]) -> None:
+        """Call ``callback()`` after every handshake (a coroutine it returns is run)."""
+        self.on_connect.append(callback)
+
+    def add_on_heads(self, callback: Callable[[list[dict[str, Any]]], Any]) -> None:
+        """Call ``callback(heads)`` with every ``heads`` frame the peer sends."""
+        self.on_heads.append(callback)
 
     def drop(self, reason: str) -> None:
         """Cut the current connection (e.g. the peer sent a bad record); it reconnects with
@@ -298,11 +308,12 @@ class Link(Reconnecting):
                 self._answer(frame)
             elif t == "heads":
                 heads = frame.get("heads")
-                if self.on_heads is not None and isinstance(heads, list):
-                    try:
-                        self.on_heads(heads)
-                    except Exception:
-                        log.exception("handling heads from %s failed", self.url)
+                if isinstance(heads, list):
+                    for on_heads in list(self.on_heads):
+                        try:
+                            on_heads(heads)
+                        except Exception:
+                            log.exception("handling heads from %s failed", self.url)
             elif t == "unsubbed" and frame.get("reason") and frame.get("feed") in self._subs:
                 log.warning("peer %s ended the mirror subscription of %s (%s); resubscribing",
                             self.url, frame["feed"], frame["reason"])

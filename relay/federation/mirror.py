@@ -12,12 +12,14 @@ Records that pass are handed to ``FeedRuntime.mirror``, which appends them verba
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -73,12 +75,8 @@ class Mirrors:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         for link in self.links.values():
-            link.on_connect.append(lambda *_a, _l=link: self._spawn(self._reensure(_l.peer.key)))
-            on_heads = lambda heads, _k=link.peer.key: self.on_heads(_k, heads)  # noqa: E731
-            if isinstance(getattr(link, "on_heads", None), list):
-                link.on_heads.append(on_heads)
-            else:
-                link.on_heads = on_heads
+            link.add_on_connect(lambda *_a, _l=link: self._spawn(self._reensure(_l.peer.key)))
+            link.add_on_heads(functools.partial(self.on_heads, link.peer.key))
         self._http = httpx.AsyncClient(timeout=max(2.0, self.sync_interval * 4))
         self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="mirrors")
 
@@ -221,16 +219,20 @@ class Mirrors:
 
     # -- verification --------------------------------------------------------------------------
     async def _check(self, m: _Feed, d: Any) -> None:
-        seq = d.get("seq") if isinstance(d, dict) and isinstance(d.get("seq"), int) else 0
+        raw = d.get("seq") if isinstance(d, dict) else None
+        seq = raw if isinstance(raw, int) else 0
         try:
             rec = Record.from_wire(d)
         except ColonyError as exc:
-            return await self._refuse(m, "invalid", seq, None, d, f"record does not verify: {exc}")
+            await self._refuse(m, "invalid", seq, None, d, f"record does not verify: {exc}")
+            return
         if rec.relay != m.home.key:
-            return await self._refuse(m, "invalid", seq, None, d,
-                                      f"receipt signed by {rec.relay[:16]}…, not by the home {m.home.key[:16]}…")
+            await self._refuse(m, "invalid", seq, None, d,
+                               f"receipt signed by {rec.relay[:16]}…, not by the home {m.home.key[:16]}…")
+            return
         if rec.feed != m.feed:
-            return await self._refuse(m, "invalid", seq, None, d, f"record of {rec.feed} on the {m.feed} subscription")
+            await self._refuse(m, "invalid", seq, None, d, f"record of {rec.feed} on the {m.feed} subscription")
+            return
         if rec.seq <= m.tail_seq:
             await self._settle(m)
             if not m.active:
@@ -240,16 +242,19 @@ class Mirrors:
             if stored is not None and stored["hash"] == rec.hash:
                 return  # a duplicate (resent after a reconnect)
             ours = stored["record"] if stored else None
-            return await self._refuse(m, "equivocation", rec.seq, ours, d, f"the home showed another record #{rec.seq}")
+            await self._refuse(m, "equivocation", rec.seq, ours, d, f"the home showed another record #{rec.seq}")
+            return
         how = chain_link(m.tail_seq, m.tail_head, rec)
         if how == "gap":
-            return await self._refuse(m, "gap", rec.seq, None, d, f"record #{rec.seq} after our head #{m.tail_seq}")
+            await self._refuse(m, "gap", rec.seq, None, d, f"record #{rec.seq} after our head #{m.tail_seq}")
+            return
         if how == "break":
             await self._settle(m)
             stored = await self._stored(m.feed, m.tail_seq) if m.tail_seq else None
             kind = "equivocation" if m.tail_seq else "invalid"
-            return await self._refuse(m, kind, rec.seq, stored["record"] if stored else None, d,
-                                      f"record #{rec.seq} does not link to our record #{m.tail_seq}")
+            await self._refuse(m, kind, rec.seq, stored["record"] if stored else None, d,
+                               f"record #{rec.seq} does not link to our record #{m.tail_seq}")
+            return
         if m.in_flight >= MAX_IN_FLIGHT:
             await self._settle(m)
             if not m.active:
@@ -298,9 +303,8 @@ class Mirrors:
         try:
             if feed is not None:
                 await _call(link.unsubscribe, feed)
-            drop = getattr(link, "drop", None)
-            if reason and callable(drop):
-                await _call(drop, reason)
+            if reason:
+                await _call(link.drop, reason)
         except Exception:
             log.exception("dropping the link to %s failed", link.peer.url)
 
@@ -336,7 +340,7 @@ class Mirrors:
             if not isinstance(seq, int) or isinstance(seq, bool) or seq < 1 or not isinstance(hsh, str):
                 continue
             try:
-                check_feed(feed)
+                feed = check_feed(feed)
             except ColonyError:
                 continue
             rt = self.hub.feeds.get(feed)

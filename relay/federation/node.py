@@ -1,8 +1,9 @@
 """One relay's membership in a federation: routing, links to peers, mirrors, forwarding.
 
 Built by :class:`relay.server.Relay` when peers are configured; it registers on the hub's
-publish routes (``hub.routes.register_federation``: routing, forward, mirror) so every publish path (native sessions, the Yjs endpoint,
-the coordinator) forwards events of feeds another member homes (docs/federation.md).
+publish routes (``hub.routes.register_federation``: routing, forward, mirror) so every publish
+path (native sessions, the Yjs endpoint, the coordinator) forwards events of feeds another
+member homes (docs/federation.md).
 """
 from __future__ import annotations
 

@@ -113,8 +113,8 @@ def _digest(rec: Any) -> bytes:
 
 
 def _lines(fp: IO[str]) -> Iterable[tuple[int, str]]:
-    for n, line in enumerate(fp, 1):
-        line = line.rstrip("\n")
+    for n, raw in enumerate(fp, 1):
+        line = raw.rstrip("\n")
         if line.strip():
             yield n, line
 
@@ -134,7 +134,8 @@ async def verify_export(storage: Storage, fp: IO[str]) -> tuple[dict[str, Any], 
         raise BackupError("empty file")
     header = _parse(*first)
     if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise BackupError(f"line 1: not a {FORMAT} file (header format is {header.get('format') if isinstance(header, dict) else None!r})")
+        found = header.get("format") if isinstance(header, dict) else None
+        raise BackupError(f"line 1: not a {FORMAT} file (header format is {found!r})")
     listed = header.get("feeds")
     if not isinstance(listed, list) or not all(isinstance(f, str) for f in listed) or len(set(listed)) != len(listed):
         raise BackupError("line 1: header 'feeds' must be a list of distinct feed names")
@@ -212,7 +213,7 @@ async def verify_export(storage: Storage, fp: IO[str]) -> tuple[dict[str, Any], 
     total = sum(p.seq - p.base_seq for p in plans.values())
     if trailer.get("count") != total:
         raise BackupError(f"trailer count {trailer.get('count')!r} != {total} records in the file")
-    for feed, plan in plans.items():
+    for plan in plans.values():
         await _check_target(storage, plan)
     return header, plans
 
@@ -245,7 +246,7 @@ async def verify_and_import(storage: Storage, fp: IO[str]) -> ImportResult:
     fp.seek(0)
     _, plans = await verify_export(storage, fp)
     fp.seek(0)
-    written: dict[str, int] = {f: 0 for f in plans}
+    written: dict[str, int] = dict.fromkeys(plans, 0)
     batch: list[tuple[Record, str]] = []
     batch_feed: str | None = None
     expected = 0

@@ -68,7 +68,7 @@ def _configure_logging(level: str, fmt: str) -> None:
     try:
         from relay.ops import logging_json
     except ImportError:
-        logging_json = None  # type: ignore[assignment]
+        logging_json = None  # type: ignore[assignment]  # an optional module: None when it cannot load
     if logging_json is not None:
         logging_json.configure(level, fmt)
         return
@@ -138,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     try:
         from relay.ops import cli_agent
     except ImportError:
-        cli_agent = None  # type: ignore[assignment]
+        cli_agent = None  # type: ignore[assignment]  # an optional module: None when it cannot load
     if cli_agent is not None:
         cli_agent.register(sub)
     return parser

@@ -67,7 +67,8 @@ async def compact_feed(storage: Storage, relay_key: Keypair, feed: str, keep: in
             try:
                 core.extend(Record.from_wire(json.loads(row.data), verify_sigs=False))
             except ChainError:
-                raise CompactError(f"{feed}: stored record {row.seq} does not continue the chain at {core.seq}") from None
+                raise CompactError(f"{feed}: stored record {row.seq} does not continue the chain "
+                                   f"at {core.seq}") from None
     if core.seq != upto:
         raise CompactError(f"{feed}: the store returned records up to seq {core.seq}, expected {upto}")
     snap = Snapshot.seal(relay_key, feed, upto, core.head, ns.dump(core.state) or b"")

@@ -123,7 +123,7 @@ async def _edit_and_scenes(urls: list[str], cast: Cast, n_agents: int, duration:
         texts = await asyncio.gather(*tasks, return_exceptions=True)
         try:
             scenes_ok = await asyncio.wait_for(scenes, 120)
-        except BaseException as exc:  # noqa: BLE001 - reported below, never hangs the demo
+        except BaseException as exc:
             print(f"demo: the coordination scenes did not finish: {exc!r}")
             logging.getLogger(__name__).debug("the coordination scenes did not finish", exc_info=exc)
             scenes.cancel()

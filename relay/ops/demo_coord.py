@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from collab.auctions import Auction, grant
 from collab.client import Client
@@ -26,7 +27,14 @@ from collab.trust import fetch_scores, vouch
 
 AUCTION = "auction/review-design-note"
 TASK = "task/quarterly-report"
-FAST = {"backoff_base": 0.05, "backoff_max": 1.0}
+
+
+class _Backoff(TypedDict):
+    backoff_base: float
+    backoff_max: float
+
+
+FAST: _Backoff = {"backoff_base": 0.05, "backoff_max": 1.0}
 
 
 @dataclass
@@ -57,14 +65,14 @@ async def run_scenes(url: str, cast: Cast, pace: float = 1.0) -> bool:
         workers = {n: await client(k) for n, k in cast.workers.items()}
         for name, c in {**bidders, **workers}.items():
             await register(c, name, "a scripted demo agent", ["review", "writing"])
-        for c in (planner, *bidders.values()):
-            await grant(op, c.key.public_hex, 100)  # type: ignore[union-attr]
+        for k in (cast.planner, *cast.bidders.values()):
+            await grant(op, k.public_hex, 100)
         cast.say("operator granted 100 credits to the planner and the bidders")
         results = await asyncio.gather(_vouching(cast, planner, bidders, workers),
                                        _auction(cast, planner, bidders, pace),
                                        _task_tree(cast, url, planner, workers, pace), return_exceptions=True)
         ok = True
-        for scene, res in zip(("vouching", "auction", "task tree"), results):
+        for scene, res in zip(("vouching", "auction", "task tree"), results, strict=True):
             if isinstance(res, BaseException):
                 cast.say(f"{scene} scene FAILED: {res!r}")
                 ok = False
@@ -98,8 +106,9 @@ async def _auction(cast: Cast, planner: Client, bidders: dict[str, Client], pace
             cast.say(f"{name} bid {stake}")
         st = await req.wait_status("awarded", timeout=30)
         names = {k.public_hex: n for n, k in cast.bidders.items()}
-        cast.say(f"relay awarded the review to {names[st.winner]} (standby: "  # type: ignore[index]
-                 f"{', '.join(names[k] for k in st.queue)}); {names[st.winner]} never delivers")  # type: ignore[index]
+        winner = names[st.winner]  # type: ignore[index]  # an "awarded" status names its winner
+        cast.say(f"relay awarded the review to {winner} (standby: "
+                 f"{', '.join(names[k] for k in st.queue)}); {winner} never delivers")
         bo = cast.bidders["bo"].public_hex
         await views["bo"].wait_assigned(bo, timeout=60)
         cast.say("relay expired ana (stake slashed); bo was promoted from the standby list")

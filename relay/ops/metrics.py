@@ -104,7 +104,7 @@ class Histogram(_Metric):
     def family(self) -> Metric:
         cumulative: list[tuple[str, float]] = []
         acc = 0
-        for bound, c in zip((*self.buckets, float("inf")), self.counts):
+        for bound, c in zip((*self.buckets, float("inf")), self.counts, strict=True):
             acc += c
             cumulative.append(("+Inf" if bound == float("inf") else repr(float(bound)), acc))
         return HistogramMetricFamily(self.name, self.help, buckets=cumulative, sum_value=self.sum)
@@ -131,7 +131,8 @@ class Metrics:
         self.events_in = Counter("colony_events_in_total", "Events accepted (sequenced and stored), by namespace.",
                                  ("namespace",))
         self.events_out = Counter("colony_events_out_total",
-                                  "Record frames fanned out to subscribers (one per record per subscriber), by namespace.",
+                                  "Record frames fanned out to subscribers (one per record per subscriber), "
+                                  "by namespace.",
                                   ("namespace",))
         self.publish_latency = Histogram("colony_publish_ack_seconds",
                                          "Seconds from a publish entering the feed queue to its ack.", LATENCY_BUCKETS)

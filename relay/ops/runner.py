@@ -51,7 +51,7 @@ def uvicorn_config(app: object, config: Config, **overrides: object) -> uvicorn.
         "timeout_graceful_shutdown": 5,
     }
     opts.update(overrides)
-    return uvicorn.Config(app, **opts)  # type: ignore[arg-type]
+    return uvicorn.Config(app, **opts)  # type: ignore[arg-type]  # opts' values per key, app any ASGI app
 
 
 class GracefulServer(uvicorn.Server):

@@ -105,7 +105,6 @@ def test_no_broad_except_swallows_silently() -> None:
     for pkg in ("collab", "relay"):
         for path in sorted((root / pkg).rglob("*.py")):
             tree = ast.parse(path.read_text(), str(path))
-            for node in ast.walk(tree):
-                if isinstance(node, ast.ExceptHandler) and _broad(node) and not _reports(node):
-                    silent.append(f"{path.relative_to(root)}:{node.lineno}")
+            silent.extend(f"{path.relative_to(root)}:{node.lineno}" for node in ast.walk(tree)
+                          if isinstance(node, ast.ExceptHandler) and _broad(node) and not _reports(node))
     assert silent == [], "broad excepts that neither re-raise nor log a traceback: " + ", ".join(silent)

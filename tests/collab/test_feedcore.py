@@ -1,6 +1,7 @@
 """The sans-I/O feed core: fold, dedup, access, chain, sealing, commit; no sockets, no clock."""
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -239,13 +240,13 @@ def test_any_interleaving_gives_one_dense_order_seen_once_by_every_subscriber(op
             d.subscribe(arg)
             continue
         answers = d.publish([POOL[i] for i in arg])
-        for i, (seq, dup) in zip(arg, answers):
+        for i, (seq, dup) in zip(arg, answers, strict=True):
             eid = POOL[i].id
             assert dup == (eid in first) or (not dup and eid not in first)
             assert first.setdefault(eid, seq) == seq  # one event, one seq, however often published
     assert [r.seq for r in d.log] == list(range(1, len(d.log) + 1))  # one dense order
     assert len({r.event.id for r in d.log}) == len(d.log)  # each event once
-    for a, b in zip(d.log, d.log[1:]):
+    for a, b in itertools.pairwise(d.log):
         assert b.prev == a.hash
     for sub in d.subs:  # exactly once, in order, from its since to the head
         assert sub.got == list(range(sub.since + 1, len(d.log) + 1))

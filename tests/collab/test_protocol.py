@@ -92,7 +92,7 @@ def test_gap_raises_chain_error_carrying_the_feed() -> None:
     p.receive(rec_frame(recs[0]))
     with pytest.raises(ChainError, match="gap") as info:
         p.receive(rec_frame(recs[2]))
-    assert info.value.feed == FEED  # type: ignore[attr-defined]
+    assert info.value.feed == FEED
     assert p.seq(FEED) == 1  # the cursor did not move
 
 

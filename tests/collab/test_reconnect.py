@@ -83,11 +83,12 @@ async def test_a_connection_that_stayed_up_starts_the_backoff_over() -> None:
 
 async def test_writer_coalesces_one_turn_into_one_message_up_to_the_cap() -> None:
     got: list[str | bytes] = []
-    all_in = asyncio.Event()
+    first_in, all_in = asyncio.Event(), asyncio.Event()
 
     async def sink(ws: ServerConnection) -> None:
         async for m in ws:
             got.append(m)
+            first_in.set()
             if len(got) >= 3:
                 all_in.set()
 
@@ -97,7 +98,7 @@ async def test_writer_coalesces_one_turn_into_one_message_up_to_the_cap() -> Non
             w = Writer(ws)
             w.send("a")
             w.send("b")
-            await asyncio.wait_for(_until(lambda: len(got) == 1), 10)
+            await asyncio.wait_for(first_in.wait(), 10)
             assert got == ["a\nb"]
             half = "é" * (MAX_MESSAGE_BYTES // 4)  # 2 bytes a char: half the cap in UTF-8
             assert utf8_size(half) == MAX_MESSAGE_BYTES // 2
@@ -107,7 +108,3 @@ async def test_writer_coalesces_one_turn_into_one_message_up_to_the_cap() -> Non
             assert got[1:] == [half, half]
             w.stop()
 
-
-async def _until(cond) -> None:  # type: ignore[no-untyped-def]
-    while not cond():
-        await asyncio.sleep(0.005)

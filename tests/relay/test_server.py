@@ -4,6 +4,7 @@ component that fails to start closes the ones already started, leaving no task, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 from dataclasses import dataclass
@@ -31,10 +32,8 @@ class Footprint:
     def now(cls) -> Footprint:
         fds = set()
         for fd in os.listdir("/proc/self/fd"):
-            try:
+            with contextlib.suppress(OSError):  # the listing's own descriptor, closed meanwhile
                 fds.add(f"{fd}:{os.readlink(f'/proc/self/fd/{fd}')}")
-            except OSError:  # the listing's own descriptor, closed meanwhile
-                pass
         threads = frozenset(f"{t.name}:{t.ident}" for t in threading.enumerate() if t.name.startswith("colony-"))
         return cls(frozenset(asyncio.all_tasks()), threads, frozenset(fds))
 

@@ -35,7 +35,8 @@ async def publish_locked(ctx: Context, rt: FeedRuntime, event: Event, session_ke
         try:
             return await rt.publish(event, session_key)
         except BaseException:
-            release = Event.create(ctx.hub.relay_key, ledger, "ledger.release", {"key": lock["key"], "ref": lock["ref"]})
+            unlock = {"key": lock["key"], "ref": lock["ref"]}
+            release = Event.create(ctx.hub.relay_key, ledger, "ledger.release", unlock)
             await ctx.try_publish(release)
             raise
 

@@ -56,7 +56,8 @@ class ChimeNamespace(Namespace[Chime]):
     def validate(self, state: Chime, event: Event, adm: Admission) -> None:
         if event.kind in self.RELAY_ONLY and event.author != adm.relay:
             raise Unauthorized(f"{event.kind} is written by the relay only")
-        if event.kind == "chime.set" and not (isinstance(event.body, dict) and isinstance(event.body.get("in_ms"), int)):
+        body = event.body
+        if event.kind == "chime.set" and not (isinstance(body, dict) and isinstance(body.get("in_ms"), int)):
             raise InvalidEvent("chime.set needs {in_ms: int}")
         if event.kind == "chime.ring" and (state.due is None or adm.now < state.due):
             raise InvalidEvent("no chime is due")

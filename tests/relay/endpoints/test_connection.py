@@ -76,11 +76,15 @@ async def test_relay_side_close_completes_the_closing_handshake() -> None:
             await ws.send("x")
             assert await ws.recv() == "text:x"
             await ws.send("bye")
-            with pytest.raises(ConnectionClosed):
+
+            async def keep_writing() -> None:
                 for i in range(10_000):
                     await ws.send(f"more {i}")
                     await asyncio.sleep(0)
                 await ws.recv()
+
+            with pytest.raises(ConnectionClosed):
+                await keep_writing()
             await ws.wait_closed()
             assert (ws.close_code, ws.close_reason) == (4000, "as you wish")
         await asyncio.wait_for(conns[0].ended.wait(), 10)

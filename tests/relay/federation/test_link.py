@@ -285,7 +285,7 @@ async def test_a_drop_before_the_answer_is_home_unreachable(links: Callable[...,
         port = server.sockets[0].getsockname()[1]
         link = links(me, Member(home.public_hex, f"http://127.0.0.1:{port}"))
         heads: list[list[dict[str, Any]]] = []
-        link.on_heads = heads.append
+        link.add_on_heads(heads.append)
         await link.start()
         await link.wait_connected(DEADLINE)
         await eventually(lambda: bool(heads), DEADLINE, "the peer's heads")

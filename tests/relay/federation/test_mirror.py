@@ -37,7 +37,7 @@ class FakeLink:
         self.peer = peer
         self.connected = True
         self.on_connect: list[Callable[..., Any]] = []
-        self.on_heads: Any = None
+        self.on_heads: list[Callable[..., Any]] = []
         self.subs: dict[str, tuple[Callable[[], int], Callable[[dict[str, Any]], Any]]] = {}
         self.calls: list[tuple[str, Any]] = []
         self.heads_sent: list[list[dict[str, Any]]] = []
@@ -45,6 +45,12 @@ class FakeLink:
         self.unsub_gate = asyncio.Event()  # cleared by a test to hold an unsubscribe back
         self.unsub_gate.set()
         self._cond = asyncio.Condition()
+
+    def add_on_connect(self, callback: Callable[..., Any]) -> None:
+        self.on_connect.append(callback)
+
+    def add_on_heads(self, callback: Callable[..., Any]) -> None:
+        self.on_heads.append(callback)
 
     async def _note(self, call: tuple[str, Any]) -> None:
         async with self._cond:
@@ -324,7 +330,8 @@ async def test_discovery_heads_and_reconnect(start_relay: Callable[..., Any]) ->
         await link.wait_call(("subscribe", "gen/shared"))  # found with GET /feeds?prefix=gen/
         await link.wait_call(("heads", 1))
         assert link.heads_sent[0] == [{"feed": "notes/local", "seq": 1, "hash": ha.feeds["notes/local"].head}]
-        assert link.on_heads is not None and link.on_connect
+        assert link.on_heads and link.on_connect
+        [on_heads] = link.on_heads
 
         for row in await hb.storage.read("gen/shared", 0, 100):  # what B's /fed would send
             await link.push("gen/shared", json.loads(row.data))
@@ -333,7 +340,7 @@ async def test_discovery_heads_and_reconnect(start_relay: Callable[..., Any]) ->
                [r.data for r in await hb.storage.read("gen/shared", 0, 100)]
         assert {h["feed"] for h in mirrors.heads_for(peer.key)} == {"notes/local", "gen/shared"}
 
-        await link.on_heads([{"feed": "gen/shared", "seq": 2, "hash": "00" * 32}])  # B forked #2
+        await on_heads([{"feed": "gen/shared", "seq": 2, "hash": "00" * 32}])  # B forked #2
         await link.wait_call(("unsubscribe", "gen/shared"))
         for cb in link.on_connect:  # the link came back: mirrored feeds are subscribed again
             cb()
