@@ -1,5 +1,5 @@
 """relay/core/config.py: the relay's settings object. (How ``colony serve`` fills it from flags,
-environment and TOML is tested with the CLI: tests/relay/ops/test_config.py.)"""
+environment and TOML is tested with the CLI: tests/relay/ops/test_cli_settings.py.)"""
 from __future__ import annotations
 
 from dataclasses import MISSING, fields

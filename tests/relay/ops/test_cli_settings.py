@@ -10,7 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from relay.ops.cli import SETTINGS, ConfigError, build_parser, config_from, resolve_settings
+from relay.ops.cli import build_parser
+from relay.ops.cli_settings import SETTINGS, ConfigError, config_from, resolve_settings
 from relay.core.config import Config
 from relay.core.limits import Limits, YjsLimits
 from tests.procs import start_relay_proc
