@@ -46,7 +46,8 @@ def test_watch_logs_each_change_once_with_its_detail(caplog: pytest.LogCaptureFi
     watch.observe([down, bus])
     watch.observe([down, bus])  # no change: no second line
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [
-        (logging.WARNING, "component storage is down: {'backend': 'sqlite', 'ok': False, 'error': 'disk full at /data'}")]
+        (logging.WARNING,
+         "component storage is down: {'backend': 'sqlite', 'ok': False, 'error': 'disk full at /data'}")]
     caplog.clear()
     watch.observe([up, bus])
     assert [(r.levelno, r.getMessage()) for r in caplog.records] == [(logging.INFO, "component storage is up again")]

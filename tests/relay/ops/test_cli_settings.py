@@ -1,6 +1,7 @@
 """``colony serve`` settings: flags > environment variables > TOML file (--config) > defaults."""
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import sys
@@ -10,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from relay.ops.cli import build_parser
-from relay.ops.cli_settings import SETTINGS, ConfigError, config_from, resolve_settings
 from relay.core.config import Config
 from relay.core.limits import Limits, YjsLimits
+from relay.ops.cli import build_parser
+from relay.ops.cli_settings import SETTINGS, SETTINGS_BY_NAME, ConfigError, config_from, resolve_settings
 from tests.procs import start_relay_proc
 
 K1, K2, K3 = "a" * 64, "b" * 64, "c" * 64
@@ -29,7 +30,7 @@ async def colony(*args: str, env: dict[str, str] | None = None, timeout: float =
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-def serve_args(*argv: str):  # type: ignore[no-untyped-def]
+def serve_args(*argv: str) -> argparse.Namespace:
     return build_parser().parse_args(["serve", *argv])
 
 
@@ -98,6 +99,36 @@ snapshot_every = 17
     assert cfg.replicate == ("vouch/",)
     monkeypatch.delenv("COLONY_PEERS")
     assert config_from(serve_args()) == Config()  # nothing given: the built-in defaults
+
+
+def test_the_table_names_each_setting_once() -> None:
+    names = [s.name for s in SETTINGS]
+    envs = [e for s in SETTINGS for e in s.env_names]
+    assert len(set(names)) == len(names) and len({s.flag for s in SETTINGS}) == len(names)
+    assert len(set(envs)) == len(envs)
+    assert SETTINGS_BY_NAME["max_frame_bytes"].flag == "--max-frame-bytes"
+    assert SETTINGS_BY_NAME["max_frame_bytes"].env_names == ("COLONY_MAX_FRAME_BYTES",)
+    assert SETTINGS_BY_NAME["operator"].env_names == ("COLONY_OPERATORS", "COLONY_OPERATOR")
+    assert SETTINGS_BY_NAME["log_level"].target is None
+
+
+@pytest.mark.parametrize(("name", "text", "value"), [
+    ("port", "0", 0), ("port", "65535", 65535), ("synchronous", "NORMAL", "NORMAL"),
+    ("sync_interval", "0.25", 0.25), ("snapshot_every", "3", 3), ("operator", K1, K1),
+    ("max_frame_bytes", "0", 0),
+])
+def test_convert_accepts(name: str, text: str, value: object) -> None:
+    assert SETTINGS_BY_NAME[name].convert(text) == value
+
+
+@pytest.mark.parametrize(("name", "text"), [
+    ("port", "65536"), ("port", "-1"), ("port", "http"), ("synchronous", "OFF"), ("sync_interval", "0"),
+    ("sync_interval", "inf"), ("sync_interval", "nan"), ("snapshot_every", "0"), ("operator", "A" * 64),
+    ("max_frame_bytes", "-5"), ("peer", "http://h:1/"), ("log_format", "xml"),
+])
+def test_convert_refuses(name: str, text: str) -> None:
+    with pytest.raises((argparse.ArgumentTypeError, ValueError)):
+        SETTINGS_BY_NAME[name].convert(text)
 
 
 def test_every_config_field_is_a_setting() -> None:
