@@ -48,7 +48,8 @@ async def test_open_bid_award_deliver_accept(start_relay: Callable[..., Any]) ->
         await ra.wait_for(lambda s: s.result is not None)
         await ra.accept()
         final = await ab.wait_status("completed")
-        assert final.result == {"key": a_key.public_hex, "result": {"answer": 42}, "seq": final.result["seq"]}
+        assert final.result is not None and final.result["seq"] == 5
+        assert final.result == {"key": a_key.public_hex, "result": {"answer": 42}, "seq": 5}
         assert [r.event.kind for r in ra.records] == [
             "auction.open", "auction.bid", "auction.bid", "auction.award", "auction.result", "auction.accept"]
 
