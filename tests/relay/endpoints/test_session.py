@@ -5,7 +5,9 @@ frames (several frames in one WebSocket message, answered in order)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from collab.events import Event, hello_bytes
 from collab.keys import Keypair
@@ -13,6 +15,10 @@ from relay.core.limits import Limits
 from relay.ops.runner import Running, serving
 from tests.conftest import Backend, make_config
 from tests.rawclient import Raw
+
+
+def synced(feed: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda f: f["t"] == "synced" and f["feed"] == feed
 
 
 def note(key: Keypair, feed: str, n: int) -> Event:
@@ -148,9 +154,9 @@ async def test_the_session_enforces_its_limits(tmp_path: Path, backend: Backend)
             big = Event.create(key, "misc/lim", "note.add", {"text": "y" * 800})
             err = await raw.request({"t": "pub", "event": big.to_wire()}, "big")
             assert err["code"] == "too_large" and err["id"] == big.id
-            for n in (1, 2):
-                await raw.send({"t": "sub", "feed": f"misc/s{n}", "since": 0})
-                await raw.wait(lambda f, n=n: f["t"] == "synced" and f["feed"] == f"misc/s{n}")
+            for feed in ("misc/s1", "misc/s2"):
+                await raw.send({"t": "sub", "feed": feed, "since": 0})
+                await raw.wait(synced(feed))
             err = await raw.request({"t": "sub", "feed": "misc/s3", "since": 0}, "s3")
             assert err["code"] == "limit_exceeded"
             # the key's burst: the big event took no token (it was refused before), three more pass
