@@ -95,14 +95,43 @@ class Decoder:
 
 
 def read_state_vector(sv: bytes, decoder: type[Decoder] = Decoder) -> dict[int, int]:
-    """A Yjs state vector: varuint n, then n x (varuint client, varuint clock); nothing after."""
-    r = decoder(sv)
+    """A Yjs state vector: varuint n, then n x (varuint client, varuint clock); nothing after.
+
+    Every ``doc.update`` the relay validates reads one, so this is a tight loop over the buffer
+    (one call per varuint, the one-byte case first) rather than method calls on a Decoder; the
+    rules are the Decoder's, and so are the errors (``decoder.error``)."""
+    end = len(sv)
+    count, pos = _uint(sv, 0, decoder)
     out: dict[int, int] = {}
-    for _ in range(r.var_uint()):
-        client = r.var_uint()
-        out[client] = r.var_uint()
-    r.expect_end("a state vector")
+    for _ in range(count):
+        client, pos = _uint(sv, pos, decoder)
+        out[client], pos = _uint(sv, pos, decoder)
+    if pos != end:
+        raise decoder.error(f"{end - pos} trailing bytes after a state vector")
     return out
+
+
+def _uint(buf: bytes, pos: int, decoder: type[Decoder]) -> tuple[int, int]:
+    """One varuint at ``pos``: (value, next pos), by the rules of :meth:`Decoder.var_uint`."""
+    try:
+        b = buf[pos]
+        if b < 0x80:
+            return b, pos + 1
+        n, shift = b & 0x7F, 7
+        while True:
+            pos += 1
+            b = buf[pos]
+            n |= (b & 0x7F) << shift
+            if b < 0x80:
+                break
+            shift += 7
+            if shift > _MAX_SHIFT:
+                raise decoder.error("varuint longer than 53 bits")
+    except IndexError:
+        raise decoder.error("truncated varuint") from None
+    if n > MAX_VAR_UINT:
+        raise decoder.error("varuint larger than 2**53 - 1")
+    return n, pos + 1
 
 
 __all__ = ["MAX_VAR_UINT", "Decoder", "read_state_vector", "var_bytes", "var_string", "var_uint"]

@@ -117,3 +117,32 @@ def test_any_bytes_decode_or_raise_value_error(data: bytes) -> None:
     except ValueError:
         return
     assert 0 <= n <= MAX_VAR_UINT and r.pos <= 8
+
+
+def _state_vector_by_decoder(sv: bytes) -> dict[int, int]:
+    """The reference reading: method calls on a Decoder (read_state_vector is a tight loop)."""
+    r = Decoder(sv)
+    out: dict[int, int] = {}
+    for _ in range(r.var_uint()):
+        client = r.var_uint()
+        out[client] = r.var_uint()
+    r.expect_end("a state vector")
+    return out
+
+
+@given(st.one_of(
+    st.binary(max_size=40),
+    st.dictionaries(st.integers(0, 2**53 - 1), st.integers(0, 2**53 - 1), max_size=6).map(
+        lambda d: var_uint(len(d)) + b"".join(var_uint(k) + var_uint(v) for k, v in d.items())),
+))
+def test_state_vector_fast_path_agrees_with_the_decoder(sv: bytes) -> None:
+    """Same value, or the same refusal (a ValueError), on any bytes."""
+    try:
+        want: dict[int, int] | str = _state_vector_by_decoder(sv)
+    except ValueError as exc:
+        want = type(exc).__name__
+    try:
+        got: dict[int, int] | str = read_state_vector(sv)
+    except ValueError as exc:
+        got = type(exc).__name__
+    assert got == want
