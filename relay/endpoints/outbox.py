@@ -22,7 +22,9 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
+
+from collab import frames
 
 from relay.endpoints.wsdirect import DirectWriter, SharedText
 
@@ -208,4 +210,23 @@ class Outbox:
                 log.debug("closing after a failed send failed too", exc_info=True)
 
 
-__all__ = ["CLOSE_GOING_AWAY", "CLOSE_SLOW", "MAX_COALESCE_BYTES", "Outbox", "Transport"]
+class OutboxSubscriber:
+    """The hub-subscriber side every outbox-backed connection shares (``relay.core.fanout.Subscriber``):
+    records go to ``self.out``; a subclass sets ``out`` and may filter in ``deliver``."""
+
+    out: Outbox
+
+    def deliver(self, frame: str) -> None:
+        self.out.put(frame)
+
+    def deliver_shared(self, msg: SharedText) -> None:
+        self.out.put_shared(msg)
+
+    async def deliver_wait(self, frame: str) -> None:
+        await self.out.put_wait(frame)
+
+    def send(self, frame: dict[str, Any]) -> None:
+        self.out.put(frames.encode(frame))
+
+
+__all__ = ["CLOSE_GOING_AWAY", "CLOSE_SLOW", "MAX_COALESCE_BYTES", "Outbox", "OutboxSubscriber", "Transport"]

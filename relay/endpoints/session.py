@@ -24,8 +24,7 @@ from collab.keys import verify
 
 from relay.core.hub import Hub
 from relay.core.limits import Limits, RateLimiter
-from relay.endpoints.outbox import CLOSE_GOING_AWAY, Outbox, Transport
-from relay.endpoints.wsdirect import SharedText
+from relay.endpoints.outbox import CLOSE_GOING_AWAY, Outbox, OutboxSubscriber, Transport
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ def publish_answer(fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any
     return frames.error("internal", "the relay failed to store this event", rid=rid, id=event.id), "internal"
 
 
-class Session:
+class Session(OutboxSubscriber):
     """Protocol state of one connection (authenticated key, subscriptions)."""
 
     def __init__(self, hub: Hub, transport: Transport, ip: str, limits: Limits,
@@ -64,18 +63,6 @@ class Session:
     # Subscriber protocol (relay.core.fanout.Subscriber, used by the hub)
     reads_any = False     # read access is checked for this connection's key
     records_only = False  # a doc subscription may start from a snapshot
-
-    def deliver(self, frame: str) -> None:
-        self.out.put(frame)
-
-    def deliver_shared(self, msg: SharedText) -> None:
-        self.out.put_shared(msg)
-
-    async def deliver_wait(self, frame: str) -> None:
-        await self.out.put_wait(frame)
-
-    def send(self, frame: dict[str, Any]) -> None:
-        self.out.put(frames.encode(frame))
 
     def start(self) -> None:
         self.send({"t": "challenge", "nonce": self.nonce, "relay": self.hub.relay_key.public_hex})

@@ -21,9 +21,8 @@ from collab.events import HEX64_RE, HEX128_RE, Event, check_feed
 from collab.keys import verify
 
 from relay.endpoints.connection import receive_pump
-from relay.endpoints.outbox import CLOSE_GOING_AWAY, Outbox
+from relay.endpoints.outbox import CLOSE_GOING_AWAY, Outbox, OutboxSubscriber
 from relay.endpoints.session import publish_answer
-from relay.endpoints.wsdirect import SharedText
 from relay.federation.link import CLOSE_REFUSED, HANDSHAKE_TIMEOUT, peer_bytes
 
 if TYPE_CHECKING:
@@ -36,7 +35,7 @@ PEER_FRAMES = frozenset(("fwd", "sub", "unsub", "heads"))
 _PRESENCE_PREFIX = '{"t":"presence"'
 
 
-class PeerSession:
+class PeerSession(OutboxSubscriber):
     """One authenticated peer's subscriptions and publishes (a hub Subscriber and a
     relay.endpoints.connection.Connection)."""
 
@@ -52,15 +51,6 @@ class PeerSession:
     def deliver(self, frame: str) -> None:
         if not frame.startswith(_PRESENCE_PREFIX):  # who is online is each relay's own business
             self.out.put(frame)
-
-    def deliver_shared(self, msg: SharedText) -> None:
-        self.out.put_shared(msg)
-
-    async def deliver_wait(self, frame: str) -> None:
-        await self.out.put_wait(frame)
-
-    def send(self, frame: dict[str, Any]) -> None:
-        self.out.put(frames.encode(frame))
 
     # -- frames ----------------------------------------------------------------------------------
     async def handle_message(self, message: str | bytes) -> None:

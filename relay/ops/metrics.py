@@ -169,13 +169,7 @@ def _fill(relay: Any) -> Metrics:
     m.connections.set(len(relay.sessions))
     m.feeds_loaded.set(len(hub.feeds))
     m.feed_queue.set(sum(rt.queued for rt in list(hub.feeds.values())))
-    frames = 0
-    for s in list(relay.sessions):
-        out = getattr(s, "out", None)
-        q = getattr(out, "frames", None)
-        if q is not None:
-            frames += len(q)
-    m.outbox_frames.set(frames)
+    m.outbox_frames.set(sum(len(conn.out.frames) for conn in list(relay.sessions)))
     m.redis_round_trips.values[()] = getattr(hub.storage, "round_trips", 0) or 0
     m.link_up.clear()
     fed = relay.federation
