@@ -20,8 +20,8 @@ from collab.keys import Keypair
 
 from relay.core.config import Config
 from relay.core.presence import Participants, PresenceStore
-from relay.endpoints.wsdirect import SharedText
-from relay.ops.metrics import Metrics
+from relay.core.wsframe import SharedText
+from relay.core.metrics import Metrics
 from relay.storage.base import Storage
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,8 @@ from relay.core.fanout import Subscriber
 from relay.core.presence import PresenceStore
 from relay.core.routes import PublishRoutes
 from relay.core.worker import FeedRuntime
-from relay.federation.routing import Member, Routing
-from relay.ops.metrics import Metrics
+from relay.core.routing import Member, Routing
+from relay.core.metrics import Metrics
 from relay.storage.base import Storage
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class Hub:
         self.presence: PresenceStore = presence or PresenceStore()
         self.routes = routes or PublishRoutes(Routing(Member(relay_key.public_hex, "")))
         self.feeds: dict[str, FeedRuntime] = {}
-        self.metrics = Metrics()  # relay.ops.metrics: bumped by the feed workers and sessions
+        self.metrics = Metrics()  # relay.endpoints.metrics: bumped by the feed workers and sessions
         self._loading: dict[str, asyncio.Future[FeedRuntime]] = {}
         self.listeners: list[RecordListener] = []  # called with every record committed here
 

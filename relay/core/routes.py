@@ -20,7 +20,7 @@ from typing import Any
 
 from collab.events import Event
 
-from relay.federation.routing import Routing
+from relay.core.routing import Routing
 
 #: a detour of a publish: ``(event, session key) -> (seq, duplicate)``
 PublishCall = Callable[[Event, str | None], Awaitable[tuple[int, bool]]]

@@ -30,7 +30,7 @@ from relay.core.config import Config
 from relay.core.fanout import Fanout, Subscriber
 from relay.core.mirrorstore import MirrorJob, store_mirrored
 from relay.core.presence import Participants, PresenceStore
-from relay.ops.metrics import Metrics
+from relay.core.metrics import Metrics
 from relay.storage.base import HeadMoved, Storage, StoredSnapshot
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,8 @@
 """Read-only HTTP API: health, limits, feeds, heads and records."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 import re
 
@@ -12,8 +14,10 @@ from collab.errors import InvalidEvent
 from collab.events import check_feed
 
 from relay.endpoints.http_state import feed_state
-from relay.ops.metrics import expose
-from relay.server import Relay
+from relay.endpoints.metrics import expose
+
+if TYPE_CHECKING:
+    from relay.server import Relay
 
 _DECIMAL = re.compile(r"-?[0-9]{1,20}\Z")
 

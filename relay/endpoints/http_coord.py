@@ -3,6 +3,8 @@
 mounted with these by ``relay.app``."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -10,7 +12,9 @@ from starlette.routing import Route
 from collab.errors import InvalidEvent
 from collab.events import check_feed
 
-from relay.server import Relay
+if TYPE_CHECKING:
+    from relay.server import Relay
+
 
 
 def _relay(request: Request) -> Relay:

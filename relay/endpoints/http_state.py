@@ -31,7 +31,7 @@ import json
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -41,7 +41,9 @@ from collab.events import GENESIS, Record, check_feed
 from collab.feedcore import FeedCore
 from collab.namespaces import Namespace
 
-from relay.server import Relay
+if TYPE_CHECKING:
+    from relay.server import Relay
+
 
 CHECKPOINT_EVERY = 1000           # seqs between checkpoints of a replayed feed
 CHECKPOINT_BYTES = 64 * 1024 * 1024  # total size of the checkpoints kept (LRU over all feeds)

@@ -26,7 +26,8 @@ from typing import Any, Protocol
 
 from collab import frames
 
-from relay.endpoints.wsdirect import DirectWriter, SharedText
+from relay.core.wsframe import SharedText
+from relay.endpoints.wsdirect import DirectWriter
 
 log = logging.getLogger(__name__)
 

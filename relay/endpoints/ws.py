@@ -1,10 +1,14 @@
 """The native ``/ws`` endpoint: accept, then pump messages into a Session (relay.endpoints.connection)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from starlette.websockets import WebSocket
 
 from relay.endpoints.connection import receive_pump
-from relay.server import Relay
+
+if TYPE_CHECKING:
+    from relay.server import Relay
 
 __all__ = ["native_endpoint"]
 

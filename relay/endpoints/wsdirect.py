@@ -20,7 +20,6 @@ interleave with the protocol's own pings or close frame.
 """
 from __future__ import annotations
 
-import struct
 from typing import Any
 
 try:  # the protocol the relay runs (relay.ops.runner pins ws="websockets-sansio")
@@ -30,8 +29,6 @@ except ImportError:  # pragma: no cover - both ship with the install
     WebSocketsSansIOProtocol = None  # type: ignore[assignment,misc]
     State = None  # type: ignore[assignment,misc]
 
-OP_TEXT = 0x1
-OP_BINARY = 0x2
 SCOPE_KEY = "colony.raw_send"
 
 
@@ -45,46 +42,6 @@ class RawSendMiddleware:
         if scope["type"] == "websocket":
             scope[SCOPE_KEY] = send
         await self.app(scope, receive, send)
-
-
-def frame(payload: bytes, opcode: int) -> bytes:
-    """One unmasked, final frame (RFC 6455 §5.2), as a server sends it."""
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, n)
-    elif n < 65536:
-        head = struct.pack("!BBH", 0x80 | opcode, 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 127, n)
-    return head + payload
-
-
-def binary_frame(payload: bytes) -> bytes:
-    return frame(payload, OP_BINARY)
-
-
-class SharedText:
-    """A text message several connections get unchanged (one feed's batch of record frames):
-    joined and framed at most once, on first use."""
-
-    __slots__ = ("_framed", "_text", "parts")
-
-    def __init__(self, parts: list[str]) -> None:
-        self.parts = parts
-        self._text: str | None = None
-        self._framed: bytes | None = None
-
-    @property
-    def text(self) -> str:
-        if self._text is None:
-            self._text = "\n".join(self.parts)
-        return self._text
-
-    @property
-    def framed(self) -> bytes:
-        if self._framed is None:
-            self._framed = frame(self.text.encode(), OP_TEXT)
-        return self._framed
 
 
 class DirectWriter:

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import Any
+from typing import Any, TYPE_CHECKING
 
 from pycrdt import merge_updates
 from starlette.websockets import WebSocket
@@ -39,7 +39,9 @@ from relay.endpoints.yjs_protocol import (
     YProtocolError, awareness_message, permission_denied, sync_step1, sync_step2, update_budget,
 )
 from relay.endpoints.yjs_room import Room, clean_name
-from relay.server import Relay
+
+if TYPE_CHECKING:
+    from relay.server import Relay
 
 log = logging.getLogger(__name__)
 

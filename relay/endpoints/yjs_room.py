@@ -19,7 +19,7 @@ from pycrdt import get_update, merge_updates
 from collab.access import CONTROL_KINDS
 from collab.events import HEX64_RE, unb64
 from relay.core.worker import FeedRuntime
-from relay.endpoints.wsdirect import SharedText, binary_frame
+from relay.core.wsframe import SharedText, binary_frame
 from relay.endpoints.yjs_awareness import AGENT, AwarenessRoom
 from relay.endpoints.yjs_protocol import (
     CLOSE_FORBIDDEN,

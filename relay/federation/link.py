@@ -31,7 +31,7 @@ from collab.keys import Keypair, verify
 from collab.reconnect import Next, Reconnecting, Writer, close_politely
 from collab.subscription import Signal, until
 
-from relay.federation.routing import Member
+from relay.core.routing import Member
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ from collab.events import GENESIS, Record, check_feed
 from collab.feedcore_chain import link as chain_link
 
 from relay.core.mirrorstore import MirrorConflict
-from relay.federation.routing import LOCAL_PREFIX, Member, Routing
+from relay.core.routing import LOCAL_PREFIX, Member, Routing
 
 if TYPE_CHECKING:
     from relay.core.hub import Hub

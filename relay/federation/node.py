@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from collab.errors import HomeUnreachable
 from collab.events import Event, namespace_of
 
-from relay.federation.routing import Member, Routing, parse_pin
+from relay.core.routing import Member, Routing, parse_pin
 
 if TYPE_CHECKING:
     from relay.core.config import Config

@@ -33,7 +33,7 @@ def _key_hex(text: str) -> str:
 
 
 def _peer(text: str) -> str:
-    from relay.federation.routing import Member
+    from relay.core.routing import Member
 
     try:
         Member.parse(text)
@@ -43,7 +43,7 @@ def _peer(text: str) -> str:
 
 
 def _pin(text: str) -> str:
-    from relay.federation.routing import parse_pin
+    from relay.core.routing import parse_pin
 
     try:
         parse_pin(text)

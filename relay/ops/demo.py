@@ -153,21 +153,13 @@ def _banner(url: str, duration: float | None) -> None:
 
 
 async def _relay_doc(url: str, seq: int, timeout: float = 30) -> tuple[int, str]:
-    """The doc feed's (seq, text) as the relay at ``url`` has it, once it has caught up to ``seq``."""
-    import httpx
-
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    async with httpx.AsyncClient(timeout=10) as http:
-        while True:
-            resp = await http.get(f"{url.rstrip('/')}/feeds/{FEED}")
-            if resp.status_code == 200:
-                info = resp.json()
-                if info["seq"] >= seq or loop.time() > deadline:
-                    return info["seq"], (info.get("state") or {}).get("text", "")
-            elif loop.time() > deadline:
-                resp.raise_for_status()
-            await asyncio.sleep(0.2)
+    """The doc feed's (seq, text) as the relay at ``url`` has it, once it has caught up to ``seq``:
+    a fresh reader subscribes (snapshot + backlog) and waits for that record, no polling."""
+    async with Client(url, Keypair.generate()) as reader, Doc(reader, FEED) as doc:
+        await doc.synced(timeout)
+        if doc.seq < seq:
+            await doc.wait_seq(seq, timeout)
+        return doc.seq, str(doc.text)
 
 
 async def run_agents(relays: list[str], operator: Keypair, n_agents: int, duration: float | None,

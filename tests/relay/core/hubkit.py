@@ -13,7 +13,7 @@ from collab.namespaces import default_registry
 
 from relay.core.config import Config
 from relay.core.hub import Hub
-from relay.endpoints.wsdirect import SharedText
+from relay.core.wsframe import SharedText
 from relay.storage.sqlite import SqliteStorage
 
 RELAY = Keypair.from_seed(b"R" * 32)

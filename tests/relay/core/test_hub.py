@@ -8,7 +8,7 @@ from collab.errors import Unavailable
 from collab.events import Event
 from collab.keys import Keypair
 
-from relay.federation.routing import Member, Routing
+from relay.core.routing import Member, Routing
 from tests.relay.core.hubkit import RELAY, Sink, hub_on_sqlite
 
 ALICE = Keypair.from_seed(b"A" * 32)

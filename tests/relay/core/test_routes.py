@@ -5,7 +5,7 @@ from collab.events import Event
 from collab.keys import Keypair
 
 from relay.core.routes import PublishRoutes
-from relay.federation.routing import Member, Routing
+from relay.core.routing import Member, Routing
 
 ME, PEER, ALICE = (Keypair.from_seed(bytes([c]) * 32) for c in b"MPA")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 
 from collab.keys import Keypair
-from relay.federation.routing import Member, Routing
+from relay.core.routing import Member, Routing
 from relay.ops.runner import Running, serving
 from tests.conftest import Backend, make_config
 

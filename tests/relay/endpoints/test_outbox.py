@@ -11,7 +11,7 @@ from websockets.exceptions import ConnectionClosed
 
 from relay.endpoints.connection import receive_pump
 from relay.endpoints.outbox import CLOSE_SLOW, Outbox
-from relay.endpoints.wsdirect import SharedText, binary_frame
+from relay.core.wsframe import SharedText, binary_frame
 from tests.relay.endpoints.asgi_ws import ws_server
 
 Fill = Callable[[Outbox], None]

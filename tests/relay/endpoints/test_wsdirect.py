@@ -5,21 +5,12 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import pytest
 import websockets
 from pycrdt import Text
 
 from relay.ops.runner import serving
-from relay.endpoints.wsdirect import binary_frame
 from tests.conftest import make_config
 from tests.yclient import YClient, msg_step1
-from websockets.frames import Frame, Opcode
-
-
-@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
-def test_binary_frame_matches_the_websockets_serializer(size: int) -> None:
-    payload = bytes(i % 251 for i in range(size))
-    assert binary_frame(payload) == Frame(Opcode.BINARY, payload).serialize(mask=False)
 
 
 async def _edit(tmp_path: Path, deflate: bool) -> tuple[list[bool], list[str]]:

@@ -20,7 +20,7 @@ from collab.doc import Doc
 from collab.keys import Keypair
 from collab.replay import fetch_records
 from collab.trust import vouch
-from relay.federation.routing import Member, Routing
+from relay.core.routing import Member, Routing
 from tests.conftest import Backend
 from tests.procs import RelayProc, start_relay_proc
 from tests.redis_server import free_port

@@ -21,7 +21,7 @@ from tests.conftest import Backend
 from tests.procs import start_relay_proc
 from tests.wait import eventually
 from tests.redis_server import free_port
-from relay.federation.routing import Member, Routing
+from relay.core.routing import Member, Routing
 
 FAST = {"backoff_base": 0.02, "backoff_max": 0.3}
 

@@ -27,7 +27,7 @@ from collab.errors import HomeUnreachable, RelayError
 from collab.events import Event
 from collab.keys import Keypair
 from relay.federation.link import CLOSE_REFUSED, Link, fed_url, peer_bytes
-from relay.federation.routing import Member
+from relay.core.routing import Member
 from relay.ops.runner import Running, serving
 from tests.conftest import Backend, make_config
 from tests.rawclient import Raw

@@ -20,7 +20,7 @@ from collab.events import GENESIS, Event, Record
 from collab.keys import Keypair
 from relay.federation.alarms import ALARM_FEED, Alarms
 from relay.federation.mirror import Mirrors
-from relay.federation.routing import Member, Routing
+from relay.core.routing import Member, Routing
 from relay.core.hub import Hub
 from relay.ops.runner import Running
 from tests.rawclient import Raw

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 
 from collab.keys import Keypair
-from relay.federation.routing import ROUTE_DOMAIN, Member, Routing, parse_pin
+from relay.core.routing import ROUTE_DOMAIN, Member, Routing, parse_pin
 
 KEYS = [Keypair.from_seed(bytes([i]) * 32).public_hex for i in range(1, 4)]
 MEMBERS = [Member(k, f"http://127.0.0.1:{8700 + i}") for i, k in enumerate(KEYS)]

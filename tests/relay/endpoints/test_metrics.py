@@ -14,8 +14,8 @@ from collab.errors import RelayError
 from collab.events import b64
 from collab.keys import Keypair
 from relay.ops.logging_json import JsonFormatter
-from relay.ops.metrics import Counter, Gauge, Histogram, Metrics
 from relay.ops.runner import Running
+from tests.relay.promtext import parse, value
 
 NAMES = {
     "colony_connections": "gauge",
@@ -31,44 +31,6 @@ NAMES = {
     "colony_federation_alarms_total": "counter",
     "colony_component_up": "gauge",
 }
-
-_SAMPLE = re.compile(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)\Z')
-_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|\Z)')
-
-
-def parse(text: str) -> tuple[dict[str, str], dict[tuple[str, frozenset[tuple[str, str]]], float]]:
-    """Exposition -> ({name: type}, {(name, labels): value}); fails on any malformed line."""
-    types: dict[str, str] = {}
-    helps: set[str] = set()
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float] = {}
-    assert text.endswith("\n")
-    for line in text.splitlines():
-        if line.startswith("# HELP "):
-            helps.add(line.split(" ", 3)[2])
-            continue
-        if line.startswith("# TYPE "):
-            _, _, name, kind = line.split(" ")
-            types[name] = kind
-            continue
-        assert line and not line.startswith("#"), line
-        m = _SAMPLE.match(line)
-        assert m, f"bad sample line: {line!r}"
-        labels: list[tuple[str, str]] = []
-        body = m.group(3) or ""
-        pos = 0
-        while pos < len(body):
-            lm = _LABEL.match(body, pos)
-            assert lm, f"bad labels in {line!r}"
-            labels.append((lm.group(1), lm.group(2)))
-            pos = lm.end()
-        samples[(m.group(1), frozenset(labels))] = float(m.group(4))
-    assert set(types) == helps
-    return types, samples
-
-
-def value(samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
-    return samples.get((name, frozenset(labels.items())), 0.0)
-
 
 async def scrape(r: Running) -> tuple[dict[str, str], dict[tuple[str, frozenset[tuple[str, str]]], float]]:
     async with httpx.AsyncClient() as http:
@@ -114,22 +76,6 @@ async def test_openmetrics_when_asked(relay: Running) -> None:
     assert "colony_redis_round_trips_total " in body
 
 
-def test_registries_are_per_relay() -> None:
-    """Two relays in one process keep their own registries; the library's global one stays empty of ours."""
-    from prometheus_client import REGISTRY
-
-    a, b = Metrics(), Metrics()
-    a.events_in.inc("doc", n=5)
-    a.publish_latency.observe(0.2)
-    _, sa = parse(a.render()[0].decode())
-    _, sb = parse(b.render()[0].decode())
-    assert value(sa, "colony_events_in_total", namespace="doc") == 5
-    assert value(sa, "colony_publish_ack_seconds_count") == 1
-    assert value(sb, "colony_events_in_total", namespace="doc") == 0
-    assert value(sb, "colony_publish_ack_seconds_count") == 0
-    assert REGISTRY.get_sample_value("colony_connections") is None
-
-
 async def test_values_move_under_load(relay: Running) -> None:
     n = 20
     feed = "doc/metrics"
@@ -163,27 +109,6 @@ async def test_values_move_under_load(relay: Running) -> None:
     else:
         assert value(after, "colony_redis_round_trips_total") == 0
     assert value(after, "colony_federation_alarms_total") == 0
-
-
-def test_registry_render() -> None:
-    c = Counter("x_total", "a counter", ("code",))
-    c.inc('we"ird\\')
-    c.inc('we"ird\\', n=2)
-    g = Gauge("g", "a gauge")
-    g.set(1.5)
-    h = Histogram("h_seconds", "latency", (0.1, 1.0))
-    h.observe(0.1)
-    h.observe(0.5)
-    h.observe(3)
-    types, samples = parse("\n".join(m.render() for m in (c, g, h)) + "\n")
-    assert types == {"x_total": "counter", "g": "gauge", "h_seconds": "histogram"}
-    assert value(samples, "x_total", code='we\\"ird\\\\') == 3
-    assert value(samples, "g") == 1.5
-    assert value(samples, "h_seconds_bucket", le="0.1") == 1
-    assert value(samples, "h_seconds_bucket", le="1.0") == 2
-    assert value(samples, "h_seconds_bucket", le="+Inf") == 3
-    assert value(samples, "h_seconds_count") == 3
-    assert value(samples, "h_seconds_sum") == pytest.approx(3.6)
 
 
 def test_json_formatter() -> None:

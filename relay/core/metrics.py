@@ -1,4 +1,4 @@
-"""Prometheus metrics through ``prometheus_client``.
+"""The relay's metrics: hot-path accumulators and one ``prometheus_client`` registry per relay.
 
 Each relay owns one :class:`Metrics`, and each :class:`Metrics` owns its own
 ``prometheus_client.CollectorRegistry`` (several relays in one process stay apart; the library's
@@ -6,7 +6,7 @@ global default registry is never touched). The registry holds this relay's colle
 yields the Colony metrics listed in docs/operations.md, and the library's process, platform and
 GC collectors. ``prometheus_client`` writes the exposition: the text format 0.0.4 by default,
 OpenMetrics (or text 1.0.0) when the scraper's ``Accept`` header asks for it
-(:func:`expose`, ``prometheus_client.exposition.choose_encoder``).
+(``relay.endpoints.metrics.expose``, ``prometheus_client.exposition.choose_encoder``).
 
 The values the feed workers and sessions bump on the hot path (per event, per batch) live in
 plain accumulators — :class:`Counter`, :class:`Gauge` and :class:`Histogram` below, one dict
@@ -14,13 +14,12 @@ plain accumulators — :class:`Counter`, :class:`Gauge` and :class:`Histogram` b
 The library's own ``Counter``/``Histogram`` objects take a lock per update (measured: a labelled
 ``inc`` ~4 us and a histogram ``observe`` ~2 us, against ~0.6 us and ~0.2 us here), and would add
 ``*_created`` series that are not part of the documented set. Gauges that describe the relay's
-current state are filled in at scrape time by :func:`collect`.
+current state are filled in at scrape time by ``relay.endpoints.metrics`` (``GET /metrics``).
 """
 from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterable, Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, choose_encoder, generate_latest
@@ -123,7 +122,7 @@ class _Families(Collector):
 
 class Metrics:
     """One relay's metrics and its registry. The counters are bumped in place by the hub and
-    the sessions; :func:`collect` fills the gauges when scraped."""
+    the sessions; ``relay.endpoints.metrics`` fills the gauges when scraped."""
 
     def __init__(self) -> None:
         self.connections = Gauge("colony_connections", "Open connections (native sessions and Yjs connections).")
@@ -160,34 +159,3 @@ class Metrics:
         """The registry's exposition for a scraper's ``Accept`` header, and its content type."""
         encoder, content_type = choose_encoder(accept)
         return encoder(self.registry), content_type
-
-
-def _fill(relay: Any) -> Metrics:
-    """Set the scrape-time values from a running :class:`relay.server.Relay`."""
-    hub = relay.hub
-    m: Metrics = hub.metrics
-    m.connections.set(len(relay.sessions))
-    m.feeds_loaded.set(len(hub.feeds))
-    m.feed_queue.set(sum(rt.queued for rt in list(hub.feeds.values())))
-    m.outbox_frames.set(sum(len(conn.out.frames) for conn in list(relay.sessions)))
-    m.redis_round_trips.values[()] = getattr(hub.storage, "round_trips", 0) or 0
-    m.link_up.clear()
-    fed = relay.federation
-    for key, link in (fed.links.items() if fed is not None else ()):
-        m.link_up.set(1 if link.connected else 0, key)
-    alarms = getattr(fed, "alarms", None) if fed is not None else None
-    m.alarms.values[()] = getattr(alarms, "count", 0) or 0
-    m.component_up.clear()
-    for name, up in relay.health_watch.up.items():  # as of the last health check (GET /metrics does one)
-        m.component_up.set(1 if up else 0, name)
-    return m
-
-
-def expose(relay: Any, accept: str = "") -> tuple[bytes, str]:
-    """``GET /metrics``: fill the scrape-time values and encode for the scraper's ``Accept``."""
-    return _fill(relay).render(accept)
-
-
-def collect(relay: Any) -> str:
-    """Fill the scrape-time values and render the text format 0.0.4."""
-    return expose(relay)[0].decode()
