@@ -55,7 +55,7 @@ async def test_forward_to_home_then_home_unreachable(fed: Federation) -> None:
             await client.publish("note/home", "note.text", {"n": 3})
         assert refused.value.code == "home_unreachable"
         # a feed A homes is untouched by B's absence
-        mine = next(f for f in (f"misc/f{n}" for n in range(100)) if ra.relay.core.routing.is_home(f))
+        mine = next(f for f in (f"misc/f{n}" for n in range(100)) if ra.relay.federation.routing.is_home(f))
         assert (await client.publish(mine, "note.text", {})).seq == 1
 
 
