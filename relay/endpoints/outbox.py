@@ -281,9 +281,11 @@ class Outbox:
                     self._sending = False
                     self.sent_messages += 1
                 room.set()
+                if not await self._wait_writable():  # what went out must drain too, queue or not
+                    return
                 if self.closed:
                     self._drop()
-                    if self.aborted or not await self._wait_writable():
+                    if self.aborted:
                         return
                     await transport.close(self.close_code or CLOSE_NORMAL, self._close_reason[:120])
                     if self.sock is not None:
