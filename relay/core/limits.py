@@ -17,6 +17,9 @@ class Limits:
     events_per_sec_ip: float = 2000.0       # sustained publish rate per client IP (checked before signatures)
     burst_ip: int = 4000
     max_outbound_frames: int = 4096         # queued frames per connection before it is cut as too slow
+    max_outbound_bytes: int = 8 << 20       # bytes held for one connection (its queue plus the socket's
+                                            # write buffer) before it is cut as too slow
+    unwritable_timeout: float = 20.0        # seconds a connection's socket may take no bytes before it is aborted
     max_backlog_page: int = 500             # records per storage read while catching a subscriber up
 
     def to_json(self) -> dict[str, Any]:

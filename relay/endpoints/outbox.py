@@ -4,8 +4,13 @@ An :class:`Outbox` is a bounded queue of outgoing messages with one writer task:
 
 * text frames queued during one event-loop turn go out as one message (frames separated by
   ``\\n``, up to ``MAX_COALESCE_BYTES``); binary messages go out one by one, in order;
-* a connection whose queue passes ``max_frames`` is closed (4008, slow consumer) and resumes
-  by ``seq``: the relay's memory never grows without bound for a slow reader;
+* a connection whose queue passes ``max_frames``, or whose queue plus the socket's write buffer
+  passes ``max_bytes``, is cut as a slow consumer and resumes by ``seq``: its backlog is
+  dropped at once; it gets close 4008 when its socket still takes bytes, else the transport
+  is aborted (a reset: a close frame it cannot take would only hold the buffer);
+* a socket that takes no bytes (paused for back-pressure) for ``unwritable_timeout`` seconds
+  is aborted, and so is one whose close frame has not gone out that long after the close:
+  what a peer that stops reading holds is bounded in bytes and in time;
 * a message several connections get unchanged (:class:`~relay.endpoints.wsdirect.SharedText`,
   or a pre-framed binary message) is written straight to the socket when nothing is queued
   ahead of it (``relay.endpoints.wsdirect``);
@@ -14,7 +19,11 @@ An :class:`Outbox` is a bounded queue of outgoing messages with one writer task:
   (bounded) and, if the backlog does not go out in time, still sends the close frame.
 
 The transport is anything with ``send_text``, ``send_bytes`` and ``close`` (:class:`Transport`):
-a Starlette ``WebSocket`` today, an HTTP stream writing bytes tomorrow.
+a Starlette ``WebSocket`` today, an HTTP stream writing bytes tomorrow. The bounds in bytes and
+time need the :class:`Socket` under it (``relay.endpoints.wsdirect.DirectWriter`` for uvicorn's
+WebSocket protocol, found by itself); a future HTTP stream passes its own ``sock`` (its
+transport's buffer, pause state and abort) and gets the same bounds. Without one, only the
+frame cap and close codes apply.
 """
 from __future__ import annotations
 
@@ -26,6 +35,7 @@ from typing import Any, Protocol
 
 from collab import frames
 
+from relay.core.limits import Limits
 from relay.core.wsframe import SharedText
 from relay.endpoints.wsdirect import DirectWriter
 
@@ -38,6 +48,7 @@ CLOSE_SLOW = 4008
 MAX_COALESCE_BYTES = 256 << 10
 CLOSE_TIMEOUT = 2.0   # seconds aclose waits for the backlog and the close to go out
 SLOW_REASON = "slow consumer: resubscribe with since=<last seq>"
+_DEFAULT = Limits()
 
 
 class Transport(Protocol):
@@ -48,17 +59,39 @@ class Transport(Protocol):
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
+class Socket(Protocol):
+    """The byte stream under a transport: what bounds a peer that stops reading."""
+
+    def buffered(self) -> int:
+        """Bytes written to the transport that the kernel has not taken yet."""
+    def writable(self) -> bool:
+        """The transport takes more bytes now (not paused for back-pressure), or it is gone."""
+    async def wait_writable(self, timeout: float) -> bool:
+        """True once writable; False if it stayed unwritable for ``timeout`` seconds."""
+    def abort(self) -> None:
+        """Drop what is buffered and reset the connection now."""
+    def abort_unless_drained(self, timeout: float) -> None:
+        """Abort in ``timeout`` seconds if bytes written by then (a close frame) are still unsent."""
+
+
 class Outbox:
     """Bounded queue of outgoing messages (text frames and binary messages) with one writer task."""
 
-    def __init__(self, transport: Transport, max_frames: int, *, slow_reason: str = SLOW_REASON,
-                 flush_codes: Iterable[int] = (CLOSE_GOING_AWAY,)) -> None:
+    def __init__(self, transport: Transport, max_frames: int, *, max_bytes: int = _DEFAULT.max_outbound_bytes,
+                 unwritable_timeout: float = _DEFAULT.unwritable_timeout, slow_reason: str = SLOW_REASON,
+                 flush_codes: Iterable[int] = (CLOSE_GOING_AWAY,), sock: Socket | None = None) -> None:
         self.transport = transport
         self.max_frames = max_frames
+        self.max_bytes = max_bytes
+        self.unwritable_timeout = unwritable_timeout
         self.slow_reason = slow_reason
         self.flush_codes = frozenset(flush_codes)
-        self.direct = DirectWriter.of(transport)
+        direct = DirectWriter.of(transport)
+        self.sock: Socket | None = sock if sock is not None else direct
+        self.direct = direct if direct is not None and direct.frames_ok else None
         self.frames: deque[str | bytes] = deque()
+        self.held = 0          # length of what ``frames`` holds (a shared frame counts for each connection)
+        self.aborted = False   # cut at the transport: no close frame
         self._binary = 0       # binary messages in ``frames`` (none: text frames only, the fast path)
         self._sending = False  # a message popped from the queue is being sent (maybe paused)
         self._ready = asyncio.Event()
@@ -70,17 +103,30 @@ class Outbox:
         self.sent_messages = 0
         self._task = asyncio.get_running_loop().create_task(self._run(), name="outbox")
 
+    @classmethod
+    def of(cls, transport: Transport, limits: Limits, **kw: Any) -> Outbox:
+        """An outbox with the relay's per-connection limits."""
+        return cls(transport, limits.max_outbound_frames, max_bytes=limits.max_outbound_bytes,
+                   unwritable_timeout=limits.unwritable_timeout, **kw)
+
+    def _over(self, size: int) -> bool:
+        """Queueing ``size`` more would pass a cap (frames, or bytes counting the socket's buffer)."""
+        sock = self.sock
+        return (len(self.frames) >= self.max_frames
+                or self.held + size + (sock.buffered() if sock is not None else 0) > self.max_bytes)
+
     # -- queueing (never waits) ------------------------------------------------------------------
     def put(self, frame: str) -> bool:
         """Queue a text frame (coalesced with its neighbours); False (and the connection is being
         cut) when too far behind, or closed."""
         if self.closed:
             return False
-        frames = self.frames
-        if len(frames) >= self.max_frames:
-            self.close(CLOSE_SLOW, self.slow_reason)
+        if self._over(len(frame)):
+            self.cut()
             return False
+        frames = self.frames
         frames.append(frame)
+        self.held += len(frame)
         self._ready.set()
         if len(frames) >= self.max_frames >> 1:
             self._room.clear()
@@ -90,10 +136,11 @@ class Outbox:
         """Queue a binary message (sent as one message of its own); False as ``put``."""
         if self.closed:
             return False
-        if len(self.frames) >= self.max_frames:
-            self.close(CLOSE_SLOW, self.slow_reason)
+        if self._over(len(msg)):
+            self.cut()
             return False
         self.frames.append(msg)
+        self.held += len(msg)
         self._binary += 1
         self._ready.set()
         return True
@@ -123,7 +170,7 @@ class Outbox:
 
     async def put_wait(self, frame: str) -> None:
         """Queue once the queue is below half full (catch-up: the reader sets the pace)."""
-        while not self.closed and len(self.frames) >= self.max_frames >> 1:
+        while not self.closed and (len(self.frames) >= self.max_frames >> 1 or self.held >= self.max_bytes >> 1):
             self._room.clear()
             await self._room.wait()
         self.put(frame)
@@ -137,6 +184,31 @@ class Outbox:
         self.closed, self.close_code, self._close_reason = True, code, reason
         self._ready.set()
         self._room.set()
+
+    def cut(self) -> None:
+        """Too far behind (a cap passed): drop the backlog now and close with the slow-consumer
+        code; abort at the transport if its socket takes no bytes (the close frame could not go out)."""
+        self._drop()
+        self.close(CLOSE_SLOW, self.slow_reason)
+        sock = self.sock
+        if sock is not None and not sock.writable():
+            self.abort("slow consumer: the socket takes no bytes")
+
+    def abort(self, why: str) -> None:
+        """End the connection at the transport now: no close frame, nothing more is written."""
+        if self.aborted:
+            return
+        self.aborted = True
+        self._drop()
+        self.close(self.close_code or CLOSE_SLOW, why)
+        log.info("aborting a connection: %s", why)
+        if self.sock is not None:
+            self.sock.abort()
+
+    def _drop(self) -> None:
+        self.frames.clear()
+        self.held = 0
+        self._binary = 0
 
     async def aclose(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         self.close(code, reason)
@@ -152,7 +224,9 @@ class Outbox:
         except Exception:  # the writer handles its own errors: this is a bug
             log.exception("outbox writer failed")
         self._task.cancel()
-        if self.direct is not None and self.close_code is not None:
+        if self.sock is not None and not self.sock.writable():  # nothing would go out: do not hold it
+            self.abort("the socket takes no bytes at close")
+        elif self.direct is not None and self.close_code is not None:
             self.direct.force_close(self.close_code, self._close_reason[:120])
 
     # -- the writer ------------------------------------------------------------------------------
@@ -164,7 +238,17 @@ class Outbox:
             f: str = frames.popleft()  # type: ignore[assignment]
             parts.append(f)
             size += len(f) + 1
+        self.held -= size - len(first) - len(parts)
         return "\n".join(parts)
+
+    async def _wait_writable(self) -> bool:
+        """Before a send: False (and the connection aborted) when the socket took no bytes for
+        ``unwritable_timeout`` seconds. Free when it is writable."""
+        sock = self.sock
+        if sock is None or sock.writable() or await sock.wait_writable(self.unwritable_timeout):
+            return True
+        self.abort(f"the socket took no bytes for {self.unwritable_timeout:g} s")
+        return False
 
     async def _run(self) -> None:
         transport = self.transport
@@ -178,7 +262,12 @@ class Outbox:
                 await self._ready.wait()
                 self._ready.clear()
                 while frames and (not self.closed or self.close_code in flush):
+                    if not await self._wait_writable():
+                        return
+                    if not frames:
+                        break
                     msg = frames.popleft()
+                    self.held -= len(msg)
                     self._sending = True
                     if msg.__class__ is bytes:  # a binary message: on its own
                         self._binary -= 1
@@ -192,19 +281,25 @@ class Outbox:
                     self._sending = False
                     self.sent_messages += 1
                 room.set()
+                if not await self._wait_writable():  # what went out must drain too, queue or not
+                    return
                 if self.closed:
-                    frames.clear()
-                    self._binary = 0
+                    self._drop()
+                    if self.aborted:
+                        return
                     await transport.close(self.close_code or CLOSE_NORMAL, self._close_reason[:120])
+                    if self.sock is not None:
+                        self.sock.abort_unless_drained(self.unwritable_timeout)
                     return
         except asyncio.CancelledError:
             raise
         except Exception:  # the peer went away mid-send: end it for good
-            log.debug("outbox send failed; closing the connection", exc_info=True)
             self.closed = True
-            frames.clear()
-            self._binary = 0
+            self._drop()
             self._room.set()
+            if self.aborted:  # we cut it: the send failed because of that
+                return
+            log.debug("outbox send failed; closing the connection", exc_info=True)
             try:
                 await transport.close(CLOSE_INTERNAL, "send failed")
             except Exception:  # already gone
@@ -230,4 +325,4 @@ class OutboxSubscriber:
         self.out.put(frames.encode(frame))
 
 
-__all__ = ["CLOSE_GOING_AWAY", "CLOSE_SLOW", "MAX_COALESCE_BYTES", "Outbox", "OutboxSubscriber", "Transport"]
+__all__ = ["CLOSE_GOING_AWAY", "CLOSE_SLOW", "MAX_COALESCE_BYTES", "Outbox", "OutboxSubscriber", "Socket", "Transport"]

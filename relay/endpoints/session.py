@@ -4,8 +4,9 @@ The session never touches the socket directly (a :class:`relay.endpoints.connect
 it is handed messages by the receive pump and writes into its
 :class:`relay.endpoints.outbox.Outbox`, whose writer task coalesces every frame queued during
 one event-loop turn into one WebSocket message (frames separated by ``\\n``). A subscriber
-whose outbox passes ``max_outbound_frames`` is disconnected (close 4008) and resumes by
-``seq``; the relay's memory never grows without bound for a slow reader.
+whose outbox passes ``max_outbound_frames`` or ``max_outbound_bytes`` is disconnected (close
+4008, or a reset when its socket takes no bytes) and resumes by ``seq``; the relay's memory
+never grows without bound for a slow reader.
 """
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ class Session(OutboxSubscriber):
         self.key: str | None = None
         self.nonce = os.urandom(32).hex()
         self.subs: set[str] = set()
-        self.out = Outbox(transport, limits.max_outbound_frames)
+        self.out = Outbox.of(transport, limits)
 
     # Subscriber protocol (relay.core.fanout.Subscriber, used by the hub)
     reads_any = False     # read access is checked for this connection's key

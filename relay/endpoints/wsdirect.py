@@ -17,9 +17,22 @@ written itself:
 Otherwise ``write`` returns False and the caller uses the normal path (its outbox, which
 also handles back-pressure and slow consumers). Frames are written whole, so they never
 interleave with the protocol's own pings or close frame.
+
+The same object is the outbox's view of the socket under the WebSocket
+(:class:`relay.endpoints.outbox.Socket`), found for every connection, deflate or not: how many
+bytes wait in the transport's write buffer, whether the transport takes more (not paused), and
+``abort``, which drops the buffer and resets the TCP connection (``SO_LINGER`` 0) instead of
+waiting for a close frame a peer that does not read will never take. :class:`GuardedProtocol`
+(the protocol the relay runs) does the same when uvicorn's keep-alive gives up on a peer whose
+bytes are not draining.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import socket
+import struct
 from typing import Any
 
 try:  # the protocol the relay runs (relay.ops.runner pins ws="websockets-sansio")
@@ -30,6 +43,9 @@ except ImportError:  # pragma: no cover - both ship with the install
     State = None  # type: ignore[assignment,misc]
 
 SCOPE_KEY = "colony.raw_send"
+_LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() drops unsent bytes and sends RST
+
+log = logging.getLogger(__name__)
 
 
 class RawSendMiddleware:
@@ -45,16 +61,19 @@ class RawSendMiddleware:
 
 
 class DirectWriter:
-    """Writes pre-framed messages to one accepted WebSocket's transport when safe."""
+    """Writes pre-framed messages to one accepted WebSocket's transport when safe, and is the
+    outbox's handle on the socket (buffered bytes, writability, abort)."""
 
-    __slots__ = ("_proto",)
+    __slots__ = ("_proto", "frames_ok")
 
-    def __init__(self, proto: Any) -> None:
+    def __init__(self, proto: Any, frames_ok: bool = True) -> None:
         self._proto = proto
+        self.frames_ok = frames_ok  # no extension: a shared frame is exactly what the server would send
 
     @classmethod
     def of(cls, websocket: Any) -> DirectWriter | None:
-        """The writer for a Starlette ``WebSocket`` after ``accept()``, or None when unsupported."""
+        """The writer for a Starlette ``WebSocket`` after ``accept()``, or None when the server is
+        not the websockets-sansio protocol. ``frames_ok`` is False when an extension was negotiated."""
         if WebSocketsSansIOProtocol is None:
             return None
         scope = getattr(websocket, "scope", None)
@@ -62,9 +81,9 @@ class DirectWriter:
         if not isinstance(proto, WebSocketsSansIOProtocol):
             return None
         conn = getattr(proto, "conn", None)
-        if conn is None or getattr(conn, "extensions", None) or getattr(proto, "transport", None) is None:
+        if conn is None or getattr(proto, "transport", None) is None:
             return None
-        return cls(proto)
+        return cls(proto, not getattr(conn, "extensions", None))
 
     def write(self, frame: bytes) -> bool:
         p = self._proto
@@ -86,3 +105,94 @@ class DirectWriter:
         p.transport.write(b"".join(p.conn.data_to_send()))
         p.close_sent = True
         return True
+
+    # -- the socket (relay.endpoints.outbox.Socket) ----------------------------------------------
+    def buffered(self) -> int:
+        """Bytes written but not yet taken by the kernel (asyncio's or uvloop's write buffer)."""
+        p = self._proto
+        return 0 if p.disconnected else p.transport.get_write_buffer_size()
+
+    def writable(self) -> bool:
+        """The transport takes more bytes (its buffer is below the high-water mark), or it is gone."""
+        return bool(self._proto.writable.is_set())
+
+    async def wait_writable(self, timeout: float) -> bool:
+        """True once the transport takes bytes again (or is gone); False after ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self._proto.writable.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def abort(self) -> None:
+        abort_transport(self._proto)
+
+    def abort_unless_drained(self, timeout: float) -> None:
+        """In ``timeout`` seconds, abort the connection if it is still there with bytes unsent
+        (a close frame the peer never took)."""
+        p = self._proto
+        p.loop.call_later(timeout, _abort_if_stuck, p)
+
+
+def abort_transport(proto: Any) -> None:
+    """Drop what the transport holds and reset the connection at once (the peer sees a reset)."""
+    transport = proto.transport
+    if proto.disconnected or transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:  # the kernel drops its send buffer too, instead of retrying it for minutes
+        with contextlib.suppress(OSError, AttributeError, TypeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+    transport.abort()
+
+
+def _abort_if_stuck(proto: Any) -> None:
+    if not proto.disconnected and proto.transport.get_write_buffer_size() > 0:
+        log.info("aborting a connection whose close frame did not go out in time (%s)", proto.client)
+        abort_transport(proto)
+
+
+_Base: Any = WebSocketsSansIOProtocol if WebSocketsSansIOProtocol is not None else object
+
+
+def _autotune_ceiling() -> int:
+    """The most the kernel grows a TCP send buffer to by itself (Linux ``tcp_wmem`` max)."""
+    try:
+        with open("/proc/sys/net/ipv4/tcp_wmem") as f:
+            return int(f.read().split()[2])
+    except (OSError, ValueError, IndexError):
+        return 4 << 20
+
+
+class GuardedProtocol(_Base):
+    """uvicorn's websockets-sansio protocol with two bounds for peers that stop reading:
+
+    * a keep-alive timeout on a peer whose bytes are not draining aborts the connection:
+      uvicorn's own close would wait for the write buffer to drain, which it never does when
+      the peer reads nothing, and hold it for good;
+    * when ``send_buffer`` (:meth:`bounded`: the relay's ``max_outbound_bytes``) is below what
+      the kernel would grow a socket's send buffer to by itself, the kernel buffer is capped at
+      it (``SO_SNDBUF``): bytes the kernel holds for a peer count against the same budget."""
+
+    send_buffer = 0
+
+    @classmethod
+    def bounded(cls, send_buffer: int) -> type[GuardedProtocol]:
+        return type(cls.__name__, (cls,), {"send_buffer": send_buffer})
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        if 0 < self.send_buffer < _CEILING:
+            sock = transport.get_extra_info("socket")
+            with contextlib.suppress(OSError, AttributeError, TypeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer // 2)  # Linux doubles it
+
+    def keepalive_timeout(self) -> None:
+        stuck = not self.disconnected and self.transport.get_write_buffer_size() > 0
+        super().keepalive_timeout()
+        if stuck and not self.disconnected:
+            log.info("aborting a connection that neither answers pings nor reads (%s)", self.client)
+            abort_transport(self)
+
+
+_CEILING = _autotune_ceiling()

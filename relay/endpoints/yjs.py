@@ -63,7 +63,7 @@ class YjsConnection:
         self.config = relay.config
         self.peer = YjsPeer(self.config.yjs, self.config.limits.max_frame_bytes,
                             writable=cap is not None and cap.allows("write"), now=time.monotonic())
-        self.out = Outbox(websocket, self.config.limits.max_outbound_frames, slow_reason="slow consumer: reconnect",
+        self.out = Outbox.of(websocket, self.config.limits, slow_reason="slow consumer: reconnect",
                           flush_codes=(CLOSE_NORMAL, CLOSE_GOING_AWAY))
         self.room: Room | None = None
         self._writes: deque[bytes] = deque()

@@ -204,7 +204,7 @@ async def fed_endpoint(websocket: WebSocket) -> None:
             log.debug("closing a peer connection after a failed handshake failed", exc_info=True)
     if peer_key is None:
         return
-    session = PeerSession(hub, peer_key, Outbox(websocket, relay.config.limits.max_outbound_frames))
+    session = PeerSession(hub, peer_key, Outbox.of(websocket, relay.config.limits))
     log.info("federation link from %s… up", peer_key[:16])
     try:
         await receive_pump(websocket, session, f"federation link from {peer_key[:16]}…")

@@ -144,6 +144,10 @@ _LIMIT_HELP = {
     "events_per_sec_ip": "sustained publish rate per client IP, checked before signatures (events/second)",
     "burst_ip": "publish burst per client IP (token bucket size)",
     "max_outbound_frames": "frames queued to one connection before it is closed as too slow",
+    "max_outbound_bytes": "bytes held for one connection (queued plus the socket's write buffer) before it is "
+                          "cut as too slow",
+    "unwritable_timeout": "seconds a connection's socket may stay unwritable (the peer reads nothing) before "
+                          "it is aborted",
     "max_backlog_page": "records per storage read while catching a subscriber up",
 }
 _YJS_HELP = {

@@ -16,6 +16,7 @@ import uvicorn
 
 from relay.app import create_app
 from relay.core.config import Config
+from relay.endpoints.wsdirect import GuardedProtocol
 from relay.server import Relay
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,9 @@ class Running:
 def uvicorn_config(app: object, config: Config, **overrides: object) -> uvicorn.Config:
     opts: dict[str, object] = {
         "host": config.host, "port": config.port, "log_level": "warning", "lifespan": "on",
-        "ws": "websockets-sansio",  # relay.endpoints.wsdirect relies on it for shared-frame fan-out
+        # uvicorn's websockets-sansio protocol (relay.endpoints.wsdirect relies on it for shared-frame
+        # fan-out and the outbox for its socket), aborting peers that neither read nor answer pings
+        "ws": GuardedProtocol.bounded(config.limits.max_outbound_bytes),
         "ws_max_size": config.limits.max_frame_bytes * 4 + 1024, "ws_ping_interval": config.ws_ping_interval,
         "ws_ping_timeout": config.ws_ping_timeout, "ws_per_message_deflate": config.ws_deflate,
         "timeout_graceful_shutdown": 5,

@@ -17,10 +17,11 @@ Handler = Callable[[WebSocket], Awaitable[None]]
 
 
 @contextlib.asynccontextmanager
-async def ws_server(handler: Handler) -> AsyncIterator[str]:
-    """Serve ``handler`` at ``/ws``; yields the ``ws://`` URL."""
+async def ws_server(handler: Handler, ws: object = "websockets-sansio") -> AsyncIterator[str]:
+    """Serve ``handler`` at ``/ws``; yields the ``ws://`` URL. ``ws``: uvicorn's protocol (a
+    subclass of websockets-sansio, e.g. relay.endpoints.wsdirect.GuardedProtocol)."""
     app = RawSendMiddleware(Starlette(routes=[WebSocketRoute("/ws", handler)]))
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, ws="websockets-sansio", log_level="warning",
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, ws=ws, log_level="warning",
                             lifespan="off", ws_per_message_deflate=False)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]

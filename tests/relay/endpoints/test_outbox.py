@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import websockets
@@ -12,7 +13,10 @@ from websockets.exceptions import ConnectionClosed
 from relay.endpoints.connection import receive_pump
 from relay.endpoints.outbox import CLOSE_SLOW, Outbox
 from relay.core.wsframe import SharedText, binary_frame
+from relay.endpoints.wsdirect import GuardedProtocol
 from tests.relay.endpoints.asgi_ws import ws_server
+from tests.stalled import Stalled
+from tests.wait import eventually
 
 Fill = Callable[[Outbox], None]
 
@@ -156,3 +160,77 @@ async def test_put_wait_waits_for_room_then_aclose_flushes() -> None:
         await asyncio.wait_for(done.wait(), 10)
         assert "\n".join(str(m) for m in got).split("\n") == [f"w{i}" for i in range(10)]
         assert ws.close_code == 1001
+
+
+# -- a peer that stops reading: bounded in bytes and in time ------------------------------------
+CHUNK = 64 << 10
+
+
+async def _stalled_outbox(fill: Callable[[Outbox], Any], **kw: Any) -> tuple[Outbox, bool, float]:
+    """Serve one connection (GuardedProtocol, kernel send buffer capped at 256 KiB) to a client
+    that reads nothing; ``fill`` runs at accept (it may wait). The outbox, whether the client
+    saw a reset, and the seconds from the end of ``fill`` until it saw the connection end."""
+    outs: list[Outbox] = []
+    filled = asyncio.Event()
+
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.accept()
+        out = Outbox(websocket, 10_000, **kw)  # type: ignore[arg-type]
+        outs.append(out)
+        result = fill(out)
+        if asyncio.iscoroutine(result):
+            await result
+        filled.set()
+        conn = _Quiet(out)
+        try:
+            await receive_pump(websocket, conn, "test")
+        finally:
+            conn.closed()
+            await out.wait_closed()
+
+    async with ws_server(handler, ws=GuardedProtocol.bounded(256 << 10)) as url:
+        client = await Stalled.connect(url)
+        try:
+            await asyncio.wait_for(filled.wait(), 10)
+            took = await eventually(client.ended, 10, "the relay ending the stalled connection")
+            return outs[0], client.reset(), took
+        finally:
+            client.close()
+
+
+async def _until_unwritable(out: Outbox) -> None:
+    """Queue 64 KiB messages until the socket is paused for back-pressure (the peer reads nothing)."""
+    assert out.sock is not None
+    for _ in range(200):
+        out.put_bytes(b"x" * CHUNK)
+        await asyncio.sleep(0)  # the writer sends (a real turn of the loop, no wall time)
+        if not out.sock.writable():
+            return
+    raise AssertionError("the socket never became unwritable")
+
+
+async def test_a_socket_that_takes_no_bytes_is_aborted_after_the_deadline() -> None:
+    out, reset, took = await _stalled_outbox(_until_unwritable, max_bytes=64 << 20, unwritable_timeout=0.3)
+    assert out.aborted and reset  # a reset: no close frame it could not take
+    assert 0.2 <= took < 2.0, took
+    assert out.held == 0 and not out.frames  # what it held is dropped
+
+
+async def test_passing_the_byte_cap_with_an_unwritable_socket_aborts_at_once() -> None:
+    async def fill(out: Outbox) -> None:
+        await _until_unwritable(out)
+        while not out.closed:  # queue until the cap (queue plus the socket's buffer) is passed
+            out.put_bytes(b"y" * CHUNK)
+        assert out.aborted and out.held == 0
+
+    _, reset, took = await _stalled_outbox(fill, max_bytes=2 << 20, unwritable_timeout=60)
+    assert reset and took < 1.0  # long before the 60 s deadline
+
+
+async def test_passing_the_byte_cap_while_writable_closes_with_4008() -> None:
+    def fill(out: Outbox) -> None:
+        for i in range(10):
+            out.put(f"{i:04d}" + "z" * 1000)  # the 4th passes the 3 KB cap within one loop turn
+
+    got, code, _ = await _received(fill, max_bytes=3000)
+    assert code == CLOSE_SLOW and got == []  # the backlog is dropped, the close frame goes out
