@@ -19,7 +19,8 @@ ColonyError
 ├── ChainError               a record breaks its feed's hash chain (client/replay side)
 │   └── _Relinked            relay.endpoints.http_state: a checkpoint does not link (fold restarts)
 ├── Unavailable              storage cannot durably append right now         -> ``unavailable``
-│   └── HomeUnreachable      the feed's home relay (federation) is out of reach -> ``home_unreachable``
+│   ├── HomeUnreachable      the feed's home relay (federation) is out of reach -> ``home_unreachable``
+│   └── Busy                 the relay holds ``max_loaded_feeds`` feeds, none idle -> ``busy``
 ├── RelayError               the relay answered a request with an error frame (client side)
 ├── HeadMoved                relay.storage.base: the feed head moved under an append (CAS lost)
 ├── MirrorConflict           relay.core.mirrorstore: a mirrored record does not extend our head
@@ -125,6 +126,13 @@ class HomeUnreachable(Unavailable):
     """A federated relay cannot reach the relay that homes the feed (docs/federation.md)."""
 
     code = "home_unreachable"
+
+
+class Busy(Unavailable):
+    """Loading one more feed would pass ``max_loaded_feeds`` and no loaded feed is idle enough
+    to unload (every one has subscribers or queued work); retry later (HTTP 503 + Retry-After)."""
+
+    code = "busy"
 
 
 class RelayError(ColonyError):

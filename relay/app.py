@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _FIXED_MESSAGES = {
     "unavailable": "the relay cannot serve this right now; retry later",
     "home_unreachable": "the relay that homes this feed is out of reach; retry later",
+    "busy": "the relay holds as many feeds as it may and none is idle; retry later",
     "internal": "the relay failed to handle this request",
 }
 
@@ -45,13 +46,17 @@ async def _colony_error(conn: HTTPConnection, exc: ColonyError) -> Response | No
     if isinstance(exc, ProtocolError):
         status, message = 400, str(exc)
     else:
-        log.warning("%s %s failed: %r", conn.scope.get("method", "WS"), conn.url.path, exc, exc_info=exc)
+        if exc.code == "busy":  # an expected refusal under load, not a fault: no traceback
+            log.info("%s %s refused: %s", conn.scope.get("method", "WS"), conn.url.path, exc)
+        else:
+            log.warning("%s %s failed: %r", conn.scope.get("method", "WS"), conn.url.path, exc, exc_info=exc)
         status = 503 if isinstance(exc, Unavailable) else 500
         message = _FIXED_MESSAGES.get(exc.code, _FIXED_MESSAGES["internal"])
     if isinstance(conn, WebSocket):
         await conn.close(1011 if status >= 500 else 1008)
         return None
-    return JSONResponse({"error": exc.code, "message": message}, status_code=status)
+    headers = {"retry-after": "1"} if status == 503 else None
+    return JSONResponse({"error": exc.code, "message": message}, status_code=status, headers=headers)
 
 
 async def _internal_error(conn: HTTPConnection, exc: Exception) -> Response:

@@ -47,6 +47,7 @@ class Relay:
         self.registry = registry or default_registry()
         self.plugins = plugins if plugins is not None else default_plugins()  # namespaces' relay-side hooks
         self.sessions: set[Connection] = set()  # every endpoint's open connections (/ws, /yjs): health, drain
+        self.per_ip: dict[str, int] = {}  # open /ws and /yjs connections by client IP (max_connections_per_ip)
         self.ip_limiter = RateLimiter(config.limits.events_per_sec_ip, config.limits.burst_ip)
         self.key_limiter = RateLimiter(config.limits.events_per_sec_key, config.limits.burst_key)
         self._stack: contextlib.AsyncExitStack | None = None  # the running components (None: stopped)
@@ -233,6 +234,24 @@ class Relay:
                 log.debug("shared-backend sweep failed: %r", exc)
             except Exception:
                 log.warning("shared-backend sweep failed; next round retries", exc_info=True)
+
+    def admit(self, ip: str) -> bool:
+        """Count one more WebSocket from ``ip``, unless it has ``max_connections_per_ip`` open
+        already (then nothing is counted and the caller refuses it before accepting)."""
+        n = self.per_ip.get(ip, 0)
+        if n >= self.config.limits.max_connections_per_ip:
+            self.hub.metrics.refused.inc("too_many_connections")
+            return False
+        self.per_ip[ip] = n + 1
+        return True
+
+    def release(self, ip: str) -> None:
+        """A connection :meth:`admit` counted has ended."""
+        n = self.per_ip.get(ip, 0) - 1
+        if n > 0:
+            self.per_ip[ip] = n
+        else:
+            self.per_ip.pop(ip, None)
 
     def new_session(self, transport: Transport, ip: str) -> Session:
         s = Session(self.hub, transport, ip, self.config.limits, self.ip_limiter, self.key_limiter)

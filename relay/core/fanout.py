@@ -66,7 +66,7 @@ class Fanout:
         self.core, self.storage, self.config, self.metrics, self.relay_key = core, storage, config, metrics, relay_key
         self.feed = core.feed
         self.subs: dict[Subscriber, _SubState] = {}
-        self.people = Participants(core.feed, presence, self.broadcast)
+        self.people = Participants(core.feed, presence, self.broadcast, config.limits.presence_interval)
         self.base_seq = 0  # compacted (relay/ops/compact.py): records 1..base_seq are gone, base_frame stands for them
         self.base_frame = ""
         self._snap_cache: tuple[int, str] | None = None

@@ -4,6 +4,13 @@ The :class:`Hub` loads feeds lazily (one :class:`relay.core.worker.FeedRuntime` 
 publishes (``Hub.publish``: forward to the feed's home relay, pass the coordinator's gate, or
 sequence here; the detours are registered on its :class:`relay.core.routes.PublishRoutes`),
 takes records other processes appended from the bus, and unloads idle feeds.
+
+What is loaded is bounded (docs/reliability.md, Cheap requests): at most
+``Limits.max_loaded_feeds`` feeds; loading one more first unloads idle ones, least recently
+active first, and refuses with :class:`collab.errors.Busy` when none is idle (each has
+subscribers or queued work). A feed with no records is unloaded as soon as its last subscriber
+leaves (nothing to snapshot), so anonymous sub/unsub or ``/yjs`` connects to random names
+leave nothing behind.
 """
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import logging
 import time
 from typing import Any
 
+from collab.errors import Busy
 from collab.events import Event
 from collab.feedcore import RecordListener
 from collab.keys import Keypair
@@ -44,6 +52,7 @@ class Hub:
         self.metrics = Metrics()  # relay.endpoints.metrics: bumped by the feed workers and sessions
         self._loading: dict[str, asyncio.Future[FeedRuntime]] = {}
         self.listeners: list[RecordListener] = []  # called with every record committed here
+        self._unwatching: set[asyncio.Task[None]] = set()
 
     # -- the detours, read-only (register them on ``routes``) -------------------------------
     @property
@@ -85,6 +94,7 @@ class Hub:
         fut: asyncio.Future[FeedRuntime] = asyncio.get_running_loop().create_future()
         self._loading[feed] = fut
         try:
+            await self._make_room()
             rt = FeedRuntime(feed, self.registry.for_feed(feed), self.storage, self.config, self.metrics,
                              self.relay_key, self.presence, self.listeners)
             await self.bus.watch(feed)  # before loading: nothing appended meanwhile can slip by
@@ -170,20 +180,71 @@ class Hub:
 
     def unsubscribe(self, sub: Subscriber, feed: str) -> bool:
         rt = self.feeds.get(feed)
-        return rt.unsubscribe(sub) if rt is not None else False
+        if rt is None:
+            return False
+        gone = rt.unsubscribe(sub)
+        self.release_if_empty(feed)  # nothing stored, nobody left: nothing worth keeping
+        return gone
+
+    def release_if_empty(self, feed: str) -> None:
+        """Unload ``feed`` now if it has no records and nobody uses it (a refused or finished
+        ``/yjs`` connection to a document nobody wrote)."""
+        rt = self.feeds.get(feed)
+        if rt is not None and rt.seq == 0 and rt.idle:
+            self._drop(rt)
 
     # -- lifecycle -------------------------------------------------------------------------
+    def _drop(self, rt: FeedRuntime) -> None:
+        """Forget a loaded feed now (its snapshot, if any, is saved already); stop watching it
+        on the bus unless it was loaded again meanwhile."""
+        if self.feeds.get(rt.feed) is not rt:
+            return
+        del self.feeds[rt.feed]
+        rt.people.close()
+        if self.bus.name == "local":
+            return
+        task = asyncio.get_running_loop().create_task(self._unwatch(rt.feed))
+        self._unwatching.add(task)
+        task.add_done_callback(self._unwatching.discard)
+
+    async def _unwatch(self, feed: str) -> None:
+        if feed in self.feeds or feed in self._loading:
+            return  # loaded again before this ran: it watches (watch returned at once, still subscribed)
+        try:
+            await self.bus.unwatch(feed)
+        except Exception:
+            log.warning("unwatching %s failed", feed, exc_info=True)
+
+    async def _unload(self, rt: FeedRuntime) -> bool:
+        """Snapshot an idle feed and drop it; False if it got busy meanwhile."""
+        if not rt.idle:
+            return False
+        await rt.save_snapshot()
+        if not rt.idle or self.feeds.get(rt.feed) is not rt:
+            return False
+        self._drop(rt)
+        return True
+
+    async def _make_room(self) -> None:
+        """Called with the new feed in ``_loading``: unload idle feeds (least recently active
+        first) until the loaded ones plus those loading fit ``max_loaded_feeds``."""
+        cap = self.config.limits.max_loaded_feeds
+        if len(self.feeds) + len(self._loading) <= cap:
+            return
+        for rt in sorted((rt for rt in self.feeds.values() if rt.idle), key=lambda rt: rt.last_active):
+            if await self._unload(rt):
+                self.metrics.feeds_evicted.inc()
+            if len(self.feeds) + len(self._loading) <= cap:
+                return
+        raise Busy(f"this relay holds {cap} feeds and none is idle; retry later")
+
     async def unload_idle(self) -> int:
         """Snapshot and drop feeds nobody used for a while; returns how many were dropped."""
         cutoff = time.monotonic() - self.config.idle_feed_seconds
         dropped = 0
-        for feed, rt in list(self.feeds.items()):
-            if rt.idle and rt.last_active < cutoff:
-                await rt.save_snapshot()
-                if rt.idle:
-                    self.feeds.pop(feed, None)
-                    await self.bus.unwatch(feed)
-                    dropped += 1
+        for rt in list(self.feeds.values()):
+            if rt.idle and rt.last_active < cutoff and await self._unload(rt):
+                dropped += 1
         return dropped
 
     async def close(self) -> None:

@@ -21,6 +21,13 @@ class Limits:
                                             # write buffer) before it is cut as too slow
     unwritable_timeout: float = 20.0        # seconds a connection's socket may take no bytes before it is aborted
     max_backlog_page: int = 500             # records per storage read while catching a subscriber up
+    max_loaded_feeds: int = 10_000          # feeds in memory per relay process (idle ones unloaded LRU first)
+    subs_per_sec: float = 10.0              # sustained `sub` rate per connection
+    subs_burst: int = 200                   # `sub` bucket size per connection (room for max_subscriptions at once)
+    presence_interval: float = 0.25         # presence changes of a feed within this many seconds go out as one
+    max_connections_per_ip: int = 256       # open WebSockets (/ws, /yjs) per client IP
+    header_timeout: float = 10.0            # seconds for a request's (or upgrade's) HTTP headers to arrive
+    first_message_timeout: float = 30.0     # seconds for a WebSocket's first message after the handshake
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -127,6 +127,11 @@ class Metrics:
     def __init__(self) -> None:
         self.connections = Gauge("colony_connections", "Open connections (native sessions and Yjs connections).")
         self.feeds_loaded = Gauge("colony_feeds_loaded", "Feeds loaded in memory.")
+        self.feeds_evicted = Counter("colony_feeds_evicted_total",
+                                     "Idle feeds unloaded early to stay within max_loaded_feeds.")
+        self.refused = Counter("colony_refused_total",
+                               "Connections and requests refused before anything was allocated for them, by code "
+                               "(too_many_connections, busy, rate_limited for subscriptions).", ("code",))
         self.events_in = Counter("colony_events_in_total", "Events accepted (sequenced and stored), by namespace.",
                                  ("namespace",))
         self.events_out = Counter("colony_events_out_total",
@@ -151,7 +156,8 @@ class Metrics:
         GCCollector(registry=self.registry)
 
     def all(self) -> list[_Metric]:
-        return [self.connections, self.feeds_loaded, self.events_in, self.events_out, self.publish_latency,
+        return [self.connections, self.feeds_loaded, self.feeds_evicted, self.refused, self.events_in,
+                self.events_out, self.publish_latency,
                 self.rejected, self.feed_queue, self.outbox_frames, self.redis_round_trips, self.link_up, self.alarms,
                 self.component_up]
 

@@ -108,11 +108,17 @@ class RedisPresence(PresenceStore):
 class Participants:
     """The participant list of one feed, as this process shows it to its subscribers."""
 
-    def __init__(self, feed: str, store: PresenceStore, broadcast: Callable[[str], None]) -> None:
+    def __init__(self, feed: str, store: PresenceStore, broadcast: Callable[[str], None],
+                 interval: float = 0.0) -> None:
         self.feed, self.store, self._broadcast = feed, store, broadcast
+        self.interval = interval  # changes within a window of this many seconds go out as one frame pair
         self.local: dict[str, int] = {}
         self.present: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._pending: dict[str, bool] = {}  # key -> was it present when the current window opened
+        self._window: asyncio.TimerHandle | None = None
+        self._reconciling: asyncio.Task[None] | None = None
+        self._again = False
 
     def keys(self) -> list[str]:
         return sorted(self.present)
@@ -121,17 +127,53 @@ class Participants:
         return frames.encode({"t": "presence", "feed": self.feed, "op": "list", "keys": self.keys()})
 
     def _mark(self, key: str, here: bool) -> None:
-        if here and key not in self.present:
+        """Coalesced: the first change is sent at once and opens a window of ``interval``
+        seconds; changes within it are sent when it ends, as at most one ``join`` and one
+        ``leave`` frame with the keys whose state differs from when the window opened (the last
+        state wins: a key that joined and left within it is not mentioned), and a window that
+        sent something opens the next one. So one feed sends at most 1 + 2 per interval
+        presence frames to each subscriber, however fast keys come and go."""
+        if here == (key in self.present):
+            return
+        if here:
             self.present.add(key)
-            self._broadcast(frames.encode({"t": "presence", "feed": self.feed, "op": "join", "keys": [key]}))
-        elif not here and key in self.present:
+        else:
             self.present.discard(key)
-            self._broadcast(frames.encode({"t": "presence", "feed": self.feed, "op": "leave", "keys": [key]}))
+        if self.interval <= 0 or self._window is None:
+            self._send([key] if here else [], [] if here else [key])
+            if self.interval > 0:
+                self._window = asyncio.get_running_loop().call_later(self.interval, self._close_window)
+        else:
+            self._pending.setdefault(key, not here)
 
-    def _spawn(self, coro: Any) -> None:
+    def _close_window(self) -> None:
+        pending, self._pending = self._pending, {}
+        joined = sorted(k for k, was in pending.items() if not was and k in self.present)
+        left = sorted(k for k, was in pending.items() if was and k not in self.present)
+        if joined or left:
+            self._send(joined, left)
+            self._window = asyncio.get_running_loop().call_later(self.interval, self._close_window)
+        else:
+            self._window = None
+
+    def _send(self, joined: list[str], left: list[str]) -> None:
+        if joined:
+            self._broadcast(frames.encode({"t": "presence", "feed": self.feed, "op": "join", "keys": joined}))
+        if left:
+            self._broadcast(frames.encode({"t": "presence", "feed": self.feed, "op": "leave", "keys": left}))
+
+    def close(self) -> None:
+        """The feed is unloaded: send nothing more."""
+        if self._window is not None:
+            self._window.cancel()
+            self._window = None
+        self._pending.clear()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
+        return task
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -163,7 +205,22 @@ class Participants:
         elif payload.startswith("P-"):
             key = payload[2:]
             if key not in self.local:
-                self._spawn(self.reconcile())
+                self._reconcile_soon()
+
+    def _reconcile_soon(self) -> None:
+        """One reconciliation at a time, and at most one more after it however many leave
+        notices arrive meanwhile (churn on another process must not cost a read per notice)."""
+        if self._reconciling is not None and not self._reconciling.done():
+            self._again = True
+            return
+        self._reconciling = self._spawn(self._reconcile_while_asked())
+
+    async def _reconcile_while_asked(self) -> None:
+        while True:
+            self._again = False
+            await self.reconcile()
+            if not self._again:
+                return
 
     async def reconcile(self) -> None:
         members = await self.store.members(self.feed)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 from typing import Protocol
 
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from relay.endpoints.outbox import CLOSE_INTERNAL, Outbox
@@ -21,6 +22,7 @@ from relay.endpoints.outbox import CLOSE_INTERNAL, Outbox
 log = logging.getLogger(__name__)
 
 PEER_CLOSE_TIMEOUT = 2.0
+CLOSE_NO_FIRST_MESSAGE = 4408  # nothing received within first_message_timeout of the handshake
 
 
 class Connection(Protocol):
@@ -36,13 +38,28 @@ class Connection(Protocol):
         """The socket is gone: leave every feed and stop the writer."""
 
 
-async def receive_pump(websocket: WebSocket, conn: Connection, what: str) -> None:
+async def receive_pump(websocket: WebSocket, conn: Connection, what: str,
+                       first_message_timeout: float | None = None) -> None:
     """Hand ``conn`` every message of ``websocket`` until the client or the relay ends it.
 
-    Errors of the socket end the pump quietly; anything else is a bug, logged (``what`` names
-    the connection) and answered with close 1011. The caller ends the connection afterwards."""
+    With ``first_message_timeout``, a client that sends nothing that long after the handshake
+    is closed with 4408 (a connection held open for nothing). Errors of the socket end the pump
+    quietly; anything else is a bug, logged (``what`` names the connection) and answered with
+    close 1011. The caller ends the connection afterwards."""
     out = conn.out
     try:
+        if first_message_timeout is not None and not out.closed:
+            try:
+                async with asyncio.timeout(first_message_timeout):
+                    msg = await websocket.receive()
+            except TimeoutError:
+                log.info("%s sent nothing within %ss; closing it", what, first_message_timeout)
+                out.close(CLOSE_NO_FIRST_MESSAGE, "no message within the handshake deadline")
+            else:
+                if msg["type"] == "websocket.disconnect":
+                    return
+                text = msg.get("text")
+                await conn.handle_message(text if text is not None else (msg.get("bytes") or b""))
         while not out.closed:
             msg = await websocket.receive()
             if msg["type"] == "websocket.disconnect":
@@ -58,6 +75,18 @@ async def receive_pump(websocket: WebSocket, conn: Connection, what: str) -> Non
         out.close(CLOSE_INTERNAL, "internal error")
 
 
+async def refuse_crowded(websocket: WebSocket, limit: int) -> None:
+    """Refuse a WebSocket handshake from an address with ``limit`` connections open already:
+    HTTP 429 ``{"error": "too_many_connections"}`` (close 1008 where the server cannot answer a
+    handshake with an HTTP response). Nothing was allocated for it."""
+    message = f"at most {limit} connections per address"
+    if "websocket.http.response" in websocket.scope.get("extensions", {}):
+        await websocket.send_denial_response(JSONResponse(
+            {"error": "too_many_connections", "message": message}, status_code=429, headers={"retry-after": "5"}))
+    else:
+        await websocket.close(1008, message)
+
+
 async def await_peer_close(websocket: WebSocket, timeout: float = PEER_CLOSE_TIMEOUT) -> None:
     """The relay is closing this connection: read (and drop) until the client's close frame,
     so the closing handshake completes. Closing the socket with unread client data in it would
@@ -68,4 +97,4 @@ async def await_peer_close(websocket: WebSocket, timeout: float = PEER_CLOSE_TIM
                 pass
 
 
-__all__ = ["Connection", "await_peer_close", "receive_pump"]
+__all__ = ["CLOSE_NO_FIRST_MESSAGE", "Connection", "await_peer_close", "receive_pump", "refuse_crowded"]

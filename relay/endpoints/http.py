@@ -11,7 +11,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from collab.errors import InvalidEvent
-from collab.events import check_feed
+from collab.events import GENESIS, check_feed
 
 from relay.endpoints.http_state import feed_state
 from relay.endpoints.metrics import expose
@@ -116,7 +116,12 @@ async def feed_events(request: Request) -> Response:
         limit = _int_param(request, "limit", 100, 1, 1000)
     except InvalidEvent as exc:
         return _error(400, "invalid", str(exc))
-    rt = await relay.hub.runtime(feed)
+    rt = relay.hub.feeds.get(feed)
+    if rt is None and await relay.storage.head(feed) is None:  # nothing stored: answer without loading it
+        return Response('{"feed":' + json.dumps(feed) + ',"seq":0,"head":"' + GENESIS + '","records":[]}',
+                        media_type="application/json")
+    if rt is None:
+        rt = await relay.hub.runtime(feed)
     if rt.access.policy == "members":
         return _error(403, "unauthorized", "members-only feeds are read over an authenticated WebSocket")
     base = ""

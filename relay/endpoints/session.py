@@ -24,7 +24,7 @@ from collab.events import HEX64_RE, HEX128_RE, Event, check_feed, hello_bytes
 from collab.keys import verify
 
 from relay.core.hub import Hub
-from relay.core.limits import Limits, RateLimiter
+from relay.core.limits import Limits, RateLimiter, TokenBucket
 from relay.endpoints.outbox import CLOSE_GOING_AWAY, Outbox, OutboxSubscriber, Transport
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class Session(OutboxSubscriber):
         self.nonce = os.urandom(32).hex()
         self.subs: set[str] = set()
         self.out = Outbox.of(transport, limits)
+        self.sub_bucket = TokenBucket(limits.subs_per_sec, limits.subs_burst)  # sub churn (presence changes)
 
     # Subscriber protocol (relay.core.fanout.Subscriber, used by the hub)
     reads_any = False     # read access is checked for this connection's key
@@ -144,12 +145,18 @@ class Session(OutboxSubscriber):
             self.subs.discard(feed)  # the relay ended it (unsubbed with a reason): may subscribe again
         if len(self.subs) >= self.limits.max_subscriptions:
             raise LimitExceeded(f"at most {self.limits.max_subscriptions} subscriptions per connection")
+        if not self.sub_bucket.take():
+            self.hub.metrics.refused.inc("rate_limited")
+            raise RateLimited(f"too many subscriptions on this connection; at most {self.limits.subs_per_sec:g} "
+                              f"per second after a burst of {self.limits.subs_burst}")
         self.subs.add(feed)
         try:
             await self.hub.subscribe(self, feed, since)
         except BaseException:
             self.subs.discard(feed)
             raise
+        if self.out.closed:  # the connection ended while the subscription was being served
+            self.hub.unsubscribe(self, feed)
 
     async def _publish(self, frame: dict[str, Any]) -> None:
         rid = frame.get("rid")

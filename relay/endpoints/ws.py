@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 from starlette.websockets import WebSocket
 
-from relay.endpoints.connection import receive_pump
+from relay.endpoints.connection import receive_pump, refuse_crowded
 
 if TYPE_CHECKING:
     from relay.server import Relay
@@ -18,11 +18,18 @@ async def native_endpoint(websocket: WebSocket) -> None:
     if relay.closing:
         await websocket.close(1001)
         return
-    await websocket.accept()
     ip = websocket.client.host if websocket.client else "unknown"
-    session = relay.new_session(websocket, ip)
-    session.start()
+    limits = relay.config.limits
+    if not relay.admit(ip):
+        await refuse_crowded(websocket, limits.max_connections_per_ip)
+        return
     try:
-        await receive_pump(websocket, session, f"connection from {ip}")
+        await websocket.accept()
+        session = relay.new_session(websocket, ip)
+        session.start()
+        try:
+            await receive_pump(websocket, session, f"connection from {ip}", limits.first_message_timeout)
+        finally:
+            relay.end_session(session)
     finally:
-        relay.end_session(session)
+        relay.release(ip)

@@ -27,11 +27,11 @@ from pycrdt import merge_updates
 from starlette.websockets import WebSocket
 
 from collab.capability import Capability
-from collab.errors import ColonyError, InvalidEvent, Unauthorized
+from collab.errors import Busy, ColonyError, InvalidEvent, Unauthorized
 from collab.events import Event, b64, check_feed, now_ms
 
 from relay.core.worker import FeedRuntime
-from relay.endpoints.connection import receive_pump
+from relay.endpoints.connection import receive_pump, refuse_crowded
 from relay.endpoints.outbox import CLOSE_NORMAL, Outbox
 from relay.endpoints.yjs_protocol import (
     CLOSE_BAD_TOKEN, CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_MALFORMED, CLOSE_TOO_BIG, CLOSE_TRY_LATER,
@@ -293,8 +293,18 @@ async def yjs_endpoint(websocket: WebSocket) -> None:
     if relay.closing:
         await websocket.close(1001)
         return
-    await websocket.accept()  # refusals below then carry a close code and a reason
     ip = websocket.client.host if websocket.client else "unknown"
+    if not relay.admit(ip):
+        await refuse_crowded(websocket, relay.config.limits.max_connections_per_ip)
+        return
+    try:
+        await _serve(websocket, relay, ip)
+    finally:
+        relay.release(ip)
+
+
+async def _serve(websocket: WebSocket, relay: Relay, ip: str) -> None:
+    await websocket.accept()  # refusals below then carry a close code and a reason
     try:
         feed = check_feed("doc/" + websocket.path_params.get("name", ""))
     except InvalidEvent as exc:
@@ -302,10 +312,22 @@ async def yjs_endpoint(websocket: WebSocket) -> None:
         return
     try:
         rt = await relay.hub.runtime(feed)
+    except Busy as exc:
+        relay.hub.metrics.refused.inc(exc.code)
+        await _refuse(websocket, CLOSE_TRY_LATER, "the relay holds as many documents as it may; retry later")
+        return
     except Exception:
         log.exception("loading %s for a yjs client failed", feed)
         await _refuse(websocket, CLOSE_INTERNAL, "the relay could not open this document")
         return
+    try:
+        await _connect(websocket, relay, ip, rt)
+    finally:
+        relay.hub.release_if_empty(feed)  # a document nobody wrote is not kept for nobody
+
+
+async def _connect(websocket: WebSocket, relay: Relay, ip: str, rt: FeedRuntime) -> None:
+    feed = rt.feed
     cap: Capability | None = None
     token = websocket.query_params.get("token")
     if token is not None:
@@ -327,7 +349,7 @@ async def yjs_endpoint(websocket: WebSocket) -> None:
         log.exception("yjs connection from %s failed", ip)
         conn.out.close(CLOSE_INTERNAL, "internal error")
     try:
-        await receive_pump(websocket, conn, f"yjs connection from {ip}")
+        await receive_pump(websocket, conn, f"yjs connection from {ip}", relay.config.limits.first_message_timeout)
     finally:
         relay.end_session(conn)
         await conn.out.wait_closed()

@@ -93,6 +93,9 @@ class Room:
         self._ticker = loop.create_task(self._tick(), name=f"yjs-room:{self.feed}")
 
     def _subscribed(self, fut: asyncio.Future[None]) -> None:
+        if self.closed:  # every client left before the subscription was served: end it now
+            self.service.hub.unsubscribe(self, self.feed)
+            return
         if not fut.cancelled() and fut.exception() is not None:
             log.warning("yjs room of %s could not subscribe: %r", self.feed, fut.exception())
             self.fail(CLOSE_INTERNAL, "the relay could not open this document; reconnect")
@@ -112,7 +115,11 @@ class Room:
         if self.closed:
             return
         self.closed = True
-        self.rt.unsubscribe(self)
+        hub = self.service.hub
+        if hub.feeds.get(self.feed) is self.rt:
+            hub.unsubscribe(self, self.feed)  # an empty document is unloaded now
+        else:
+            self.rt.unsubscribe(self)
         if self.service.rooms.get(self.feed) is self:
             del self.service.rooms[self.feed]
         for task in [*self._tasks, self._ticker]:

@@ -149,6 +149,13 @@ _LIMIT_HELP = {
     "unwritable_timeout": "seconds a connection's socket may stay unwritable (the peer reads nothing) before "
                           "it is aborted",
     "max_backlog_page": "records per storage read while catching a subscriber up",
+    "max_loaded_feeds": "feeds kept in memory per relay process (idle ones are unloaded, least recently used first)",
+    "subs_per_sec": "sustained subscribe rate per connection (subscriptions/second, token bucket)",
+    "subs_burst": "subscribe burst per connection (token bucket size)",
+    "presence_interval": "seconds over which a feed's presence changes are coalesced into one frame",
+    "max_connections_per_ip": "open WebSocket connections (/ws, /yjs) per client IP",
+    "header_timeout": "seconds a client has to send a request's HTTP headers before it is disconnected",
+    "first_message_timeout": "seconds a WebSocket client has to send its first message before it is closed",
 }
 _YJS_HELP = {
     "awareness_per_sec": "Yjs endpoint: awareness messages per second per connection",

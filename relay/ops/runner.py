@@ -17,6 +17,7 @@ import uvicorn
 from relay.app import create_app
 from relay.core.config import Config
 from relay.endpoints.wsdirect import GuardedProtocol
+from relay.ops.deadlines import header_deadline_protocol
 from relay.server import Relay
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ def uvicorn_config(app: object, config: Config, **overrides: object) -> uvicorn.
         "ws_max_size": config.limits.max_frame_bytes * 4 + 1024, "ws_ping_interval": config.ws_ping_interval,
         "ws_ping_timeout": config.ws_ping_timeout, "ws_per_message_deflate": config.ws_deflate,
         "timeout_graceful_shutdown": 5,
+        "http": header_deadline_protocol(config.limits.header_timeout),  # slowloris: relay.ops.deadlines
     }
     opts.update(overrides)
     return uvicorn.Config(app, **opts)  # type: ignore[arg-type]  # opts' values per key, app any ASGI app

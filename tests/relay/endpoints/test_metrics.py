@@ -20,6 +20,8 @@ from tests.relay.promtext import parse, value
 NAMES = {
     "colony_connections": "gauge",
     "colony_feeds_loaded": "gauge",
+    "colony_feeds_evicted_total": "counter",
+    "colony_refused_total": "counter",
     "colony_events_in_total": "counter",
     "colony_events_out_total": "counter",
     "colony_publish_ack_seconds": "histogram",
