@@ -713,6 +713,8 @@
       if (T && T.ready) {
         st.presence = new Set();
         send({ t: "sub", feed: T.feed, since: T.recs.length ? hiOf(T) : 0 });
+      } else {
+        send({ t: "ping" });  // a first message: the relay closes connections that send none (4408)
       }
       return;
     }
