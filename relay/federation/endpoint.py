@@ -239,8 +239,8 @@ async def fed_endpoint(websocket: WebSocket) -> None:
         return
     fed: Federation = relay.federation
     limits = relay.config.limits
-    session = PeerSession(hub, peer_key, Outbox(websocket, limits.max_outbound_frames), limits, fed.peer_frames,
-                          relay.key_limiter, fed.cut_off)
+    out = Outbox(websocket, limits.max_outbound_frames, flush_codes=(CLOSE_GOING_AWAY, CLOSE_FALSE_EVIDENCE))
+    session = PeerSession(hub, peer_key, out, limits, fed.peer_frames, relay.key_limiter, fed.cut_off)
     older = fed.inbound.get(peer_key)
     fed.inbound[peer_key] = session
     if older is not None:  # the peer keeps one link to us: the old one is dead or a duplicate
