@@ -34,8 +34,8 @@ class Limits:
     feeds_burst_key: int = 100
     max_feeds_per_key: int = 10_000         # feeds one author key may create in total (per process)
     max_doc_bytes: int = 16 << 20           # a doc/ feed: the summed size of its events' signing bytes
-    events_per_sec_feed: float = 500.0      # publishes per feed (its worker), token bucket
-    burst_feed: int = 1000
+    events_per_sec_feed: float = 5000.0      # publishes per feed (its worker), token bucket
+    burst_feed: int = 10_000
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
