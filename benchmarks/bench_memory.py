@@ -88,10 +88,7 @@ def run_one(system: str, n: int, workdir: Path) -> dict[str, Any]:
     try:
         assert server.proc is not None
         pid = server.proc.pid
-        if system == COLONY_WS:
-            url = f"ws://127.0.0.1:{server.port}/ws"
-        else:
-            url = server.url()  # type: ignore[attr-defined]
+        url = f"ws://127.0.0.1:{server.port}/ws" if system == COLONY_WS else server.url()  # type: ignore[attr-defined]
 
         async def measure() -> dict[str, Any]:
             warm = await _connect_all(system, url, 5)  # imports, first-connection caches
@@ -131,13 +128,14 @@ def main() -> int:
                 results.setdefault(system, {"runs": []})["runs"].append(run)
                 print(f"[memory] {system:18s} run {r + 1}: {run['kb_per_connection']:.1f} KiB per idle connection "
                       f"({run['rss_before_kb']} -> {run['rss_after_kb']} KiB, {n} connections)", flush=True)
-    for system, agg in results.items():
+    for agg in results.values():
         agg["kb_per_connection"] = median([run["kb_per_connection"] for run in agg["runs"]])
     ratios = {}
     if COLONY in results:
         for peer in (NODE, PEER):
             if peer in results:
-                ratios[f"{COLONY}/{peer}"] = ratio(results[COLONY]["kb_per_connection"], results[peer]["kb_per_connection"])
+                ratios[f"{COLONY}/{peer}"] = ratio(results[COLONY]["kb_per_connection"],
+                                                   results[peer]["kb_per_connection"])
     print("\nKiB of server RSS per idle connection (median):")
     for system, agg in results.items():
         print(f"  {system:18s} {agg['kb_per_connection']:8.1f}")

@@ -14,6 +14,8 @@ ColonyError
 │   ├── Unauthorized         key lacks the right for this feed               -> ``unauthorized``
 │   ├── RateLimited          too many events per second (key or IP)          -> ``rate_limited``
 │   ├── LimitExceeded        e.g. too many subscriptions on one connection   -> ``limit_exceeded``
+│   ├── FalseEvidence        relay.federation.mirror: a peer's head of a feed this relay homes is
+│   │                        not in its log (the peer is cut off)            -> ``false_evidence``
 │   └── YProtocolError       relay.endpoints.yjs_protocol: a malformed y-protocol message
 │                            (also a ValueError; the Yjs connection closes with 4400)
 ├── ChainError               a record breaks its feed's hash chain (client/replay side)
@@ -158,5 +160,6 @@ ERROR_CODES = (
     "limit_exceeded",
     "unavailable",
     "home_unreachable",
+    "false_evidence",
     "internal",
 )

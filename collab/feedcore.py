@@ -83,8 +83,8 @@ class Committed:
 class FeedCore:
     """One feed's derived state, folded from its records; pure (no I/O, no clock)."""
 
-    __slots__ = ("access", "feed", "fixed_access", "head", "id_cache", "ids", "ids_complete", "ns", "seq", "state",
-                 "tentative")
+    __slots__ = ("access", "bytes", "feed", "fixed_access", "head", "id_cache", "ids", "ids_complete", "ns", "seq",
+                 "state", "tentative")
 
     def __init__(self, feed: str, ns: Namespace[Any], *, id_cache: int = ID_CACHE) -> None:
         self.feed, self.ns = feed, ns
@@ -98,15 +98,22 @@ class FeedCore:
         self.ids_complete = True  # every id of the feed is in ``ids`` (no storage lookup needed)
         self.id_cache = id_cache
         self.tentative = ns.immutable_state
+        self.bytes = 0  # the summed size of the folded events' signing bytes (``max_feed_bytes``)
 
     # -- folding ---------------------------------------------------------------------------
     def restore(self, seq: int, head: str, state: bytes, access: Access | str | None = None) -> None:
         """Start from a snapshot or base: the namespace's dump of the state after ``seq`` (whose
         record hash is ``head``) and its access (a meta JSON string ``{"access": ...}`` as
-        stored beside snapshots, an :class:`Access`, or None to keep the initial one)."""
+        stored beside snapshots, an :class:`Access`, or None to keep the initial one). The meta's
+        ``"bytes"`` (the event bytes folded through ``seq``) restores :attr:`bytes`; without it
+        (a compacted base, an older snapshot) the size of the state stands in."""
         self.state = self.ns.load(self.feed, state)
+        self.bytes = len(state)
         if isinstance(access, str):
-            access = Access.from_json(json.loads(access)["access"])
+            meta = json.loads(access)
+            if isinstance(meta.get("bytes"), int):
+                self.bytes = meta["bytes"]
+            access = Access.from_json(meta["access"])
         if access is not None:
             self.access = access
         self.seq, self.head = seq, head
@@ -115,7 +122,7 @@ class FeedCore:
     def adopt(self, other: FeedCore) -> None:
         """Take ``other``'s head, state, access and dedup set (a reload from storage)."""
         self.seq, self.head, self.state, self.access = other.seq, other.head, other.state, other.access
-        self.ids, self.ids_complete = other.ids, other.ids_complete
+        self.ids, self.ids_complete, self.bytes = other.ids, other.ids_complete, other.bytes
 
     def fold(self, rec: Record) -> None:
         """Fold one durable record (the caller has placed it: see :meth:`extend`)."""
@@ -125,6 +132,7 @@ class FeedCore:
         if ev.kind not in CONTROL_KINDS:
             self.state = self.ns.apply(self.state, rec)
         self.seq, self.head = seq, rec.hash
+        self.bytes += ev.size
         if self.id_cache:
             self.ids[ev.id] = seq
 
@@ -173,11 +181,14 @@ class FeedCore:
         return [ev.id for ev in events if ev.id not in self.ids]
 
     def seal(self, batch: Sequence[tuple[Event, str | None]], relay_key: Keypair, now: int,
-             max_event_bytes: int, stored: Mapping[str, int] | None = None) -> Sealed:
+             max_event_bytes: int, stored: Mapping[str, int] | None = None,
+             max_feed_bytes: int | None = None) -> Sealed:
         """Answer duplicates and refusals among ``batch`` (``(event, session key)`` pairs) and
         seal the rest as the next records at relay time ``now``. ``stored`` maps ids found in
-        storage (see :meth:`unknown_ids`) to their seq. Nothing is folded: :meth:`commit` the
-        records once they are durable."""
+        storage (see :meth:`unknown_ids`) to their seq. With ``max_feed_bytes``, an event
+        (but a control event) that would take :attr:`bytes` past it is refused ``too_large``
+        (the same answer whatever the batching: the sum is over the records before it). Nothing
+        is folded: :meth:`commit` the records once they are durable."""
         ns, ids = self.ns, self.ids
         stored = stored or {}
         seq, head, access, state = self.seq, self.head, self.access, self.state
@@ -185,18 +196,23 @@ class FeedCore:
         adm = Admission(now, relay_key.public_hex)
         out = Sealed()
         in_batch: dict[str, int] = {}
+        size = self.bytes
         for i, (ev, session_key) in enumerate(batch):
             known = ids.get(ev.id) or stored.get(ev.id) or in_batch.get(ev.id)
             if known:
                 out.answers.append((i, (known, True)))
                 continue
             try:
+                if max_feed_bytes is not None and size + ev.size > max_feed_bytes and ev.kind not in CONTROL_KINDS:
+                    raise TooLarge(f"the feed holds {size} bytes of events; {ev.size} more would pass the limit "
+                                   f"of {max_feed_bytes}")
                 admit(ns, state, access, ev, session_key, seq + 1, adm, fixed_access=fixed,
                       max_event_bytes=max_event_bytes)
             except ColonyError as exc:
                 out.answers.append((i, exc))
                 continue
             seq += 1
+            size += ev.size
             rec = Record.seal(relay_key, ev, seq, head, now)
             head = rec.hash
             access = apply_access(access, ev, seq)

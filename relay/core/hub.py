@@ -28,6 +28,7 @@ from collab.namespaces import Registry
 from relay.core.bus import Bus, LocalBus
 from relay.core.config import Config
 from relay.core.fanout import Subscriber
+from relay.core.limits import FeedQuota
 from relay.core.presence import PresenceStore
 from relay.core.routes import PublishRoutes
 from relay.core.worker import FeedRuntime
@@ -53,6 +54,7 @@ class Hub:
         self._loading: dict[str, asyncio.Future[FeedRuntime]] = {}
         self.listeners: list[RecordListener] = []  # called with every record committed here
         self._unwatching: set[asyncio.Task[None]] = set()
+        self.quota = FeedQuota(config.limits, exempt=relay_key.public_hex)  # feeds created per key
 
     # -- the detours, read-only (register them on ``routes``) -------------------------------
     @property
@@ -96,7 +98,7 @@ class Hub:
         try:
             await self._make_room()
             rt = FeedRuntime(feed, self.registry.for_feed(feed), self.storage, self.config, self.metrics,
-                             self.relay_key, self.presence, self.listeners)
+                             self.relay_key, self.presence, self.listeners, self.quota)
             await self.bus.watch(feed)  # before loading: nothing appended meanwhile can slip by
             await rt.load()
             if self.presence.shared:  # participants on other processes: in the first list already

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+from collab.errors import ColonyError, LimitExceeded, RateLimited
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,21 @@ class Limits:
     max_connections_per_ip: int = 256       # open WebSockets (/ws, /yjs) per client IP
     header_timeout: float = 10.0            # seconds for a request's (or upgrade's) HTTP headers to arrive
     first_message_timeout: float = 30.0     # seconds for a WebSocket's first message after the handshake
+    # federation peers (a /fed link is bounded like an agent connection; docs/federation.md)
+    peer_max_subscriptions: int = 10_000    # mirror subscriptions per inbound /fed link
+    peer_frames_per_sec: float = 10_000.0   # frames per inbound /fed link (fwd, sub, unsub, heads)
+    peer_frames_burst: int = 20_000
+    peer_heads_per_sec: float = 5_000.0     # heads entries per peer (both directions), token bucket
+    peer_heads_burst: int = 10_000          # also the most heads one frame may carry
+    alarms_per_sec: float = 0.2             # alarm events written to relay/alarms (the rest: logged, counted)
+    alarms_burst: int = 20
+    # quotas (per relay process: docs/protocol.md section 14)
+    feeds_per_sec_key: float = 2.0          # feeds one author key may create (its event is seq 1)
+    feeds_burst_key: int = 100
+    max_feeds_per_key: int = 10_000         # feeds one author key may create in total (per process)
+    max_doc_bytes: int = 16 << 20           # a doc/ feed: the summed size of its events' signing bytes
+    events_per_sec_feed: float = 5000.0      # publishes per feed (its worker), token bucket
+    burst_feed: int = 10_000
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -67,6 +85,7 @@ class TokenBucket:
         self.tokens, self.stamp = float(burst), time.monotonic()
 
     def take(self, n: float = 1.0) -> bool:
+        """Take ``n`` tokens if there are that many (none otherwise)."""
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
@@ -89,13 +108,14 @@ class RateLimiter:
         self.rate, self.burst, self.max_buckets = rate, burst, max_buckets
         self._buckets: dict[str, TokenBucket] = {}
 
-    def allow(self, who: str) -> bool:
+    def allow(self, who: str, n: float = 1.0) -> bool:
+        """Take ``n`` tokens of ``who``'s bucket if it has them."""
         b = self._buckets.get(who)
         if b is None:
             if len(self._buckets) >= self.max_buckets:
                 self._prune()
             b = self._buckets[who] = TokenBucket(self.rate, self.burst)
-        return b.take()
+        return b.take(n)
 
     async def acquire(self, who: str) -> None:
         """Wait until ``who`` may go on: sleeps as long as its bucket needs to refill a token."""
@@ -109,3 +129,33 @@ class RateLimiter:
             del self._buckets[k]
         if len(self._buckets) >= self.max_buckets:
             self._buckets.clear()
+
+
+class FeedQuota:
+    """Feeds created per author key: a rate (token bucket) and a total, counted in this process.
+
+    A feed is created by its first record (seq 1); its author is charged when the worker is
+    about to append it (a creation that then fails is still charged). The relay's own key is
+    never charged. The counts live in memory: they restart from zero when the process starts,
+    and on a Redis site each process counts the creations it sequenced (docs/protocol.md 14).
+    Keys are kept for the ``max_keys`` most recent creators (the least recent are forgotten)."""
+
+    def __init__(self, limits: Limits, exempt: str = "", max_keys: int = 100_000) -> None:
+        self.max_total, self.exempt, self.max_keys = limits.max_feeds_per_key, exempt, max_keys
+        self.rate = RateLimiter(limits.feeds_per_sec_key, limits.feeds_burst_key, max_keys)
+        self.created: OrderedDict[str, int] = OrderedDict()
+
+    def refusal(self, key: str) -> ColonyError | None:
+        """Charge ``key`` one feed creation; the refusal (nothing charged then), or None."""
+        if key == self.exempt:
+            return None
+        total = self.created.get(key, 0)
+        if total >= self.max_total:
+            return LimitExceeded(f"this key created {total} feeds; the limit is {self.max_total} (max_feeds_per_key)")
+        if not self.rate.allow(key):
+            return RateLimited("this key creates feeds too fast (feeds_per_sec_key); slow down")
+        self.created[key] = total + 1
+        self.created.move_to_end(key)
+        if len(self.created) > self.max_keys:
+            self.created.popitem(last=False)
+        return None

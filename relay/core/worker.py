@@ -20,7 +20,7 @@ from typing import Any
 
 from collab import frames
 from collab.access import Access
-from collab.errors import ColonyError, Unavailable
+from collab.errors import ColonyError, RateLimited, Unavailable
 from collab.events import Event, Record, now_ms
 from collab.feedcore import ID_CACHE, FeedCore, RecordListener
 from collab.keys import Keypair
@@ -28,6 +28,7 @@ from collab.namespaces import Namespace
 
 from relay.core.config import Config
 from relay.core.fanout import Fanout, Subscriber
+from relay.core.limits import FeedQuota, TokenBucket
 from relay.core.mirrorstore import MirrorJob, store_mirrored
 from relay.core.presence import Participants, PresenceStore
 from relay.core.metrics import Metrics
@@ -71,8 +72,13 @@ class FeedRuntime:
     """One loaded feed: its core (head, namespace state, access, dedup), its subscribers, its jobs."""
 
     def __init__(self, feed: str, ns: Namespace[Any], storage: Storage, config: Config, metrics: Metrics,
-                 relay_key: Keypair, presence: PresenceStore, listeners: Sequence[RecordListener] = ()) -> None:
+                 relay_key: Keypair, presence: PresenceStore, listeners: Sequence[RecordListener] = (),
+                 quota: FeedQuota | None = None) -> None:
         self.feed, self.ns = feed, ns
+        self.quota = quota  # feeds created per key (the hub's, shared by every feed); None: no quota
+        lim = config.limits
+        self.rate = TokenBucket(lim.events_per_sec_feed, lim.burst_feed)  # publishes to this feed
+        self.max_bytes = lim.max_doc_bytes if ns.name == "doc" else None
         self.storage, self.config, self.metrics, self.relay_key = storage, config, metrics, relay_key
         self._presence = presence
         self.listeners = listeners  # the hub's list: called with every committed record
@@ -295,14 +301,28 @@ class FeedRuntime:
         if self.core.seq - self.snapshot_seq >= self.config.snapshot_every:
             await self.save_snapshot()
 
+    def _within_rate(self, batch: list[_Publish]) -> list[_Publish]:
+        """The publishes the feed's rate lets through (``events_per_sec_feed``; the relay's own
+        events always pass); the others are refused ``rate_limited``."""
+        me, passed = self.relay_key.public_hex, []
+        for p in batch:
+            if p.event.author == me or self.rate.take():
+                passed.append(p)
+            else:
+                _fail(p.fut, RateLimited(f"too many events to {self.feed} (events_per_sec_feed); slow down"))
+        return passed
+
     async def _sequence(self, batch: list[_Publish]) -> None:
         core = self.core
+        batch = self._within_rate(batch)
         for _attempt in range(MAX_APPEND_ATTEMPTS):
+            if not batch:
+                return
             unknown = core.unknown_ids(p.event for p in batch)
             stored = await self.storage.lookup_ids(self.feed, unknown) if unknown else None
             # every record of the batch carries this rtime; deadlines are judged on it
             sealed = core.seal([(p.event, p.session_key) for p in batch], self.relay_key, now_ms(),
-                               self.config.limits.max_event_bytes, stored)
+                               self.config.limits.max_event_bytes, stored, self.max_bytes)
             for i, answer in sealed.answers:
                 if isinstance(answer, tuple):
                     _ok(batch[i].fut, answer)
@@ -311,6 +331,12 @@ class FeedRuntime:
             accepted = sealed.records
             if not accepted:
                 return
+            if core.seq == 0 and self.quota is not None:  # the first record creates the feed
+                refused = self.quota.refusal(accepted[0][1].event.author)
+                if refused is not None:  # the rest of the batch needs the feed: refused with it
+                    for i, _, _ in accepted:
+                        _fail(batch[i].fut, refused)
+                    return
             try:
                 await self.storage.append(self.feed, core.seq, [(r, j) for _, r, j in accepted])
             except HeadMoved as moved:
@@ -364,7 +390,7 @@ class FeedRuntime:
         data = self.ns.dump(core.state)
         if data is None or core.seq == 0 or core.seq == self.snapshot_seq:
             return
-        meta = json.dumps({"access": core.access.to_json()})
+        meta = json.dumps({"access": core.access.to_json(), "bytes": core.bytes})
         seq = core.seq
         await self.storage.save_snapshot(StoredSnapshot(self.feed, seq, core.head, data, meta))
         self.snapshot_seq = seq

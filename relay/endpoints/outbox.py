@@ -109,11 +109,19 @@ class Outbox:
         return cls(transport, limits.max_outbound_frames, max_bytes=limits.max_outbound_bytes,
                    unwritable_timeout=limits.unwritable_timeout, **kw)
 
-    def _over(self, size: int) -> bool:
-        """Queueing ``size`` more would pass a cap (frames, or bytes counting the socket's buffer)."""
+    def _pending_bytes(self) -> int:
+        """Bytes held for this connection: queued here plus the transport's write buffer."""
         sock = self.sock
-        return (len(self.frames) >= self.max_frames
-                or self.held + size + (sock.buffered() if sock is not None else 0) > self.max_bytes)
+        return self.held + (sock.buffered() if sock is not None else 0)
+
+    def _over(self, size: int) -> bool:
+        """Queueing ``size`` more would pass a cap (frames, or bytes counting the socket's buffer).
+        A connection holding nothing takes any one message, whatever its size (one batch of large
+        records may be bigger than the cap: a reader that keeps up is never cut for it)."""
+        if len(self.frames) >= self.max_frames:
+            return True
+        pending = self._pending_bytes()
+        return pending > 0 and pending + size > self.max_bytes
 
     # -- queueing (never waits) ------------------------------------------------------------------
     def put(self, frame: str) -> bool:
@@ -169,10 +177,20 @@ class Outbox:
         return self.put_bytes(msg)
 
     async def put_wait(self, frame: str) -> None:
-        """Queue once the queue is below half full (catch-up: the reader sets the pace)."""
-        while not self.closed and (len(self.frames) >= self.max_frames >> 1 or self.held >= self.max_bytes >> 1):
-            self._room.clear()
-            await self._room.wait()
+        """Queue once the queue is below half full and the socket has taken what it was given
+        (catch-up: the reader sets the pace, and a backlog never trips the byte cap by itself)."""
+        half_bytes = self.max_bytes >> 1
+        while not self.closed:
+            if len(self.frames) >= self.max_frames >> 1 or self.held >= half_bytes:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            sock = self.sock
+            if (sock is not None and self._pending_bytes() >= half_bytes
+                    and not await sock.wait_writable(self.unwritable_timeout)):
+                self.abort(f"the socket took no bytes for {self.unwritable_timeout:g} s")
+                return
+            break
         self.put(frame)
 
     # -- closing ---------------------------------------------------------------------------------

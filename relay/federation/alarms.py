@@ -5,6 +5,11 @@ relay-signed ``alarm.<kind>`` event in the relay's own feed ``relay/alarms`` car
 evidence, so an operator (or an auditor replaying the feed) sees what was refused and why
 (docs/federation.md, Equivocation). ``relay/`` feeds are homed by every relay itself
 (``Routing.home``), so the feed is never forwarded nor mirrored.
+
+What a peer can make the relay write is bounded: evidence is published once per ``(feed, seq)``
+(among the last ``RECENT`` in this process), and at most ``alarms_burst`` alarms, refilled at
+``alarms_per_sec`` (``Limits``), are published; past that an alarm is logged and counted
+(``suppressed``) but not written.
 """
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ from collab.canonical import canonical
 from collab.errors import CanonicalError, ColonyError, TooLarge
 from collab.events import Event
 
+from relay.core.limits import TokenBucket
+
 if TYPE_CHECKING:
     from relay.core.hub import Hub
 
@@ -26,7 +33,7 @@ ALARM_FEED = "relay/alarms"
 #: the hash of the one it showed before); invalid: a bad signature, shape, feed or receipt key;
 #: gap: a record that skips seqs
 KINDS = frozenset(("equivocation", "invalid", "gap"))
-RECENT = 1024  # identical evidence is published once (a bad home re-sends it after every resubscribe)
+RECENT = 1024  # (feed, seq) pairs published lately: evidence about one is published once
 
 
 def compact(rec: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -47,25 +54,32 @@ class Alarms:
     def __init__(self, hub: Hub) -> None:
         self.hub = hub
         self.count = 0
-        self._recent: OrderedDict[str, None] = OrderedDict()
+        self.suppressed = 0  # alarms past the rate: logged and counted, not written
+        lim = hub.config.limits
+        self._bucket = TokenBucket(lim.alarms_per_sec, lim.alarms_burst)
+        self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
 
     async def raise_(self, kind: str, feed: str, seq: int, ours: dict[str, Any] | None,
                      theirs: dict[str, Any] | None, peer: str, reason: str) -> None:
         """Log, count and publish one alarm; never raises (an alarm must not break the caller)."""
         self.count += 1
         log.error("ALARM %s: %s#%d from peer %s: %s", kind, feed, seq, peer[:16], reason)
-        body = {"feed": feed, "seq": seq, "ours": ours, "theirs": theirs, "peer": peer, "reason": reason}
-        try:
-            fingerprint = canonical({"kind": kind, **body}).decode()
-        except CanonicalError:  # evidence that is not canonical JSON (a malformed record): publish what can be
-            body["ours"], body["theirs"] = _printable(ours), _printable(theirs)
-            fingerprint = repr(sorted(body.items()))
-        if fingerprint in self._recent:
-            self._recent.move_to_end(fingerprint)
+        at = (feed, seq)
+        if at in self._recent:
+            self._recent.move_to_end(at)
             return
-        self._recent[fingerprint] = None
+        if not self._bucket.take():
+            self.suppressed += 1
+            log.error("alarm %s for %s#%d not written to %s: over alarms_per_sec", kind, feed, seq, ALARM_FEED)
+            return
+        self._recent[at] = None
         if len(self._recent) > RECENT:
             self._recent.popitem(last=False)
+        body = {"feed": feed, "seq": seq, "ours": ours, "theirs": theirs, "peer": peer, "reason": reason}
+        try:
+            canonical(body)
+        except CanonicalError:  # evidence that is not canonical JSON (a malformed record): publish what can be
+            body["ours"], body["theirs"] = _printable(ours), _printable(theirs)
         await self._publish(kind, body)
 
     async def _publish(self, kind: str, body: dict[str, Any]) -> None:

@@ -5,18 +5,26 @@ After that the peer is trusted the way a session trusts its authenticated hello:
 is published as if the agent connection behind it (``key``) had sent it here, so the answer
 is exactly the one that agent would have got; a ``sub`` reads every feed (members-only too)
 and never gets a snapshot, because a mirror stores records verbatim.
+
+A peer is bounded like an agent connection (``Limits``): one inbound link per peer key (a
+newer one replaces it, close 4412), ``peer_max_subscriptions`` mirror subscriptions
+(``limit_exceeded``), ``peer_frames_per_sec`` frames per peer (``rate_limited``), the
+per-author rate of the events it forwards, and the heads limits of ``relay.federation.mirror``.
+A peer whose heads accuse a feed we home falsely is cut off: ``false_evidence``, close 4409, and
+its handshakes are refused for ``relay.federation.node.CUT_OFF`` seconds.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from collab import frames
-from collab.errors import ColonyError, InvalidEvent, MalformedFrame
+from collab.errors import ColonyError, InvalidEvent, LimitExceeded, MalformedFrame, RateLimited, TooLarge
 from collab.events import HEX64_RE, HEX128_RE, Event, check_feed
 from collab.keys import verify
 
@@ -24,14 +32,19 @@ from relay.endpoints.connection import receive_pump
 from relay.endpoints.outbox import CLOSE_GOING_AWAY, Outbox, OutboxSubscriber
 from relay.endpoints.session import publish_answer
 from relay.federation.link import CLOSE_REFUSED, HANDSHAKE_TIMEOUT, peer_bytes
+from relay.federation.mirror import FalseEvidence
 
 if TYPE_CHECKING:
     from relay.core.hub import Hub
+    from relay.core.limits import Limits, RateLimiter
+    from relay.federation.node import Federation
     from relay.server import Relay
 
 log = logging.getLogger(__name__)
 
 PEER_FRAMES = frozenset(("fwd", "sub", "unsub", "heads"))
+CLOSE_FALSE_EVIDENCE = 4409
+CLOSE_REPLACED = 4412
 _PRESENCE_PREFIX = '{"t":"presence"'
 
 
@@ -43,8 +56,10 @@ class PeerSession(OutboxSubscriber):
     reads_any = True        # a peer mirrors members-only feeds too
     records_only = True     # a mirror stores records; it never wants a snapshot
 
-    def __init__(self, hub: Hub, peer_key: str, out: Outbox) -> None:
-        self.hub, self.peer_key, self.out = hub, peer_key, out
+    def __init__(self, hub: Hub, peer_key: str, out: Outbox, limits: Limits, frame_limiter: RateLimiter,
+                 key_limiter: RateLimiter, cut_off: Callable[[str], None]) -> None:
+        self.hub, self.peer_key, self.out, self.limits = hub, peer_key, out, limits
+        self.frame_limiter, self.key_limiter, self.cut_off = frame_limiter, key_limiter, cut_off
         self.subs: set[str] = set()
 
     # -- Subscriber protocol -------------------------------------------------------------------
@@ -65,7 +80,15 @@ class PeerSession(OutboxSubscriber):
                 frame = frames.parse(text, None)
                 if frame["t"] not in PEER_FRAMES:  # parsed first, so the refusal echoes the rid
                     raise MalformedFrame(f"{frame['t']!r} is not a frame of /fed (fwd, sub, unsub, heads)")
+                if not self.frame_limiter.allow(self.peer_key):
+                    raise RateLimited(f"over {self.limits.peer_frames_per_sec:g} frames per second from this peer "
+                                      "(peer_frames_per_sec); slow down")
                 await self._dispatch(frame)
+            except FalseEvidence as exc:  # nothing of it was written: cut the peer off
+                self.send(frames.error(exc.code, str(exc), **_context(frame)))
+                self.cut_off(self.peer_key)
+                self.out.close(CLOSE_FALSE_EVIDENCE, "false evidence")
+                return
             except ColonyError as exc:
                 self.send(frames.error(exc.code, str(exc), **_context(frame)))
             except Exception:
@@ -92,6 +115,10 @@ class PeerSession(OutboxSubscriber):
         if key is not None and (not isinstance(key, str) or not HEX64_RE.match(key)):
             raise MalformedFrame("fwd key must be null or 64 hex chars")
         event = Event.from_wire(frame.get("event"))
+        if event.size > self.limits.max_event_bytes:
+            raise TooLarge(f"event is {event.size} bytes; the limit is {self.limits.max_event_bytes}")
+        if not self.key_limiter.allow(event.author):  # the agent's rate holds whichever relay it uses
+            raise RateLimited("too many events from this key; slow down")
         if not self.hub.routing.is_home(event.feed):  # forwarding it on could loop between relays
             raise InvalidEvent(f"this relay is not the home of {event.feed} (do the members' --peer/--pin "
                                "settings differ?)")
@@ -113,6 +140,9 @@ class PeerSession(OutboxSubscriber):
             if rt is not None and self in rt.subs:
                 raise InvalidEvent(f"already subscribed to {feed}")
             self.subs.discard(feed)  # the relay ended it meanwhile: may subscribe again
+        if len(self.subs) >= self.limits.peer_max_subscriptions:
+            raise LimitExceeded(f"at most {self.limits.peer_max_subscriptions} mirror subscriptions per peer "
+                                "(peer_max_subscriptions)")
         self.subs.add(feed)
         try:
             await self.hub.subscribe(self, feed, since)
@@ -150,7 +180,7 @@ def _context(frame: dict[str, Any] | None) -> dict[str, Any]:
     return extra
 
 
-async def _handshake(websocket: WebSocket, hub: Hub) -> str | None:
+async def _handshake(websocket: WebSocket, hub: Hub, fed: Federation | None) -> str | None:
     """Challenge, check the peer's proof, prove our key; the peer's key, or None (closed 4403)."""
     me = hub.relay_key.public_hex
     nonce = os.urandom(32).hex()
@@ -170,6 +200,9 @@ async def _handshake(websocket: WebSocket, hub: Hub) -> str | None:
         return None
     if key == me or not any(p.key == key for p in hub.routing.peers):
         await _refuse(websocket, f"{key[:16]}… is not a peer of this relay")
+        return None
+    if fed is not None and fed.is_cut_off(key):
+        await _refuse(websocket, f"{key[:16]}… sent false evidence and is cut off for now")
         return None
     if not verify(bytes.fromhex(key), peer_bytes(nonce, me, key), bytes.fromhex(sig)):
         await _refuse(websocket, "peer signature does not verify against the challenge")
@@ -195,7 +228,7 @@ async def fed_endpoint(websocket: WebSocket) -> None:
     await websocket.accept()
     hub = relay.hub
     try:
-        peer_key = await _handshake(websocket, hub)
+        peer_key = await _handshake(websocket, hub, relay.federation)
     except (TimeoutError, WebSocketDisconnect, OSError):
         peer_key = None
         try:
@@ -204,10 +237,19 @@ async def fed_endpoint(websocket: WebSocket) -> None:
             log.debug("closing a peer connection after a failed handshake failed", exc_info=True)
     if peer_key is None:
         return
-    session = PeerSession(hub, peer_key, Outbox.of(websocket, relay.config.limits))
+    fed: Federation = relay.federation
+    limits = relay.config.limits
+    out = Outbox.of(websocket, limits, flush_codes=(CLOSE_GOING_AWAY, CLOSE_FALSE_EVIDENCE))
+    session = PeerSession(hub, peer_key, out, limits, fed.peer_frames, relay.key_limiter, fed.cut_off)
+    older = fed.inbound.get(peer_key)
+    fed.inbound[peer_key] = session
+    if older is not None:  # the peer keeps one link to us: the old one is dead or a duplicate
+        older.out.close(CLOSE_REPLACED, "replaced by a newer link from the same peer")
     log.info("federation link from %s… up", peer_key[:16])
     try:
         await receive_pump(websocket, session, f"federation link from {peer_key[:16]}…")
     finally:
         session.closed()
+        if fed.inbound.get(peer_key) is session:
+            del fed.inbound[peer_key]
         log.info("federation link from %s… down", peer_key[:16])

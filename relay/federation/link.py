@@ -312,6 +312,8 @@ class Link(Reconnecting):
                     for on_heads in list(self.on_heads):
                         try:
                             on_heads(heads)
+                        except ColonyError as exc:  # over the heads limits: the next interval's go on
+                            log.warning("heads from %s refused: %s", self.url, exc)
                         except Exception:
                             log.exception("handling heads from %s failed", self.url)
             elif t == "unsubbed" and frame.get("reason") and frame.get("feed") in self._subs:

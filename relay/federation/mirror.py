@@ -4,10 +4,18 @@ A mirrored feed is subscribed over the home's link and every record is checked b
 stored: the author's signature and id, the receipt's signature, that the receipt is the home's,
 and that it extends our stored chain (``seq`` = head + 1, ``prev`` = head hash). A record we
 already have must be the very same one (same hash), or the home has equivocated. A failure
-refuses the record (nothing stored), raises an alarm and ends the subscription: ``link.unsubscribe``
-then ``link.drop(reason)`` (the link reconnects with backoff and the other feeds resume by seq);
-the feed is subscribed again from its stored head on the link's next ``on_connect`` or sync tick.
+refuses the record (nothing stored), raises an alarm and ends that feed's subscription only
+(``link.unsubscribe``): the link and its other feeds go on. The feed is subscribed again from
+its stored head on a later sync tick, after a backoff that doubles with each refusal in a row
+(up to ``MAX_RETRY``), or when the link reconnects.
 Records that pass are handed to ``FeedRuntime.mirror``, which appends them verbatim in order.
+
+Heads (``on_heads``, from either direction of a peer's links) are bounded like an agent's
+publishes: at most ``peer_heads_burst`` per frame and ``peer_heads_per_sec`` per peer. Only
+heads that concern us are looked at: feeds the peer homes and we mirror (a mismatch is the
+home's equivocation: alarm, that feed refused), and feeds we home (checked against our own
+log first; a head our log does not hold is false evidence: nothing is written, the peer is cut
+off, :class:`FalseEvidence`).
 """
 from __future__ import annotations
 
@@ -16,6 +24,7 @@ import functools
 import inspect
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,10 +33,11 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from collab import frames
-from collab.errors import ColonyError
+from collab.errors import ColonyError, MalformedFrame, ProtocolError, RateLimited, TooLarge
 from collab.events import GENESIS, Record, check_feed
 from collab.feedcore_chain import link as chain_link
 
+from relay.core.limits import RateLimiter
 from relay.core.mirrorstore import MirrorConflict
 from relay.core.routing import LOCAL_PREFIX, Member, Routing
 
@@ -38,8 +48,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 2048   # records handed to a runtime but not yet stored, per feed, before we wait
-MAX_HEADS = 10_000     # heads looked at per frame (a peer cannot make us read more)
 DISCOVERY_LIMIT = 10_000
+MAX_RETRY = 60.0       # seconds: the longest wait before a refused feed is subscribed again
+
+
+class FalseEvidence(ProtocolError):
+    """A peer's head for a feed this relay homes is not in our log: the peer is cut off."""
+
+    code = "false_evidence"
 
 
 @dataclass(eq=False, slots=True)
@@ -58,6 +74,8 @@ class _Feed:
     pending: asyncio.Future[None] | None = None  # the last record handed to the runtime
     ending: asyncio.Task[None] | None = None  # unsubscribing: a new subscribe waits for it
     in_flight: int = 0
+    refusals: int = 0  # refusals in a row (the backoff before subscribing again doubles with each)
+    retry_at: float = 0.0  # monotonic time before which the feed is not subscribed again
 
 
 class Mirrors:
@@ -67,6 +85,10 @@ class Mirrors:
                  sync_interval: float) -> None:
         self.hub, self.routing, self.links, self.alarms = hub, routing, links, alarms
         self.sync_interval = sync_interval
+        lim = hub.config.limits
+        self.max_heads = lim.peer_heads_burst
+        self.heads_rate = RateLimiter(lim.peer_heads_per_sec, lim.peer_heads_burst, 1024)
+        self.false_evidence = 0  # heads refused as false evidence (the peer was cut off)
         self.feeds: dict[str, _Feed] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -75,7 +97,7 @@ class Mirrors:
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         for link in self.links.values():
-            link.add_on_connect(lambda *_a, _l=link: self._spawn(self._reensure(_l.peer.key)))
+            link.add_on_connect(lambda *_a, _l=link: self._spawn(self._reensure(_l.peer.key, backoff=False)))
             link.add_on_heads(functools.partial(self.on_heads, link.peer.key))
         self._http = httpx.AsyncClient(timeout=max(2.0, self.sync_interval * 4))
         self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="mirrors")
@@ -134,9 +156,12 @@ class Mirrors:
             log.debug("listing %s feeds on %s failed: %r", prefix, peer.url, exc)
             return []
 
-    async def _reensure(self, peer_key: str) -> None:
+    async def _reensure(self, peer_key: str, backoff: bool = True) -> None:
+        """Subscribe again the peer's feeds whose subscription ended (on a sync tick, only those
+        whose backoff after a refusal is over; after a reconnect, all)."""
+        now = time.monotonic()
         for m in list(self.feeds.values()):
-            if m.home.key == peer_key and not m.active:
+            if m.home.key == peer_key and not m.active and (not backoff or m.retry_at <= now):
                 await self._ensure_quietly(m.feed)
 
     async def _ensure_quietly(self, feed: str) -> None:
@@ -270,11 +295,12 @@ class Mirrors:
         m.in_flight -= 1
         exc = None if fut.cancelled() else fut.exception()
         if exc is None and not fut.cancelled():
+            m.refusals = 0
             return
         if gen != m.gen:
             return  # that subscription ended already (its first failure did it)
         if isinstance(exc, MirrorConflict):  # another process of this site stored another record
-            self._halt(m, f"equivocation: {m.feed}#{rec.seq}")
+            self._refused(m, f"equivocation: {m.feed}#{rec.seq}")
             ours = json.loads(exc.stored) if exc.stored else None
             self._spawn(self.alarms.raise_("equivocation", m.feed, rec.seq, ours, rec.to_wire(), m.home.key, str(exc)))
         else:  # our storage failed: no alarm, no drop; subscribe again from the stored head later
@@ -283,11 +309,21 @@ class Mirrors:
 
     async def _refuse(self, m: _Feed, kind: str, seq: int, ours: dict[str, Any] | None, theirs: Any,
                       reason: str) -> None:
-        self._halt(m, f"{kind}: {m.feed}#{seq}")
+        self._refused(m, f"{kind}: {m.feed}#{seq}")
         await self.alarms.raise_(kind, m.feed, seq, ours, theirs, m.home.key, reason)
 
-    def _halt(self, m: _Feed, reason: str = "") -> None:
-        """End the feed's subscription: drop queued records, unsubscribe; with a reason, drop the link."""
+    def _refused(self, m: _Feed, why: str) -> None:
+        """Refuse the feed's mirroring (only this feed's: the link goes on) and back off."""
+        if not m.active:
+            return
+        delay = min(MAX_RETRY, self.sync_interval * 2 ** min(m.refusals, 16))
+        m.refusals += 1
+        m.retry_at = time.monotonic() + delay
+        log.warning("mirroring of %s from %s refused (%s); subscribing again in %.1fs", m.feed, m.home.url, why, delay)
+        self._halt(m)
+
+    def _halt(self, m: _Feed) -> None:
+        """End the feed's subscription: drop queued records, unsubscribe (the link goes on)."""
         if not m.active:
             return
         m.gen += 1
@@ -296,7 +332,7 @@ class Mirrors:
             if not fut.done():
                 fut.set_result(None)
         m.queue.clear()
-        m.ending = self._spawn(self._disconnect(m.link, m.feed, reason))
+        m.ending = self._spawn(self._disconnect(m.link, m.feed, ""))
 
     async def _disconnect(self, link: Any, feed: str | None, reason: str) -> None:
         """Unsubscribe ``feed``; if ``reason``, also cut the link (``Link.drop``: it reconnects)."""
@@ -326,14 +362,23 @@ class Mirrors:
 
     # -- heads ---------------------------------------------------------------------------------
     def on_heads(self, peer_key: str, heads: Any) -> asyncio.Task[None]:
-        """Compare a peer's heads with our stored records (awaitable; runs even if not awaited)."""
-        return self._spawn(self._on_heads(peer_key, heads))
-
-    async def _on_heads(self, peer_key: str, heads: Any) -> None:
+        """Compare a peer's heads with our log (awaitable; runs even if not awaited). Refused at
+        once (``too_large``, ``rate_limited``) past ``peer_heads_burst`` / ``peer_heads_per_sec``;
+        the task fails with :class:`FalseEvidence` if the peer was cut off."""
         if not isinstance(heads, list):
-            log.warning("peer %s sent heads that are not a list", peer_key[:16])
-            return
-        for h in heads[:MAX_HEADS]:
+            raise MalformedFrame("heads must be a list of {feed, seq, hash} objects")
+        if len(heads) > self.max_heads:
+            raise TooLarge(f"{len(heads)} heads in one frame; the limit is {self.max_heads} (peer_heads_burst)")
+        if not self.heads_rate.allow(peer_key, len(heads)):
+            raise RateLimited(f"over {self.heads_rate.rate:g} heads per second (peer_heads_per_sec); "
+                              "send them again next interval")
+        task = self._spawn(self._on_heads(peer_key, heads))
+        task.add_done_callback(_retrieve)  # a false-evidence failure is handled inside; awaiting is optional
+        return task
+
+    async def _on_heads(self, peer_key: str, heads: list[Any]) -> None:
+        me = self.routing.me.key
+        for h in heads:
             if not isinstance(h, dict):
                 continue
             feed, seq, hsh = h.get("feed"), h.get("seq"), h.get("hash")
@@ -343,26 +388,58 @@ class Mirrors:
                 feed = check_feed(feed)
             except ColonyError:
                 continue
+            if feed.startswith(LOCAL_PREFIX):
+                continue  # each relay's own (never sent by a member)
+            home = self.routing.home(feed).key
+            m = self.feeds.get(feed)
+            if home == me:
+                await self._check_own_head(peer_key, feed, seq, hsh)
+                continue
+            if home != peer_key or m is None:
+                continue  # not the peer's to say, or a feed we do not mirror: nothing to compare
             rt = self.hub.feeds.get(feed)
             if rt is not None and (rt.seq < seq or (rt.seq == seq and rt.head == hsh)):
                 continue  # ahead of us (the subscription catches up), or the same head
             stored = await self._stored(feed, seq)
             if stored is None or stored["hash"] == hsh:
                 continue
+            self._refused(m, f"equivocation: {feed}#{seq}")
             await self.alarms.raise_("equivocation", feed, seq, stored["record"], h, peer_key,
                                      f"peer's head #{seq} differs from our record")
-            why = f"equivocation: {feed}#{seq}"
-            m = self.feeds.get(feed)
-            if m is not None and m.home.key == peer_key and m.active:
-                self._halt(m, why)
-            elif peer_key in self.links:
-                await self._disconnect(self.links[peer_key], None, why)
+
+    async def _check_own_head(self, peer_key: str, feed: str, seq: int, hsh: str) -> None:
+        """A peer's head of a feed we home must be in our log; else cut the peer off."""
+        rt = self.hub.feeds.get(feed)
+        if rt is not None and rt.seq == seq and rt.head == hsh:
+            return
+        stored = await self._stored(feed, seq)
+        if stored is not None:
+            if stored["hash"] == hsh:
+                return
+            why = f"its head {feed}#{seq} is not our record #{seq}"
+        else:
+            head = await self.hub.storage.head(feed)
+            if head is not None and head.seq >= seq:
+                return  # compacted away: nothing to check it against
+            why = f"its head {feed}#{seq} is past our log (#{head.seq if head else 0})"
+        self.false_evidence += 1
+        log.error("peer %s sent false evidence about a feed this relay homes (%s): cutting it off",
+                  peer_key[:16], why)
+        if peer_key in self.links:
+            await self._disconnect(self.links[peer_key], None, f"false evidence: {why}")
+        raise FalseEvidence(f"false evidence: {why}")
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and isinstance(task.exception(), Exception) \
+            and not isinstance(task.exception(), FalseEvidence):
+        log.error("comparing a peer's heads failed", exc_info=task.exception())
 
 
 async def _call(fn: Callable[..., Any], *args: Any) -> Any:

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from collab.errors import HomeUnreachable
 from collab.events import Event, namespace_of
 
+from relay.core.limits import RateLimiter
 from relay.core.routing import Member, Routing, parse_pin
 
 if TYPE_CHECKING:
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 #: namespaces whose events wait for the home while it is unreachable (CRDT updates merge)
 WAITING_NAMESPACES = frozenset(("doc",))
 WAIT_FOR_HOME = 3600.0  # seconds a waiting publish may be held
+CUT_OFF = 60.0  # seconds a peer that sent false evidence is refused at the handshake
 
 
 class Federation:
@@ -41,6 +44,21 @@ class Federation:
         self.links: dict[str, Any] = {}
         self.mirrors: Any = None
         self.alarms: Any = None
+        lim = config.limits
+        self.peer_frames = RateLimiter(lim.peer_frames_per_sec, lim.peer_frames_burst, 1024)  # per peer key
+        self.inbound: dict[str, Any] = {}  # peer key -> its one /fed session (a newer link replaces it)
+        self.cut_off_until: dict[str, float] = {}  # peer key -> monotonic time its handshakes are refused until
+
+    def cut_off(self, peer_key: str) -> None:
+        """The peer sent false evidence: refuse its links for ``CUT_OFF`` seconds."""
+        self.cut_off_until[peer_key] = time.monotonic() + CUT_OFF
+
+    def is_cut_off(self, peer_key: str) -> bool:
+        until = self.cut_off_until.get(peer_key)
+        if until is not None and until <= time.monotonic():
+            del self.cut_off_until[peer_key]
+            until = None
+        return until is not None
 
     async def start(self) -> None:
         from relay.federation.alarms import Alarms
@@ -94,4 +112,7 @@ class Federation:
             "links": {k: {"url": link.peer.url, "connected": link.connected, "last_error": link.last_error}
                       for k, link in self.links.items()},
             "alarms": self.alarms.count if self.alarms is not None else 0,
+            "alarms_suppressed": self.alarms.suppressed if self.alarms is not None else 0,
+            "false_evidence": self.mirrors.false_evidence if self.mirrors is not None else 0,
+            "cut_off": sorted(k for k in list(self.cut_off_until) if self.is_cut_off(k)),
         }

@@ -250,3 +250,33 @@ def test_any_interleaving_gives_one_dense_order_seen_once_by_every_subscriber(op
         assert b.prev == a.hash
     for sub in d.subs:  # exactly once, in order, from its since to the head
         assert sub.got == list(range(sub.since + 1, len(d.log) + 1))
+
+
+@settings(max_examples=20, deadline=None)
+@given(sizes=st.lists(st.integers(0, 300), min_size=1, max_size=8), cuts=st.sets(st.integers(1, 7)))
+def test_max_feed_bytes_answers_the_same_whatever_the_batching(sizes: list[int], cuts: set[int]) -> None:
+    """The byte quota is a function of the log: one batch or many, the same events are refused,
+    and a core restored from a snapshot meta carrying ``bytes`` goes on counting from there."""
+    author = Keypair.from_seed(b"q" * 32)
+    events = [Event.create(author, "notes/q", "note", {"pad": "x" * n, "i": i}, ts=i) for i, n in enumerate(sizes)]
+    limit = sum(ev.size for ev in events) // 2
+
+    def run(batches: list[list[Event]]) -> tuple[list[bool], FeedCore]:
+        core, accepted = FeedCore("notes/q", GenericNamespace()), []
+        for batch in batches:
+            sealed = core.seal([(ev, author.public_hex) for ev in batch], RELAY, 1, 1 << 20, max_feed_bytes=limit)
+            ok = {i for i, _, _ in sealed.records}
+            accepted += [i in ok for i in range(len(batch))]
+            core.commit([(r, j) for _, r, j in sealed.records])
+        return accepted, core
+
+    whole, core = run([events])
+    edges = [0, *sorted(c for c in cuts if c < len(events)), len(events)]
+    split, _ = run([events[a:b] for a, b in itertools.pairwise(edges)])
+    assert whole == split and core.bytes <= limit
+    assert core.bytes == sum(ev.size for ev, ok in zip(events, whole, strict=True) if ok)
+    again = FeedCore("notes/q", GenericNamespace())
+    again.restore(core.seq, core.head, b"5", json.dumps({"access": core.access.to_json(), "bytes": core.bytes}))
+    assert again.bytes == core.bytes
+    again.restore(core.seq, core.head, b"123", json.dumps({"access": core.access.to_json()}))
+    assert again.bytes == 3  # an older snapshot: its state's size stands in

@@ -72,3 +72,19 @@ async def test_too_large_evidence_keeps_the_receipts_and_malformed_evidence_is_k
         first, second = (r.event.body for r in await alarm_records(running))
         assert first["theirs"] == compact(big)
         assert second["theirs"] == repr({"seq": 1.5})
+
+
+async def test_alarms_are_deduplicated_per_feed_and_seq_and_rate_limited(tmp_path: Path) -> None:
+    from relay.core.limits import Limits
+
+    async with serving(make_config(tmp_path, limits=Limits(alarms_burst=5, alarms_per_sec=1e-6))) as running:
+        alarms = Alarms(running.relay.hub)
+        ours = record(1, {"v": 1})
+        for n in range(3):  # other evidence for the same (feed, seq): published once
+            await alarms.raise_("equivocation", "doc/x", 1, ours, record(1, {"v": n + 2}), PEER.public_hex, "fork")
+        for seq in range(2, 52):  # 50 more (feed, seq) pairs: only the burst is written
+            await alarms.raise_("gap", "doc/x", seq, None, record(seq, {}), PEER.public_hex, "gap")
+        assert alarms.count == 53
+        written = await alarm_records(running)
+        assert [r.event.body["seq"] for r in written] == [1, 2, 3, 4, 5]
+        assert alarms.suppressed == 46
