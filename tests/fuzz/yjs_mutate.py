@@ -205,8 +205,9 @@ def fuzz(seconds: float, seed: int, out: Path, per_signature: int = 2, log: bool
                     continue
                 seen[signature(o)] += 1
                 mu, mp = minimize(runner, o, u, prefix)
-                f = Finding(o, mu, mp)
-                f.all_ops = classify_all(runner, mu, mp)
+                f = first_crash(runner, mu, mp)  # named after the first operation that crashes
+                if f is None:
+                    continue
                 path = save(f, out)
                 if path is None:
                     continue
