@@ -15,7 +15,9 @@ One request, one reply (docs/design.md, "The Yjs sandbox"):
   process-unique generation and a running digest of the updates folded into it),
   optionally ``state`` (the document as one update, then ``prelude``: updates that passed already,
   applied unchecked), and ``updates`` to check in order;
-* reply: ``miss`` (the child does not hold ``feed`` at ``tag``: send the state) or one verdict per
+* reply: ``miss`` (the child does not hold ``feed`` at ``tag``: send the state), ``split`` (the
+  end-of-request merges failed: which update is to blame is not known; the supervisor checks
+  them one at a time, a request of one update gets its verdict) or one verdict per
   update checked (``OK``, ``BAD``: refused by the engine with an error; ``PANIC``: the engine
   panicked). The child stops at the first update that fails and forgets the document (a failed
   apply may leave it half-changed), so a reply may hold fewer verdicts than updates; the supervisor
@@ -27,6 +29,7 @@ Frames are a 4-byte big-endian length and a payload of lib0 varints / var-bytes.
 """
 from __future__ import annotations
 
+import logging
 import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -35,6 +38,8 @@ from pycrdt import merge_updates
 
 from .lib0 import Decoder, var_bytes, var_string, var_uint
 from .namespaces.doc import DocState, is_panic
+
+log = logging.getLogger(__name__)
 
 OK, BAD, PANIC, CRASH, TIMEOUT = 0, 1, 2, 3, 4
 VERDICTS = {OK: "ok", BAD: "bad", PANIC: "panic", CRASH: "crash", TIMEOUT: "timeout"}
@@ -85,17 +90,19 @@ class Reply:
     miss: bool = False
     verdicts: list[int] = field(default_factory=list)
     reason: str = ""  # why the last verdict failed (engine message), if it did
+    split: bool = False  # the end-of-request merges failed: check these updates one at a time
 
     def encode(self) -> bytes:
-        if self.miss:
-            return b"\x01"
+        if self.miss or self.split:
+            return b"\x01" if self.miss else b"\x02"
         return b"\x00" + var_uint(len(self.verdicts)) + bytes(self.verdicts) + var_string(self.reason[:500])
 
     @classmethod
     def decode(cls, payload: bytes) -> Reply:
         r = Decoder(payload)
-        if r.var_uint():
-            return cls(miss=True)
+        kind = r.var_uint()
+        if kind:
+            return cls(miss=kind == 1, split=kind == 2)
         n = r.var_uint()
         verdicts = list(payload[r.pos:r.pos + n])
         r.pos += n
@@ -158,7 +165,8 @@ class Checker:
         for u in req.updates:
             try:
                 check_update(st, u)
-            except Exception as exc:  # noqa: BLE001 - the engine refused it (a verdict, not swallowed); the doc may be half-changed
+            except Exception as exc:  # the engine refused it (a verdict); the doc may be half-changed
+                log.debug("the engine refused an update of %s", req.feed, exc_info=True)
                 out.verdicts.append(BAD)
                 out.reason = f"{type(exc).__name__}: {exc}"
                 return out
@@ -170,9 +178,18 @@ class Checker:
                 return out
             out.verdicts.append(OK)
             passed.append(u)
-        st.state_update()  # the snapshot merge the relay will run on this state
-        if len(passed) > 1:
-            merge_updates(*passed)  # what the /yjs room sends its clients for these records
+        try:
+            st.state_update()  # the snapshot merge the relay will run on this state
+            if len(passed) > 1:
+                merge_updates(*passed)  # what the /yjs room sends its clients for these records
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and not is_panic(exc):
+                raise
+            if len(req.updates) != 1:  # which one? the supervisor checks them one at a time
+                return Reply(split=True)
+            out.verdicts[-1] = BAD if isinstance(exc, Exception) else PANIC
+            out.reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, Exception) else f"panic: {exc}"
+            return out
         self.docs[req.feed] = (st.tag, st)
         while len(self.docs) > self.max_docs:
             self.docs.popitem(last=False)

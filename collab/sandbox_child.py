@@ -6,6 +6,7 @@ the process; the supervisor (``collab.sandbox_supervisor``) sees it and restarts
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -33,9 +34,8 @@ def serve(stdin: int, stdout: int, checker: Checker) -> None:
         for payload in buf.feed(data):
             try:
                 reply = checker.handle(Request.decode(payload))
-            except BaseException as exc:  # noqa: BLE001 - any engine failure here: die, the supervisor restarts us
-                sys.stderr.write(f"sandbox child: {type(exc).__name__}: {exc}\n")
-                sys.stderr.flush()
+            except BaseException:  # any engine failure here: die, the supervisor restarts us
+                logging.getLogger(__name__).exception("sandbox child: the engine failed")
                 os._exit(EXIT_ENGINE)
             out = frame(reply.encode())
             while out:

@@ -74,7 +74,7 @@ class _Child:
             raise RuntimeError("the sandbox child has no pipes")
         try:
             await asyncio.wait_for(self._read(self.proc.stdout), START_TIMEOUT)
-        except (OSError, EOFError, TimeoutError) as exc:
+        except (OSError, EOFError) as exc:  # TimeoutError included
             await self.kill()
             raise EOFError("the sandbox child did not start") from exc
         if self._reply != READY:
@@ -101,13 +101,13 @@ class _Child:
         try:
             proc.stdin.write(frame(req.encode()))
             await asyncio.wait_for(self._read(proc.stdout), timeout)
-        except (OSError, EOFError) as exc:
-            code = await self._reap(proc)
-            raise EOFError(f"the sandbox child ended ({code})") from exc
-        except TimeoutError:
+        except TimeoutError:  # before OSError: it is one
             await self.kill()
             self._on_restart()
             raise
+        except (OSError, EOFError) as exc:
+            code = await self._reap(proc)
+            raise EOFError(f"the sandbox child ended ({code})") from exc
         return Reply.decode(self._reply)
 
     async def _read(self, stdout: asyncio.StreamReader) -> None:
@@ -184,6 +184,10 @@ class Sandbox:
                             feed, "timed out" if isinstance(exc, TimeoutError) else "died", len(rest))
                 out += await self._one_by_one(child, feed, tag, passed, rest, state)
                 return out
+            if reply.split:
+                child.held.pop(feed, None)
+                out += await self._one_by_one(child, feed, tag, passed, rest, state)
+                return out
             if reply.miss:
                 if send_state:
                     raise RuntimeError("the sandbox child missed a document it was sent")
@@ -218,9 +222,9 @@ class Sandbox:
                 out.append(Verdict(CRASH, f"the update crashed the Yjs engine: {exc}"))
                 fresh = True
                 continue
-            if reply.miss:  # cannot happen after a fresh state; be safe: send it with the next
+            if reply.miss or reply.split:  # cannot happen (a fresh state; one update): be safe
                 fresh = True
-                out.append(Verdict(BAD, "the sandbox lost the document"))
+                out.append(Verdict(BAD, "the sandbox could not check the update"))
                 continue
             v = reply.verdicts[0]
             out.append(Verdict(v, reply.reason if v != OK else ""))
