@@ -196,4 +196,6 @@ class DocNamespace(Namespace[DocState]):
         return st
 
     def view(self, state: DocState) -> Any:
+        if state.quarantined:  # readers are told which records the fold left out
+            return {"text": state.text(), "quarantined": list(state.quarantined)}
         return {"text": state.text()}
