@@ -55,6 +55,7 @@ class Request:
     updates: list[bytes]
     state: bytes | None = None
     prelude: list[bytes] = field(default_factory=list)
+    keep: bool = True  # False: a probe; the child forgets the document afterwards
 
     def encode(self) -> bytes:
         parts = [var_string(self.feed), var_uint(self.tag[0]), self.tag[1].to_bytes(8, "big")]
@@ -65,6 +66,7 @@ class Request:
             parts += [var_bytes(u) for u in self.prelude]
         parts.append(var_uint(len(self.updates)))
         parts += [var_bytes(u) for u in self.updates]
+        parts.append(b"\x01" if self.keep else b"\x00")
         return b"".join(parts)
 
     @classmethod
@@ -81,8 +83,9 @@ class Request:
             state = r.var_bytes()
             prelude = [r.var_bytes() for _ in range(r.var_uint())]
         updates = [r.var_bytes() for _ in range(r.var_uint())]
+        keep = bool(r.var_uint())
         r.expect_end("sandbox request")
-        return cls(feed, tag, updates, state, prelude)
+        return cls(feed, tag, updates, state, prelude, keep)
 
 
 @dataclass(slots=True)
@@ -159,7 +162,8 @@ class Checker:
             if held is None or held[0] != req.tag:
                 return Reply(miss=True)
             st = held[1]
-        self.docs.pop(req.feed, None)  # put back only if every check left it sound
+        if req.keep:
+            self.docs.pop(req.feed, None)  # put back only if every check left it sound
         out = Reply()
         passed: list[bytes] = []
         for u in req.updates:
@@ -189,6 +193,8 @@ class Checker:
                 return Reply(split=True)
             out.verdicts[-1] = BAD if isinstance(exc, Exception) else PANIC
             out.reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, Exception) else f"panic: {exc}"
+            return out
+        if not req.keep:
             return out
         self.docs[req.feed] = (st.tag, st)
         while len(self.docs) > self.max_docs:

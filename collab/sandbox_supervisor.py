@@ -158,23 +158,24 @@ class Sandbox:
         return self._children[zlib.crc32(feed.encode()) % len(self._children)]
 
     async def check(self, feed: str, tag: tuple[int, int], updates: Sequence[bytes],
-                    state: Callable[[], bytes]) -> list[Verdict]:
+                    state: Callable[[], bytes], *, keep: bool = True) -> list[Verdict]:
         """One verdict per update of ``updates``, checked in order on the document ``state()``
-        (whose tag is ``tag``) plus the updates before it that pass."""
+        (whose tag is ``tag``) plus the updates before it that pass. ``keep=False``: a probe
+        (the child keeps nothing of it; ``state`` is sent every time)."""
         if not updates:
             return []
         child = self._child(feed)
         async with child.lock:
-            return await self._check(child, feed, tag, list(updates), state)
+            return await self._check(child, feed, tag, list(updates), state, keep)
 
     async def _check(self, child: _Child, feed: str, tag: tuple[int, int], updates: list[bytes],
-                     state: Callable[[], bytes]) -> list[Verdict]:
+                     state: Callable[[], bytes], keep: bool = True) -> list[Verdict]:
         out: list[Verdict] = []
         passed: list[bytes] = []
-        send_state = child.held.get(feed) != tag
+        send_state = not keep or child.held.get(feed) != tag
         while len(out) < len(updates):
             rest = updates[len(out):]
-            req = Request(feed, tag, rest)
+            req = Request(feed, tag, rest, keep=keep)
             if send_state:
                 req.state, req.prelude = state(), list(passed)
             try:
@@ -182,11 +183,12 @@ class Sandbox:
             except (EOFError, TimeoutError) as exc:
                 log.warning("the Yjs sandbox child for %s %s; checking %d update(s) one by one",
                             feed, "timed out" if isinstance(exc, TimeoutError) else "died", len(rest))
-                out += await self._one_by_one(child, feed, tag, passed, rest, state)
+                out += await self._one_by_one(child, feed, tag, passed, rest, state, keep)
                 return out
             if reply.split:
-                child.held.pop(feed, None)
-                out += await self._one_by_one(child, feed, tag, passed, rest, state)
+                if keep:
+                    child.held.pop(feed, None)
+                out += await self._one_by_one(child, feed, tag, passed, rest, state, keep)
                 return out
             if reply.miss:
                 if send_state:
@@ -199,18 +201,19 @@ class Sandbox:
                 out.append(Verdict(v, reply.reason if v != OK else ""))
             if len(out) < len(updates):  # it stopped at a failure and forgot the document
                 send_state = True
-                child.held.pop(feed, None)
-            else:
+                if keep:
+                    child.held.pop(feed, None)
+            elif keep:
                 child.held[feed] = _roll(tag, passed)
         return out
 
     async def _one_by_one(self, child: _Child, feed: str, tag: tuple[int, int], passed: list[bytes],
-                          rest: list[bytes], state: Callable[[], bytes]) -> list[Verdict]:
+                          rest: list[bytes], state: Callable[[], bytes], keep: bool = True) -> list[Verdict]:
         out: list[Verdict] = []
         fresh = True
         for u in rest:
-            req = Request(feed, _roll(tag, passed), [u])
-            if fresh:
+            req = Request(feed, _roll(tag, passed), [u], keep=keep)
+            if fresh or not keep:
                 req.tag, req.state, req.prelude = tag, state(), list(passed)
             try:
                 reply = await child.ask(req, self.settings.update_timeout + (0 if not fresh else self.settings.timeout))
@@ -233,6 +236,8 @@ class Sandbox:
                 fresh = False
             else:
                 fresh = True
+        if not keep:
+            return out
         if not fresh:
             child.held[feed] = _roll(tag, passed)
         else:

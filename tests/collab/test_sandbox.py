@@ -16,7 +16,7 @@ BLOBS = st.lists(st.binary(max_size=40), max_size=5)
 @given(st.text(max_size=20), TAGS, BLOBS, st.one_of(st.none(), st.binary(max_size=40)), BLOBS)
 def test_request_round_trip(feed: str, tag: tuple[int, int], updates: list[bytes], state: bytes | None,
                             prelude: list[bytes]) -> None:
-    req = Request(feed, tag, updates, state, prelude if state is not None else [])
+    req = Request(feed, tag, updates, state, prelude if state is not None else [], keep=len(updates) % 2 == 0)
     assert Request.decode(req.encode()) == req
 
 
@@ -83,6 +83,16 @@ def test_checker_splits_a_request_whose_end_merges_fail() -> None:
     rep = Checker().handle(Request("doc/p", relay.tag, [ok, c.update], state=relay.state_update()))
     assert rep.split  # the update applies; the snapshot merge after it panics: blame needs one at a time
     assert Checker().handle(Request("doc/p", relay.tag, [ok], state=relay.state_update())).verdicts == [OK]
+
+
+def test_a_probe_leaves_the_held_document_alone() -> None:
+    a, b = edits("one ", "two")
+    relay = _relay_state(a)
+    chk = Checker()
+    chk.handle(Request("doc/x", relay.tag, [], state=relay.state_update()))
+    assert chk.handle(Request("doc/x", (9, 9), [b, b"\x05garbage"], state=b"", keep=False)).verdicts == [OK, BAD]
+    assert chk.handle(Request("doc/x", (9, 9), [b], state=b"", keep=False)).verdicts == [OK]
+    assert chk.docs["doc/x"][0] == relay.tag  # still there, unchanged
 
 
 def test_checker_keeps_at_most_max_docs() -> None:
