@@ -269,6 +269,12 @@ class YjsConnection:
                 self._write_bytes = 0
                 self.send(permission_denied(f"edit refused: {exc}"))
                 return
+            except InvalidEvent as exc:  # the feed's worker had the sandbox refuse it on the document
+                log.warning("yjs edit to %s from %s refused: %s", self.feed, self.ip, exc)
+                self._writes.clear()
+                self._write_bytes = 0
+                self.out.close(CLOSE_MALFORMED, "malformed y-protocol message: the update was refused by the engine")
+                return
             except Exception as exc:
                 log.warning("recording a yjs edit to %s failed: %r", self.feed, exc, exc_info=True)
                 self._writes.clear()

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from collab.capability import Capability
 from collab.events import GENESIS, Event, Record, b64
 from collab.keys import Keypair
 from relay.ops.runner import Running
@@ -25,6 +26,7 @@ from tests.conftest import Backend
 from tests.procs import start_relay_proc
 from tests.rawclient import Raw
 from tests.wait import eventually
+from tests.yclient import YClient, msg_update
 
 _rid = itertools.count()
 
@@ -41,6 +43,10 @@ async def stored(url: str, feed: str) -> list[dict[str, Any]]:
     async with httpx.AsyncClient() as http:
         resp = await http.get(f"{url}/feeds/{feed}/events", params={"limit": 1000})
     return resp.json()["records"] if resp.status_code == 200 else []
+
+
+async def _has(url: str, feed: str, n: int) -> bool:
+    return len(await stored(url, feed)) >= n
 
 
 def metric(text: str, name: str, label: str) -> float:
@@ -75,9 +81,23 @@ async def test_panicking_updates_are_refused_and_the_relay_keeps_serving(tmp_pat
             [fine] = edits("after", client=12)
             ok = await publish(agent, doc_update(key, feed, fine))
             assert ok["t"] == "ok", ok
+        # the same inputs by /yjs (a capability writer of a doc the agent owns): closed with 4400
+        base = proc.url.replace("http://", "ws://") + "/yjs"
+        token = Capability.issue(key, "doc/poison-0", write=True).token()
+        bomb = next(x for x in crashers() if x.name == "a_panic_apply_alone")
+        y = await YClient.connect(base, "poison-0", token)
+        await asyncio.wait_for(y.synced, 30)
+        await y.send(msg_update(bomb.update))
+        code, _ = await asyncio.wait_for(asyncio.shield(y.closed), 30)
+        assert code == 4400
+        y2 = await YClient.connect(base, "poison-0", token)
+        await asyncio.wait_for(y2.synced, 30)
+        y2.edit("via yjs")
+        await eventually(lambda: _has(proc.url, "doc/poison-0", 3), 30, "the /yjs edit stored")
+        await y2.close()
         async with httpx.AsyncClient() as http:
             text = (await http.get(f"{proc.url}/metrics")).text
-        assert metric(text, "colony_yjs_refused_total", "panic") == len(culprits)
+        assert metric(text, "colony_yjs_refused_total", "panic") == len(culprits) + 1
         assert "colony_yjs_sandbox_restarts" in text
         assert proc.proc.returncode is None
         await agent.close()
