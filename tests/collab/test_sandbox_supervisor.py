@@ -5,7 +5,7 @@ import os
 import signal
 
 from collab.namespaces.doc import DocState
-from collab.sandbox import OK, PANIC, TIMEOUT
+from collab.sandbox import CRASH, OK, PANIC, TIMEOUT
 from collab.sandbox_supervisor import Sandbox, SandboxSettings
 
 from tests.collab.yjs_inputs import cpu_bomb, crashers, edits
@@ -13,7 +13,7 @@ from tests.collab.yjs_inputs import cpu_bomb, crashers, edits
 
 async def test_panics_are_refused_and_the_innocent_updates_of_the_batch_pass() -> None:
     a, b, c = edits("one ", "two ", "three")
-    bomb = next(x for x in crashers() if x.name == "a_panic_apply_alone")
+    bomb = next(x for x in crashers(("panic",)) if x.name == "a_panic_apply_alone")
     relay = DocState()
     async with Sandbox() as sb:
         verdicts = await sb.check("doc/x", relay.tag, [a, bomb.update, b, bomb.update, c], relay.state_update)
@@ -26,14 +26,27 @@ async def test_panics_are_refused_and_the_innocent_updates_of_the_batch_pass() -
         assert sb.restarts == 0
 
 
-async def test_every_regression_input_is_refused_on_its_base() -> None:
+async def test_every_regression_input_is_refused_after_its_prefix() -> None:
     async with Sandbox() as sb:
         for c in crashers():
             relay = DocState()
-            if c.base:
-                relay.apply_update(c.base)
-            [v] = await sb.check("doc/" + c.name, relay.tag, [c.update], relay.state_update)
-            assert not v.ok, c.name
+            verdicts = await sb.check("doc/" + c.name, relay.tag, [*c.prefix, c.update], relay.state_update)
+            assert [v.code for v in verdicts] == [OK] * len(c.prefix) + [CRASH if c.verdict == "segfault" else PANIC], \
+                c.name
+
+
+async def test_a_segfault_is_a_crash_verdict_and_the_rest_of_the_batch_passes() -> None:
+    segv = next(c for c in crashers(("segfault",)))
+    a, b = edits("one ", "two")
+    relay = DocState()
+    async with Sandbox() as sb:
+        verdicts = await sb.check("doc/s", relay.tag, [a, segv.update, b], relay.state_update)
+        assert [v.code for v in verdicts] == [OK, CRASH, OK]
+        assert sb.restarts == 2  # the batch, then the culprit alone
+        relay.apply_update(a)
+        relay.apply_update(b)
+        [c] = edits("one two", "!")[1:]
+        assert [v.code for v in await sb.check("doc/s", relay.tag, [c], relay.state_update)] == [OK]
 
 
 async def test_a_killed_child_is_restarted_and_nothing_is_lost() -> None:

@@ -8,7 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from pycrdt import Doc, Text
+from pycrdt import Doc, Text, merge_updates
 
 from collab.lib0 import var_uint
 
@@ -18,17 +18,33 @@ DATA = Path(__file__).resolve().parent.parent / "data" / "yjs_crashes"
 @dataclass(frozen=True)
 class Crasher:
     name: str
-    base: bytes  # the document state it needs first (b"": none)
+    prefix: tuple[bytes, ...]  # valid updates it needs applied first (a sequence)
     update: bytes
-    verdict: str
+    verdict: str  # "panic" | "segfault"
+
+    @property
+    def base(self) -> bytes:
+        """The prefix as one update (b"": none)."""
+        return merge_updates(*self.prefix) if len(self.prefix) > 1 else (self.prefix[0] if self.prefix else b"")
 
 
-def crashers() -> list[Crasher]:
+def crashers(kinds: tuple[str, ...] = ("panic", "segfault")) -> list[Crasher]:
+    """Every regression input: ``a_*.json`` (this sandbox's own search) and helper F's fuzzer
+    findings (``*.bin`` single updates, ``seq-*/NN.bin`` sequences; see the README there)."""
     out = []
     for path in sorted(DATA.glob("a_*.json")):
         d = json.loads(path.read_text())
-        out.append(Crasher(path.stem, base64.b64decode(d["base"]), base64.b64decode(d["update"]), d["verdict"]))
-    return out
+        base = base64.b64decode(d["base"])
+        out.append(Crasher(path.stem, (base,) if base else (), base64.b64decode(d["update"]), d["verdict"]))
+    manifest = json.loads((DATA / "manifest.json").read_text()) if (DATA / "manifest.json").exists() else {}
+    for name, info in sorted(manifest.items()):
+        path = DATA / name
+        if path.is_dir():
+            parts = [p.read_bytes() for p in sorted(path.glob("*.bin"))]
+            out.append(Crasher(name, tuple(parts[:-1]), parts[-1], info["kind"]))
+        elif path.exists():
+            out.append(Crasher(name, (), path.read_bytes(), info["kind"]))
+    return [c for c in out if c.verdict in kinds]
 
 
 def edits(*texts: str, client: int = 7) -> list[bytes]:
