@@ -20,7 +20,7 @@ from pycrdt import Text, TransactionEvent
 from .client import Client, Subscription
 from .errors import AuthRequired, ColonyError, InvalidEvent
 from .events import Record, Snapshot, b64, check_feed, namespace_of, unb64
-from .namespaces.doc import TEXT_ROOT
+from .namespaces.doc import TEXT_ROOT, is_panic
 from .protocol import Ack
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,7 @@ class Doc:
         self._remote_hash = hash(self._remote)
         self._pending: set[asyncio.Future[Ack]] = set()
         self._failed: list[BaseException] = []
+        self.quarantined: list[int] = []  # seqs of records the engine panicked on (left out, logged)
         self._acked_seq = 0
         self._sub: Subscription | None = None
         self._observer = self.ydoc.observe(self._on_local)
@@ -141,6 +142,11 @@ class Doc:
             self._apply(unb64(rec.event.body["update"]))
         except Exception:  # the relay validated it; mirror its tolerance and keep going
             log.warning("update at %s#%d did not apply", self.feed, rec.seq, exc_info=True)
+        except BaseException as exc:  # a Rust panic (a record the relay quarantined): report, go on
+            if not is_panic(exc):
+                raise
+            self.quarantined.append(rec.seq)
+            log.exception("update at %s#%d panics the Yjs engine; left out", self.feed, rec.seq)
 
     def _on_snapshot(self, snap: Snapshot) -> None:
         if snap.state:

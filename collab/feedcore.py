@@ -136,6 +136,13 @@ class FeedCore:
         if self.id_cache:
             self.ids[ev.id] = seq
 
+    def skip(self, rec: Record) -> None:
+        """Take ``rec`` into the chain (head, seq, dedup) without folding it into the state: a
+        quarantined record (``relay.core.worker``: the Yjs engine fails on it)."""
+        self.seq, self.head = rec.seq, rec.hash
+        if self.id_cache:
+            self.ids[rec.event.id] = rec.seq
+
     def link(self, rec: Record) -> Link:
         return link(self.seq, self.head, rec)
 

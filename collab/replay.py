@@ -12,7 +12,8 @@ record links to (otherwise the first given).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,11 +21,15 @@ import httpx
 
 from .access import Access
 from .errors import BadSignature, ColonyError, InvalidEvent, RelayError
-from .events import GENESIS, Record, Snapshot, receipt_bytes
+from .events import GENESIS, Record, Snapshot, namespace_of, receipt_bytes, unb64
 from .feedcore import FeedCore, admit
 from .keys import verify
 from .namespaces import Namespace, Registry, default_registry
 from .namespaces.base import Admission
+from .sandbox import VERDICTS
+from .sandbox_supervisor import Sandbox
+
+_VET_GEN = itertools.count(1 << 40)  # tags of documents replay vets (no DocState here has them)
 
 ANOMALY_KINDS = (
     "bad_signature",    # event signature or id does not verify (content was altered)
@@ -38,6 +43,7 @@ ANOMALY_KINDS = (
     "causal_ahead",     # event.ctx >= its own seq: it claims to have seen the future
     "unordered",        # records were not given in ascending seq order
     "foreign_feed",     # a record of another feed was mixed in (skipped)
+    "quarantined",      # the Yjs engine fails on this doc update (collab.sandbox): left out of the fold
 )
 
 
@@ -108,7 +114,8 @@ def _seq_of(item: Any) -> int:
 
 
 def replay(records: Iterable[Record | dict[str, Any]], registry: Registry | None = None, at: int | None = None,
-           *, feed: str | None = None, base: Snapshot | dict[str, Any] | None = None) -> ReplayResult:
+           *, feed: str | None = None, base: Snapshot | dict[str, Any] | None = None,
+           quarantine: Mapping[int, str] | None = None) -> ReplayResult:
     """Fold ``records`` (any order; dicts are verified first) up to seq ``at`` (default: all).
 
     Structural checks (chain, gaps, forks, duplicates, causality) cover every record given;
@@ -118,6 +125,9 @@ def replay(records: Iterable[Record | dict[str, Any]], registry: Registry | None
     signature is verified (``bad_signature`` otherwise), the fold starts from its state, and the
     first record must link to its ``head``. Records at or below its seq are ignored. The access
     state before the base is not part of it, so authorization is not checked after a base.
+
+    ``quarantine`` (seq -> reason, from :func:`vet_log`): doc updates the Yjs engine fails on;
+    they are reported (``quarantined``) and left out of the fold, as the relay does.
     """
     items = list(records)
     recs, anomalies = parse_records(items)
@@ -188,11 +198,18 @@ def replay(records: Iterable[Record | dict[str, Any]], registry: Registry | None
             anomalies.append(Anomaly(s, "duplicate_event", f"event {ev.id[:16]} already sequenced at {ids[ev.id]}"))
         if ev.ctx >= s:
             anomalies.append(Anomaly(s, "causal_ahead", f"ctx {ev.ctx} is not below its own seq {s}"))
-        if at is None or s <= at:
+        if (at is None or s <= at) and quarantine and s in quarantine:
+            anomalies.append(Anomaly(s, "quarantined", quarantine[s]))
+            core.skip(rec)
+            at_seq, at_head = s, rec.hash
+        elif at is None or s <= at:
             problem = _admissible(core, rec, check_access=base is None)
             if problem is not None:
                 anomalies.append(problem)
+            held = len(getattr(core.state, "quarantined", ()))
             core.fold(rec)
+            if len(getattr(core.state, "quarantined", ())) > held:  # the engine panicked in the fold
+                anomalies.append(Anomaly(s, "quarantined", "the Yjs engine panicked on this update"))
             at_seq, at_head = s, rec.hash
         ids.setdefault(ev.id, s)
         seq, head, head_known = s, rec.hash, True
@@ -208,6 +225,35 @@ def _admissible(core: FeedCore, rec: Record, check_access: bool = True) -> Anoma
         kind = "unauthorized" if exc.code in ("unauthorized", "auth_required") else "invalid"
         return Anomaly(s, kind, str(exc))
     return None
+
+
+async def vet_log(sandbox: Sandbox, feed: str, raw: Iterable[Any],
+                  base: Snapshot | dict[str, Any] | None = None) -> dict[int, str]:
+    """Check a doc feed's updates in the Yjs sandbox, in seq order from ``base``: seq -> why the
+    engine fails on it (pass the result to :func:`replay` as ``quarantine``). Other feeds: {}."""
+    if namespace_of(feed) != "doc":
+        return {}
+    recs, _ = parse_records(list(raw))
+    state = b""
+    base_seq = 0
+    if base is not None:
+        snap = Snapshot.from_wire(base) if isinstance(base, dict) else base
+        state, base_seq = snap.state, snap.seq
+    by_seq: dict[int, Record] = {}
+    for r in recs:
+        if r.feed == feed and r.seq > base_seq and r.event.kind == "doc.update":
+            by_seq.setdefault(r.seq, r)
+    seqs, updates = [], []
+    for seq in sorted(by_seq):
+        body = by_seq[seq].event.body
+        try:
+            updates.append(unb64(body["update"]))
+        except (KeyError, TypeError, ValueError):
+            continue  # not a doc update body: the fold reports it as invalid
+        seqs.append(seq)
+    verdicts = await sandbox.check(feed, (next(_VET_GEN), 0), updates, lambda: state)
+    return {seq: f"{VERDICTS.get(v.code, 'bad')}: {v.reason}" for seq, v in zip(seqs, verdicts, strict=True)
+            if not v.ok}
 
 
 async def fetch_records(base_url: str, feed: str, since: int = 0, page: int = 1000,
@@ -253,11 +299,13 @@ async def fetch_log(base_url: str, feed: str, since: int = 0, page: int = 1000,
 
 
 async def replay_feed(base_url: str, feed: str, registry: Registry | None = None,
-                      at: int | None = None) -> ReplayResult:
-    """Fetch a feed over HTTP and replay it locally."""
+                      at: int | None = None, sandbox: Sandbox | None = None) -> ReplayResult:
+    """Fetch a feed over HTTP and replay it locally (doc updates vetted in ``sandbox`` first,
+    when given: then the engine never runs in this process on an update it fails on)."""
     snap, records = await fetch_log(base_url, feed)
-    return replay(records, registry, at, feed=feed, base=snap)
+    quarantine = await vet_log(sandbox, feed, records, snap) if sandbox is not None else None
+    return replay(records, registry, at, feed=feed, base=snap, quarantine=quarantine)
 
 
 __all__ = ["ANOMALY_KINDS", "Anomaly", "ReplayResult", "fetch_log", "fetch_records", "parse_records", "receipt_ok",
-           "replay", "replay_feed"]
+           "replay", "replay_feed", "vet_log"]

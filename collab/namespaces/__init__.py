@@ -21,11 +21,13 @@ from .task import TaskNamespace
 from .vouch import VouchNamespace
 
 
-def default_registry() -> Registry:
-    """The namespaces every relay and agent knows; unknown ones get the generic plug-in."""
+def default_registry(*, engine_checks: bool = True) -> Registry:
+    """The namespaces every relay and agent knows; unknown ones get the generic plug-in.
+    ``engine_checks=False``: the doc namespace leaves the Yjs decode check to the relay's
+    sandbox (``collab.sandbox``) instead of running the engine in-process."""
     reg = Registry(GenericNamespace())
-    for ns in (DocNamespace(), LedgerNamespace(), AuctionNamespace(), VouchNamespace(), TaskNamespace(),
-               AgentNamespace(), DmNamespace(), RelayLogNamespace()):
+    for ns in (DocNamespace(engine_checks=engine_checks), LedgerNamespace(), AuctionNamespace(), VouchNamespace(),
+               TaskNamespace(), AgentNamespace(), DmNamespace(), RelayLogNamespace()):
         reg.register(ns)
     return reg
 

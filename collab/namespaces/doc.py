@@ -13,7 +13,9 @@ folding the rest of the log must give exactly the state of folding the whole log
 """
 from __future__ import annotations
 
+import itertools
 import logging
+from hashlib import blake2b
 from typing import Any
 
 from pycrdt import Doc, get_update, merge_updates
@@ -27,19 +29,36 @@ log = logging.getLogger(__name__)
 
 TEXT_ROOT = "text"
 MAX_PENDING = 32
+_GENERATIONS = itertools.count(1)
+
+
+def is_panic(exc: BaseException) -> bool:
+    """Whether ``exc`` is a Rust panic surfacing from pycrdt (``pyo3_runtime.PanicException``, a
+    BaseException that ``except Exception`` does not catch)."""
+    t = type(exc)
+    return t.__name__ == "PanicException" and t.__module__ == "pyo3_runtime"
 
 
 class DocState:
     """The merged document of one feed."""
 
-    __slots__ = ("applied", "doc", "pending")
+    __slots__ = ("applied", "digest", "doc", "gen", "pending", "quarantined")
 
     def __init__(self) -> None:
         self.doc: Doc[Any] = Doc()  # roots of any shared type (agents write Text, Map, ...)
         self.applied = 0
         self.pending: list[bytes] = []  # applied updates the Doc could not fully integrate yet
+        self.gen = next(_GENERATIONS)  # with ``digest``: the tag the Yjs sandbox knows this state by
+        self.digest = 0  # a running digest of the updates applied to this object (next_digest)
+        self.quarantined: list[int] = []  # seqs of records left out of the fold (collab.sandbox)
+
+    @property
+    def tag(self) -> tuple[int, int]:
+        """This object and exactly the updates applied to it, in order (the sandbox's document key)."""
+        return self.gen, self.digest
 
     def apply_update(self, update: bytes) -> None:
+        self.digest = next_digest(self.digest, update)
         before = self.doc.get_state()
         self.doc.apply_update(update)
         sv = self.doc.get_state()
@@ -64,6 +83,12 @@ class DocState:
         from pycrdt import Text
 
         return str(self.doc.get(root, type=Text))
+
+
+def next_digest(digest: int, update: bytes) -> int:
+    """The running digest of a DocState after one more update (64 bits of BLAKE2b)."""
+    h = blake2b(update, digest_size=8, key=digest.to_bytes(8, "big"))
+    return int.from_bytes(h.digest(), "big")
 
 
 def _delete_ends(update: bytes) -> dict[int, int]:
@@ -111,11 +136,20 @@ def decode_update(body: Any) -> bytes:
     update = unb64(body["update"])
     if not update:
         raise InvalidEvent("empty Yjs update")
+    return update
+
+
+def check_decodes(update: bytes) -> None:
+    """Raise InvalidEvent unless the engine decodes ``update``. This runs yrs on the bytes: the
+    relay runs it only inside the Yjs sandbox (``collab.sandbox``), a client on what it makes."""
     try:
         merge_updates(update, update)
     except Exception as exc:  # pycrdt raises ValueError; be strict about anything else too
         raise InvalidEvent("update is not a decodable Yjs v1 update") from exc
-    return update
+    except BaseException as exc:
+        if not is_panic(exc):
+            raise
+        raise InvalidEvent("update panics the Yjs engine") from exc
 
 
 class DocNamespace(Namespace[DocState]):
@@ -123,13 +157,19 @@ class DocNamespace(Namespace[DocState]):
     kinds = frozenset(("doc.update",))
     immutable_state = False  # a pycrdt Doc; updates validate on their own (they only need to decode)
 
+    def __init__(self, *, engine_checks: bool = True) -> None:
+        # engine_checks: ``validate`` runs the decode check in-process (a client, a replayer).
+        # The relay passes False: its Yjs sandbox (collab.sandbox) runs that check, and every
+        # other yrs operation on the update, in a child process before anything folds it here.
+        self.engine_checks = engine_checks
+
     def initial(self, feed: str) -> DocState:
         return DocState()
 
     def validate(self, state: DocState, event: Event, adm: Admission) -> None:
         if event.kind != "doc.update":
             raise InvalidEvent("doc feeds accept kind doc.update only")
-        decode_update(event.body)
+        check_decodes(decode_update(event.body)) if self.engine_checks else decode_update(event.body)
 
     def apply(self, state: DocState, record: Record) -> DocState:
         ev = record.event
@@ -138,6 +178,12 @@ class DocNamespace(Namespace[DocState]):
                 state.apply_update(unb64(ev.body["update"]))
             except Exception:  # validated before sequencing; keep folding deterministically
                 log.warning("doc update at %s#%d did not apply", ev.feed, record.seq, exc_info=True)
+            except BaseException as exc:  # a Rust panic: the record is left out; go on folding
+                if not is_panic(exc):
+                    raise
+                state.quarantined.append(record.seq)
+                log.warning("doc update at %s#%d panics the Yjs engine; left out", ev.feed, record.seq,
+                            exc_info=True)
         state.applied = record.seq
         return state
 
@@ -150,4 +196,6 @@ class DocNamespace(Namespace[DocState]):
         return st
 
     def view(self, state: DocState) -> Any:
+        if state.quarantined:  # readers are told which records the fold left out
+            return {"text": state.text(), "quarantined": list(state.quarantined)}
         return {"text": state.text()}

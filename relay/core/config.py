@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from collab.sandbox_supervisor import SandboxSettings
+
 from relay.core.limits import Limits, YjsLimits
 
 
@@ -25,6 +27,7 @@ class Config:
     sync_interval: float = 2.0         # Redis: how often loaded feeds compare heads with storage
     presence_ttl: float = 15.0         # Redis: a crashed process's participants expire after this
     yjs: YjsLimits = field(default_factory=YjsLimits)  # the y-websocket endpoint /yjs/{name}
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)  # the Yjs engine's child processes
     ws_deflate: bool = False           # permessage-deflate: off, because compressing each small
                                        # record once per subscriber costs more CPU than it saves
                                        # (docs/benchmarks.md); turn on for slow links

@@ -24,6 +24,7 @@ from collab.events import Event
 from collab.feedcore import RecordListener
 from collab.keys import Keypair
 from collab.namespaces import Registry
+from collab.sandbox_supervisor import Sandbox
 
 from relay.core.bus import Bus, LocalBus
 from relay.core.config import Config
@@ -38,6 +39,8 @@ from relay.storage.base import Storage
 
 log = logging.getLogger(__name__)
 
+ALARM_FEED = "relay/alarms"  # the relay's own log of alarms (relay.federation.alarms, quarantines)
+
 
 class Hub:
     """All loaded feeds of this relay process."""
@@ -51,10 +54,12 @@ class Hub:
         self.routes = routes or PublishRoutes(Routing(Member(relay_key.public_hex, "")))
         self.feeds: dict[str, FeedRuntime] = {}
         self.metrics = Metrics()  # relay.endpoints.metrics: bumped by the feed workers and sessions
+        self.sandbox = Sandbox(config.sandbox)  # the Yjs engine's child processes (started on first use)
         self._loading: dict[str, asyncio.Future[FeedRuntime]] = {}
         self.listeners: list[RecordListener] = []  # called with every record committed here
         self._unwatching: set[asyncio.Task[None]] = set()
         self.quota = FeedQuota(config.limits, exempt=relay_key.public_hex)  # feeds created per key
+        self._alarm_tasks: set[asyncio.Task[None]] = set()
 
     # -- the detours, read-only (register them on ``routes``) -------------------------------
     @property
@@ -98,7 +103,8 @@ class Hub:
         try:
             await self._make_room()
             rt = FeedRuntime(feed, self.registry.for_feed(feed), self.storage, self.config, self.metrics,
-                             self.relay_key, self.presence, self.listeners, self.quota)
+                             self.relay_key, self.presence, self.listeners, quota=self.quota,
+                             sandbox=self.sandbox, alarm=self.quarantine_alarm)
             await self.bus.watch(feed)  # before loading: nothing appended meanwhile can slip by
             await rt.load()
             if self.presence.shared:  # participants on other processes: in the first list already
@@ -249,7 +255,24 @@ class Hub:
                 dropped += 1
         return dropped
 
+    def quarantine_alarm(self, body: dict[str, Any]) -> None:
+        """A stored record was left out of its feed's fold (the Yjs engine fails on it): a
+        relay-signed ``alarm.quarantine`` in ``relay/alarms`` (docs/reliability.md)."""
+        ev = Event.create(self.relay_key, ALARM_FEED, "alarm.quarantine", body)
+
+        async def publish() -> None:
+            try:
+                await self.runtime_publish(ev, self.relay_key.public_hex)
+            except Exception:
+                log.exception("could not record the quarantine alarm of %s", body.get("feed"))
+
+        task = asyncio.get_running_loop().create_task(publish(), name="quarantine-alarm")
+        self._alarm_tasks.add(task)
+        task.add_done_callback(self._alarm_tasks.discard)
+
     async def close(self) -> None:
+        for alarm in list(self._alarm_tasks):
+            await asyncio.wait({alarm}, timeout=5)
         for rt in list(self.feeds.values()):
             task = rt.task
             if task is not None and not task.done():
@@ -261,3 +284,4 @@ class Hub:
                 await rt.save_snapshot()
             except Exception:
                 log.exception("snapshot of %s at shutdown failed", rt.feed)
+        await self.sandbox.close()

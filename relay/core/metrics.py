@@ -149,6 +149,11 @@ class Metrics:
         self.alarms = Counter("colony_federation_alarms_total", "Federation alarms raised (equivocation etc.).")
         self.component_up = Gauge("colony_component_up",
                                   "A component of the relay (storage, bus, federation): 1 up, 0 down.", ("component",))
+        self.yjs_refused = Counter("colony_yjs_refused_total",
+                                   "Yjs updates the sandbox refused (never stored, never folded), by verdict: "
+                                   "bad, panic, crash, timeout; quarantined counts stored records left out.",
+                                   ("verdict",))
+        self.sandbox_restarts = Gauge("colony_yjs_sandbox_restarts", "Restarts of the Yjs sandbox's child processes.")
         self.registry = CollectorRegistry()
         self.registry.register(_Families(self.all()))
         ProcessCollector(registry=self.registry)
@@ -159,7 +164,7 @@ class Metrics:
         return [self.connections, self.feeds_loaded, self.feeds_evicted, self.refused, self.events_in,
                 self.events_out, self.publish_latency,
                 self.rejected, self.feed_queue, self.outbox_frames, self.redis_round_trips, self.link_up, self.alarms,
-                self.component_up]
+                self.component_up, self.yjs_refused, self.sandbox_restarts]
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The registry's exposition for a scraper's ``Accept`` header, and its content type."""

@@ -71,13 +71,22 @@ async def store_mirrored(rt: FeedRuntime, batch: list[MirrorJob]) -> None:
                 _fail(m.fut, MirrorConflict(f"{feed}#{r.seq} does not extend head {seq}"))
         if not todo:
             return
+        bad = await rt.vet_stored([m.rec for m in todo])  # the Yjs sandbox (doc feeds): quarantine, not refuse
         try:
             await storage.append(feed, core.seq, [(m.rec, m.line) for m in todo])
         except HeadMoved as moved:
             await rt.take_moved(moved)
             batch = todo
             continue
-        rt.commit([(m.rec, m.line) for m in todo])
+        run: list[tuple[Record, str]] = []
+        for m in todo:  # the home's chain is kept whole; a quarantined record is left out of the fold
+            if m.rec.seq in bad:
+                rt.commit(run)
+                run = []
+                rt.skip(m.rec, bad[m.rec.seq], m.line)
+            else:
+                run.append((m.rec, m.line))
+        rt.commit(run)
         for m in todo:
             _ok(m.fut)
         await rt.maybe_snapshot()

@@ -14,17 +14,19 @@ import json
 import logging
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from collab import frames
 from collab.access import Access
-from collab.errors import ColonyError, RateLimited, Unavailable
-from collab.events import Event, Record, now_ms
-from collab.feedcore import ID_CACHE, FeedCore, RecordListener
+from collab.errors import ColonyError, InvalidEvent, RateLimited, Unavailable
+from collab.events import Event, Record, now_ms, unb64
+from collab.feedcore import ID_CACHE, FeedCore, RecordListener, record_frame
 from collab.keys import Keypair
-from collab.namespaces import Namespace
+from collab.namespaces import DocNamespace, Namespace
+from collab.sandbox import VERDICTS
+from collab.sandbox_supervisor import Sandbox, Verdict
 
 from relay.core.config import Config
 from relay.core.fanout import Fanout, Subscriber
@@ -73,12 +75,16 @@ class FeedRuntime:
 
     def __init__(self, feed: str, ns: Namespace[Any], storage: Storage, config: Config, metrics: Metrics,
                  relay_key: Keypair, presence: PresenceStore, listeners: Sequence[RecordListener] = (),
-                 quota: FeedQuota | None = None) -> None:
+                 quota: FeedQuota | None = None, sandbox: Sandbox | None = None,
+                 alarm: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.feed, self.ns = feed, ns
         self.quota = quota  # feeds created per key (the hub's, shared by every feed); None: no quota
         lim = config.limits
         self.rate = TokenBucket(lim.events_per_sec_feed, lim.burst_feed)  # publishes to this feed
         self.max_bytes = lim.max_doc_bytes if ns.name == "doc" else None
+        # Yjs updates are checked in the sandbox before anything folds them here (docs/design.md)
+        self.sandbox = sandbox if isinstance(ns, DocNamespace) else None
+        self._alarm = alarm
         self.storage, self.config, self.metrics, self.relay_key = storage, config, metrics, relay_key
         self._presence = presence
         self.listeners = listeners  # the hub's list: called with every committed record
@@ -155,16 +161,74 @@ class FeedRuntime:
         if snap is not None:
             core.restore(snap.seq, snap.head, snap.state, snap.meta)
             self.snapshot_seq = snap.seq
+        if snap is not None and self.sandbox is not None:
+            self.core.state.quarantined = _quarantined(snap.meta)
         since = core.seq
         page = self.config.limits.max_backlog_page
+        quarantined = False
         while True:
             rows = await storage.read(self.feed, since, page)
-            for row in rows:
-                core.fold(Record.from_wire(json.loads(row.data), verify_sigs=False))
-                since = row.seq
+            recs = [Record.from_wire(json.loads(row.data), verify_sigs=False) for row in rows]
+            bad = await self.vet_stored(recs) if self.sandbox is not None else {}
+            for rec in recs:
+                if rec.seq in bad:
+                    self.skip(rec, bad[rec.seq])  # quarantined: in the chain, out of the fold
+                    quarantined = True
+                else:
+                    core.fold(rec)
+            if rows:
+                since = rows[-1].seq
             if len(rows) < page:
                 break
         core.trim_ids()
+        if quarantined:  # the next load starts past the poison, with the same state
+            await self.save_snapshot()
+
+    # -- the Yjs sandbox -------------------------------------------------------------------
+    async def _vet(self, recs: Sequence[Record]) -> dict[int, Verdict]:
+        """Check the doc updates of ``recs`` (in order, on the current state) in the sandbox;
+        the index in ``recs`` -> verdict of each one refused."""
+        if self.sandbox is None:
+            return {}
+        idx = [i for i, r in enumerate(recs) if r.event.kind == "doc.update"]
+        if not idx:
+            return {}
+        state = self.core.state
+        updates = [unb64(recs[i].event.body["update"]) for i in idx]
+        verdicts = await self.sandbox.check(self.feed, state.tag, updates, state.state_update)
+        self.metrics.sandbox_restarts.set(self.sandbox.restarts)
+        return {i: v for i, v in zip(idx, verdicts, strict=True) if not v.ok}
+
+    async def vet_stored(self, recs: list[Record]) -> dict[int, Verdict]:
+        """Stored records (from before the sandbox, or written around it): seq -> verdict of
+        the doc updates to quarantine. Deterministic: each is checked on the state folded from
+        the records before it that pass."""
+        bad = await self._vet(recs)
+        return {recs[i].seq: v for i, v in bad.items()}
+
+    def _refused(self, ev: Event, verdict: Verdict) -> InvalidEvent:
+        name = VERDICTS.get(verdict.code, "bad")
+        self.metrics.yjs_refused.inc(name)
+        log.warning("yjs update refused by the sandbox (%s): feed %s event %s author %s: %s", name, self.feed,
+                    ev.id, ev.author, verdict.reason)
+        return InvalidEvent(f"the Yjs update was refused by the engine ({name}): event {ev.id}")
+
+    def skip(self, rec: Record, verdict: Verdict, line: str | None = None) -> None:
+        """Quarantine a stored record: it stays in the chain (and goes to subscribers when
+        ``line`` is given: they verify the chain; the Yjs room leaves it out), out of the fold;
+        logged, counted, and a relay-signed alarm (``Hub.quarantine_alarm``)."""
+        self.core.skip(rec)
+        if line is not None:
+            self.fanout.send_batch([record_frame(self.feed, line)])
+        name = VERDICTS.get(verdict.code, "bad")
+        self.metrics.yjs_refused.inc("quarantined")
+        self.core.state.quarantined.append(rec.seq)
+        ev = rec.event
+        log.error("QUARANTINE %s#%d (event %s, author %s): the Yjs engine fails on it (%s): %s", self.feed, rec.seq,
+                  ev.id, ev.author, name, verdict.reason)
+        if self._alarm is not None:
+            self._alarm({"feed": self.feed, "seq": rec.seq, "event_id": ev.id, "author": ev.author,
+                         "verdict": name, "reason": verdict.reason[:500]})
 
     # -- jobs ------------------------------------------------------------------------------
     def _kick(self) -> None:
@@ -331,6 +395,13 @@ class FeedRuntime:
             accepted = sealed.records
             if not accepted:
                 return
+            bad = await self._vet([r for _, r, _ in accepted])
+            if bad:  # refused by the engine: answer them, seal the rest again (seqs close up)
+                for j, verdict in bad.items():
+                    i, rec, _ = accepted[j]
+                    _fail(batch[i].fut, self._refused(rec.event, verdict))
+                batch = [batch[i] for j, (i, _, _) in enumerate(accepted) if j not in bad]
+                continue
             if core.seq == 0 and self.quota is not None:  # the first record creates the feed
                 refused = self.quota.refusal(accepted[0][1].event.author)
                 if refused is not None:  # the rest of the batch needs the feed: refused with it
@@ -369,7 +440,8 @@ class FeedRuntime:
 
     async def _reload(self) -> None:
         fresh = FeedRuntime(self.feed, self.ns, self.storage, self.config, self.metrics, self.relay_key,
-                            self._presence)
+                            self._presence, quota=self.quota, sandbox=self.sandbox,
+                            alarm=self._alarm)
         await fresh.load()
         self.core.adopt(fresh.core)  # in place: the fanout holds this core
         self.fanout.set_base(fresh.fanout.base_seq, fresh.fanout.base_frame)
@@ -390,7 +462,8 @@ class FeedRuntime:
         data = self.ns.dump(core.state)
         if data is None or core.seq == 0 or core.seq == self.snapshot_seq:
             return
-        meta = json.dumps({"access": core.access.to_json(), "bytes": core.bytes})
+        extra = {"quarantined": core.state.quarantined} if getattr(core.state, "quarantined", None) else {}
+        meta = json.dumps({"access": core.access.to_json(), "bytes": core.bytes, **extra})
         seq = core.seq
         await self.storage.save_snapshot(StoredSnapshot(self.feed, seq, core.head, data, meta))
         self.snapshot_seq = seq
@@ -398,6 +471,15 @@ class FeedRuntime:
     @property
     def idle(self) -> bool:
         return not self.fanout.subs and not self._jobs and (self._task is None or self._task.done())
+
+
+def _quarantined(meta: str | None) -> list[int]:
+    """The seqs of quarantined records a snapshot's meta lists (docs/reliability.md)."""
+    try:
+        got = json.loads(meta or "{}").get("quarantined", [])
+    except (ValueError, AttributeError):
+        return []
+    return [int(x) for x in got if isinstance(x, int)]
 
 
 def _wire_seq(line: str) -> int:

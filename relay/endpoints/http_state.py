@@ -134,7 +134,8 @@ class StateCache:
         if at - start > self.max_replay:
             raise TooCostly(f"the state at {at} needs {at - start} records replayed; the limit is "
                             f"{self.max_replay} (ask for an earlier seq first: replays leave checkpoints)")
-        fold = _Fold(ns, feed, cp)
+        rt = await relay.hub.runtime(feed)  # loaded: records the Yjs engine fails on are quarantined
+        fold = _Fold(ns, feed, cp, frozenset(getattr(rt.state, "quarantined", ())))
         since = start
         while since < at:
             rows = await relay.storage.read(feed, since, min(PAGE, at - since))
@@ -159,8 +160,10 @@ class _Relinked(ChainError):
 class _Fold:
     """Folds records into one namespace state; only ever touched on the worker thread."""
 
-    def __init__(self, ns: Namespace[Any], feed: str, cp: _Checkpoint | None) -> None:
+    def __init__(self, ns: Namespace[Any], feed: str, cp: _Checkpoint | None,
+                 quarantined: frozenset[int] = frozenset()) -> None:
         self.ns, self.feed, self._cp = ns, feed, cp
+        self.quarantined = quarantined  # seqs left out of the fold, as the live feed does
         self.core: FeedCore | None = None  # built on the worker thread (loading a checkpoint costs)
         self.seq, self.head = (cp.seq, cp.head) if cp else (0, GENESIS)
 
@@ -177,7 +180,12 @@ class _Fold:
         for data in rows:
             rec = Record.from_wire(json.loads(data), verify_sigs=False)  # our own storage wrote it
             try:
-                core.extend(rec)
+                if rec.seq in self.quarantined:
+                    if core.link(rec) != "next":
+                        raise ChainError("does not follow")
+                    core.skip(rec)
+                else:
+                    core.extend(rec)
             except ChainError:
                 raise _Relinked(f"{self.feed}: record {rec.seq} does not follow {core.seq}") from None
             self.seq, self.head = core.seq, core.head

@@ -18,6 +18,7 @@ by the relay whose body carries the capability. ``docs/protocol.md`` section 21 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import deque
@@ -29,6 +30,7 @@ from starlette.websockets import WebSocket
 from collab.capability import Capability
 from collab.errors import Busy, ColonyError, InvalidEvent, Unauthorized
 from collab.events import Event, b64, check_feed, now_ms
+from collab.sandbox import VERDICTS
 
 from relay.core.worker import FeedRuntime
 from relay.endpoints.connection import receive_pump, refuse_crowded
@@ -44,6 +46,7 @@ if TYPE_CHECKING:
     from relay.server import Relay
 
 log = logging.getLogger(__name__)
+_PROBES = itertools.count(1 << 41)  # tags of the blank documents /yjs updates are vetted on
 
 READ_ONLY = ("read-only: this relay records edits from Yjs clients only with a write capability "
              "(connect with ?token=<colony grant FEED --write>)")
@@ -68,6 +71,7 @@ class YjsConnection:
         self.room: Room | None = None
         self._writes: deque[bytes] = deque()
         self._write_bytes = 0
+        self._initials: set[asyncio.Task[None]] = set()  # sync steps 2 being vetted
         self._writer: asyncio.Task[None] | None = None
         self._denied_at = float("-inf")
         self._logged: dict[str, float] = {}
@@ -158,10 +162,45 @@ class YjsConnection:
             elif isinstance(action, Dropped):
                 self.note(action.reason)
 
+    async def _vetted(self, updates: list[bytes]) -> bool:
+        """Whether the Yjs engine takes ``updates`` (decode, apply, merge), asked of the sandbox on a
+        blank document, before this process runs yrs on them (the feed's worker checks them again
+        on the document before they are stored). A refusal closes the connection (4400)."""
+        sandbox = self.service.relay.hub.sandbox
+        verdicts = await sandbox.check(self.feed, (next(_PROBES), 0), updates, lambda: b"", keep=False)
+        bad = next((v for v in verdicts if not v.ok), None)
+        if bad is None:
+            return True
+        name = VERDICTS.get(bad.code, "bad")
+        self.service.relay.hub.metrics.yjs_refused.inc(name)
+        log.warning("yjs update to %s from %s refused by the sandbox (%s): %s", self.feed, self.ip, name, bad.reason)
+        self._writes.clear()
+        self._write_bytes = 0
+        self.out.close(CLOSE_MALFORMED, f"malformed y-protocol message: the update was refused by the engine ({name})")
+        return False
+
+    def _initial(self, update: bytes, write: bool) -> None:
+        """A sync step 2: vetted first, then only what the document lacks is recorded (or denied)."""
+        async def run() -> None:
+            room = self.room
+            if not await self._vetted([update]) or room is None or self.out.closed:
+                return
+            novel = room.novel(update)
+            if novel is None:
+                return  # a reconnecting client's state that the relay already has
+            if write:
+                self._write(novel, False)
+            else:
+                self._deny(novel, False)
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"yjs-initial:{self.feed}")
+        self._initials.add(task)
+        task.add_done_callback(self._initials.discard)
+
     def _deny(self, update: bytes, initial: bool) -> None:
-        room = self.room
-        if initial and room is not None and room.novel(update) is None:
-            return  # a reconnecting client's state that the relay already has
+        if initial:
+            self._initial(update, False)
+            return
         expired = self.cap is not None and self.cap.allows("write")
         self.note("dropped an edit: " + ("capability expired" if expired else "read-only connection"))
         now = time.monotonic()
@@ -174,10 +213,8 @@ class YjsConnection:
         if cap is None or room is None:  # the peer writes only with a write capability, once started
             raise RuntimeError("an edit needs a write capability and a room")
         if initial:
-            novel = room.novel(update)
-            if novel is None:
-                return
-            update = novel
+            self._initial(update, True)
+            return
         if now_ms() >= cap.exp:
             self._cap_expired()
             self._deny(update, False)
@@ -210,6 +247,8 @@ class YjsConnection:
                 size += len(self._writes[0])
                 chunk.append(self._writes.popleft())
             self._write_bytes -= size
+            if not await self._vetted(chunk):
+                return
             update = chunk[0]
             if len(chunk) > 1:
                 merged = merge_updates(*chunk)
@@ -229,6 +268,12 @@ class YjsConnection:
                 self._writes.clear()
                 self._write_bytes = 0
                 self.send(permission_denied(f"edit refused: {exc}"))
+                return
+            except InvalidEvent as exc:  # the feed's worker had the sandbox refuse it on the document
+                log.warning("yjs edit to %s from %s refused: %s", self.feed, self.ip, exc)
+                self._writes.clear()
+                self._write_bytes = 0
+                self.out.close(CLOSE_MALFORMED, "malformed y-protocol message: the update was refused by the engine")
                 return
             except Exception as exc:
                 log.warning("recording a yjs edit to %s failed: %r", self.feed, exc, exc_info=True)

@@ -22,13 +22,13 @@ from collab.errors import CanonicalError, ColonyError, TooLarge
 from collab.events import Event
 
 from relay.core.limits import TokenBucket
+from relay.core.hub import ALARM_FEED
 
 if TYPE_CHECKING:
     from relay.core.hub import Hub
 
 log = logging.getLogger(__name__)
 
-ALARM_FEED = "relay/alarms"
 #: equivocation: a home showed two different records for one seq (or a record whose prev is not
 #: the hash of the one it showed before); invalid: a bad signature, shape, feed or receipt key;
 #: gap: a record that skips seqs

@@ -158,10 +158,13 @@ async def _tail(url: str, feed: str, since: int | None, count: int | None, as_js
 
 # -- replay ----------------------------------------------------------------------------------
 async def _replay(url: str, feed: str, at: int | None, verify: bool, as_json: bool) -> int:
-    from collab.replay import fetch_log, replay
+    from collab.replay import fetch_log, replay, vet_log
+    from collab.sandbox_supervisor import Sandbox
 
     base, raw = await fetch_log(url, feed)  # base: a compacted feed's snapshot (verified by replay)
-    result = replay(raw, at=at, feed=feed, base=base)
+    async with Sandbox() as sandbox:  # doc updates the Yjs engine fails on are reported, not folded
+        quarantine = await vet_log(sandbox, feed, raw, base)
+    result = replay(raw, at=at, feed=feed, base=base, quarantine=quarantine)
     view = result.view()
     if as_json:
         print(json.dumps({"feed": feed, "seq": result.seq, "head": result.head, "verified": result.verified,

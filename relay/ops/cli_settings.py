@@ -12,6 +12,7 @@ from typing import Any
 
 from collab.errors import ColonyError
 from collab.events import HEX64_RE
+from collab.sandbox_supervisor import SandboxSettings
 
 from relay.core.config import Config
 from relay.core.limits import Limits, YjsLimits
@@ -170,6 +171,13 @@ _LIMIT_HELP = {
     "events_per_sec_feed": "publishes per second to one feed, per relay process (token bucket)",
     "burst_feed": "publish burst per feed (token bucket size)",
 }
+_SANDBOX_HELP = {
+    "children": "Yjs sandbox: child processes that check Yjs updates before the relay applies them",
+    "max_docs": "Yjs sandbox: documents each child keeps (LRU)",
+    "timeout": "Yjs sandbox: seconds one check may take before the child is killed",
+    "update_timeout": "Yjs sandbox: seconds one update may take when checked alone",
+    "max_mb": "Yjs sandbox: a child's address-space limit in MiB (0: none)",
+}
 _YJS_HELP = {
     "awareness_per_sec": "Yjs endpoint: awareness messages per second per connection",
     "awareness_burst": "Yjs endpoint: awareness message burst per connection",
@@ -248,6 +256,10 @@ def _settings() -> tuple[Setting, ...]:
         default = getattr(base.yjs, f.name)
         out.append(s("yjs_" + f.name, type(default), default, _YJS_HELP.get(f.name, "Yjs endpoint limit"),
                      "yjs." + f.name, parse=_nonneg(type(default)), metavar="N"))
+    for f in fields(SandboxSettings):
+        default = getattr(base.sandbox, f.name)
+        out.append(s("sandbox_" + f.name, type(default), default, _SANDBOX_HELP[f.name],
+                     "sandbox." + f.name, parse=_nonneg(type(default)), metavar="N"))
     return tuple(out)
 
 
@@ -380,6 +392,7 @@ def _config_of(values: dict[str, Any]) -> Config:
     kw: dict[str, Any] = {}
     limits: dict[str, Any] = {}
     yjs: dict[str, Any] = {}
+    sandbox: dict[str, Any] = {}
     paths = {"data_dir", "relay_key_file", "web_dir"}
     for st in SETTINGS:
         if st.target is None:
@@ -389,13 +402,15 @@ def _config_of(values: dict[str, Any]) -> Config:
             limits[st.target[7:]] = value
         elif st.target.startswith("yjs."):
             yjs[st.target[4:]] = value
+        elif st.target.startswith("sandbox."):
+            sandbox[st.target[8:]] = value
         elif st.kind is list:
             kw[st.target] = tuple(value)
         elif st.target in paths:
             kw[st.target] = Path(value) if value else None
         else:
             kw[st.target] = value if value != "" or st.default is not None else None
-    return Config(limits=Limits(**limits), yjs=YjsLimits(**yjs), **kw)
+    return Config(limits=Limits(**limits), yjs=YjsLimits(**yjs), sandbox=SandboxSettings(**sandbox), **kw)
 
 
 def config_from(args: argparse.Namespace) -> Config:

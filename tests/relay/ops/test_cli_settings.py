@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from collab.sandbox_supervisor import SandboxSettings
 from relay.core.config import Config
 from relay.core.limits import Limits, YjsLimits
 from relay.ops.cli import build_parser
@@ -138,6 +139,8 @@ def test_every_config_field_is_a_setting() -> None:
             assert {f"limits.{n}" for n in Limits.names()} <= targets
         elif f.name == "yjs":
             assert {f"yjs.{g.name}" for g in fields(YjsLimits)} <= targets
+        elif f.name == "sandbox":
+            assert {f"sandbox.{g.name}" for g in fields(SandboxSettings)} <= targets
         else:
             assert f.name in targets, f.name
 
@@ -183,7 +186,8 @@ async def test_help_lists_every_setting() -> None:
         for env in s.env_names:
             assert env in out, env
     for name in [f.name for f in fields(Config)] + Limits.names():
-        if name not in ("limits", "yjs", "data_dir", "redis_url", "relay_key_file", "operators", "peers", "pins"):
+        if name not in ("limits", "yjs", "sandbox", "data_dir", "redis_url", "relay_key_file", "operators", "peers",
+                        "pins"):
             assert "--" + name.replace("_", "-") in out, name
     assert "--config" in out and "--log-format" in out
     assert "limit (default" not in out

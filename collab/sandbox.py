@@ -1,0 +1,206 @@
+"""The Yjs sandbox's sans-I/O core: the messages between a supervisor and its child process,
+and the :class:`Checker` the child runs on them.
+
+The Yjs engine (pycrdt / yrs) can segfault, panic (``pyo3_runtime.PanicException``, a
+``BaseException``) or spin on crafted updates. Untrusted updates are therefore first applied in a
+child process (``collab.sandbox_child``, supervised by ``collab.sandbox_supervisor.Sandbox``) that
+holds a copy of each feed's document and replays exactly what the relay will run in-process on an
+update that passes: the decode check (``merge_updates(u, u)``), ``DocState.apply_update`` (apply,
+``get_state``, the pending/integration diff), and at the end of a request the snapshot merge
+(``DocState.state_update``) and the merge of the passed updates (what the ``/yjs`` room sends).
+
+One request, one reply (docs/design.md, "The Yjs sandbox"):
+
+* request: ``feed``, ``tag`` (the document the child must hold: the relay's ``DocState.tag``, a
+  process-unique generation and a running digest of the updates folded into it),
+  optionally ``state`` (the document as one update, then ``prelude``: updates that passed already,
+  applied unchecked), and ``updates`` to check in order;
+* reply: ``miss`` (the child does not hold ``feed`` at ``tag``: send the state), ``split`` (the
+  end-of-request merges failed: which update is to blame is not known; the supervisor checks
+  them one at a time, a request of one update gets its verdict) or one verdict per
+  update checked (``OK``, ``BAD``: refused by the engine with an error; ``PANIC``: the engine
+  panicked). The child stops at the first update that fails and forgets the document (a failed
+  apply may leave it half-changed), so a reply may hold fewer verdicts than updates; the supervisor
+  sends the rest again with the state. After a reply the child holds the document at tag
+  the tag the relay's state will have once it folds the prelude and the passed updates (the
+  digest of each applied update is rolled in, ``collab.namespaces.doc.next_digest``).
+
+Frames are a 4-byte big-endian length and a payload of lib0 varints / var-bytes.
+"""
+from __future__ import annotations
+
+import logging
+import struct
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from pycrdt import merge_updates
+
+from .lib0 import Decoder, var_bytes, var_string, var_uint
+from .namespaces.doc import DocState, is_panic
+
+log = logging.getLogger(__name__)
+
+OK, BAD, PANIC, CRASH, TIMEOUT = 0, 1, 2, 3, 4
+VERDICTS = {OK: "ok", BAD: "bad", PANIC: "panic", CRASH: "crash", TIMEOUT: "timeout"}
+MAX_DOCS = 64
+READY = b"ready"  # the child's first frame, once it has imported the engine
+_LEN = struct.Struct(">I")
+
+
+@dataclass(slots=True)
+class Request:
+    feed: str
+    tag: tuple[int, int]
+    updates: list[bytes]
+    state: bytes | None = None
+    prelude: list[bytes] = field(default_factory=list)
+    keep: bool = True  # False: a probe; the child forgets the document afterwards
+
+    def encode(self) -> bytes:
+        parts = [var_string(self.feed), var_uint(self.tag[0]), self.tag[1].to_bytes(8, "big")]
+        if self.state is None:
+            parts.append(b"\x00")
+        else:
+            parts += [b"\x01", var_bytes(self.state), var_uint(len(self.prelude))]
+            parts += [var_bytes(u) for u in self.prelude]
+        parts.append(var_uint(len(self.updates)))
+        parts += [var_bytes(u) for u in self.updates]
+        parts.append(b"\x01" if self.keep else b"\x00")
+        return b"".join(parts)
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Request:
+        r = Decoder(payload)
+        feed, gen = r.var_string(), r.var_uint()
+        if r.pos + 8 > len(payload):
+            raise ValueError("truncated sandbox request")
+        tag = (gen, int.from_bytes(payload[r.pos:r.pos + 8], "big"))
+        r.pos += 8
+        state: bytes | None = None
+        prelude: list[bytes] = []
+        if r.var_uint():
+            state = r.var_bytes()
+            prelude = [r.var_bytes() for _ in range(r.var_uint())]
+        updates = [r.var_bytes() for _ in range(r.var_uint())]
+        keep = bool(r.var_uint())
+        r.expect_end("sandbox request")
+        return cls(feed, tag, updates, state, prelude, keep)
+
+
+@dataclass(slots=True)
+class Reply:
+    miss: bool = False
+    verdicts: list[int] = field(default_factory=list)
+    reason: str = ""  # why the last verdict failed (engine message), if it did
+    split: bool = False  # the end-of-request merges failed: check these updates one at a time
+
+    def encode(self) -> bytes:
+        if self.miss or self.split:
+            return b"\x01" if self.miss else b"\x02"
+        return b"\x00" + var_uint(len(self.verdicts)) + bytes(self.verdicts) + var_string(self.reason[:500])
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Reply:
+        r = Decoder(payload)
+        kind = r.var_uint()
+        if kind:
+            return cls(miss=kind == 1, split=kind == 2)
+        n = r.var_uint()
+        verdicts = list(payload[r.pos:r.pos + n])
+        r.pos += n
+        reason = r.var_string()
+        r.expect_end("sandbox reply")
+        return cls(False, verdicts, reason)
+
+
+def frame(payload: bytes) -> bytes:
+    return _LEN.pack(len(payload)) + payload
+
+
+class FrameBuffer:
+    """Bytes in, whole payloads out (sans-I/O)."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buf += data
+        out = []
+        while len(self._buf) >= 4:
+            (n,) = _LEN.unpack_from(self._buf)
+            if len(self._buf) < 4 + n:
+                break
+            out.append(bytes(self._buf[4:4 + n]))
+            del self._buf[:4 + n]
+        return out
+
+
+def check_update(state: DocState, update: bytes) -> None:
+    """What the relay runs in-process on an update it accepts: the decode check, then the fold."""
+    merge_updates(update, update)  # DocNamespace's decode check (check_decodes), unwrapped
+    state.apply_update(update)
+
+
+class Checker:
+    """The child's side: an LRU of documents (feed -> (tag, DocState)) and the checks."""
+
+    def __init__(self, max_docs: int = MAX_DOCS) -> None:
+        self.max_docs = max_docs
+        self.docs: OrderedDict[str, tuple[tuple[int, int], DocState]] = OrderedDict()
+
+    def handle(self, req: Request) -> Reply:
+        if req.state is not None:
+            st = DocState()
+            if req.state:
+                st.apply_update(req.state)
+            st.gen, st.digest = req.tag  # the relay's object and digest; the prelude rolls on from here
+            for u in req.prelude:
+                st.apply_update(u)
+        else:
+            held = self.docs.get(req.feed)
+            if held is None or held[0] != req.tag:
+                return Reply(miss=True)
+            st = held[1]
+        if req.keep:
+            self.docs.pop(req.feed, None)  # put back only if every check left it sound
+        out = Reply()
+        passed: list[bytes] = []
+        for u in req.updates:
+            try:
+                check_update(st, u)
+            except Exception as exc:  # the engine refused it (a verdict); the doc may be half-changed
+                log.debug("the engine refused an update of %s", req.feed, exc_info=True)
+                out.verdicts.append(BAD)
+                out.reason = f"{type(exc).__name__}: {exc}"
+                return out
+            except BaseException as exc:
+                if not is_panic(exc):
+                    raise
+                out.verdicts.append(PANIC)
+                out.reason = f"panic: {exc}"
+                return out
+            out.verdicts.append(OK)
+            passed.append(u)
+        try:
+            st.state_update()  # the snapshot merge the relay will run on this state
+            if len(passed) > 1:
+                merge_updates(*passed)  # what the /yjs room sends its clients for these records
+        except BaseException as exc:
+            if not isinstance(exc, Exception) and not is_panic(exc):
+                raise
+            if len(req.updates) != 1:  # which one? the supervisor checks them one at a time
+                return Reply(split=True)
+            out.verdicts[-1] = BAD if isinstance(exc, Exception) else PANIC
+            out.reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, Exception) else f"panic: {exc}"
+            return out
+        if not req.keep:
+            return out
+        self.docs[req.feed] = (st.tag, st)
+        while len(self.docs) > self.max_docs:
+            self.docs.popitem(last=False)
+        return out
+
+
+__all__ = ["BAD", "CRASH", "MAX_DOCS", "OK", "PANIC", "READY", "TIMEOUT", "VERDICTS", "Checker", "FrameBuffer",
+           "Reply", "Request", "check_update", "frame", "is_panic"]
