@@ -14,6 +14,7 @@ folding the rest of the log must give exactly the state of folding the whole log
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from hashlib import blake2b
 from typing import Any
@@ -199,3 +200,13 @@ class DocNamespace(Namespace[DocState]):
         if state.quarantined:  # readers are told which records the fold left out
             return {"text": state.text(), "quarantined": list(state.quarantined)}
         return {"text": state.text()}
+
+
+def quarantined_seqs(meta: str | None) -> list[int]:
+    """The seqs of quarantined records a snapshot's meta lists (docs/reliability.md)."""
+    try:
+        got = json.loads(meta or "{}").get("quarantined", [])
+    except (ValueError, AttributeError):
+        return []
+    return [int(x) for x in got if isinstance(x, int)]
+

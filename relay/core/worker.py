@@ -25,6 +25,7 @@ from collab.events import Event, Record, now_ms, unb64
 from collab.feedcore import ID_CACHE, FeedCore, RecordListener, record_frame
 from collab.keys import Keypair
 from collab.namespaces import DocNamespace, Namespace
+from collab.namespaces.doc import quarantined_seqs
 from collab.sandbox import VERDICTS
 from collab.sandbox_supervisor import Sandbox, Verdict
 
@@ -162,7 +163,7 @@ class FeedRuntime:
             core.restore(snap.seq, snap.head, snap.state, snap.meta)
             self.snapshot_seq = snap.seq
         if snap is not None and self.sandbox is not None:
-            self.core.state.quarantined = _quarantined(snap.meta)
+            self.core.state.quarantined = quarantined_seqs(snap.meta)
         since = core.seq
         page = self.config.limits.max_backlog_page
         quarantined = False
@@ -440,8 +441,7 @@ class FeedRuntime:
 
     async def _reload(self) -> None:
         fresh = FeedRuntime(self.feed, self.ns, self.storage, self.config, self.metrics, self.relay_key,
-                            self._presence, quota=self.quota, sandbox=self.sandbox,
-                            alarm=self._alarm)
+                            self._presence, quota=self.quota, sandbox=self.sandbox, alarm=self._alarm)
         await fresh.load()
         self.core.adopt(fresh.core)  # in place: the fanout holds this core
         self.fanout.set_base(fresh.fanout.base_seq, fresh.fanout.base_frame)
@@ -471,15 +471,6 @@ class FeedRuntime:
     @property
     def idle(self) -> bool:
         return not self.fanout.subs and not self._jobs and (self._task is None or self._task.done())
-
-
-def _quarantined(meta: str | None) -> list[int]:
-    """The seqs of quarantined records a snapshot's meta lists (docs/reliability.md)."""
-    try:
-        got = json.loads(meta or "{}").get("quarantined", [])
-    except (ValueError, AttributeError):
-        return []
-    return [int(x) for x in got if isinstance(x, int)]
 
 
 def _wire_seq(line: str) -> int:

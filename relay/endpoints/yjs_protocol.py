@@ -26,7 +26,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from pycrdt import merge_updates
 
 from collab import lib0
 from collab.errors import ProtocolError
@@ -158,14 +157,6 @@ def query_awareness() -> bytes:
 # -- Yjs updates -----------------------------------------------------------------------------
 def read_state_vector(sv: bytes) -> dict[int, int]:
     return lib0.read_state_vector(sv, Reader)
-
-
-def check_update(update: bytes) -> None:
-    """Raise YProtocolError unless ``update`` decodes as a Yjs v1 update."""
-    try:
-        merge_updates(update, update)
-    except Exception as exc:  # pycrdt raises ValueError; anything else is as bad
-        raise YProtocolError("the update does not decode as a Yjs v1 update") from exc
 
 
 def is_empty_update(update: bytes) -> bool:
@@ -390,7 +381,7 @@ def update_budget(max_event_bytes: int, overhead: int) -> int:
 
 __all__ = [
     "AwarenessChange", "AwarenessEntry", "AwarenessQuery", "Close", "Denied", "Dropped", "Reader", "SyncRequest",
-    "Write", "YProtocolError", "YjsPeer", "awareness_message", "check_update", "decode_awareness", "delete_set",
+    "Write", "YProtocolError", "YjsPeer", "awareness_message", "decode_awareness", "delete_set",
     "deletes_covered", "encode_awareness", "is_empty_update", "parse_message", "parse_state", "permission_denied",
     "query_awareness", "struct_groups", "sync_step1", "sync_step2", "sync_update",
 ]

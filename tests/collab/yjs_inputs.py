@@ -29,7 +29,7 @@ class Crasher:
 
 
 def crashers(kinds: tuple[str, ...] = ("panic", "segfault")) -> list[Crasher]:
-    """Every regression input: ``a_*.json`` (this sandbox's own search) and helper F's fuzzer
+    """Every regression input: ``a_*.json`` (this sandbox's own search) and the mutation fuzzer's
     findings (``*.bin`` single updates, ``seq-*/NN.bin`` sequences; see the README there)."""
     out = []
     for path in sorted(DATA.glob("a_*.json")):

@@ -14,12 +14,12 @@ import sys
 import atheris
 
 with atheris.instrument_imports(include=["collab", "relay"]):
-    from tests.fuzz.targets import TARGETS, ChildProcessChecker, make_sandbox_target
+    from tests.fuzz.targets import TARGETS, SandboxChecker, make_sandbox_target
 
 
 def main() -> None:
     name, argv = sys.argv[1], [sys.argv[0], *sys.argv[2:]]
-    target = make_sandbox_target(ChildProcessChecker()) if name == "yjs_sandbox" else TARGETS[name]
+    target = make_sandbox_target(SandboxChecker()) if name == "yjs_sandbox" else TARGETS[name]
     sys.setrecursionlimit(5000)
     atheris.Setup(argv, target)
     atheris.Fuzz()

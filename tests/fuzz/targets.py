@@ -14,9 +14,10 @@ verdict each"); the default one is pycrdt in a child process (tests/fuzz/pycrdt_
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 from collab import canonical as canon
 from collab import frames, lib0
@@ -25,7 +26,6 @@ from collab.errors import ColonyError
 from relay.core.limits import YjsLimits
 from relay.endpoints import yjs_protocol as yp
 
-from tests.fuzz.pycrdt_runner import PycrdtRunner
 
 def frames_target(data: bytes) -> None:
     """A WebSocket message: split into frames, each parsed as a client frame and as any frame.
@@ -178,26 +178,33 @@ class YjsChecker(Protocol):
     def check(self, updates: list[bytes]) -> list[str]: ...
 
 
-class ChildProcessChecker:
-    """The default YjsChecker: plain pycrdt in a child process (PycrdtRunner, operation seq)."""
-
-    VERDICT: ClassVar[dict[str, str]] = {"ok": "ok", "exc": "bad", "panic": "panic", "segfault": "crash",
-                                         "hang": "timeout"}
+class SandboxChecker:
+    """The YjsChecker the relay runs: ``collab.sandbox_supervisor.Sandbox`` (supervised child
+    processes), driven from synchronous code on an event loop of its own. Each check is a probe
+    on an empty document (the children keep nothing of it); the verdicts stop at the first
+    update that is not ``ok``, as the harness expects."""
 
     def __init__(self, timeout: float = 5.0) -> None:
-        self.runner = PycrdtRunner(timeout)
+        from collab.sandbox_supervisor import Sandbox, SandboxSettings
+
+        self.loop = asyncio.new_event_loop()
+        self.sandbox = Sandbox(SandboxSettings(timeout=timeout, update_timeout=min(2.0, timeout)))
 
     def check(self, updates: list[bytes]) -> list[str]:
+        from collab.sandbox import VERDICTS
+
+        verdicts = self.loop.run_until_complete(
+            self.sandbox.check("doc/fuzz", (0, 0), updates, lambda: b"", keep=False))
         out = []
-        for i, u in enumerate(updates):
-            verdict = self.VERDICT[self.runner.run(u, updates[:i], ("seq",))[-1].kind]
-            out.append(verdict)
-            if verdict != "ok":
+        for v in verdicts:
+            out.append(VERDICTS.get(v.code, "bad"))
+            if not v.ok:
                 break
         return out
 
     def close(self) -> None:
-        self.runner.close()
+        self.loop.run_until_complete(self.sandbox.close())
+        self.loop.close()
 
 
 def split_updates(data: bytes) -> list[bytes]:

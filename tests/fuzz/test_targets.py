@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from collab.lib0 import var_bytes, var_uint
 
 from tests.fuzz.corpus import corpus
-from tests.fuzz.targets import TARGETS, ChildProcessChecker, make_sandbox_target
+from tests.fuzz.targets import TARGETS, SandboxChecker, make_sandbox_target
 from tests.fuzz.yjs_mutate import CRASH_DIR, load
 
 SEEDED = settings(derandomize=True, max_examples=250, deadline=1000, database=None,
@@ -59,8 +59,8 @@ def test_target_survives_seeded_inputs(name: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def checker() -> Iterator[ChildProcessChecker]:
-    c = ChildProcessChecker(timeout=10.0)
+def checker() -> Iterator[SandboxChecker]:
+    c = SandboxChecker(timeout=10.0)
     yield c
     c.close()
 
@@ -74,7 +74,7 @@ def _known_crashes() -> list[tuple[str, list[bytes]]]:
     return sorted(picked.values())
 
 
-def test_sandbox_target_on_known_crashes(checker: ChildProcessChecker) -> None:
+def test_sandbox_target_on_known_crashes(checker: SandboxChecker) -> None:
     """The sandbox target on inputs that crash pycrdt: verdicts, no crash here, the sandbox answers after."""
     target = make_sandbox_target(checker)
     crashes = _known_crashes()
@@ -83,7 +83,7 @@ def test_sandbox_target_on_known_crashes(checker: ChildProcessChecker) -> None:
         target(var_uint(len(parts)) + b"".join(var_bytes(p) for p in parts))
 
 
-def test_sandbox_target_survives_seeded_inputs(checker: ChildProcessChecker) -> None:
+def test_sandbox_target_survives_seeded_inputs(checker: SandboxChecker) -> None:
     target = make_sandbox_target(checker)
 
     @settings(SEEDED, max_examples=40, deadline=None)

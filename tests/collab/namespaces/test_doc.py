@@ -140,3 +140,12 @@ def test_two_writers_interleaved_converge(a: list[str], b: list[str], rnd: Any) 
     one, two = fold(records(ua + ub)), fold(records(mixed))
     assert one.text() == two.text()
     assert sorted(one.text()) == sorted("".join(a) + "".join(b))
+
+
+def test_quarantined_seqs_reads_a_snapshot_meta_strictly() -> None:
+    from collab.namespaces.doc import quarantined_seqs
+
+    assert quarantined_seqs('{"access": {}, "quarantined": [2, 5]}') == [2, 5]
+    assert quarantined_seqs(None) == [] and quarantined_seqs("{}") == []
+    assert quarantined_seqs("not json") == [] and quarantined_seqs("[1]") == []
+    assert quarantined_seqs('{"quarantined": [1, "x", 2.5, 3]}') == [1, 3]
