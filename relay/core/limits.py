@@ -28,7 +28,7 @@ class Limits:
     subs_per_sec: float = 10.0              # sustained `sub` rate per connection
     subs_burst: int = 200                   # `sub` bucket size per connection (room for max_subscriptions at once)
     presence_interval: float = 0.25         # presence changes of a feed within this many seconds go out as one
-    max_connections_per_ip: int = 256       # open WebSockets (/ws, /yjs) per client IP
+    max_connections_per_ip: int = 256       # open WebSockets (/ws, /yjs, /fed) per client IP
     header_timeout: float = 10.0            # seconds for a request's (or upgrade's) HTTP headers to arrive
     first_message_timeout: float = 30.0     # seconds for a WebSocket's first message after the handshake
     # federation peers (a /fed link is bounded like an agent connection; docs/federation.md)

@@ -28,7 +28,7 @@ from collab.errors import ColonyError, InvalidEvent, LimitExceeded, MalformedFra
 from collab.events import HEX64_RE, HEX128_RE, Event, check_feed
 from collab.keys import verify
 
-from relay.endpoints.connection import receive_pump
+from relay.endpoints.connection import refuse_crowded, receive_pump
 from relay.endpoints.outbox import CLOSE_GOING_AWAY, Outbox, OutboxSubscriber
 from relay.endpoints.session import publish_answer
 from relay.federation.link import CLOSE_REFUSED, HANDSHAKE_TIMEOUT, peer_bytes
@@ -225,6 +225,17 @@ async def fed_endpoint(websocket: WebSocket) -> None:
     if relay.closing:
         await websocket.close(CLOSE_GOING_AWAY)
         return
+    ip = websocket.client.host if websocket.client else "unknown"
+    if not relay.admit(ip):  # /fed counts toward the per-IP cap like /ws and /yjs (before any work)
+        await refuse_crowded(websocket, relay.config.limits.max_connections_per_ip)
+        return
+    try:
+        await _serve_peer(websocket, relay)
+    finally:
+        relay.release(ip)
+
+
+async def _serve_peer(websocket: WebSocket, relay: Relay) -> None:
     await websocket.accept()
     hub = relay.hub
     try:

@@ -1,7 +1,9 @@
 """Retention with compaction: ``colony compact`` (docs/operations.md, "Retention and compaction").
 
 Every feed keeps all its records by default. A ``doc/`` feed may be compacted offline: its
-records 1..M (M = head - keep) are folded into the document state, sealed as a relay-signed
+records 1..M (M = head - keep) are folded into the document state (each Yjs update checked first
+in the sandbox, ``collab.sandbox_supervisor``: one the engine fails on is left out of the state
+and listed as ``quarantined`` in the base's meta, as the relay does at load), sealed as a relay-signed
 :class:`collab.events.Snapshot` at (M, hash of record M), stored as the feed's *base*, and
 deleted, atomically (``Storage.delete_through``). Record M+1's ``prev`` is the base's ``head``,
 so a reader verifies the base's signature and then the chain from M+1.
@@ -14,10 +16,11 @@ import json
 from dataclasses import dataclass
 
 from collab.errors import ChainError, ColonyError
-from collab.events import Record, Snapshot, namespace_of
+from collab.events import Record, Snapshot, namespace_of, unb64
 from collab.feedcore import FeedCore
 from collab.keys import Keypair
 from collab.namespaces import default_registry
+from collab.sandbox_supervisor import Sandbox
 
 from relay.storage.base import Storage, StoredBase
 
@@ -59,22 +62,48 @@ async def compact_feed(storage: Storage, relay_key: Keypair, feed: str, keep: in
         if not old.snap.verify():
             raise CompactError(f"{feed}: the stored base does not verify; refusing to build on it")
         core.restore(old.seq, old.snap.head, old.snap.state, old.meta)
-    while core.seq < upto:
-        rows = await storage.read(feed, core.seq, min(READ_PAGE, upto - core.seq))
-        if not rows:
-            break
-        for row in rows:
-            try:
-                core.extend(Record.from_wire(json.loads(row.data), verify_sigs=False))
-            except ChainError:
-                raise CompactError(f"{feed}: stored record {row.seq} does not continue the chain "
-                                   f"at {core.seq}") from None
+    quarantined: list[int] = []
+    async with Sandbox() as sandbox:  # the Yjs engine in a child: a poisonous record never crashes this
+        while core.seq < upto:
+            rows = await storage.read(feed, core.seq, min(READ_PAGE, upto - core.seq))
+            if not rows:
+                break
+            recs = [Record.from_wire(json.loads(row.data), verify_sigs=False) for row in rows]
+            bad = await _vet(sandbox, core, recs)
+            for rec in recs:
+                if rec.seq in bad and core.link(rec) == "next":  # in the chain, out of the document
+                    core.skip(rec)
+                    quarantined.append(rec.seq)
+                    continue
+                try:
+                    core.extend(rec)
+                except ChainError:
+                    raise CompactError(f"{feed}: stored record {rec.seq} does not continue the chain "
+                                       f"at {core.seq}") from None
     if core.seq != upto:
         raise CompactError(f"{feed}: the store returned records up to seq {core.seq}, expected {upto}")
     snap = Snapshot.seal(relay_key, feed, upto, core.head, ns.dump(core.state) or b"")
-    base = StoredBase(snap, json.dumps({"access": core.access.to_json()}))
+    extra = {"quarantined": quarantined} if quarantined else {}
+    base = StoredBase(snap, json.dumps({"access": core.access.to_json(), **extra}))
     deleted = await storage.delete_through(feed, upto, base)
     return CompactResult(feed, head.seq, upto, deleted)
+
+
+async def _vet(sandbox: Sandbox, core: FeedCore, recs: list[Record]) -> set[int]:
+    """The seqs of ``recs`` whose Yjs update the engine fails on, checked in order on the state
+    folded so far (the relay's load does the same: ``relay.core.worker``)."""
+    docs = [r for r in recs if r.event.kind == "doc.update"]
+    if not docs:
+        return set()
+    state = core.state
+    updates = []
+    for r in docs:
+        try:
+            updates.append(unb64(r.event.body["update"]))
+        except (KeyError, TypeError, ValueError):
+            updates.append(b"")  # not a doc update body: the engine refuses it
+    verdicts = await sandbox.check(core.feed, state.tag, updates, state.state_update)
+    return {r.seq for r, v in zip(docs, verdicts, strict=True) if not v.ok}
 
 
 async def compact(storage: Storage, relay_key: Keypair, feeds: list[str] | None, keep: int) -> list[CompactResult]:

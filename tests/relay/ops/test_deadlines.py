@@ -4,7 +4,7 @@ A relay subprocess (``colony serve``) with short deadlines: connections that sen
 headers (plain requests and WebSocket upgrades) or nothing at all are closed by the header
 deadline; a WebSocket that completes its handshake but sends nothing is closed with 4408 after
 ``first_message_timeout`` while one that spoke stays open; the WebSocket past
-``max_connections_per_ip`` is refused with HTTP 429 before anything is allocated for it.
+``max_connections_per_ip`` (/ws, /yjs and /fed alike) is refused with HTTP 429 before anything is allocated for it.
 """
 from __future__ import annotations
 
@@ -74,6 +74,9 @@ async def test_deadlines_and_per_ip_cap(tmp_path: Path) -> None:
         assert b'"too_many_connections"' in refused.value.response.body
         with pytest.raises(websockets.InvalidStatus):
             await websockets.connect(proc.url.replace("http://", "ws://") + "/yjs/capped")
+        with pytest.raises(websockets.InvalidStatus) as refused_fed:  # a would-be peer counts too
+            await websockets.connect(proc.url.replace("http://", "ws://") + "/fed")
+        assert refused_fed.value.response.status_code == 429
         await talker.close()
 
         async def admitted() -> bool:
