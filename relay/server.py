@@ -44,7 +44,7 @@ class Relay:
         self.config = config
         self._storage = storage
         self._relay_key = relay_key
-        self.registry = registry or default_registry()
+        self.registry = registry or default_registry(config.limits.doc_pending)
         self.plugins = plugins if plugins is not None else default_plugins()  # namespaces' relay-side hooks
         self.sessions: set[Connection] = set()  # every endpoint's open connections (/ws, /yjs): health, drain
         self.ip_limiter = RateLimiter(config.limits.events_per_sec_ip, config.limits.burst_ip)

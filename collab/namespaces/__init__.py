@@ -14,6 +14,7 @@ from .auction import AuctionNamespace
 from .base import Admission, Namespace, Registry
 from .dm import DmNamespace
 from .doc import DocNamespace, DocState
+from .doc_pending import DEFAULT_BOUND, PendingBound
 from .generic import GenericNamespace
 from .ledger import LedgerNamespace
 from .relaylog import RelayLogNamespace
@@ -21,10 +22,12 @@ from .task import TaskNamespace
 from .vouch import VouchNamespace
 
 
-def default_registry() -> Registry:
-    """The namespaces every relay and agent knows; unknown ones get the generic plug-in."""
+def default_registry(doc_pending: PendingBound | None = DEFAULT_BOUND) -> Registry:
+    """The namespaces every relay and agent knows; unknown ones get the generic plug-in.
+    ``doc_pending`` bounds the updates a document keeps waiting for dependencies (the relay
+    passes its configured limits; None leaves them unbounded)."""
     reg = Registry(GenericNamespace())
-    for ns in (DocNamespace(), LedgerNamespace(), AuctionNamespace(), VouchNamespace(), TaskNamespace(),
+    for ns in (DocNamespace(doc_pending), LedgerNamespace(), AuctionNamespace(), VouchNamespace(), TaskNamespace(),
                AgentNamespace(), DmNamespace(), RelayLogNamespace()):
         reg.register(ns)
     return reg
@@ -40,6 +43,7 @@ __all__ = [
     "GenericNamespace",
     "LedgerNamespace",
     "Namespace",
+    "PendingBound",
     "Registry",
     "RelayLogNamespace",
     "TaskNamespace",

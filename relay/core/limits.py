@@ -6,6 +6,8 @@ import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from collab.namespaces import PendingBound
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -18,6 +20,9 @@ class Limits:
     burst_ip: int = 4000
     max_outbound_frames: int = 4096         # queued frames per connection before it is cut as too slow
     max_backlog_page: int = 500             # records per storage read while catching a subscriber up
+    max_doc_pending_bytes: int = 1 << 20    # a doc's updates waiting for dependencies, in bytes (too_large)
+    max_doc_pending_updates: int = 256      # ... and how many of them (too_large)
+    max_doc_pending_deletes: int = 4096     # ... and the deleted ranges among them (too_large)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -25,6 +30,11 @@ class Limits:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    @property
+    def doc_pending(self) -> PendingBound:
+        """The doc namespace's bound on pending updates (collab/namespaces/doc_pending.py)."""
+        return PendingBound(self.max_doc_pending_bytes, self.max_doc_pending_updates, self.max_doc_pending_deletes)
 
 
 @dataclass(frozen=True, slots=True)

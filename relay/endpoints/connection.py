@@ -5,13 +5,17 @@ protocol state fed one received message at a time (``handle_message``) that writ
 :class:`~relay.endpoints.outbox.Outbox` (``out``); ``closed`` tells it the socket is gone.
 :func:`receive_pump` moves messages from a WebSocket into a connection until either side ends
 it; when the relay ended it (the outbox is closed), the pump waits for our close frame to go
-out and then completes the closing handshake (:func:`await_peer_close`).
+out and then completes the closing handshake (:func:`await_peer_close`). Messages a client
+queued up are handled without the loop getting a turn (receiving one does not wait), so after
+:data:`PUMP_SLICE` seconds of handling the pump yields: one connection's backlog of large
+messages (each costing signature checks and parsing) cannot hold up everyone else's.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Protocol
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -21,6 +25,7 @@ from relay.endpoints.outbox import CLOSE_INTERNAL, Outbox
 log = logging.getLogger(__name__)
 
 PEER_CLOSE_TIMEOUT = 2.0
+PUMP_SLICE = 0.005  # seconds of message handling before the receive pump lets other tasks run
 
 
 class Connection(Protocol):
@@ -42,13 +47,18 @@ async def receive_pump(websocket: WebSocket, conn: Connection, what: str) -> Non
     Errors of the socket end the pump quietly; anything else is a bug, logged (``what`` names
     the connection) and answered with close 1011. The caller ends the connection afterwards."""
     out = conn.out
+    clock = time.perf_counter
     try:
+        turn = clock()
         while not out.closed:
             msg = await websocket.receive()
             if msg["type"] == "websocket.disconnect":
                 return
             text = msg.get("text")
             await conn.handle_message(text if text is not None else (msg.get("bytes") or b""))
+            if clock() - turn > PUMP_SLICE:
+                await asyncio.sleep(0)  # let the others run (queued messages do not wait in receive)
+                turn = clock()
         await out.wait_closed()  # our close frame is out: wait for the client's answer
         await await_peer_close(websocket)
     except WebSocketDisconnect:

@@ -145,6 +145,9 @@ _LIMIT_HELP = {
     "burst_ip": "publish burst per client IP (token bucket size)",
     "max_outbound_frames": "frames queued to one connection before it is closed as too slow",
     "max_backlog_page": "records per storage read while catching a subscriber up",
+    "max_doc_pending_bytes": "bytes of a document's updates that may wait for dependencies (beyond: too_large)",
+    "max_doc_pending_updates": "updates of a document that may wait for dependencies (beyond: too_large)",
+    "max_doc_pending_deletes": "deleted ranges of a document that may wait for dependencies (beyond: too_large)",
 }
 _YJS_HELP = {
     "awareness_per_sec": "Yjs endpoint: awareness messages per second per connection",
