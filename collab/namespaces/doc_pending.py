@@ -25,7 +25,7 @@ wait for; without a bound, each of them makes every later update dearer (issue 1
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -333,8 +333,12 @@ class Pending:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def __iter__(self) -> Iterator[bytes]:
+        """The pending parts (what a snapshot or a sync step 2 merges in)."""
+        return (rest for rest, _ in self.entries.values())
+
     def parts(self) -> list[bytes]:
-        return [rest for rest, _ in self.entries.values()]
+        return list(self)
 
     def add(self, update: bytes, sv: bytes) -> bool:
         """Keep what ``update`` left pending in a document whose state vector is ``sv`` (now).

@@ -35,8 +35,8 @@ from relay.storage.base import HeadMoved, Storage, StoredSnapshot
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 128
-MAX_BATCH_BYTES = 1 << 20  # a batch's events in signed bytes: validating, sealing and folding one
+MAX_BATCH = 64
+MAX_BATCH_BYTES = 512 << 10  # a batch's events in signed bytes: validating, sealing and folding one
 #                            stays a few ms on the event loop however large the events are
 MAX_APPEND_ATTEMPTS = 16
 

@@ -25,7 +25,7 @@ from relay.endpoints.outbox import CLOSE_INTERNAL, Outbox
 log = logging.getLogger(__name__)
 
 PEER_CLOSE_TIMEOUT = 2.0
-PUMP_SLICE = 0.005  # seconds of message handling before the receive pump lets other tasks run
+PUMP_SLICE = 0.002  # seconds of message handling before the receive pump lets other tasks run
 
 
 class Connection(Protocol):
