@@ -34,7 +34,8 @@ from pycrdt import Doc, get_update
 from ..errors import TooLarge
 from ..lib0 import Decoder, var_uint
 
-MAX_SCAN_STRUCTS = 2048   # structs (and delete ranges) read per update before it counts as "cannot tell"
+MAX_SCAN_STRUCTS = 128    # structs read per update before it counts as "cannot tell" (about 5 us each)
+MAX_SCAN_RANGES = 8192    # deleted ranges read per update (about 0.5 us each)
 _PROBE_LEN = 2**32 - 1    # yrs clocks are 32-bit: a probe struct from clock 0 this long covers any clock
 _MAX_PASSES = 8           # rounds over an update's groups that depend on one another
 _SCRATCH = "doc.pending"  # this module's entry in Admission.scratch
@@ -83,9 +84,13 @@ class _Stop(ValueError):
     """The update cannot be told apart cheaply (too many structs, unknown content)."""
 
 
-def scan(update: bytes, limit: int = MAX_SCAN_STRUCTS) -> Scan:
+class _TooManyRanges(_Stop):
+    """More deleted ranges than the scan reads."""
+
+
+def scan(update: bytes, limit: int = MAX_SCAN_STRUCTS, range_limit: int = MAX_SCAN_RANGES) -> Scan:
     """The struct headers and delete set of a v1 update; ValueError if it does not decode,
-    :class:`_Stop` (a ValueError) past ``limit`` structs or delete ranges."""
+    :class:`_Stop` (a ValueError) past ``limit`` structs or ``range_limit`` deleted ranges."""
     r = Decoder(update)
     u, budget = r.var_uint, limit
     groups: list[Group] = []
@@ -100,13 +105,13 @@ def scan(update: bytes, limit: int = MAX_SCAN_STRUCTS) -> Scan:
         groups.append(g)
     ds_at = r.pos
     deletes: dict[int, int] = {}
-    ranges = 0
+    ranges, budget = 0, range_limit
     for _ in range(u()):
         client, n = u(), u()
         budget -= n
         ranges += n
         if budget < 0:
-            raise _Stop("too many deleted ranges")
+            raise _TooManyRanges("too many deleted ranges")
         end = 0
         for _ in range(n):
             clock = u()
@@ -288,7 +293,7 @@ class Admission:
 
     def check(self, update: bytes, sv: bytes, pending: Pending, bound: PendingBound) -> None:
         """Raise :class:`TooLarge` if ``update`` may leave pending parts the bound has no room for."""
-        ranges = len(update) // 2  # at most this many deleted ranges (each takes two bytes or more)
+        ranges = 0  # not scanned (too many structs): its deletions are counted once folded
         try:
             s = scan(update)
             ranges = s.ranges
@@ -299,6 +304,8 @@ class Admission:
             if integrable(s, have):
                 self.reached.update({g.client: have[g.client] for g in s.groups})
                 return
+        except _TooManyRanges:
+            ranges = MAX_SCAN_RANGES + 1
         except ValueError:
             pass  # cannot tell cheaply: count it as pending
         count = len(pending) + self.added + 1
@@ -439,5 +446,5 @@ def _first_wait(rest: bytes, sv: bytes) -> tuple[tuple[int, int, bool] | None, i
     return None, ranges
 
 
-__all__ = ["DEFAULT_BOUND", "MAX_SCAN_STRUCTS", "Admission", "Group", "Pending", "PendingBound", "Scan", "clocks",
-           "integrable", "scan"]
+__all__ = ["DEFAULT_BOUND", "MAX_SCAN_RANGES", "MAX_SCAN_STRUCTS", "Admission", "Group", "Pending", "PendingBound",
+           "Scan", "clocks", "integrable", "scan"]

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pycrdt import Array, Doc, Map, Text, get_update
+from pycrdt import Array, Doc, Map, Text, get_update, merge_updates
 
 from collab.errors import TooLarge
 from collab.events import GENESIS, Event, Record, b64
@@ -17,7 +17,7 @@ from collab.lib0 import read_state_vector, var_uint
 from collab.namespaces.base import Admission
 from collab.namespaces.doc import DocNamespace, DocState
 from collab.namespaces.doc_pending import Admission as PendingAdmission
-from collab.namespaces.doc_pending import Pending, PendingBound, clocks, integrable, scan
+from collab.namespaces.doc_pending import MAX_SCAN_STRUCTS, Pending, PendingBound, clocks, integrable, scan
 
 RELAY = Keypair.from_seed(b"R" * 32)
 AUTHOR = Keypair.from_seed(b"A" * 32)
@@ -237,3 +237,24 @@ def test_a_pending_update_is_looked_at_again_only_when_its_clock_is_reached() ->
     assert looked == len(other)  # each new update once; none of the pending ones again
     st_.apply_update(first)
     assert not st_.pending and st_.text().startswith("abcdef")
+
+
+def test_an_update_too_large_to_examine_counts_by_bytes_and_never_stalls_the_scan() -> None:
+    """More than MAX_SCAN_STRUCTS structs: not examined (its cost stays bounded), admitted while
+    the document has room, refused once waiting updates would pass max_doc_pending_bytes."""
+    doc, ups = writer(6)
+    t = doc.get("text", type=Text)
+    for i in range(MAX_SCAN_STRUCTS + 50):
+        t.insert(0 if i % 2 else len(t), "x")
+    big = merge_updates(*ups)
+    with pytest.raises(ValueError, match="too many structs"):
+        scan(big)
+    ns = DocNamespace(PendingBound(max_bytes=3 * len(big), max_updates=100, max_deletes=10))
+    st_ = ns.initial(FEED)
+    adm = Admission(0, RELAY.public_hex)
+    for _ in range(3):
+        ns.validate(st_, event(big), adm)
+    with pytest.raises(TooLarge, match="max_doc_pending_bytes"):
+        ns.validate(st_, event(big), adm)
+    ns.apply(st_, record(big, 1))
+    assert not st_.pending and len(st_.text()) == MAX_SCAN_STRUCTS + 50  # it did integrate
