@@ -76,21 +76,15 @@ class Group:
 class Scan:
     groups: list[Group]
     deletes: dict[int, int]  # client -> end clock of its last deleted range
-    ranges: int              # deleted ranges in all
-    ds_at: int               # byte offset of the delete set
-
-
-class _Stop(ValueError):
-    """The update cannot be told apart cheaply (too many structs, unknown content)."""
-
-
-class _TooManyRanges(_Stop):
-    """More deleted ranges than the scan reads."""
+    ranges: int              # deleted ranges in all (past the budget: the budget + 1)
+    ds_at: int               # byte offset of the delete set (-1: not reached)
+    cut: str = ""            # "structs" or "ranges": the scan stopped at that budget
 
 
 def scan(update: bytes, limit: int = MAX_SCAN_STRUCTS, range_limit: int = MAX_SCAN_RANGES) -> Scan:
-    """The struct headers and delete set of a v1 update; ValueError if it does not decode,
-    :class:`_Stop` (a ValueError) past ``limit`` structs or ``range_limit`` deleted ranges."""
+    """The struct headers and delete set of a v1 update; ValueError if it does not decode (or
+    holds content this scan does not know). Past ``limit`` structs or ``range_limit`` deleted
+    ranges it stops and says so in :attr:`Scan.cut`."""
     r = Decoder(update)
     u, budget = r.var_uint, limit
     groups: list[Group] = []
@@ -98,7 +92,7 @@ def scan(update: bytes, limit: int = MAX_SCAN_STRUCTS, range_limit: int = MAX_SC
         n, client, clock = u(), u(), u()
         budget -= n
         if budget < 0:
-            raise _Stop("too many structs")
+            return Scan([], {}, 0, -1, "structs")
         g = Group(client, clock, clock)
         for _ in range(n):
             g.end += _struct(r, client, g)
@@ -111,7 +105,7 @@ def scan(update: bytes, limit: int = MAX_SCAN_STRUCTS, range_limit: int = MAX_SC
         budget -= n
         ranges += n
         if budget < 0:
-            raise _TooManyRanges("too many deleted ranges")
+            return Scan(groups, deletes, range_limit + 1, ds_at, "ranges")
         end = 0
         for _ in range(n):
             clock = u()
@@ -180,19 +174,19 @@ def _content(r: Decoder, ref: int) -> int:
         if t in (3, 5):
             r.var_bytes()
         elif t not in (0, 1, 2, 4, 6):
-            raise _Stop(f"type ref {t}")
+            raise ValueError(f"type ref {t}")
     elif ref == 9:  # Doc: guid, options
         r.var_bytes()
         _any(r, 0)
     else:
-        raise _Stop(f"content ref {ref}")
+        raise ValueError(f"content ref {ref}")
     return 1
 
 
 def _any(r: Decoder, depth: int) -> None:
     """Skip one lib0 ``any`` value."""
     if depth > 32 or r.pos >= len(r.buf):
-        raise _Stop("any value too deep or truncated")
+        raise ValueError("any value too deep or truncated")
     t = r.buf[r.pos]
     r.pos += 1
     if t in (127, 126, 121, 120):
@@ -213,7 +207,7 @@ def _any(r: Decoder, depth: int) -> None:
         for _ in range(r.var_uint()):
             _any(r, depth + 1)
     else:
-        raise _Stop(f"any type {t}")
+        raise ValueError(f"any type {t}")
     if r.pos > len(r.buf):
         raise ValueError("truncated any value")
 
@@ -293,10 +287,12 @@ class Admission:
 
     def check(self, update: bytes, sv: bytes, pending: Pending, bound: PendingBound) -> None:
         """Raise :class:`TooLarge` if ``update`` may leave pending parts the bound has no room for."""
-        ranges = 0  # not scanned (too many structs): its deletions are counted once folded
         try:
             s = scan(update)
-            ranges = s.ranges
+        except ValueError:  # cannot tell: count it as pending
+            s = Scan([], {}, 0, -1, "content")
+        ranges = s.ranges  # 0 when not scanned (too many structs): its deletions count once folded
+        if not s.cut:
             named = _named(s)
             have = clocks(sv, named)
             for c in named & self.reached.keys():
@@ -304,10 +300,6 @@ class Admission:
             if integrable(s, have):
                 self.reached.update({g.client: have[g.client] for g in s.groups})
                 return
-        except _TooManyRanges:
-            ranges = MAX_SCAN_RANGES + 1
-        except ValueError:
-            pass  # cannot tell cheaply: count it as pending
         count = len(pending) + self.added + 1
         size = pending.bytes + self.bytes + len(update)
         deletes = pending.ranges + self.ranges + ranges
@@ -420,8 +412,10 @@ def _first_wait(rest: bytes, sv: bytes) -> tuple[tuple[int, int, bool] | None, i
         client, clock = r.var_uint(), r.var_uint()
         try:
             s = scan(rest)
-        except ValueError:  # cannot tell what it needs: one past its own clock will do
-            return (client, clock + 1, False), len(rest) // 2
+        except ValueError:
+            s = Scan([], {}, 0, -1, "content")
+        if s.cut:  # cannot tell what it needs: one past its own clock will do
+            return (client, clock + 1, False), (s.ranges if s.cut == "ranges" else len(rest) // 2)
         needs = s.groups[0].needs
         have = clocks(sv, [client, *(c for c, _ in needs)])
         if clock > have[client]:
