@@ -8,7 +8,8 @@ wait for; without a bound, each of them makes every later update dearer (issue 1
 
 * :func:`scan` reads the struct headers of a v1 update (clients, clock ranges, the ids each
   struct needs, the delete set) without building the structs, in O(update) and at most
-  :data:`MAX_SCAN_STRUCTS` structs (beyond that the update counts as "cannot tell").
+  :data:`MAX_SCAN_STRUCTS` structs and :data:`MAX_SCAN_RANGES` deleted ranges (beyond that the
+  update counts as "cannot tell": it may wait).
 * :func:`clocks` reads a few clients' clocks out of a state vector with one diff in Rust
   (``pycrdt.get_update`` of a probe update), so the document's size does not enter the
   Python-side cost.
@@ -17,7 +18,8 @@ wait for; without a bound, each of them makes every later update dearer (issue 1
   the document, in an earlier group of the same update, or in an update of the same batch that
   integrates. Anything else (or anything :func:`scan` cannot tell) counts as pending, and is
   refused with ``too_large`` once the document's pending updates would exceed the bound
-  (:class:`PendingBound`: ``max_doc_pending_bytes``, ``max_doc_pending_updates`` at /limits).
+  (:class:`PendingBound`: ``max_doc_pending_bytes``, ``max_doc_pending_updates``,
+  ``max_doc_pending_deletes`` at /limits).
 * :class:`Pending` holds, after folding, what an applied update left pending (its diff against
   the document's state vector), indexed by one clock each entry waits for: an entry is looked at
   again only when the state vector passes its clock, never on every update.
