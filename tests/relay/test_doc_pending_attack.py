@@ -23,6 +23,7 @@ from pycrdt import Doc, Text
 from collab.events import Event, b64, hello_bytes
 from collab.keys import Keypair
 from relay.core.limits import Limits
+from relay.ops.runner import Running
 from tests.conftest import Backend
 from tests.procs import start_relay_proc
 from tests.rawclient import Raw
@@ -164,3 +165,23 @@ async def test_dangling_updates_cannot_stall_a_bystander(tmp_path: Path, backend
     print(f"[{backend.name}] bystander pings: {len(result['rtts'])}, max {worst * 1000:.1f} ms, "
           f"dangling refused {len(refused)}/{DANGLING}")
     assert worst < MAX_PING, f"a bystander's ping waited {worst * 1000:.0f} ms"
+
+
+async def test_writers_pipelining_into_a_feed_that_is_loading_stay_in_order(relay: Running) -> None:
+    """Publishes submitted while their feed loads are queued before the ones submitted after it
+    loaded (they used to overtake them): in-order writers then never leave anything pending,
+    so the pending bound never refuses them."""
+    keys = [Keypair.generate() for _ in range(4)]
+    clients = [await Raw.connect(relay.ws_url, k) for k in keys]
+    frames = [[json.dumps({"t": "pub", "event": Event.create(k, "doc/fresh", "doc.update", {"update": b64(u)})
+                           .to_wire(), "rid": f"r{i}"}) for i, u in enumerate(_edits(200, 3, client_id=300 + j))]
+              for j, k in enumerate(keys)]
+    for c, fs in zip(clients, frames, strict=True):
+        for f in fs:
+            await c.send(f)
+    for c in clients:
+        await c.wait(lambda f: f.get("rid") == "r199", timeout=60)
+        assert [f["t"] for f in c.frames if str(f.get("rid", "")).startswith("r")] == ["ok"] * 200
+        await c.close()
+    rt = await relay.relay.hub.runtime("doc/fresh")
+    assert not rt.state.pending and rt.seq == 800
