@@ -44,7 +44,7 @@ class Relay:
         self.config = config
         self._storage = storage
         self._relay_key = relay_key
-        self.registry = registry or default_registry(engine_checks=False)  # the Yjs sandbox checks
+        self.registry = registry or default_registry(config.limits.doc_pending, engine_checks=False)  # sandbox
         self.plugins = plugins if plugins is not None else default_plugins()  # namespaces' relay-side hooks
         self.sessions: set[Connection] = set()  # every endpoint's open connections (/ws, /yjs): health, drain
         self.per_ip: dict[str, int] = {}  # open /ws and /yjs connections by client IP (max_connections_per_ip)

@@ -14,6 +14,7 @@ from .auction import AuctionNamespace
 from .base import Admission, Namespace, Registry
 from .dm import DmNamespace
 from .doc import DocNamespace, DocState
+from .doc_pending import DEFAULT_BOUND, PendingBound
 from .generic import GenericNamespace
 from .ledger import LedgerNamespace
 from .relaylog import RelayLogNamespace
@@ -21,13 +22,15 @@ from .task import TaskNamespace
 from .vouch import VouchNamespace
 
 
-def default_registry(*, engine_checks: bool = True) -> Registry:
+def default_registry(doc_pending: PendingBound | None = DEFAULT_BOUND, *, engine_checks: bool = True) -> Registry:
     """The namespaces every relay and agent knows; unknown ones get the generic plug-in.
-    ``engine_checks=False``: the doc namespace leaves the Yjs decode check to the relay's
-    sandbox (``collab.sandbox``) instead of running the engine in-process."""
+    ``doc_pending`` bounds the updates a document keeps waiting for dependencies (the relay
+    passes its configured limits; None leaves them unbounded). ``engine_checks=False``: the doc
+    namespace leaves the Yjs decode check to the relay's sandbox (``collab.sandbox``) instead of
+    running the engine in-process."""
     reg = Registry(GenericNamespace())
-    for ns in (DocNamespace(engine_checks=engine_checks), LedgerNamespace(), AuctionNamespace(), VouchNamespace(),
-               TaskNamespace(), AgentNamespace(), DmNamespace(), RelayLogNamespace()):
+    for ns in (DocNamespace(doc_pending, engine_checks=engine_checks), LedgerNamespace(), AuctionNamespace(),
+               VouchNamespace(), TaskNamespace(), AgentNamespace(), DmNamespace(), RelayLogNamespace()):
         reg.register(ns)
     return reg
 
@@ -42,6 +45,7 @@ __all__ = [
     "GenericNamespace",
     "LedgerNamespace",
     "Namespace",
+    "PendingBound",
     "Registry",
     "RelayLogNamespace",
     "TaskNamespace",

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from ..access import Access
@@ -19,10 +19,16 @@ class Admission:
     judged on it, never on the author's ``ts``); ``relay`` is the key that will sign the
     receipt, the authority for relay-signed kinds (awards, ledger moves, ``task.stalled``).
     A replayer builds the same value from a record: ``Admission.of(record)``.
+
+    ``scratch`` belongs to one batch (:meth:`collab.feedcore.FeedCore.seal` makes one
+    Admission per batch): a namespace whose state is folded only after the batch is stored
+    (docs) keeps there what the events it accepted earlier in the batch will add, so a bound
+    holds over the whole batch (the doc namespace's pending updates).
     """
 
     now: int
     relay: str
+    scratch: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, record: Record) -> Admission:

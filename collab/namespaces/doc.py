@@ -10,6 +10,13 @@ was sequenced), so the Doc can hold *pending* parts (structs or deletions whose 
 are later in the log). ``Doc.get_update()`` leaves those out, so the state keeps the updates
 that are not fully integrated yet and the snapshot merges them in: loading a snapshot and
 folding the rest of the log must give exactly the state of folding the whole log.
+
+Pending parts are bounded per document (``collab/namespaces/doc_pending.py``): an update that
+may leave some is refused with ``too_large`` before it is sealed once the document's pending
+updates would pass :class:`PendingBound` (bytes and count; the relay advertises them as
+``max_doc_pending_bytes`` and ``max_doc_pending_updates``), and folding looks again at a
+pending update only when the state vector passes the clock it waits for, so neither checking
+nor folding costs more than O(update) per record however much is pending.
 """
 from __future__ import annotations
 
@@ -19,17 +26,17 @@ import logging
 from hashlib import blake2b
 from typing import Any
 
-from pycrdt import Doc, get_update, merge_updates
+from pycrdt import Doc, merge_updates
 
 from ..errors import InvalidEvent
 from ..events import Event, Record, unb64
-from ..lib0 import Decoder, read_state_vector
 from .base import Admission, Namespace
+from .doc_pending import Admission as PendingAdmission
+from .doc_pending import DEFAULT_BOUND, Pending, PendingBound
 
 log = logging.getLogger(__name__)
 
 TEXT_ROOT = "text"
-MAX_PENDING = 32
 _GENERATIONS = itertools.count(1)
 
 
@@ -41,14 +48,16 @@ def is_panic(exc: BaseException) -> bool:
 
 
 class DocState:
-    """The merged document of one feed."""
+    """The merged document of one feed, and what its updates left pending
+    (:class:`collab.namespaces.doc_pending.Pending`)."""
 
-    __slots__ = ("applied", "digest", "doc", "gen", "pending", "quarantined")
+    __slots__ = ("applied", "digest", "doc", "gen", "pending", "quarantined", "sv")
 
     def __init__(self) -> None:
         self.doc: Doc[Any] = Doc()  # roots of any shared type (agents write Text, Map, ...)
         self.applied = 0
-        self.pending: list[bytes] = []  # applied updates the Doc could not fully integrate yet
+        self.sv = self.doc.get_state()  # the document's state vector, as of the last update
+        self.pending = Pending()  # applied updates the Doc could not fully integrate yet
         self.gen = next(_GENERATIONS)  # with ``digest``: the tag the Yjs sandbox knows this state by
         self.digest = 0  # a running digest of the updates applied to this object (next_digest)
         self.quarantined: list[int] = []  # seqs of records left out of the fold (collab.sandbox)
@@ -60,25 +69,24 @@ class DocState:
 
     def apply_update(self, update: bytes) -> None:
         self.digest = next_digest(self.digest, update)
-        before = self.doc.get_state()
+        before = self.sv
         self.doc.apply_update(update)
         sv = self.doc.get_state()
-        if sv == before:
-            # Nothing integrated, so nothing pending can have become integrated either (that
-            # is a function of the state vector alone): only the new update needs checking.
-            # This keeps a stream of updates with missing dependencies from re-diffing the
-            # whole pending list on every record.
-            if not _integrated(update, sv):
-                self.pending.append(update)
-        else:
-            self.pending.append(update)
-            self.pending = [u for u in self.pending if not _integrated(u, sv)]
-        if len(self.pending) > MAX_PENDING:  # updates that never integrate (dangling): keep one blob
-            self.pending = [merge_updates(*self.pending)]
+        if sv != before:
+            # Only a moved state vector can integrate something pending (that is a function of
+            # the state vector alone), and only entries whose awaited clock it passed are looked at.
+            sv = self.pending.advanced(self.doc, sv)
+        if self.pending.add(update, sv):  # nothing missing, yet not integrated: yrs needs it again
+            self.doc.apply_update(update)
+            now = self.doc.get_state()
+            if now != sv:
+                sv = self.pending.advanced(self.doc, now)
+        self.sv = sv
 
     def state_update(self) -> bytes:
         full = self.doc.get_update()  # integrated content only
-        return merge_updates(full, *self.pending) if self.pending else full
+        parts = self.pending.parts()
+        return merge_updates(full, *parts) if parts else full
 
     def text(self, root: str = TEXT_ROOT) -> str:
         from pycrdt import Text
@@ -90,41 +98,6 @@ def next_digest(digest: int, update: bytes) -> int:
     """The running digest of a DocState after one more update (64 bits of BLAKE2b)."""
     h = blake2b(update, digest_size=8, key=digest.to_bytes(8, "big"))
     return int.from_bytes(h.digest(), "big")
-
-
-def _delete_ends(update: bytes) -> dict[int, int]:
-    """client -> end clock of the last deleted range, for an update that holds no structs."""
-    r = Decoder(update)
-    if r.var_uint():
-        raise ValueError("update still holds structs")
-    out = {}
-    for _ in range(r.var_uint()):
-        client = r.var_uint()
-        end = 0
-        for _ in range(r.var_uint()):
-            clock = r.var_uint()
-            end = max(end, clock + r.var_uint())
-        out[client] = end
-    return out
-
-
-def _integrated(update: bytes, sv: bytes) -> bool:
-    """Whether a Doc whose state vector is ``sv`` holds every struct and deletion of ``update``.
-
-    Yjs integrates a struct only once everything before it is there (else it stays pending,
-    outside the state vector), and applies a deletion once the deleted ids are below the state
-    vector (retrying pending deletions on every later update). The diff of ``update`` against
-    ``sv`` keeps the structs beyond ``sv`` and every deletion.
-    """
-    try:
-        rest = get_update(update, sv)
-        if Decoder(rest).var_uint():  # struct groups
-            return False
-        have = read_state_vector(sv)
-        return all(have.get(c, 0) >= end for c, end in _delete_ends(rest).items())
-    except Exception:  # cannot tell: keep it (merging an integrated update again changes nothing)
-        log.debug("cannot tell whether an update is integrated; keeping it", exc_info=True)
-        return False
 
 
 def decode_update(body: Any) -> bytes:
@@ -158,7 +131,8 @@ class DocNamespace(Namespace[DocState]):
     kinds = frozenset(("doc.update",))
     immutable_state = False  # a pycrdt Doc; updates validate on their own (they only need to decode)
 
-    def __init__(self, *, engine_checks: bool = True) -> None:
+    def __init__(self, pending: PendingBound | None = DEFAULT_BOUND, *, engine_checks: bool = True) -> None:
+        self.bound = pending  # None: pending updates are not bounded (a replayer trusts the log)
         # engine_checks: ``validate`` runs the decode check in-process (a client, a replayer).
         # The relay passes False: its Yjs sandbox (collab.sandbox) runs that check, and every
         # other yrs operation on the update, in a child process before anything folds it here.
@@ -170,7 +144,11 @@ class DocNamespace(Namespace[DocState]):
     def validate(self, state: DocState, event: Event, adm: Admission) -> None:
         if event.kind != "doc.update":
             raise InvalidEvent("doc feeds accept kind doc.update only")
-        check_decodes(decode_update(event.body)) if self.engine_checks else decode_update(event.body)
+        update = decode_update(event.body)
+        if self.engine_checks:
+            check_decodes(update)
+        if self.bound is not None:  # Python only (a scan of the update): no engine call on it here
+            PendingAdmission.of(adm.scratch).check(update, state.sv, state.pending, self.bound)
 
     def apply(self, state: DocState, record: Record) -> DocState:
         ev = record.event

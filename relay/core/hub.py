@@ -56,6 +56,8 @@ class Hub:
         self.metrics = Metrics()  # relay.endpoints.metrics: bumped by the feed workers and sessions
         self.sandbox = Sandbox(config.sandbox)  # the Yjs engine's child processes (started on first use)
         self._loading: dict[str, asyncio.Future[FeedRuntime]] = {}
+        self._early: dict[str, list[tuple[Event, str | None, asyncio.Future[tuple[int, bool]]]]] = {}
+        self._early_tasks: set[asyncio.Task[None]] = set()
         self.listeners: list[RecordListener] = []  # called with every record committed here
         self._unwatching: set[asyncio.Task[None]] = set()
         self.quota = FeedQuota(config.limits, exempt=relay_key.public_hex)  # feeds created per key
@@ -169,10 +171,38 @@ class Hub:
         loaded feed that takes no detour goes straight into its worker's queue (no task per
         event on the hot path); anything else runs :meth:`publish` as a task. Either way one
         connection's publishes to a feed are queued in the order they were submitted."""
-        rt = self.feeds.get(event.feed)
-        if rt is not None and not self.routes.detours(event):
+        if self.routes.detours(event):
+            return asyncio.ensure_future(self.publish(event, session_key))
+        feed = event.feed
+        rt = self.feeds.get(feed)
+        if rt is not None and feed not in self._early:
             return rt.publish(event, session_key)
-        return asyncio.ensure_future(self.publish(event, session_key))
+        # The feed is not loaded yet: queue behind the publishes already waiting for it, so
+        # the ones submitted after it loads cannot overtake them (a doc writer's later edits
+        # would then wait for their dependencies).
+        fut: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
+        early = self._early.get(feed)
+        if early is None:
+            early = self._early[feed] = []
+            task = asyncio.ensure_future(self._publish_early(feed))
+            self._early_tasks.add(task)
+            task.add_done_callback(self._early_tasks.discard)
+        early.append((event, session_key, fut))
+        return fut
+
+    async def _publish_early(self, feed: str) -> None:
+        """Load ``feed``, then queue what was submitted meanwhile on its worker, in order."""
+        try:
+            rt = await self.runtime(feed)
+        except BaseException as exc:
+            for _, _, fut in self._early.pop(feed, []):
+                if not fut.done():
+                    fut.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for event, session_key, fut in self._early.pop(feed, []):
+            _chain(rt.publish(event, session_key), fut)
 
     async def runtime_publish(self, event: Event, session_key: str | None) -> tuple[int, bool]:
         """Sequence ``event`` in its feed, bypassing the gate (the gate itself calls this)."""
@@ -285,3 +315,17 @@ class Hub:
             except Exception:
                 log.exception("snapshot of %s at shutdown failed", rt.feed)
         await self.sandbox.close()
+
+
+def _chain(src: asyncio.Future[tuple[int, bool]], dst: asyncio.Future[tuple[int, bool]]) -> None:
+    """Settle ``dst`` as ``src`` settles."""
+    def done(f: asyncio.Future[tuple[int, bool]]) -> None:
+        if dst.done():
+            return
+        if f.cancelled():
+            dst.cancel()
+        elif f.exception() is not None:
+            dst.set_exception(f.exception())  # type: ignore[arg-type]
+        else:
+            dst.set_result(f.result())
+    src.add_done_callback(done)

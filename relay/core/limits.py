@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from collab.errors import ColonyError, LimitExceeded, RateLimited
+from collab.namespaces import PendingBound
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,9 @@ class Limits:
     max_doc_bytes: int = 16 << 20           # a doc/ feed: the summed size of its events' signing bytes
     events_per_sec_feed: float = 5000.0      # publishes per feed (its worker), token bucket
     burst_feed: int = 10_000
+    max_doc_pending_bytes: int = 1 << 20    # a doc's updates waiting for dependencies, in bytes (too_large)
+    max_doc_pending_updates: int = 256      # ... and how many of them (too_large)
+    max_doc_pending_deletes: int = 4096     # ... and the deleted ranges among them (too_large)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,6 +57,11 @@ class Limits:
     @classmethod
     def names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+    @property
+    def doc_pending(self) -> PendingBound:
+        """The doc namespace's bound on pending updates (collab/namespaces/doc_pending.py)."""
+        return PendingBound(self.max_doc_pending_bytes, self.max_doc_pending_updates, self.max_doc_pending_deletes)
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,7 +39,9 @@ from relay.storage.base import HeadMoved, Storage, StoredSnapshot
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 512
+MAX_BATCH = 64
+MAX_BATCH_BYTES = 512 << 10  # a batch's events in signed bytes: validating, sealing and folding one
+#                            stays a few ms on the event loop however large the events are
 MAX_APPEND_ATTEMPTS = 16
 
 
@@ -309,8 +311,11 @@ class FeedRuntime:
                         await self._reload_quietly()
                 continue
             batch: list[_Publish] = []
-            while jobs and isinstance(jobs[0], _Publish) and len(batch) < MAX_BATCH:
-                batch.append(jobs.popleft())  # type: ignore[arg-type]  # jobs[0] was checked: a _Publish
+            size = 0
+            while jobs and isinstance(jobs[0], _Publish) and len(batch) < MAX_BATCH and size < MAX_BATCH_BYTES:
+                p: _Publish = jobs.popleft()  # type: ignore[assignment]  # jobs[0] was checked: a _Publish
+                batch.append(p)
+                size += p.event.size
             try:
                 await self._sequence(batch)
             except Exception as exc:

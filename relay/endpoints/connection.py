@@ -5,13 +5,17 @@ protocol state fed one received message at a time (``handle_message``) that writ
 :class:`~relay.endpoints.outbox.Outbox` (``out``); ``closed`` tells it the socket is gone.
 :func:`receive_pump` moves messages from a WebSocket into a connection until either side ends
 it; when the relay ended it (the outbox is closed), the pump waits for our close frame to go
-out and then completes the closing handshake (:func:`await_peer_close`).
+out and then completes the closing handshake (:func:`await_peer_close`). Messages a client
+queued up are handled without the loop getting a turn (receiving one does not wait), so after
+:data:`PUMP_SLICE` seconds of handling the pump yields: one connection's backlog of large
+messages (each costing signature checks and parsing) cannot hold up everyone else's.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Protocol
 
 from starlette.responses import JSONResponse
@@ -23,6 +27,7 @@ log = logging.getLogger(__name__)
 
 PEER_CLOSE_TIMEOUT = 2.0
 CLOSE_NO_FIRST_MESSAGE = 4408  # nothing received within first_message_timeout of the handshake
+PUMP_SLICE = 0.002  # seconds of message handling before the receive pump lets other tasks run
 
 
 class Connection(Protocol):
@@ -47,6 +52,7 @@ async def receive_pump(websocket: WebSocket, conn: Connection, what: str,
     quietly; anything else is a bug, logged (``what`` names the connection) and answered with
     close 1011. The caller ends the connection afterwards."""
     out = conn.out
+    clock = time.perf_counter
     try:
         if first_message_timeout is not None and not out.closed:
             try:
@@ -60,12 +66,16 @@ async def receive_pump(websocket: WebSocket, conn: Connection, what: str,
                     return
                 text = msg.get("text")
                 await conn.handle_message(text if text is not None else (msg.get("bytes") or b""))
+        turn = clock()
         while not out.closed:
             msg = await websocket.receive()
             if msg["type"] == "websocket.disconnect":
                 return
             text = msg.get("text")
             await conn.handle_message(text if text is not None else (msg.get("bytes") or b""))
+            if clock() - turn > PUMP_SLICE:
+                await asyncio.sleep(0)  # let the others run (queued messages do not wait in receive)
+                turn = clock()
         await out.wait_closed()  # our close frame is out: wait for the client's answer
         await await_peer_close(websocket)
     except WebSocketDisconnect:

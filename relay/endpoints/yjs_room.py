@@ -161,7 +161,7 @@ class Room:
             deletes = delete_set(rest)
             if not deletes:
                 return None
-            have = delete_set(get_update(ydoc.get_update(), sv))
+            have = delete_set(ydoc.get_update(sv))  # the document's deletions, without encoding its content
         except Exception:  # cannot tell: treat it as new (recording an old edit again is harmless)
             log.debug("could not diff an update of %s against the document", self.feed, exc_info=True)
             return update

@@ -177,6 +177,9 @@ _SANDBOX_HELP = {
     "timeout": "Yjs sandbox: seconds one check may take before the child is killed",
     "update_timeout": "Yjs sandbox: seconds one update may take when checked alone",
     "max_mb": "Yjs sandbox: a child's address-space limit in MiB (0: none)",
+    "max_doc_pending_bytes": "bytes of a document's updates that may wait for dependencies (beyond: too_large)",
+    "max_doc_pending_updates": "updates of a document that may wait for dependencies (beyond: too_large)",
+    "max_doc_pending_deletes": "deleted ranges of a document that may wait for dependencies (beyond: too_large)",
 }
 _YJS_HELP = {
     "awareness_per_sec": "Yjs endpoint: awareness messages per second per connection",
