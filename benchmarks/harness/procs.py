@@ -31,6 +31,41 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (children of all its threads, recursively)."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/children") as f:
+                    kids = [int(x) for x in f.read().split()]
+            except OSError:
+                continue
+            out += kids
+            todo += kids
+    return out
+
+
+def _cpu_or_zero(pid: int) -> float:
+    try:
+        return proc_cpu_s(pid)
+    except OSError:  # exited meanwhile
+        return 0.0
+
+
+def _rss_or_zero(pid: int) -> int:
+    try:
+        return proc_rss_kb(pid)
+    except OSError:
+        return 0
+
+
 def thread_cpu_s(pid: int) -> dict[str, float]:
     """utime+stime of the main thread (the event loop) and of all other threads, in seconds."""
     out = {"main": 0.0, "other": 0.0}
@@ -168,7 +203,12 @@ class ServerProc:
             return json.loads(resp.read())  # type: ignore[no-any-return]
 
     def sample(self) -> dict[str, float]:
-        return {"cpu_s": proc_cpu_s(self.pid), "rss_kb": proc_rss_kb(self.pid), "threads": thread_cpu_s(self.pid)}
+        """CPU and RSS of the server *with its child processes* (Colony's Yjs sandbox children
+        work for it: their CPU is the server's cost, never "other work"); threads: the main
+        process's own."""
+        tree = [self.pid, *descendants(self.pid)]
+        return {"cpu_s": sum(_cpu_or_zero(p) for p in tree), "rss_kb": sum(_rss_or_zero(p) for p in tree),
+                "threads": thread_cpu_s(self.pid), "children": len(tree) - 1}
 
     def stop(self) -> int | None:
         if self.proc is None:

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from collab import frames
 
 from relay.core.limits import Limits
+from relay.core.memory import release_soon
 from relay.core.wsframe import SharedText
 from relay.endpoints.wsdirect import DirectWriter
 
@@ -58,6 +59,8 @@ class Transport(Protocol):
     async def send_bytes(self, data: bytes) -> None: ...
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
+
+RELEASE_AFTER = 256 << 10  # bytes of dropped backlog after which freed memory is given back (relay.core.memory)
 
 class Socket(Protocol):
     """The byte stream under a transport: what bounds a peer that stops reading."""
@@ -218,12 +221,15 @@ class Outbox:
             return
         self.aborted = True
         self._drop()
+        release_soon()  # the transport's buffer goes too (relay.core.memory)
         self.close(self.close_code or CLOSE_SLOW, why)
         log.info("aborting a connection: %s", why)
         if self.sock is not None:
             self.sock.abort()
 
     def _drop(self) -> None:
+        if self.held >= RELEASE_AFTER:  # megabytes freed at once: hand the pages back to the OS
+            release_soon()
         self.frames.clear()
         self.held = 0
         self._binary = 0

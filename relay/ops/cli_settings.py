@@ -170,16 +170,18 @@ _LIMIT_HELP = {
     "max_doc_bytes": "a doc/ feed's size: the summed signing bytes of its events, in bytes",
     "events_per_sec_feed": "publishes per second to one feed, per relay process (token bucket)",
     "burst_feed": "publish burst per feed (token bucket size)",
-}
-_SANDBOX_HELP = {
-    "children": "Yjs sandbox: child processes that check Yjs updates before the relay applies them",
-    "max_docs": "Yjs sandbox: documents each child keeps (LRU)",
-    "timeout": "Yjs sandbox: seconds one check may take before the child is killed",
-    "update_timeout": "Yjs sandbox: seconds one update may take when checked alone",
-    "max_mb": "Yjs sandbox: a child's address-space limit in MiB (0: none)",
     "max_doc_pending_bytes": "bytes of a document's updates that may wait for dependencies (beyond: too_large)",
     "max_doc_pending_updates": "updates of a document that may wait for dependencies (beyond: too_large)",
     "max_doc_pending_deletes": "deleted ranges of a document that may wait for dependencies (beyond: too_large)",
+}
+_SANDBOX_HELP = {
+    "children": "Yjs sandbox: child processes that check Yjs updates before the relay applies them "
+                "(docs/reliability.md)",
+    "max_docs": "Yjs sandbox: documents each child keeps (LRU; a miss sends the document's state)",
+    "timeout": "Yjs sandbox: seconds one check (a feed-worker batch) may take before the child is killed",
+    "update_timeout": "Yjs sandbox: seconds one update may take when a failed batch is checked one at a time "
+                      "(over: refused timeout)",
+    "max_mb": "Yjs sandbox: a child's address-space limit in MiB (0: none)",
 }
 _YJS_HELP = {
     "awareness_per_sec": "Yjs endpoint: awareness messages per second per connection",

@@ -5,8 +5,7 @@ busy document feed, and peers that complete the WebSocket handshake, subscribe a
 read (tests/stalled.py: a raw socket with a 4 KiB receive buffer): on ``/ws``, on ``/yjs`` and
 as a federation peer on ``/fed``. The relay must abort every one of them (the client sees a
 reset) and keep a bystander getting every record in order. VmRSS is measured before, at the
-peak and after, and printed; it is bounded by the peak, not brought back within 10% of before
-(see docs/reliability.md).
+peak and after, and printed; it must come back within 10% of before (docs/reliability.md).
 """
 from __future__ import annotations
 
@@ -141,11 +140,10 @@ async def test_stalled_readers_are_aborted_and_their_memory_released(tmp_path: P
                 health = (await http.get("/health")).json()
             assert health["connections"] == 2  # the publisher and the bystander
 
-            # NOT the brief's "within 10% of before": glibc keeps freed pages, so RSS stays near
-            # the peak (+3..+8% here, over 10% on a loaded machine): bound it by the peak instead
-            # and report the figures (docs/reliability.md, "Slow readers")
+            # the memory comes back: within 10% of before (the relay trims the C heap once the
+            # cut connections' backlog is dropped, relay.core.memory; docs/reliability.md)
+            await eventually(lambda: rss_kib(pid) <= before * 1.10, 10, f"RSS back within 10% of {before} KiB")
             after = rss_kib(pid)
-            assert after <= peak + 2048
         print(f"\nslow readers: {len(readers)} stalled ({N_WS} /ws, {N_YJS} /yjs, 1 /fed), {resets} reset; "
               f"RSS before {before} KiB, peak {peak} KiB, after {after} KiB; all cut {cut_after:.2f} s after the "
               f"last publish ({time.monotonic() - t0:.2f} s after the first)")

@@ -210,3 +210,22 @@ port = 1
         assert limits["max_subscriptions"] == Limits().max_subscriptions
     finally:
         await relay.stop()
+
+
+def test_every_setting_is_documented_in_operations_md() -> None:
+    """docs/operations.md's settings table names every flag, its environment variable and its
+    TOML key (a new limit or setting lands with its documentation)."""
+    from pathlib import Path
+
+    from relay.ops.cli_settings import SETTINGS
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "operations.md").read_text()
+    rows = {line.split(" | ")[0] for line in doc.splitlines() if line.startswith("| `--")}
+    missing = []
+    for st in SETTINGS:
+        flag = "| `--" + st.name.replace("_", "-") + "`"
+        row = next((line for line in doc.splitlines() if line.startswith(flag + " ")), None)
+        if row is None or not all(f"`{e}`" in row for e in st.env_names) or f"`{st.name}`" not in row:
+            missing.append(st.name)
+    assert not missing, missing
+    assert len(rows) == len(SETTINGS)
