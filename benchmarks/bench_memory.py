@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_yjs import NODE, PEER, ensure_node, make_server
+from bench_yjs import NODE, PEER, ColonyYjs, ensure_node, make_server
 from harness import COLONY, ServerProc, machine, median, ratio
 from harness.procs import proc_rss_kb
 
@@ -83,7 +83,11 @@ def _settled_rss(pid: int, seconds: float = 1.0) -> int:
 
 def run_one(system: str, n: int, workdir: Path) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
-    server: ServerProc = make_server(COLONY if system == COLONY_WS else system, workdir)
+    server: ServerProc
+    if system in (COLONY, COLONY_WS):  # all clients come from this one address: lift the per-IP cap
+        server = ColonyYjs(COLONY, workdir, extra_args=["--max-connections-per-ip", "1000000"])
+    else:
+        server = make_server(system, workdir)
     server.start()
     try:
         assert server.proc is not None
