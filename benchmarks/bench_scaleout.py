@@ -98,10 +98,10 @@ FULL = {
     "docs": Scenario("docs", subscribers=40, writers=10, rate=None, window=4, duration=15.0, warmup=5.0, docs=10),
 }
 QUICK = {
-    "saturation": Scenario("saturation", subscribers=6, writers=2, rate=None, window=4, duration=2.0, warmup=1.0),
-    "target": Scenario("target", subscribers=6, writers=2, rate=20.0, window=1000, duration=2.0, warmup=1.0),
+    "saturation": Scenario("saturation", subscribers=6, writers=2, rate=None, window=4, duration=1.5, warmup=0.5),
+    "target": Scenario("target", subscribers=6, writers=2, rate=20.0, window=1000, duration=1.5, warmup=0.5),
     # odd D: in redis-2 every doc has a subscriber on each process (its writer on one of them)
-    "docs": Scenario("docs", subscribers=6, writers=3, rate=None, window=4, duration=2.0, warmup=1.0, docs=3),
+    "docs": Scenario("docs", subscribers=6, writers=3, rate=None, window=4, duration=1.5, warmup=0.5, docs=3),
 }
 SCENARIOS = ("saturation", "target", "docs")
 

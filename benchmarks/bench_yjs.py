@@ -77,8 +77,8 @@ FULL = {
     "saturation": Scenario("saturation", subscribers=20, writers=10, rate=None, window=4, duration=15.0, warmup=5.0),
 }
 QUICK = {
-    "target": Scenario("target", subscribers=10, writers=2, rate=20.0, window=1000, duration=3.0, warmup=1.0),
-    "saturation": Scenario("saturation", subscribers=5, writers=2, rate=None, window=4, duration=3.0, warmup=1.0),
+    "target": Scenario("target", subscribers=10, writers=2, rate=20.0, window=1000, duration=2.0, warmup=0.5),
+    "saturation": Scenario("saturation", subscribers=5, writers=2, rate=None, window=4, duration=2.0, warmup=0.5),
 }
 
 

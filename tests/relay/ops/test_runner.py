@@ -8,10 +8,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from collab.events import Event
 from collab.keys import Keypair
 from relay.core.config import Config
+from relay.endpoints.wsdirect import GuardedProtocol
 from relay.ops.runner import GracefulServer, Running, serving, uvicorn_config
 from tests.conftest import Backend, make_config
 from tests.rawclient import Raw
@@ -62,6 +64,11 @@ async def _drained(running: Running) -> None:
 def test_uvicorn_settings_follow_the_config() -> None:
     cfg = Config(port=0, ws_deflate=True, ws_ping_interval=3.0, ws_ping_timeout=4.0)
     uc = uvicorn_config(object(), cfg, log_level="error")
-    assert uc.port == 0 and uc.ws == "websockets-sansio" and uc.lifespan == "on"
+    # uvicorn's websockets-sansio protocol, guarded against peers that stop reading (a stuck
+    # keep-alive aborts, the kernel send buffer fits the byte cap: wsdirect.GuardedProtocol)
+    assert uc.port == 0 and uc.lifespan == "on"
+    assert isinstance(uc.ws, type) and issubclass(uc.ws, GuardedProtocol)
+    assert issubclass(uc.ws, WebSocketsSansIOProtocol)
+    assert uc.ws.send_buffer == cfg.limits.max_outbound_bytes
     assert uc.ws_per_message_deflate is True and uc.ws_ping_interval == 3.0 and uc.ws_ping_timeout == 4.0
     assert uc.ws_max_size == cfg.limits.max_frame_bytes * 4 + 1024 and uc.log_level == "error"
