@@ -8,28 +8,18 @@ query-awareness) and records everything it receives. It deliberately does not us
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from typing import Any
 
 import websockets
 from pycrdt import Doc, Text, TransactionEvent
-import contextlib
+
+from collab.lib0 import var_bytes as varbytes
+from collab.lib0 import var_uint as varuint
 
 REMOTE = "remote"
-
-
-def varuint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(0x80 | (n & 0x7F))
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def varbytes(b: bytes) -> bytes:
-    return varuint(len(b)) + b
 
 
 def read_varuint(buf: bytes, i: int) -> tuple[int, int]:

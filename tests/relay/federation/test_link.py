@@ -94,13 +94,6 @@ class Federation:
             await self.stop(name)
 
 
-@pytest.fixture
-async def fed(tmp_path: Path, backend: Backend) -> AsyncIterator[Federation]:
-    f = Federation(tmp_path, backend, ("a", "b"))
-    try:
-        yield f
-    finally:
-        await f.close()
 
 
 @pytest.fixture

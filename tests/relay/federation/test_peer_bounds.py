@@ -10,7 +10,6 @@ import asyncio
 import dataclasses
 import json
 import os
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,13 +34,6 @@ BOUNDS = Limits(peer_max_subscriptions=3, peer_frames_per_sec=1e-6, peer_frames_
                 peer_heads_per_sec=1e-6, peer_heads_burst=2000)
 
 
-@pytest.fixture
-async def fed(tmp_path: Path, backend: Backend) -> AsyncIterator[Federation]:
-    f = Federation(tmp_path, backend, ("a", "b"))
-    try:
-        yield f
-    finally:
-        await f.close()
 
 
 async def start_b(fed: Federation) -> Running:
