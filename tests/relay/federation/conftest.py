@@ -1,5 +1,6 @@
-"""The two-relay federation (relays "a" and "b", on each backend) that test_link.py and
-test_peer_bounds.py share; test_federation.py brings its own three-relay one."""
+"""The two-relay federation (relays "a" and "b", on each backend) the federation tests share
+(test_link, test_endpoint, test_node, test_peer_bounds); test_federation.py brings its own
+three-relay one."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator

@@ -15,9 +15,8 @@ from collab.events import Event
 from collab.keys import Keypair
 from relay.federation.link import CLOSE_REFUSED, fed_url, peer_bytes
 from tests.rawclient import Raw
-from tests.relay.federation.test_link import DEADLINE, Federation, doc_event, fed, raw_peer
+from tests.relay.federation.test_link import DEADLINE, Federation, doc_event, raw_peer
 
-__all__ = ["fed"]  # the fixture, shared with test_link.py
 
 
 async def refused(url: str, frame: dict[str, object] | str) -> tuple[str, int | None]:

@@ -14,10 +14,9 @@ from collab.errors import RelayError
 from collab.keys import Keypair
 from relay.core.config import Config
 from relay.federation.node import Federation as Node
-from tests.relay.federation.test_link import DEADLINE, Federation, fed, http_events
+from tests.relay.federation.test_link import DEADLINE, Federation, http_events
 from tests.wait import eventually
 
-__all__ = ["fed"]  # the fixture, shared with test_link.py
 
 
 async def test_start_links_every_peer_and_health_reports_them(fed: Federation) -> None:
