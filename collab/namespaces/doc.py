@@ -14,9 +14,10 @@ folding the rest of the log must give exactly the state of folding the whole log
 Pending parts are bounded per document (``collab/namespaces/doc_pending.py``): an update that
 may leave some is refused with ``too_large`` before it is sealed once the document's pending
 updates would pass :class:`PendingBound` (bytes and count; the relay advertises them as
-``max_doc_pending_bytes`` and ``max_doc_pending_updates``), and folding looks again at a
-pending update only when the state vector passes the clock it waits for, so neither checking
-nor folding costs more than O(update) per record however much is pending.
+``max_doc_pending_bytes`` and ``max_doc_pending_updates``), so checking costs O(update) per
+record however much is pending. Folding (``collab/namespaces/doc_waiting.py``) looks again at a
+pending part only when the state vector passes a clock it waits for; parts that wait for one
+another are merged (at most the pending bound's bytes per record).
 """
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ from ..errors import InvalidEvent
 from ..events import Event, Record, unb64
 from .base import Admission, Namespace
 from .doc_pending import Admission as PendingAdmission
-from .doc_pending import DEFAULT_BOUND, Pending, PendingBound
+from .doc_pending import DEFAULT_BOUND, PendingBound
+from .doc_waiting import Pending
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +78,9 @@ class DocState:
             # Only a moved state vector can integrate something pending (that is a function of
             # the state vector alone), and only entries whose awaited clock it passed are looked at.
             sv = self.pending.advanced(self.doc, sv)
-        if self.pending.add(update, sv):  # nothing missing, yet not integrated: yrs needs it again
-            self.doc.apply_update(update)
+        again = self.pending.add(update, sv)
+        if again is not None:  # nothing missing, yet not integrated: yrs needs it again
+            self.doc.apply_update(again)
             now = self.doc.get_state()
             if now != sv:
                 sv = self.pending.advanced(self.doc, now)

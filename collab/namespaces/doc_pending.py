@@ -20,21 +20,22 @@ wait for; without a bound, each of them makes every later update dearer (issue 1
   refused with ``too_large`` once the document's pending updates would exceed the bound
   (:class:`PendingBound`: ``max_doc_pending_bytes``, ``max_doc_pending_updates``,
   ``max_doc_pending_deletes`` at /limits).
-* :class:`Pending` holds, after folding, what an applied update left pending (its diff against
-  the document's state vector), indexed by one clock each entry waits for: an entry is looked at
-  again only when the state vector passes its clock, never on every update.
+* :class:`collab.namespaces.doc_waiting.Pending` holds, after folding, what applied updates left
+  pending, each entry indexed by one clock it waits for.
 """
 from __future__ import annotations
 
-import heapq
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pycrdt import Doc, get_update
+from pycrdt import get_update
 
 from ..errors import TooLarge
 from ..lib0 import Decoder, var_uint
+
+if TYPE_CHECKING:
+    from .doc_waiting import Pending
 
 MAX_SCAN_STRUCTS = 128    # structs read per update before it counts as "cannot tell" (about 5 us each)
 MAX_SCAN_RANGES = 8192    # deleted ranges read per update (about 0.5 us each)
@@ -97,7 +98,7 @@ def scan(update: bytes, limit: int = MAX_SCAN_STRUCTS, range_limit: int = MAX_SC
             return Scan([], {}, 0, -1, "structs")
         g = Group(client, clock, clock)
         for _ in range(n):
-            g.end += _struct(r, client, g)
+            g.end += read_struct(r, client, g)
         groups.append(g)
     ds_at = r.pos
     deletes: dict[int, int] = {}
@@ -116,7 +117,7 @@ def scan(update: bytes, limit: int = MAX_SCAN_STRUCTS, range_limit: int = MAX_SC
     return Scan(groups, deletes, ranges, ds_at)
 
 
-def _struct(r: Decoder, client: int, g: Group) -> int:
+def read_struct(r: Decoder, client: int, g: Group) -> int:
     """Read one struct; record what it needs in ``g``; return its length in clock units."""
     buf = r.buf
     if r.pos >= len(buf):
@@ -220,16 +221,16 @@ def clocks(sv: bytes, clients: Iterable[int]) -> dict[int, int]:
     One Rust diff of a probe (a GC struct from clock 0 for each client) against ``sv`` leaves each
     probe starting at that client's clock: the Python side costs O(len(clients)), not O(sv)."""
     want = set(clients)
-    return _read_probe(_probe(want), want, sv) if want else {}
+    return read_probe(probe(want), want, sv) if want else {}
 
 
-def _probe(clients: Iterable[int]) -> bytes:
+def probe(clients: Iterable[int]) -> bytes:
     want = sorted(clients)
     return (var_uint(len(want)) + b"".join(b"\x01" + var_uint(c) + b"\x00\x00" + var_uint(_PROBE_LEN) for c in want)
             + b"\x00")
 
 
-def _read_probe(probe: bytes, clients: Iterable[int], sv: bytes) -> dict[int, int]:
+def read_probe(probe: bytes, clients: Iterable[int], sv: bytes) -> dict[int, int]:
     rest = Decoder(get_update(probe, sv))
     out = dict.fromkeys(clients, _PROBE_LEN)
     for _ in range(rest.var_uint()):
@@ -319,128 +320,5 @@ class Admission:
         self.ranges += ranges
 
 
-class Pending:
-    """What applied updates left pending, each entry indexed by one clock it waits for."""
-
-    __slots__ = ("_next", "_probe", "_waits", "bytes", "entries", "ranges")
-
-    def __init__(self) -> None:
-        self.entries: dict[int, tuple[bytes, int]] = {}  # entry -> (its diff against the document, its ranges)
-        self.bytes = self.ranges = 0
-        self._waits: dict[int, list[tuple[int, int]]] = {}  # client -> heap of (clock, entry)
-        self._probe: bytes | None = None  # clocks()'s probe for the clients in _waits, built once per set
-        self._next = 0
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def __iter__(self) -> Iterator[bytes]:
-        """The pending parts (what a snapshot or a sync step 2 merges in)."""
-        return (rest for rest, _ in self.entries.values())
-
-    def parts(self) -> list[bytes]:
-        return list(self)
-
-    def add(self, update: bytes, sv: bytes) -> bool:
-        """Keep what ``update`` left pending in a document whose state vector is ``sv`` (now).
-        True if nothing it needs is missing (yrs left it pending all the same: apply it again)."""
-        rest = get_update(update, sv)
-        wait, ranges = _first_wait(rest, sv)
-        if wait is None:
-            return False
-        e = self._next
-        self._next += 1
-        self.entries[e] = rest, ranges
-        self.bytes += len(rest)
-        self.ranges += ranges
-        heap = self._waits.get(wait[0])
-        if heap is None:
-            heap = self._waits[wait[0]] = []
-            self._probe = None
-        heapq.heappush(heap, (wait[1], e))
-        return wait[2]
-
-    def advanced(self, doc: Doc[Any], sv: bytes) -> bytes:
-        """The document's state vector moved to ``sv``: look again at the entries whose clock it
-        passed; return the state vector after that.
-
-        An entry whose dependencies are all there now is applied to the document again: yrs
-        does not always integrate a pending struct once what it waited for arrives
-        (tests/collab/namespaces/test_doc_pending.py finds such orders), and loading a snapshot
-        (which applies everything at once) would integrate it, so folding must too."""
-        while self._waits:
-            if self._probe is None:
-                self._probe = _probe(self._waits)
-            have = _read_probe(self._probe, self._waits, sv)
-            due: list[int] = []
-            for client, clock in have.items():
-                heap = self._waits[client]
-                while heap and heap[0][0] <= clock:
-                    due.append(heapq.heappop(heap)[1])
-                if not heap:
-                    del self._waits[client]
-                    self._probe = None
-            again = []
-            for e in due:
-                rest, ranges = self.entries.pop(e)
-                self.bytes -= len(rest)
-                self.ranges -= ranges
-                if self.add(rest, sv):
-                    again.append(rest)
-            if not again:
-                break
-            for rest in again:
-                doc.apply_update(rest)
-            now = doc.get_state()
-            if now == sv:
-                break
-            sv = now
-        return sv
-
-
-def _first_wait(rest: bytes, sv: bytes) -> tuple[tuple[int, int, bool] | None, int]:
-    """What the diff ``rest`` (of an update against the state vector ``sv``) waits for:
-    ``(client, clock, ready)`` or None if it is integrated (no structs left, every deletion below
-    ``sv``); and the deleted ranges it carries.
-
-    A struct group left in the diff starts at the first clock of its writer the document lacks.
-    After a gap, it waits for the gap to fill; right at its writer's clock, for the first id of
-    another writer it names that the document lacks (one past it). ``ready``: none of those is
-    missing, yet the struct is not integrated (yrs left it pending: apply it again). Without
-    structs, it waits for a deletion beyond ``sv``."""
-    r = Decoder(rest)
-    if r.var_uint():
-        r.var_uint()
-        client, clock = r.var_uint(), r.var_uint()
-        try:
-            s = scan(rest)
-        except ValueError:
-            s = Scan([], {}, 0, -1, "content")
-        if s.cut:  # cannot tell what it needs: one past its own clock will do
-            return (client, clock + 1, False), (s.ranges if s.cut == "ranges" else len(rest) // 2)
-        needs = s.groups[0].needs
-        have = clocks(sv, [client, *(c for c, _ in needs)])
-        if clock > have[client]:
-            return (client, clock, False), s.ranges
-        for c, k in needs:
-            if have[c] <= k:
-                return (c, k + 1, False), s.ranges
-        return (client, clock + 1, True), s.ranges
-    ends: dict[int, int] = {}
-    ranges = 0
-    for _ in range(r.var_uint()):
-        client, end, n = r.var_uint(), 0, r.var_uint()
-        ranges += n
-        for _ in range(n):
-            clock = r.var_uint()
-            end = max(end, clock + r.var_uint())
-        ends[client] = end
-    have = clocks(sv, ends)
-    for client, end in ends.items():
-        if have[client] < end:
-            return (client, end, False), ranges
-    return None, ranges
-
-
-__all__ = ["DEFAULT_BOUND", "MAX_SCAN_RANGES", "MAX_SCAN_STRUCTS", "Admission", "Group", "Pending", "PendingBound",
-           "Scan", "clocks", "integrable", "scan"]
+__all__ = ["DEFAULT_BOUND", "MAX_SCAN_RANGES", "MAX_SCAN_STRUCTS", "Admission", "Group", "PendingBound", "Scan",
+           "clocks", "integrable", "probe", "read_probe", "read_struct", "scan"]
