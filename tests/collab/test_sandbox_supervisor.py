@@ -1,6 +1,7 @@
 """collab/sandbox_supervisor.py: real child processes, real panics, a real kill and a CPU-budget overrun."""
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 
@@ -58,7 +59,7 @@ async def test_a_killed_child_is_restarted_and_nothing_is_lost() -> None:
         proc = sb._children[0].proc
         assert proc is not None
         os.kill(proc.pid, signal.SIGKILL)  # a crash between requests (what a segfault leaves)
-        await proc.wait()
+        await asyncio.to_thread(proc.wait)
         assert [v.ok for v in await sb.check("doc/k", relay.tag, [b], relay.state_update)] == [True]
         assert sb.restarts == 1
 
