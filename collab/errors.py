@@ -24,6 +24,8 @@ ColonyError
 │   ├── HomeUnreachable      the feed's home relay (federation) is out of reach -> ``home_unreachable``
 │   └── Busy                 the relay holds ``max_loaded_feeds`` feeds, none idle -> ``busy``
 ├── RelayError               the relay answered a request with an error frame (client side)
+├── EnginePanic              collab.namespaces.doc: the Yjs engine panicked encoding a document this
+│                            process holds (the relay reloads the feed and quarantines the culprit)
 ├── HeadMoved                relay.storage.base: the feed head moved under an append (CAS lost)
 ├── MirrorConflict           relay.core.mirrorstore: a mirrored record does not extend our head
 ├── Refused                  relay.federation.link: a federation handshake was refused

@@ -251,7 +251,7 @@ async def vet_log(sandbox: Sandbox, feed: str, raw: Iterable[Any],
         except (KeyError, TypeError, ValueError):
             continue  # not a doc update body: the fold reports it as invalid
         seqs.append(seq)
-    verdicts = await sandbox.check(feed, (next(_VET_GEN), 0), updates, lambda: state)
+    verdicts = await sandbox.check(feed, (next(_VET_GEN), 0), updates, lambda: state, full=True)
     return {seq: f"{VERDICTS.get(v.code, 'bad')}: {v.reason}" for seq, v in zip(seqs, verdicts, strict=True)
             if not v.ok}
 

@@ -6,15 +6,24 @@ The Yjs engine (pycrdt / yrs) can segfault, panic (``pyo3_runtime.PanicException
 child process (``collab.sandbox_child``, supervised by ``collab.sandbox_supervisor.Sandbox``) that
 holds a copy of each feed's document and replays exactly what the relay will run in-process on an
 update that passes: the decode check (``merge_updates(u, u)``), ``DocState.apply_update`` (apply,
-``get_state``, the pending/integration diff), and at the end of a request the snapshot merge
-(``DocState.state_update``) and the merge of the passed updates (what the ``/yjs`` room sends).
+``get_state``, the pending/integration diff), and at the end of a request an encode check
+(:func:`encode_check`) and the merge of the passed updates (what the ``/yjs`` room sends).
+
+The encode check encodes what the request changed (the document's diff since the state vector
+before its updates, pending parts merged in: O(update)); a request with ``full`` set encodes the
+whole document (the snapshot merge, ``DocState.state_update``: O(document)). The relay sets
+``full`` on the batch before each snapshot and when it loads a feed; every input of the crash
+corpus is caught by the cheap check. An update that would pass it and still poison the whole
+document's encode makes the relay's next full encode raise ``EnginePanic`` in-process, and the
+relay reloads the feed with full checks, which quarantines it (docs/design.md).
 
 One request, one reply (docs/design.md, "The Yjs sandbox"):
 
 * request: ``feed``, ``tag`` (the document the child must hold: the relay's ``DocState.tag``, a
   process-unique generation and a running digest of the updates folded into it),
   optionally ``state`` (the document as one update, then ``prelude``: updates that passed already,
-  applied unchecked), and ``updates`` to check in order;
+  applied unchecked), ``updates`` to check in order, and the flags ``keep`` (False: a probe, the
+  child forgets the document) and ``full`` (encode the whole document at the end);
 * reply: ``miss`` (the child does not hold ``feed`` at ``tag``: send the state), ``split`` (the
   end-of-request merges failed: which update is to blame is not known; the supervisor checks
   them one at a time, a request of one update gets its verdict) or one verdict per
@@ -37,7 +46,7 @@ from dataclasses import dataclass, field
 from pycrdt import merge_updates
 
 from .lib0 import Decoder, var_bytes, var_string, var_uint
-from .namespaces.doc import DocState, is_panic
+from .namespaces.doc import DocState, EnginePanic, is_panic
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +65,7 @@ class Request:
     state: bytes | None = None
     prelude: list[bytes] = field(default_factory=list)
     keep: bool = True  # False: a probe; the child forgets the document afterwards
+    full: bool = False  # also encode the whole document at the end (the snapshot merge): O(document)
 
     def encode(self) -> bytes:
         parts = [var_string(self.feed), var_uint(self.tag[0]), self.tag[1].to_bytes(8, "big")]
@@ -66,7 +76,7 @@ class Request:
             parts += [var_bytes(u) for u in self.prelude]
         parts.append(var_uint(len(self.updates)))
         parts += [var_bytes(u) for u in self.updates]
-        parts.append(b"\x01" if self.keep else b"\x00")
+        parts.append(bytes([(1 if self.keep else 0) | (2 if self.full else 0)]))
         return b"".join(parts)
 
     @classmethod
@@ -83,9 +93,9 @@ class Request:
             state = r.var_bytes()
             prelude = [r.var_bytes() for _ in range(r.var_uint())]
         updates = [r.var_bytes() for _ in range(r.var_uint())]
-        keep = bool(r.var_uint())
+        flags = r.var_uint()
         r.expect_end("sandbox request")
-        return cls(feed, tag, updates, state, prelude, keep)
+        return cls(feed, tag, updates, state, prelude, bool(flags & 1), bool(flags & 2))
 
 
 @dataclass(slots=True)
@@ -142,6 +152,19 @@ def check_update(state: DocState, update: bytes) -> None:
     state.apply_update(update)
 
 
+def encode_check(state: DocState, since: bytes | None) -> None:
+    """Encode what the relay may encode in-process: the whole document (``since`` None: the
+    snapshot merge, O(document)) or only what changed since the state vector ``since``, with the
+    pending parts (O(update): what a request adds). docs/design.md, "The Yjs sandbox"."""
+    if since is None:
+        state.state_update()
+        return
+    diff = state.doc.get_update(since)
+    parts = state.pending.parts()
+    if parts:
+        merge_updates(diff, *parts)
+
+
 class Checker:
     """The child's side: an LRU of documents (feed -> (tag, DocState)) and the checks."""
 
@@ -164,6 +187,7 @@ class Checker:
             st = held[1]
         if req.keep:
             self.docs.pop(req.feed, None)  # put back only if every check left it sound
+        sv0 = st.doc.get_state()  # what the encode check starts from (cheap mode)
         out = Reply()
         passed: list[bytes] = []
         for u in req.updates:
@@ -183,7 +207,7 @@ class Checker:
             out.verdicts.append(OK)
             passed.append(u)
         try:
-            st.state_update()  # the snapshot merge the relay will run on this state
+            encode_check(st, None if req.full else sv0)
             if len(passed) > 1:
                 merge_updates(*passed)  # what the /yjs room sends its clients for these records
         except BaseException as exc:
@@ -191,8 +215,9 @@ class Checker:
                 raise
             if len(req.updates) != 1:  # which one? the supervisor checks them one at a time
                 return Reply(split=True)
-            out.verdicts[-1] = BAD if isinstance(exc, Exception) else PANIC
-            out.reason = f"{type(exc).__name__}: {exc}" if isinstance(exc, Exception) else f"panic: {exc}"
+            panic = is_panic(exc) or isinstance(exc, EnginePanic)
+            out.verdicts[-1] = PANIC if panic else BAD
+            out.reason = f"panic: {exc.__cause__ or exc}" if panic else f"{type(exc).__name__}: {exc}"
             return out
         if not req.keep:
             return out
@@ -203,4 +228,4 @@ class Checker:
 
 
 __all__ = ["BAD", "CRASH", "MAX_DOCS", "OK", "PANIC", "READY", "TIMEOUT", "VERDICTS", "Checker", "FrameBuffer",
-           "Reply", "Request", "check_update", "frame", "is_panic"]
+           "Reply", "Request", "check_update", "encode_check", "frame", "is_panic"]

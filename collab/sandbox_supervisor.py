@@ -245,24 +245,27 @@ class Sandbox:
         return self._children[zlib.crc32(feed.encode()) % len(self._children)]
 
     async def check(self, feed: str, tag: tuple[int, int], updates: Sequence[bytes],
-                    state: Callable[[], bytes], *, keep: bool = True) -> list[Verdict]:
+                    state: Callable[[], bytes], *, keep: bool = True, full: bool = False) -> list[Verdict]:
         """One verdict per update of ``updates``, checked in order on the document ``state()``
         (whose tag is ``tag``) plus the updates before it that pass. ``keep=False``: a probe
-        (the child keeps nothing of it; ``state`` is sent every time)."""
+        (the child keeps nothing of it; ``state`` is sent every time). ``full``: the child also
+        encodes the whole document at the end (O(document): before a snapshot, on load);
+        otherwise only what the updates changed. ``state()`` may raise (e.g. ``EnginePanic``):
+        it propagates."""
         if not updates:
             return []
         child = self._child(feed)
         async with child.lock:
-            return await self._check(child, feed, tag, list(updates), state, keep)
+            return await self._check(child, feed, tag, list(updates), state, keep, full)
 
     async def _check(self, child: _Child, feed: str, tag: tuple[int, int], updates: list[bytes],
-                     state: Callable[[], bytes], keep: bool = True) -> list[Verdict]:
+                     state: Callable[[], bytes], keep: bool = True, full: bool = False) -> list[Verdict]:
         out: list[Verdict] = []
         passed: list[bytes] = []
         send_state = not keep or child.held.get(feed) != tag
         while len(out) < len(updates):
             rest = updates[len(out):]
-            req = Request(feed, tag, rest, keep=keep)
+            req = Request(feed, tag, rest, keep=keep, full=full)
             if send_state:
                 req.state, req.prelude = state(), list(passed)
             try:
@@ -299,7 +302,7 @@ class Sandbox:
         out: list[Verdict] = []
         fresh = True
         for u in rest:
-            req = Request(feed, _roll(tag, passed), [u], keep=keep)
+            req = Request(feed, _roll(tag, passed), [u], keep=keep, full=True)  # the culprit, exactly
             if fresh or not keep:
                 req.tag, req.state, req.prelude = tag, state(), list(passed)
             try:

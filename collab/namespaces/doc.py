@@ -29,7 +29,7 @@ from typing import Any
 
 from pycrdt import Doc, merge_updates
 
-from ..errors import InvalidEvent
+from ..errors import ColonyError, InvalidEvent
 from ..events import Event, Record, unb64
 from .base import Admission, Namespace
 from .doc_pending import Admission as PendingAdmission
@@ -47,6 +47,12 @@ def is_panic(exc: BaseException) -> bool:
     BaseException that ``except Exception`` does not catch)."""
     t = type(exc)
     return t.__name__ == "PanicException" and t.__module__ == "pyo3_runtime"
+
+
+class EnginePanic(ColonyError):
+    """The Yjs engine panicked on a document this process holds (an encode of a document that
+    an update poisoned past the sandbox's per-request check; docs/design.md, "The Yjs sandbox").
+    The relay reloads the feed, vetting every stored update in full, which quarantines the culprit."""
 
 
 class DocState:
@@ -87,9 +93,20 @@ class DocState:
         self.sv = sv
 
     def state_update(self) -> bytes:
-        full = self.doc.get_update()  # integrated content only
-        parts = self.pending.parts()
-        return merge_updates(full, *parts) if parts else full
+        """The whole document as one update (the snapshot); :class:`EnginePanic` if yrs panics."""
+        return self.diff(None)
+
+    def diff(self, state_vector: bytes | None) -> bytes:
+        """What the document has beyond ``state_vector`` (None: everything), pending parts merged
+        in; ValueError if the state vector does not decode, :class:`EnginePanic` if yrs panics."""
+        try:
+            update = self.doc.get_update() if state_vector is None else self.doc.get_update(state_vector)
+            parts = self.pending.parts()
+            return merge_updates(update, *parts) if parts else update
+        except BaseException as exc:
+            if not is_panic(exc):
+                raise
+            raise EnginePanic("the Yjs engine panicked encoding this document") from exc
 
     def text(self, root: str = TEXT_ROOT) -> str:
         from pycrdt import Text

@@ -15,7 +15,6 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from collab import frames
@@ -25,13 +24,14 @@ from collab.events import Event, Record, now_ms, unb64
 from collab.feedcore import ID_CACHE, FeedCore, RecordListener, record_frame
 from collab.keys import Keypair
 from collab.namespaces import DocNamespace, Namespace
-from collab.namespaces.doc import quarantined_seqs
+from collab.namespaces.doc import EnginePanic, quarantined_seqs
 from collab.sandbox import VERDICTS
 from collab.sandbox_supervisor import Sandbox, Verdict
 
 from relay.core.config import Config
 from relay.core.fanout import Fanout, Subscriber
 from relay.core.limits import FeedQuota, TokenBucket
+from relay.core.jobs import Ingest, Job, Publish, Recover, Subscribe, Sync, fail, ok, wire_seq
 from relay.core.mirrorstore import MirrorJob, store_mirrored
 from relay.core.presence import Participants, PresenceStore
 from relay.core.metrics import Metrics
@@ -43,34 +43,6 @@ MAX_BATCH = 64
 MAX_BATCH_BYTES = 512 << 10  # a batch's events in signed bytes: validating, sealing and folding one
 #                            stays a few ms on the event loop however large the events are
 MAX_APPEND_ATTEMPTS = 16
-
-
-@dataclass(slots=True)
-class _Publish:
-    event: Event
-    session_key: str | None
-    fut: asyncio.Future[tuple[int, bool]]
-    t0: float = 0.0  # perf_counter() at enqueue (the publish -> ack latency metric)
-
-
-@dataclass(slots=True)
-class _Subscribe:
-    sub: Subscriber
-    since: int
-    fut: asyncio.Future[None]
-
-
-@dataclass(slots=True)
-class _Ingest:
-    payload: str
-
-
-@dataclass(slots=True)
-class _Sync:
-    pass
-
-
-_Job = _Publish | _Subscribe | _Ingest | _Sync | MirrorJob
 
 
 class FeedRuntime:
@@ -95,7 +67,7 @@ class FeedRuntime:
         self.fanout = Fanout(self.core, storage, config, metrics, relay_key, presence)
         self.snapshot_seq = 0
         self.last_active = time.monotonic()
-        self._jobs: deque[_Job] = deque()
+        self._jobs: deque[Job] = deque()
         self._task: asyncio.Task[None] | None = None
 
     # -- the core's state, read by endpoints and the coordinator ---------------------------
@@ -188,9 +160,10 @@ class FeedRuntime:
             await self.save_snapshot()
 
     # -- the Yjs sandbox -------------------------------------------------------------------
-    async def _vet(self, recs: Sequence[Record]) -> dict[int, Verdict]:
+    async def _vet(self, recs: Sequence[Record], full: bool = True) -> dict[int, Verdict]:
         """Check the doc updates of ``recs`` (in order, on the current state) in the sandbox;
-        the index in ``recs`` -> verdict of each one refused."""
+        the index in ``recs`` -> verdict of each one refused. ``full``: the child also encodes
+        the whole document (before a snapshot; on load), else only what the updates change."""
         if self.sandbox is None:
             return {}
         idx = [i for i, r in enumerate(recs) if r.event.kind == "doc.update"]
@@ -198,7 +171,7 @@ class FeedRuntime:
             return {}
         state = self.core.state
         updates = [unb64(recs[i].event.body["update"]) for i in idx]
-        verdicts = await self.sandbox.check(self.feed, state.tag, updates, state.state_update)
+        verdicts = await self.sandbox.check(self.feed, state.tag, updates, state.state_update, full=full)
         self.metrics.sandbox_restarts.set(self.sandbox.restarts)
         return {i: v for i, v in zip(idx, verdicts, strict=True) if not v.ok}
 
@@ -241,19 +214,19 @@ class FeedRuntime:
 
     def publish(self, event: Event, session_key: str | None) -> asyncio.Future[tuple[int, bool]]:
         fut: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
-        self._jobs.append(_Publish(event, session_key, fut, time.perf_counter()))
+        self._jobs.append(Publish(event, session_key, fut, time.perf_counter()))
         self._kick()
         return fut
 
     def subscribe(self, sub: Subscriber, since: int) -> asyncio.Future[None]:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._jobs.append(_Subscribe(sub, since, fut))
+        self._jobs.append(Subscribe(sub, since, fut))
         self._kick()
         return fut
 
     def ingest(self, payload: str) -> None:
         """Records another process appended (from the bus); applied in order by the worker."""
-        self._jobs.append(_Ingest(payload))
+        self._jobs.append(Ingest(payload))
         self._kick()
 
     def mirror(self, rec: Record, line: str) -> asyncio.Future[None]:
@@ -267,30 +240,41 @@ class FeedRuntime:
 
     def request_sync(self) -> None:
         """Catch up from storage (after a bus reconnect, or when a sweep saw a newer head)."""
-        if not any(isinstance(j, _Sync) for j in self._jobs):
-            self._jobs.append(_Sync())
+        if not any(isinstance(j, Sync) for j in self._jobs):
+            self._jobs.append(Sync())
+            self._kick()
+
+    def poisoned(self) -> None:
+        """An encode of this feed's document panicked outside the worker (a ``/yjs`` sync):
+        the worker recovers (:meth:`recover`) before its next job."""
+        if not any(isinstance(j, Recover) for j in self._jobs):
+            self._jobs.appendleft(Recover())
             self._kick()
 
     async def _work(self) -> None:
         jobs = self._jobs
         while jobs:
             job = jobs[0]
-            if isinstance(job, _Subscribe):
+            if isinstance(job, Subscribe):
                 jobs.popleft()
                 try:
                     self.fanout.start(job.sub, job.since)
                 except ColonyError as exc:
-                    _fail(job.fut, exc)
+                    fail(job.fut, exc)
                 except Exception as exc:
                     log.exception("subscribe to %s failed", self.feed)
-                    _fail(job.fut, exc)
+                    fail(job.fut, exc)
                 else:
-                    _ok(job.fut, None)
+                    ok(job.fut, None)
                 continue
-            if isinstance(job, (_Ingest, _Sync)):
+            if isinstance(job, Recover):
+                jobs.popleft()
+                await self.recover()
+                continue
+            if isinstance(job, (Ingest, Sync)):
                 jobs.popleft()
                 try:
-                    if isinstance(job, _Ingest):
+                    if isinstance(job, Ingest):
                         await self._ingest(job.payload)
                     else:
                         await self._sync()
@@ -306,14 +290,14 @@ class FeedRuntime:
                 except Exception as exc:
                     log.warning("storing mirrored records of %s failed: %r", self.feed, exc, exc_info=True)
                     for m in mirrored:
-                        _fail(m.fut, exc)
+                        fail(m.fut, exc)
                     if isinstance(exc, Unavailable):
                         await self._reload_quietly()
                 continue
-            batch: list[_Publish] = []
+            batch: list[Publish] = []
             size = 0
-            while jobs and isinstance(jobs[0], _Publish) and len(batch) < MAX_BATCH and size < MAX_BATCH_BYTES:
-                p: _Publish = jobs.popleft()  # type: ignore[assignment]  # jobs[0] was checked: a _Publish
+            while jobs and isinstance(jobs[0], Publish) and len(batch) < MAX_BATCH and size < MAX_BATCH_BYTES:
+                p: Publish = jobs.popleft()  # type: ignore[assignment]  # jobs[0] was checked: a Publish
                 batch.append(p)
                 size += p.event.size
             try:
@@ -323,11 +307,11 @@ class FeedRuntime:
                     log.exception("sequencing %s failed", self.feed)
                     exc = Unavailable("could not store the event; retry")
                 for p in batch:
-                    _fail(p.fut, exc)
+                    fail(p.fut, exc)
 
     async def _ingest(self, payload: str) -> None:
         last = payload[payload.rfind("\n") + 1:]
-        if 0 < _wire_seq(last) <= self.core.seq:
+        if 0 < wire_seq(last) <= self.core.seq:
             return  # our own batch coming back, or one we caught up with already: skip the parsing
         for line in payload.split("\n"):
             rec = Record.from_wire(json.loads(line), verify_sigs=False)  # our own storage wrote it
@@ -371,7 +355,7 @@ class FeedRuntime:
         if self.core.seq - self.snapshot_seq >= self.config.snapshot_every:
             await self.save_snapshot()
 
-    def _within_rate(self, batch: list[_Publish]) -> list[_Publish]:
+    def _within_rate(self, batch: list[Publish]) -> list[Publish]:
         """The publishes the feed's rate lets through (``events_per_sec_feed``; the relay's own
         events always pass); the others are refused ``rate_limited``."""
         me, passed = self.relay_key.public_hex, []
@@ -379,10 +363,10 @@ class FeedRuntime:
             if p.event.author == me or self.rate.take():
                 passed.append(p)
             else:
-                _fail(p.fut, RateLimited(f"too many events to {self.feed} (events_per_sec_feed); slow down"))
+                fail(p.fut, RateLimited(f"too many events to {self.feed} (events_per_sec_feed); slow down"))
         return passed
 
-    async def _sequence(self, batch: list[_Publish]) -> None:
+    async def _sequence(self, batch: list[Publish]) -> None:
         core = self.core
         batch = self._within_rate(batch)
         for _attempt in range(MAX_APPEND_ATTEMPTS):
@@ -395,24 +379,32 @@ class FeedRuntime:
                                self.config.limits.max_event_bytes, stored, self.max_bytes)
             for i, answer in sealed.answers:
                 if isinstance(answer, tuple):
-                    _ok(batch[i].fut, answer)
+                    ok(batch[i].fut, answer)
                 else:
-                    _fail(batch[i].fut, answer)
+                    fail(batch[i].fut, answer)
             accepted = sealed.records
             if not accepted:
                 return
-            bad = await self._vet([r for _, r, _ in accepted])
+            # the whole document is encoded in the sandbox before the snapshot this batch brings
+            full = core.seq + len(accepted) - self.snapshot_seq >= self.config.snapshot_every
+            try:
+                bad = await self._vet([r for _, r, _ in accepted], full)
+            except EnginePanic:  # our own document is poisoned: find the stored culprit, then retry
+                await self.recover()
+                for i, _, _ in accepted:
+                    fail(batch[i].fut, Unavailable("the document was checked again; retry"))
+                return
             if bad:  # refused by the engine: answer them, seal the rest again (seqs close up)
                 for j, verdict in bad.items():
                     i, rec, _ = accepted[j]
-                    _fail(batch[i].fut, self._refused(rec.event, verdict))
+                    fail(batch[i].fut, self._refused(rec.event, verdict))
                 batch = [batch[i] for j, (i, _, _) in enumerate(accepted) if j not in bad]
                 continue
             if core.seq == 0 and self.quota is not None:  # the first record creates the feed
                 refused = self.quota.refusal(accepted[0][1].event.author)
                 if refused is not None:  # the rest of the batch needs the feed: refused with it
                     for i, _, _ in accepted:
-                        _fail(batch[i].fut, refused)
+                        fail(batch[i].fut, refused)
                     return
             try:
                 await self.storage.append(self.feed, core.seq, [(r, j) for _, r, j in accepted])
@@ -423,7 +415,7 @@ class FeedRuntime:
             except Unavailable as exc:
                 log.warning("append to %s failed: %s", self.feed, exc)
                 for i, _, _ in accepted:
-                    _fail(batch[i].fut, exc)
+                    fail(batch[i].fut, exc)
                 await self._reload_quietly()
                 return
             self.commit([(r, j) for _, r, j in accepted])
@@ -432,11 +424,19 @@ class FeedRuntime:
             for i, rec, _ in accepted:
                 p = batch[i]
                 metrics.publish_latency.observe(t1 - p.t0)
-                _ok(p.fut, (rec.seq, False))
+                ok(p.fut, (rec.seq, False))
             await self.maybe_snapshot()
             return
         for p in batch:
-            _fail(p.fut, Unavailable("the feed is too contended right now; retry"))
+            fail(p.fut, Unavailable("the feed is too contended right now; retry"))
+
+    async def recover(self) -> None:
+        """The Yjs engine panicked encoding this feed's document in-process: an update that
+        passed the sandbox's per-request check poisoned it. Reload the feed: loading vets every
+        stored update since the snapshot in full, which quarantines the culprit."""
+        log.error("the Yjs engine panicked encoding %s; reloading it (the culprit is quarantined)", self.feed)
+        self.metrics.yjs_refused.inc("engine_panic")
+        await self._reload_quietly()
 
     async def _reload_quietly(self) -> None:
         try:
@@ -464,7 +464,11 @@ class FeedRuntime:
     # -- snapshots -------------------------------------------------------------------------
     async def save_snapshot(self) -> None:
         core = self.core
-        data = self.ns.dump(core.state)
+        try:
+            data = self.ns.dump(core.state)
+        except EnginePanic:
+            await self.recover()
+            return
         if data is None or core.seq == 0 or core.seq == self.snapshot_seq:
             return
         extra = {"quarantined": core.state.quarantined} if getattr(core.state, "quarantined", None) else {}
@@ -476,23 +480,3 @@ class FeedRuntime:
     @property
     def idle(self) -> bool:
         return not self.fanout.subs and not self._jobs and (self._task is None or self._task.done())
-
-
-def _wire_seq(line: str) -> int:
-    """The seq of a stored record line (``{"seq":N,...}``, as this relay writes them) without
-    parsing the rest; -1 if it does not look like one (the caller then parses it in full)."""
-    if not line.startswith('{"seq":'):
-        return -1
-    end = line.find(",", 7)
-    digits = line[7:end]
-    return int(digits) if end > 7 and digits.isascii() and digits.isdigit() else -1
-
-
-def _ok(fut: asyncio.Future[Any], value: Any) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)

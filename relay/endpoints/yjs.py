@@ -30,6 +30,7 @@ from starlette.websockets import WebSocket
 from collab.capability import Capability
 from collab.errors import Busy, ColonyError, InvalidEvent, Unauthorized
 from collab.events import Event, b64, check_feed, now_ms
+from collab.namespaces.doc import EnginePanic
 from collab.sandbox import VERDICTS
 
 from relay.core.worker import FeedRuntime
@@ -147,6 +148,10 @@ class YjsConnection:
             if isinstance(action, SyncRequest):
                 try:
                     self.send(sync_step2(room.diff(action.state_vector)))
+                except EnginePanic:  # the document we hold, not this peer: reloaded, then reconnect
+                    room.rt.poisoned()
+                    self.out.close(CLOSE_INTERNAL, "the relay could not encode the document; reconnect")
+                    return
                 except YProtocolError as exc:
                     self.note(str(exc), logging.WARNING)
                     self.out.close(CLOSE_MALFORMED, f"malformed y-protocol message: {exc}")

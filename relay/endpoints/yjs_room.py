@@ -18,6 +18,7 @@ from pycrdt import get_update, merge_updates
 
 from collab.access import CONTROL_KINDS
 from collab.events import HEX64_RE, unb64
+from collab.namespaces.doc import EnginePanic
 from relay.core.worker import FeedRuntime
 from relay.core.wsframe import SharedText, binary_frame
 from relay.endpoints.yjs_awareness import AGENT, AwarenessRoom
@@ -141,13 +142,12 @@ class Room:
     # -- document ----------------------------------------------------------------------------
     def diff(self, state_vector: bytes) -> bytes:
         """What the document has beyond ``state_vector`` (sync step 2)."""
-        state = self.rt.state
-        try:
-            update = state.doc.get_update(state_vector)
+        try:  # pending parts (updates not integrated yet, out of causal order) merged in
+            return self.rt.state.diff(state_vector)
+        except EnginePanic:  # our document, not the peer's bytes (yjs.py closes with 1011, the worker recovers)
+            raise
         except Exception as exc:
             raise YProtocolError("the state vector does not decode") from exc
-        pending = getattr(state, "pending", None)  # updates not integrated yet (out of causal order)
-        return merge_updates(update, *pending) if pending else update
 
     def novel(self, update: bytes) -> bytes | None:
         """The part of a client's update the document lacks (None: nothing), e.g. the sync

@@ -102,7 +102,7 @@ async def _vet(sandbox: Sandbox, core: FeedCore, recs: list[Record]) -> set[int]
             updates.append(unb64(r.event.body["update"]))
         except (KeyError, TypeError, ValueError):
             updates.append(b"")  # not a doc update body: the engine refuses it
-    verdicts = await sandbox.check(core.feed, state.tag, updates, state.state_update)
+    verdicts = await sandbox.check(core.feed, state.tag, updates, state.state_update, full=True)
     return {r.seq for r, v in zip(docs, verdicts, strict=True) if not v.ok}
 
 

@@ -16,7 +16,8 @@ BLOBS = st.lists(st.binary(max_size=40), max_size=5)
 @given(st.text(max_size=20), TAGS, BLOBS, st.one_of(st.none(), st.binary(max_size=40)), BLOBS)
 def test_request_round_trip(feed: str, tag: tuple[int, int], updates: list[bytes], state: bytes | None,
                             prelude: list[bytes]) -> None:
-    req = Request(feed, tag, updates, state, prelude if state is not None else [], keep=len(updates) % 2 == 0)
+    req = Request(feed, tag, updates, state, prelude if state is not None else [], keep=len(updates) % 2 == 0,
+                  full=len(feed) % 2 == 1)
     assert Request.decode(req.encode()) == req
 
 
@@ -75,6 +76,19 @@ def test_checker_reports_panics_as_verdicts() -> None:
         rep = chk.handle(Request("doc/p", chk.docs["doc/p"][0], [c.update]))
         assert rep.verdicts == [PANIC], c.name
         assert rep.reason.startswith("panic:")
+
+
+def test_a_check_encodes_what_the_request_changed_and_a_full_one_the_whole_document() -> None:
+    """Every panicking input of the corpus is caught by encoding what its request changed (the
+    test above); the whole document is encoded only on request (before a snapshot, on load), so a
+    check costs O(update). The difference, shown on a document poisoned before the request (its
+    prelude is applied unchecked): only the full check encodes the poisoned part."""
+    [poison] = [c for c in crashers(("panic",)) if "docget" in c.name and not c.prefix][:1]
+    [edit] = edits("fine")
+    cheap = Checker().handle(Request("doc/p", (1, 0), [edit], state=b"", prelude=[poison.update]))
+    assert cheap.verdicts == [OK]
+    full = Checker().handle(Request("doc/p", (1, 0), [edit], state=b"", prelude=[poison.update], full=True))
+    assert full.verdicts == [PANIC] and full.reason.startswith("panic:")
 
 
 def test_checker_splits_a_request_whose_end_merges_fail() -> None:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from collab.events import Event
-from collab.keys import Keypair
+import pytest
 
+from collab.events import Event, b64
+from collab.keys import Keypair
+from collab.namespaces.doc import EnginePanic
+
+from tests.collab.yjs_inputs import crashers, edits
 from tests.relay.core.hubkit import Sink, hub_on_sqlite, hubs_on_sqlite
 
 ALICE = Keypair.from_seed(b"A" * 32)
@@ -52,3 +56,31 @@ async def test_two_hubs_on_one_store_take_each_others_records(tmp_path: Path) ->
         await sink.until(lambda s: s.seqs() == [1, 2])
         assert await one.publish(msg(3), ALICE.public_hex) == (3, False)
         assert await one.publish(msg(2), ALICE.public_hex) == (2, True)
+
+
+def doc_update(update: bytes, feed: str = "doc/p") -> Event:
+    return Event.create(ALICE, feed, "doc.update", {"update": b64(update)})
+
+
+async def test_a_document_that_panics_in_process_is_reloaded_and_keeps_taking_edits(tmp_path: Path) -> None:
+    """An update that got past the sandbox's per-request check (an encode of what it changed) but
+    poisons the encode of the whole document: this process's copy panics on the next full encode
+    (a /yjs sync, the snapshot). The worker reloads the feed from storage (vetting the stored
+    updates in full: the culprit, if stored, is quarantined) instead of failing, and goes on."""
+    poison = next(c for c in crashers() if "docget" in c.name and not c.prefix)
+    one, two, three, four = edits("one ", "two ", "three ", "four ")
+    async with hub_on_sqlite(tmp_path, snapshot_every=3) as hub:
+        assert await hub.publish(doc_update(one), ALICE.public_hex) == (1, False)
+        rt = await hub.runtime("doc/p")
+        rt.state.doc.apply_update(poison.update)  # only this process's copy: storage never had it
+        with pytest.raises(EnginePanic):
+            rt.state.state_update()
+        rt.poisoned()  # what a /yjs sync that panicked does: the worker reloads before its next job
+        assert await hub.publish(doc_update(two), ALICE.public_hex) == (2, False)
+        assert rt.state.text() == "one two " and rt.state.state_update()
+
+        rt.state.doc.apply_update(poison.update)  # again; this time the snapshot (seq 3) finds it
+        assert await hub.publish(doc_update(three), ALICE.public_hex) == (3, False)  # acked, then the snapshot
+        assert await hub.publish(doc_update(four), ALICE.public_hex) == (4, False)  # after the reload
+        assert rt.state.text() == "one two three four " and rt.state.state_update()
+        assert hub.metrics.yjs_refused.get("engine_panic") == 2
