@@ -161,8 +161,7 @@ def _first_wait(rest: bytes, sv: bytes) -> tuple[tuple[int, int, bool] | None, i
             s, groups = Scan([], {}, 0, -1, "content"), None
         if groups is None:  # cannot tell what it needs: one past its own clock will do
             return (client, clock + 1, False), (s.ranges if s.cut == "ranges" else len(rest) // 2), []
-        holds = [(g.client, g.start, g.end) for gs in groups for g in gs if not g.gap]
-        return _blocker(groups, sv) or (client, clock + 1, True), s.ranges, holds
+        return _blocker(groups, sv) or (client, clock + 1, True), s.ranges, _holds(groups)
     ends: dict[int, int] = {}
     ranges = 0
     for _ in range(r.var_uint()):
@@ -193,6 +192,21 @@ def _struct_groups(update: bytes) -> list[list[Group]]:
             g.end = clock = clock + read_struct(r, client, g)
             structs.append(g)
         out.append(structs)
+    return out
+
+
+def _holds(groups: list[list[Group]]) -> list[tuple[int, int, int]]:
+    """The clock ranges the structs of ``groups`` hold, ``(client, start, end)``, adjacent ones
+    joined (a Skip is held by nobody): about one range per writer."""
+    out: list[tuple[int, int, int]] = []
+    for gs in groups:
+        for g in gs:
+            if g.gap:
+                continue
+            if out and out[-1][0] == g.client and out[-1][2] == g.start:
+                out[-1] = (g.client, out[-1][1], g.end)
+            else:
+                out.append((g.client, g.start, g.end))
     return out
 
 

@@ -18,7 +18,7 @@ from pycrdt import get_update, merge_updates
 
 from collab.access import CONTROL_KINDS
 from collab.events import HEX64_RE, unb64
-from collab.namespaces.doc import EnginePanic
+from collab.namespaces.doc import EnginePanic, is_panic
 from relay.core.worker import FeedRuntime
 from relay.core.wsframe import SharedText, binary_frame
 from relay.endpoints.yjs_awareness import AGENT, AwarenessRoom
@@ -162,7 +162,9 @@ class Room:
             if not deletes:
                 return None
             have = delete_set(ydoc.get_update(sv))  # the document's deletions, without encoding its content
-        except Exception:  # cannot tell: treat it as new (recording an old edit again is harmless)
+        except BaseException as exc:  # cannot tell: treat it as new (recording an old edit again is harmless)
+            if not isinstance(exc, Exception) and not is_panic(exc):
+                raise
             log.debug("could not diff an update of %s against the document", self.feed, exc_info=True)
             return update
         return None if deletes_covered(deletes, have) else rest
