@@ -11,7 +11,8 @@ The author of seq 1 is the feed's *owner*. The control kinds (usable in every na
 
 Capabilities (``collab.capability``): a ``doc.update`` whose body carries ``cap`` (a
 capability object issued by the feed's owner with the ``write`` right, not expired at the
-event's ``ts``) is written *on behalf of* that capability. The cap is checked whatever the
+relay's receipt time, the ``rtime`` the record carries; never the author's ``ts``) is written
+*on behalf of* that capability. The cap is checked whatever the
 policy (a bogus claim never reaches the log); under ``members`` it stands in for the author
 being a granted writer. The relay's Yjs endpoint publishes its writable clients' edits this way.
 """
@@ -47,9 +48,10 @@ class Access:
             return True
         return key is not None and (key == self.owner or key in self.readers)
 
-    def check_write(self, event: Event, session_key: str | None, seq: int) -> None:
-        """Raise Unauthorized unless this connection may append ``event`` at ``seq``."""
-        cap = self.check_capability(event) if claims_capability(event) else None
+    def check_write(self, event: Event, session_key: str | None, seq: int, now: int) -> None:
+        """Raise Unauthorized unless this connection may append ``event`` at ``seq`` with relay
+        time ``now`` (the record's ``rtime``; a replayer passes the stored one)."""
+        cap = self.check_capability(event, now) if claims_capability(event) else None
         if self.policy == "open" and seq > 1:
             return
         if session_key is None:
@@ -65,11 +67,12 @@ class Access:
                 and event.author != self.owner and event.author not in self.writers and cap is None):
             raise Unauthorized("key is not a writer of this members-only feed")
 
-    def check_capability(self, event: Event) -> Capability:
+    def check_capability(self, event: Event, now: int) -> Capability:
         """Validate the ``cap`` an event carries: the owner's write grant for this feed, not
-        expired at the event's ``ts``. Raise InvalidEvent / BadSignature / Unauthorized."""
+        expired at relay time ``now`` (the record's ``rtime``, never the author's ``ts``).
+        Raise InvalidEvent / BadSignature / Unauthorized."""
         cap = Capability.from_wire_cached(event.body["cap"])
-        cap.check(event.feed, self.owner, "write", event.ts)
+        cap.check(event.feed, self.owner, "write", now)
         return cap
 
     def to_json(self) -> dict[str, Any]:

@@ -47,7 +47,7 @@ def admit(ns: Namespace[Any], state: Any, access: Access, event: Event, session_
     if max_event_bytes is not None and event.size > max_event_bytes:
         raise TooLarge(f"event is {event.size} bytes; the limit is {max_event_bytes}")
     if check_access:
-        access.check_write(event, session_key, seq)
+        access.check_write(event, session_key, seq, adm.now)
     if event.kind in CONTROL_KINDS:
         if fixed_access:
             raise InvalidEvent(f"{ns.name} feeds have fixed access; control kinds are refused")

@@ -12,6 +12,7 @@ from collab.access import (
     claims_capability,
     validate_control,
 )
+from collab.capability import Capability
 from collab.errors import AuthRequired, InvalidEvent, Unauthorized
 from collab.events import Event
 from collab.keys import Keypair
@@ -46,21 +47,21 @@ def test_the_first_author_owns_the_feed_and_the_policy_is_set_only_first() -> No
 
 def test_signed_feeds_take_events_by_their_authenticated_author() -> None:
     access = fold([ev(OWNER, "note")])
-    access.check_write(ev(OTHER, "note"), OTHER.public_hex, 2)
+    access.check_write(ev(OTHER, "note"), OTHER.public_hex, 2, 0)
     with pytest.raises(Unauthorized):
-        access.check_write(ev(OTHER, "note"), OWNER.public_hex, 2)  # not the author of the connection
+        access.check_write(ev(OTHER, "note"), OWNER.public_hex, 2, 0)  # not the author of the connection
     with pytest.raises(AuthRequired):
-        access.check_write(ev(OTHER, "note"), None, 2)
+        access.check_write(ev(OTHER, "note"), None, 2, 0)
     assert access.can_read(None) and access.can_read(THIRD.public_hex)
 
 
 def test_open_feeds_take_anyone_after_an_anonymous_policy() -> None:
     policy = ev(OWNER, "feed.policy", {"policy": "open"})
-    Access().check_write(policy, None, 1)  # anonymous: only an open policy as seq 1
+    Access().check_write(policy, None, 1, 0)  # anonymous: only an open policy as seq 1
     access = fold([policy])
-    access.check_write(ev(THIRD, "note"), None, 2)
+    access.check_write(ev(THIRD, "note"), None, 2, 0)
     with pytest.raises(AuthRequired):
-        Access().check_write(ev(OWNER, "feed.policy", {"policy": "members"}), None, 1)
+        Access().check_write(ev(OWNER, "feed.policy", {"policy": "members"}), None, 1, 0)
 
 
 def test_members_feeds_follow_grants_and_revocations() -> None:
@@ -68,21 +69,21 @@ def test_members_feeds_follow_grants_and_revocations() -> None:
     access = fold(events)
     assert access.can_read(OWNER.public_hex) and not access.can_read(OTHER.public_hex) and not access.can_read(None)
     with pytest.raises(Unauthorized):
-        access.check_write(ev(OTHER, "note"), OTHER.public_hex, 2)
+        access.check_write(ev(OTHER, "note"), OTHER.public_hex, 2, 0)
     events.append(ev(OWNER, "acl.grant", {"key": OTHER.public_hex, "read": True, "write": True}))
     access = fold(events)
-    access.check_write(ev(OTHER, "note"), OTHER.public_hex, 3)
+    access.check_write(ev(OTHER, "note"), OTHER.public_hex, 3, 0)
     assert access.can_read(OTHER.public_hex)
     events.append(ev(OWNER, "acl.grant", {"key": THIRD.public_hex}))  # read by default, no write
     access = fold(events)
     assert access.can_read(THIRD.public_hex)
     with pytest.raises(Unauthorized):
-        access.check_write(ev(THIRD, "note"), THIRD.public_hex, 4)
+        access.check_write(ev(THIRD, "note"), THIRD.public_hex, 4, 0)
     events.append(ev(OWNER, "acl.revoke", {"key": OTHER.public_hex}))
     access = fold(events)
     assert not access.can_read(OTHER.public_hex)
     with pytest.raises(Unauthorized):
-        access.check_write(ev(OTHER, "note"), OTHER.public_hex, 5)
+        access.check_write(ev(OTHER, "note"), OTHER.public_hex, 5, 0)
 
 
 def test_only_the_owner_grants_and_bodies_are_checked() -> None:
@@ -130,3 +131,17 @@ def test_any_grant_and_revoke_sequence_folds_like_set_updates(ops: list[tuple[st
     assert (access.readers, access.writers) == (readers, writers)
     for key in KEYS:
         assert access.can_read(key) == (key in readers)
+
+
+def test_a_capability_is_judged_on_the_relay_time_never_on_ts() -> None:
+    """Issue 13: expiry is judged on ``now`` (the record's rtime), whatever ``ts`` claims."""
+    feed = "doc/d"
+    access = apply_access(Access(), Event.create(OWNER, feed, "feed.policy", {"policy": "members"}), 1)
+    cap = Capability.issue(OWNER, feed, write=True, ttl_ms=1_000, now=10_000)  # exp 11_000
+
+    def write(ts: int) -> Event:
+        return Event.create(OTHER, feed, "doc.update", {"update": "AA==", "cap": cap.to_wire()}, ts=ts)
+
+    with pytest.raises(Unauthorized, match="expired"):
+        access.check_write(write(10_500), OTHER.public_hex, 2, 11_000)  # back-dated ts, relay past exp
+    access.check_write(write(99_000), OTHER.public_hex, 2, 10_999)  # a future ts does not expire it

@@ -26,7 +26,7 @@ def upd(text: str) -> str:
 def chain(relay: Keypair, events: list[Event]) -> list[dict[str, Any]]:
     out, prev = [], GENESIS
     for i, ev in enumerate(events, 1):
-        rec = Record.seal(relay, ev, i, prev, rtime=1_700_000_000_000 + i)
+        rec = Record.seal(relay, ev, i, prev, rtime=ev.ts + 1)  # expiry is judged on rtime (issue 13)
         out.append(rec.to_wire())
         prev = rec.hash
     return out

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from collab.access import Access
+from collab.capability import Capability
 from collab.errors import ChainError, Conflict, InvalidEvent, TooLarge, Unauthorized
 from collab.events import GENESIS, Event, Record
 from collab.feedcore import FeedCore, admit, fold_records, record_frame
@@ -18,7 +19,7 @@ from collab.feedcore_chain import link
 from collab.keys import Keypair
 from collab.namespaces import GenericNamespace
 from collab.namespaces.base import Admission, Namespace
-from collab.replay import receipt_ok
+from collab.replay import receipt_ok, replay
 
 RELAY = Keypair.from_seed(b"R" * 32)
 ALICE = Keypair.from_seed(b"A" * 32)
@@ -280,3 +281,22 @@ def test_max_feed_bytes_answers_the_same_whatever_the_batching(sizes: list[int],
     assert again.bytes == core.bytes
     again.restore(core.seq, core.head, b"123", json.dumps({"access": core.access.to_json()}))
     assert again.bytes == 3  # an older snapshot: its state's size stands in
+
+
+def test_seal_judges_a_capability_at_its_receipt_time() -> None:
+    """An event made (``ts``) while its capability held but sealed after ``exp`` is refused: the
+    /yjs endpoint's edits race their capability's expiry this way; replay agrees."""
+    feed = "doc/c"
+    core = FeedCore(feed, GenericNamespace())
+    first = core.seal([(Event.create(ALICE, feed, "feed.policy", {"policy": "signed"}), ALICE.public_hex)],
+                      RELAY, NOW, LIMIT).records[0][1]
+    core.commit([(first, "")])
+    cap = Capability.issue(ALICE, feed, write=True, ttl_ms=1_000, now=NOW - 1_000)  # exp = NOW
+    ev = Event.create(BOB, feed, "doc.update", {"update": "AA==", "cap": cap.to_wire()}, ctx=1, ts=NOW - 1)
+    (_, err), = core.seal([(ev, BOB.public_hex)], RELAY, NOW, LIMIT).answers
+    assert isinstance(err, Unauthorized) and "expired" in str(err)
+    (_, rec, _), = core.seal([(ev, BOB.public_hex)], RELAY, NOW - 1, LIMIT).records
+    assert rec.rtime == NOW - 1
+    late = Record.seal(RELAY, ev, 2, core.head, rtime=NOW)  # a record that a ts-judging relay would have made
+    anomalies = replay([first.to_wire(), late.to_wire()], feed=feed).anomalies
+    assert [(a.seq, a.kind) for a in anomalies] == [(2, "unauthorized")]

@@ -30,8 +30,9 @@ class AuctionPlugin(Plugin):
         rt = await ctx.hub.runtime(event.feed)
         if event.id in rt.ids:
             return rt.ids[event.id], True
-        rt.access.check_write(event, session_key, rt.seq + 1)
-        rt.ns.validate(rt.state, event, Admission(now_ms(), ctx.relay))  # refuse early, lock nothing
+        adm = Admission(now_ms(), ctx.relay)  # the relay's clock, never the author's ts
+        rt.access.check_write(event, session_key, rt.seq + 1, adm.now)
+        rt.ns.validate(rt.state, event, adm)  # refuse early, lock nothing
         lock = auction.lock_for(rt.state, event)
         if lock is None:
             return await rt.publish(event, session_key)  # nothing to lock (a zero stake or reward)
