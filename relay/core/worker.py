@@ -292,7 +292,7 @@ class FeedRuntime:
                     for m in mirrored:
                         fail(m.fut, exc)
                     if isinstance(exc, Unavailable):
-                        await self._reload_quietly()
+                        await self._catch_up_quietly("a failed mirror store")
                 continue
             batch: list[Publish] = []
             size = 0
@@ -416,7 +416,7 @@ class FeedRuntime:
                 log.warning("append to %s failed: %s", self.feed, exc)
                 for i, _, _ in accepted:
                     fail(batch[i].fut, exc)
-                await self._reload_quietly()
+                await self._catch_up_quietly("a failed append")
                 return
             self.commit([(r, j) for _, r, j in accepted])
             metrics, t1 = self.metrics, time.perf_counter()
@@ -436,20 +436,36 @@ class FeedRuntime:
         stored update since the snapshot in full, which quarantines the culprit."""
         log.error("the Yjs engine panicked encoding %s; reloading it (the culprit is quarantined)", self.feed)
         self.metrics.yjs_refused.inc("engine_panic")
-        await self._reload_quietly()
-
-    async def _reload_quietly(self) -> None:
         try:
             await self._reload()
-        except Exception as exc:  # storage still down: the next batch will find out again
-            log.warning("reloading %s after a failed append failed: %r", self.feed, exc, exc_info=True)
+        except Exception as exc:  # storage down: the next batch or snapshot finds out again
+            log.warning("reloading %s failed: %r", self.feed, exc, exc_info=True)
+
+    async def _catch_up_quietly(self, after: str) -> None:
+        """After ``after`` (a failed append or mirror store): what storage holds past our head
+        (an append that timed out may have been stored all the same) is folded and sent like any
+        record from another process (``_sync``), so no subscriber skips a seq; with storage still
+        down, the next batch finds out again."""
+        try:
+            await self._sync()
+        except Exception as exc:
+            log.warning("catching %s up after %s failed: %r", self.feed, after, exc, exc_info=True)
 
     async def _reload(self) -> None:
+        """Rebuild the core from storage. Records the load folded past our old head (appended
+        meanwhile) go to the listeners and subscribers as committed ones do: nobody skips a seq."""
+        old = self.core.seq
         fresh = FeedRuntime(self.feed, self.ns, self.storage, self.config, self.metrics, self.relay_key,
                             self._presence, quota=self.quota, sandbox=self.sandbox, alarm=self._alarm)
         await fresh.load()
         self.core.adopt(fresh.core)  # in place: the fanout holds this core
         self.fanout.set_base(fresh.fanout.base_seq, fresh.fanout.base_frame)
+        while old < self.core.seq and (rows := await self.storage.read(self.feed, old, self.core.seq - old)):
+            for row in rows:
+                for listener in self.listeners:
+                    listener(Record.from_wire(json.loads(row.data), verify_sigs=False), row.data)
+            self.fanout.send_batch([record_frame(self.feed, row.data) for row in rows])
+            old = rows[-1].seq
 
     # -- subscribers -----------------------------------------------------------------------
     def unsubscribe(self, sub: Subscriber) -> bool:
