@@ -31,7 +31,8 @@ name ends in ``_b64``; ``*_text`` fields are the same bytes decoded as UTF-8):
 * ``records.json``        a three-record hash chain with receipt bytes, hashes and relay
                           signatures, and the doc snapshot at its head.
 * ``hello.json``          a challenge, the hello signing bytes and the hello frame.
-* ``frames.json``         client frames the relay must refuse, with the error code, plus batches.
+* ``frames.json``         client frames the relay must refuse, with the error code, plus batches and
+                          ``first_reply`` (the exact first reply to frames with several faults).
 * ``ed25519.json``        signatures a strict Ed25519 verifier refuses (``gen_ed25519.py``).
 * ``doc_updates.json``    empty and non-empty Yjs updates, as doc.update events (``gen_doc_updates.py``).
 """
