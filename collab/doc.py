@@ -20,7 +20,7 @@ from pycrdt import Text, TransactionEvent
 from .client import Client, Subscription
 from .errors import AuthRequired, ColonyError, InvalidEvent
 from .events import Record, Snapshot, b64, check_feed, namespace_of, unb64
-from .namespaces.doc import TEXT_ROOT, is_panic
+from .namespaces.doc import TEXT_ROOT, is_empty_update, is_panic
 from .protocol import Ack
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class Doc:
         if event.transaction.origin() == self._remote_hash:  # type: ignore[attr-defined]
             return
         update = event.update
-        if not update or update == EMPTY_UPDATE:
+        if not update or is_empty_update(update):
             return
         ev = self.client.create_event(self.feed, "doc.update", {"update": b64(update)})
         fut = self.client.submit(ev)

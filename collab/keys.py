@@ -79,8 +79,39 @@ class Keypair:
         return kp
 
 
+# Strict Ed25519 (docs/protocol.md 5.3). libsodium's crypto_sign_verify_detached already refuses
+# all of this (tests/vectors/ed25519.json); the checks are repeated here in a few integer
+# comparisons so that the rule does not depend on how the installed libsodium was built.
+_P = 2**255 - 19
+_L = 2**252 + 27742317777372353535851937790883648493  # the order of the base point
+# The y coordinates of the 8 points of small order (the sign bit of x does not matter): the
+# identity (1), order 2 (p - 1), order 4 (0), order 8 (two values); p and p + 1 are
+# non-canonical encodings of 0 and 1.
+_SMALL_ORDER_Y = frozenset((0, 1, _P - 1, _P, _P + 1,
+                            0x05FC536D880238B13933C6D305ACDFD5F098EFF289F4C345B027B2C28F95E826,
+                            0x7A03AC9277FDC74EC6CC392CFA53202A0F67100D760B3CBA4FD84D3D706A17C7))
+_Y_MASK = (1 << 255) - 1
+
+
+def strict_encodings(public: bytes, signature: bytes) -> bool:
+    """The encoding rules of strict verification: ``S`` < L, the public key canonical (y < p) and
+    neither the key nor ``R`` a point of small order. (That ``R`` is canonical follows from the
+    verification equation, which compares ``R``'s bytes with a canonical encoding.)"""
+    if len(public) != 32 or len(signature) != 64:
+        return False
+    if int.from_bytes(signature[32:], "little") >= _L:
+        return False
+    y_key = int.from_bytes(public, "little") & _Y_MASK
+    y_r = int.from_bytes(signature[:32], "little") & _Y_MASK
+    return y_key < _P and y_key not in _SMALL_ORDER_Y and y_r not in _SMALL_ORDER_Y
+
+
 def verify(public: bytes, message: bytes, signature: bytes) -> bool:
-    """True when ``signature`` is ``public``'s Ed25519 signature of ``message``."""
+    """True when ``signature`` is ``public``'s Ed25519 signature of ``message`` under the strict
+    rules of docs/protocol.md 5.3 (cofactorless equation, canonical ``S``, no small-order key or
+    ``R``, canonical key)."""
+    if not strict_encodings(public, signature):
+        return False
     try:
         VerifyKey(public).verify(message, signature)
         return True

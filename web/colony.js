@@ -183,9 +183,28 @@
     return k;
   }
 
-  /** Plain Ed25519 (RFC 8032) verification; false for anything that does not verify. */
+  // Strict Ed25519 (docs/protocol.md 5.3): WebCrypto checks the cofactorless equation bytewise;
+  // S < L, a canonical key and no small-order key or R are checked here (not every engine does).
+  const ED_P = (1n << 255n) - 19n;
+  const ED_L = (1n << 252n) + 27742317777372353535851937790883648493n;
+  const SMALL_ORDER_Y = new Set([0n, 1n, ED_P - 1n, ED_P, ED_P + 1n,
+    0x05fc536d880238b13933c6d305acdfd5f098eff289f4c345b027b2c28f95e826n,
+    0x7a03ac9277fdc74ec6cc392cfa53202a0f67100d760b3cba4fd84d3d706a17c7n]);
+  function leInt(hex) {  // little-endian hex -> BigInt
+    let be = "";
+    for (let i = hex.length - 2; i >= 0; i -= 2) be += hex.slice(i, i + 2);
+    return BigInt("0x" + be);
+  }
+  function strictEncodings(pubHex, sigHex) {
+    const mask = (1n << 255n) - 1n;
+    const yKey = leInt(pubHex) & mask, yR = leInt(sigHex.slice(0, 64)) & mask;
+    return leInt(sigHex.slice(64)) < ED_L && yKey < ED_P && !SMALL_ORDER_Y.has(yKey) && !SMALL_ORDER_Y.has(yR);
+  }
+
+  /** Strict Ed25519 (RFC 8032, with the rules of docs/protocol.md 5.3) verification; false for
+   *  anything that does not verify. */
   async function verifySig(pubHex, sigHex, bytes) {
-    if (!HEX64.test(pubHex) || !HEX128.test(sigHex)) return false;
+    if (!HEX64.test(pubHex) || !HEX128.test(sigHex) || !strictEncodings(pubHex, sigHex)) return false;
     try {
       return await subtle.verify({ name: "Ed25519" }, await importKey(pubHex), hexToBytes(sigHex), bytes);
     } catch (e) {

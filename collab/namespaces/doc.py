@@ -31,6 +31,7 @@ from pycrdt import Doc, merge_updates
 
 from ..errors import ColonyError, InvalidEvent
 from ..events import Event, Record, unb64
+from ..lib0 import Decoder
 from .base import Admission, Namespace
 from .doc_pending import Admission as PendingAdmission
 from .doc_pending import DEFAULT_BOUND, PendingBound
@@ -130,7 +131,33 @@ def decode_update(body: Any) -> bytes:
     update = unb64(body["update"])
     if not update:
         raise InvalidEvent("empty Yjs update")
+    if is_empty_update(update):
+        raise InvalidEvent("empty Yjs update (no structs, no deletions)")
     return update
+
+
+def is_empty_update(update: bytes) -> bool:
+    """Whether the Yjs v1 ``update`` holds no struct and deletes nothing (docs/protocol.md 16.1):
+    each of its struct groups declares 0 structs and each range of its delete set has length 0
+    (``00 00``, the empty update, is the shortest). Bytes after the delete set are not looked at
+    (the Yjs decoder ignores them). An update that does not decode that far is not empty: the
+    engine check refuses it. Pure Python, O(len(update)): every loop step reads at least a byte."""
+    r = Decoder(update)
+    try:
+        for _ in range(r.var_uint()):  # struct groups: structs, client, clock
+            if r.var_uint():
+                return False
+            r.var_uint()
+            r.var_uint()
+        for _ in range(r.var_uint()):  # delete set: client, ranges of (clock, length)
+            r.var_uint()
+            for _ in range(r.var_uint()):
+                r.var_uint()
+                if r.var_uint():
+                    return False
+    except ValueError:
+        return False
+    return True
 
 
 def check_decodes(update: bytes) -> None:

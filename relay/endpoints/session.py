@@ -35,7 +35,8 @@ def publish_answer(fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any
     """The frame answering a finished publish (``ok`` with its seq, or ``error``), and the
     refusal code when it was refused. Agents' sessions and peer links answer alike."""
     if fut.cancelled():
-        return frames.error("unavailable", "the relay is shutting down", rid=rid, id=event.id), "unavailable"
+        return frames.error("unavailable", "the relay is shutting down", rid=rid, feed=event.feed,
+                            id=event.id), "unavailable"
     exc = fut.exception()
     if exc is None:
         seq, dup = fut.result()
@@ -46,7 +47,8 @@ def publish_answer(fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any
     if isinstance(exc, ColonyError):
         return frames.error(exc.code, str(exc), rid=rid, feed=event.feed, id=event.id), exc.code
     log.error("publish failed unexpectedly", exc_info=exc)
-    return frames.error("internal", "the relay failed to store this event", rid=rid, id=event.id), "internal"
+    return frames.error("internal", "the relay failed to store this event", rid=rid, feed=event.feed,
+                        id=event.id), "internal"
 
 
 class Session(OutboxSubscriber):
@@ -92,9 +94,9 @@ class Session(OutboxSubscriber):
                 extra: dict[str, Any] = {}
                 if frame is not None and frame.get("t") == "pub":  # refused before reaching the hub
                     self.hub.metrics.rejected.inc(exc.code)
-                if frame is not None:
+                if frame is not None:  # which members an error carries: docs/protocol.md 13.3
                     extra["rid"] = frame.get("rid")
-                    if isinstance(frame.get("feed"), str):
+                    if frame["t"] in ("sub", "unsub") and isinstance(frame.get("feed"), str):
                         extra["feed"] = frame["feed"]
                     ev = frame.get("event")
                     if isinstance(ev, dict) and isinstance(ev.get("id"), str) and len(ev["id"]) <= 64:
@@ -135,7 +137,9 @@ class Session(OutboxSubscriber):
 
     async def _subscribe(self, frame: dict[str, Any]) -> None:
         feed = check_feed(frame.get("feed"))
-        since = frame.get("since", 0)
+        since = frame.get("since")
+        if since is None:  # null is the same as absent (docs/protocol.md 9.1)
+            since = 0
         if not isinstance(since, int) or isinstance(since, bool) or since < 0:
             raise MalformedFrame("since must be a non-negative integer")
         if feed in self.subs:
@@ -166,10 +170,15 @@ class Session(OutboxSubscriber):
             raise RateLimited("too many events from this address; slow down")
         raw = frame.get("event")
         event = Event.from_wire(raw)
-        if event.size > self.limits.max_event_bytes:
-            raise TooLarge(f"event is {event.size} bytes; the limit is {self.limits.max_event_bytes}")
-        if not self.key_limiter.allow(event.author):
-            raise RateLimited("too many events from this key; slow down")
+        try:  # from here on, an error names the event's feed (docs/protocol.md 13.3)
+            if event.size > self.limits.max_event_bytes:
+                raise TooLarge(f"event is {event.size} bytes; the limit is {self.limits.max_event_bytes}")
+            if not self.key_limiter.allow(event.author):
+                raise RateLimited("too many events from this key; slow down")
+        except ColonyError as exc:
+            self.hub.metrics.rejected.inc(exc.code)
+            self.send(frames.error(exc.code, str(exc), rid=rid, feed=event.feed, id=event.id))
+            return
         # the hub routes it (forwarded to its home, gated, or sequenced here), in submission order
         fut = self.hub.submit(event, self.key)
         fut.add_done_callback(lambda f: self._acked(f, event, rid))

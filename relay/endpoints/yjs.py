@@ -39,7 +39,7 @@ from relay.endpoints.outbox import CLOSE_NORMAL, Outbox
 from relay.endpoints.yjs_protocol import (
     CLOSE_BAD_TOKEN, CLOSE_FORBIDDEN, CLOSE_GOING_AWAY, CLOSE_INTERNAL, CLOSE_MALFORMED, CLOSE_TOO_BIG, CLOSE_TRY_LATER,
     CLOSE_UNSUPPORTED, AwarenessChange, AwarenessQuery, Close, Denied, Dropped, SyncRequest, Write, YjsPeer,
-    YProtocolError, awareness_message, permission_denied, sync_step1, sync_step2, update_budget,
+    YProtocolError, awareness_message, is_empty_update, permission_denied, sync_step1, sync_step2, update_budget,
 )
 from relay.endpoints.yjs_room import Room, clean_name
 
@@ -219,6 +219,8 @@ class YjsConnection:
             raise RuntimeError("an edit needs a write capability and a room")
         if initial:
             self._initial(update, True)
+            return
+        if is_empty_update(update):  # e.g. what a sync step 2 adds: ignored, never recorded (16.1)
             return
         if now_ms() >= cap.exp:
             self._cap_expired()

@@ -30,6 +30,7 @@ from typing import Any
 from collab import lib0
 from collab.errors import ProtocolError
 from collab.lib0 import Decoder, var_bytes, var_string, var_uint
+from collab.namespaces import doc as doc_ns
 
 from relay.core.limits import YjsLimits
 
@@ -160,11 +161,9 @@ def read_state_vector(sv: bytes) -> dict[int, int]:
 
 
 def is_empty_update(update: bytes) -> bool:
-    """No struct groups and no deletions (what an empty Y.Doc sends as its sync step 2)."""
-    try:
-        return struct_groups(update) == 0 and not delete_set(update)
-    except YProtocolError:
-        return False
+    """No structs and no deletions (what an empty Y.Doc sends as its sync step 2): the one rule
+    of docs/protocol.md 16.1, which ``doc.update`` events refuse and /yjs ignores."""
+    return doc_ns.is_empty_update(update)
 
 
 def struct_groups(update: bytes) -> int:

@@ -655,7 +655,8 @@ async def test_presence_is_shared_and_a_crashed_process_s_clients_expire(
         for k in (ka1, ka2):
             c = await stack.enter_async_context(Client(a.url, k, relay_key=relay_hex, reconnect=False))
             if not agents:
-                await c.publish(feed, "doc.update", {"update": "AAA="})  # the feed exists (GET /feeds/{feed})
+                # the feed exists (GET /feeds/{feed}); a real edit: an empty update is invalid
+                await c.publish(feed, "doc.update", {"update": "AQEBAAQBBHRleHQFaGVsbG8A"})
             await (await c.subscribe(feed, on_record=lambda r: None)).wait_synced(10)
             agents.append(c)
         await eventually(lambda: agents[0].subscription(feed).participants == {ka1.public_hex, ka2.public_hex},

@@ -31,7 +31,10 @@ name ends in ``_b64``; ``*_text`` fields are the same bytes decoded as UTF-8):
 * ``records.json``        a three-record hash chain with receipt bytes, hashes and relay
                           signatures, and the doc snapshot at its head.
 * ``hello.json``          a challenge, the hello signing bytes and the hello frame.
-* ``frames.json``         client frames the relay must refuse, with the error code, plus batches.
+* ``frames.json``         client frames the relay must refuse, with the error code, plus batches and
+                          ``first_reply`` (the exact first reply to frames with several faults).
+* ``ed25519.json``        signatures a strict Ed25519 verifier refuses (``gen_ed25519.py``).
+* ``doc_updates.json``    empty and non-empty Yjs updates, as doc.update events (``gen_doc_updates.py``).
 """
 from __future__ import annotations
 
@@ -44,6 +47,9 @@ from typing import Any
 
 from nacl.signing import SigningKey
 from pycrdt import Doc, Text
+
+from gen_doc_updates import gen_doc_updates  # next to this script (run as a script, its folder is on sys.path)
+from gen_ed25519 import gen_ed25519
 
 # ---------------------------------------------------------------------------------------------
 # Constants from docs/protocol.md
@@ -607,6 +613,10 @@ def gen_frames() -> dict[str, Any]:
         ("sub_since_negative", '{"t":"sub","feed":"doc/a","since":-1}', "malformed"),
         ("sub_since_string", '{"t":"sub","feed":"doc/a","since":"1"}', "malformed"),
         ("sub_since_bool", '{"t":"sub","feed":"doc/a","since":true}', "malformed"),
+        ("sub_since_float_integral", '{"t":"sub","feed":"doc/a","since":1.0}', "malformed"),
+        ("sub_since_exponent_integral", '{"t":"sub","feed":"doc/a","since":1E0}', "malformed"),
+        ("rid_float_integral", '{"t":"ping","rid":1.0}', "malformed"),
+        ("negative_zero_float", '{"t":"ping","x":-0.0}', "malformed"),
         ("sub_feed_missing", '{"t":"sub","since":0}', "invalid"),
         ("sub_bad_feed", '{"t":"sub","feed":"doc","since":0}', "invalid"),
         ("sub_feed_events", '{"t":"sub","feed":"doc/a/events","since":0}', "invalid"),
@@ -621,9 +631,14 @@ def gen_frames() -> dict[str, Any]:
         "description": "Client frames sent alone as one WebSocket text message on a fresh, unauthenticated "
                        "connection. error: the code of the error frame the relay answers (the connection "
                        "stays open); '' means the frame is accepted (for ping: a pong). batches: one message "
-                       "with several frames; replies lists the reply frame types in order.",
+                       "with several frames; replies lists the reply frame types in order. first_reply: each "
+                       "text sent alone on a fresh, unauthenticated connection; reply is exactly the first "
+                       "frame the relay answers with after the challenge, without the member message "
+                       "(error precedence, null members, and when errors carry rid, feed and id: "
+                       "docs/protocol.md 13.3).",
         "generated_by": GENERATED_BY,
         "invalid": [{"name": n, "text": t, "error": e} for n, t, e in invalid],
+        "first_reply": gen_first_replies(),
         "batches": [
             {"name": "two_pings", "text": '{"t":"ping","rid":1}\n{"t":"ping","rid":"b"}',
              "replies": [{"t": "pong", "rid": 1}, {"t": "pong", "rid": "b"}]},
@@ -633,6 +648,64 @@ def gen_frames() -> dict[str, Any]:
              "replies": [{"t": "pong", "rid": 1}, {"t": "error", "code": "malformed"}, {"t": "pong", "rid": 3}]},
         ],
     }
+
+
+def gen_first_replies() -> list[dict[str, Any]]:
+    ev, _ = make_event(ALICE, "chat/lobby", "chat.msg", {"text": "hi"}, ts=TS0, ctx=0)
+    bad_sig = dict(ev, sig=("00" if ev["sig"][:2] != "00" else "11") + ev["sig"][2:])
+    bad_feed = dict(ev, feed="Chat/lobby")  # invalid before the signature is looked at
+    big = "x" * 300
+
+    def pub(event: Any, rid: Any = 1, **extra: Any) -> str:
+        return json.dumps(dict({"t": "pub", "rid": rid, "event": event}, **extra), separators=(",", ":"))
+
+    def err(code: str, **members: Any) -> dict[str, Any]:
+        return dict({"t": "error", "code": code}, **members)
+
+    cases = [
+        ("since_null_is_absent", "since: null is the same as since absent (0)",
+         '{"t":"sub","feed":"doc/a","since":null,"rid":1}',
+         {"t": "synced", "feed": "doc/a", "seq": 0, "head": GENESIS}),
+        ("since_absent", "since absent is 0", '{"t":"sub","feed":"doc/a"}',
+         {"t": "synced", "feed": "doc/a", "seq": 0, "head": GENESIS}),
+        ("since_negative_zero", "-0 is the integer 0", '{"t":"sub","feed":"doc/a","since":-0}',
+         {"t": "synced", "feed": "doc/a", "seq": 0, "head": GENESIS}),
+        ("rid_null_is_absent", "rid: null is the same as rid absent", '{"t":"ping","rid":null}', {"t": "pong"}),
+        ("bad_rid_wins", ("a bad rid makes the frame malformed before anything else is looked at; the error "
+                          "has no rid and no feed"), '{"t":"sub","feed":"Doc/a","since":-1,"rid":true}',
+         err("malformed")),
+        ("float_wins", "a float anywhere makes the frame malformed (parsing); no rid, no feed",
+         '{"t":"sub","feed":"doc/a","since":0,"rid":1,"x":0.5}', err("malformed")),
+        ("unknown_type_has_no_rid", "an unknown t: malformed without rid", '{"t":"nope","rid":1}', err("malformed")),
+        ("sub_feed_before_since", "sub: feed is checked before since; the error echoes the string feed",
+         '{"t":"sub","feed":"Doc/a","since":-1,"rid":1}', err("invalid", rid=1, feed="Doc/a")),
+        ("sub_since_with_rid_and_feed", "sub: a bad since with a good feed",
+         '{"t":"sub","feed":"doc/a","since":"0","rid":"s"}', err("malformed", rid="s", feed="doc/a")),
+        ("sub_feed_not_string", "sub: a feed that is not a string is not echoed",
+         '{"t":"sub","feed":7,"rid":2}', err("invalid", rid=2)),
+        ("unsub_bad_feed", "unsub: a bad feed, echoed", '{"t":"unsub","feed":"doc/","rid":3}',
+         err("invalid", rid=3, feed="doc/")),
+        ("hello_form_before_signature", "hello: key and sig are checked for form first",
+         '{"t":"hello","key":"xyz","sig":"00","rid":"h"}', err("malformed", rid="h")),
+        ("ping_feed_not_echoed", "only sub and unsub echo a top-level feed",
+         '{"t":"ping","feed":"doc/a","rid":4,"x":"' + big + '"}', {"t": "pong", "rid": 4}),
+        ("pub_event_missing", "pub without event: invalid, no feed, no id", '{"t":"pub","rid":5}',
+         err("invalid", rid=5)),
+        ("pub_event_null", "pub with event: null (a required member): as missing", '{"t":"pub","event":null,"rid":5}',
+         err("invalid", rid=5)),
+        ("pub_invalid_before_signature", ("pub: a bad feed id is found (invalid) before the bad signature; "
+                                          "the error carries the event's id but not its feed (the event did "
+                                          "not validate)"), pub(dict(bad_feed, sig=bad_sig["sig"])),
+         err("invalid", rid=1, id=ev["id"])),
+        ("pub_bad_signature", "pub: bad signature; id but no feed", pub(bad_sig, rid="p"),
+         err("bad_signature", rid="p", id=ev["id"])),
+        ("pub_top_level_feed_ignored", "pub: a top-level feed member is not echoed", pub(bad_sig, rid=6, feed="doc/x"),
+         err("bad_signature", rid=6, id=ev["id"])),
+        ("pub_access_after_validation", ("pub: a valid event to a signed feed from an anonymous connection: "
+                                         "auth_required, with the event's feed and id"), pub(ev, rid=7),
+         err("auth_required", rid=7, feed="chat/lobby", id=ev["id"])),
+    ]
+    return [{"name": n, "note": note, "text": t, "reply": r} for n, note, t, r in cases]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -646,6 +719,8 @@ GENERATORS = {
     "records.json": gen_records,
     "hello.json": gen_hello,
     "frames.json": gen_frames,
+    "ed25519.json": lambda: gen_ed25519(event_signing_bytes, ALICE_SEED, TS0),
+    "doc_updates.json": lambda: gen_doc_updates(make_event, ALICE, TS0, b64(doc_updates()[0][0])),
 }
 
 

@@ -121,7 +121,7 @@ async def settle(agents: list[Agent], relay: Running) -> str:
 
 def vectors() -> dict[str, Any]:
     return {n: json.loads((VECTORS / f"{n}.json").read_text()) for n in
-            ("canonical", "ids", "keys", "events", "invalid_events", "records")}
+            ("canonical", "ids", "keys", "events", "invalid_events", "records", "ed25519")}
 
 
 async def test_viewer_live_doc_participants_timeline_and_time_travel(relay: Running, browser: Any,

@@ -70,6 +70,11 @@ async function colonyVectorChecks(C, V) {
   const relinked = clone(rec2);
   relinked.prev = V.records.genesis;
   check("tampered-chain/prev", !C.linksTo(relinked, V.records.chain[0].hash));
+  // strict Ed25519: every "refuse" signature is refused, the "accept" one verifies
+  for (const c of (V.ed25519 ? V.ed25519.cases : [])) {
+    const ok = await C.verifySig(c.public, c.signature, C.hexToBytes(c.message_hex));
+    check("ed25519/" + c.name, ok === (c.expected === "accept"));
+  }
   return { passed, failures };
 }
 
@@ -81,7 +86,7 @@ if (typeof module !== "undefined" && module.exports && require.main === module) 
   const C = require(path.join(root, "web", "colony.js"));
   const load = (n) => JSON.parse(fs.readFileSync(path.join(root, "tests", "vectors", n + ".json"), "utf8"));
   const V = {};
-  for (const n of ["canonical", "ids", "keys", "events", "invalid_events", "records"]) V[n] = load(n);
+  for (const n of ["canonical", "ids", "keys", "events", "invalid_events", "records", "ed25519"]) V[n] = load(n);
   colonyVectorChecks(C, V).then((r) => {
     console.log(JSON.stringify(r));
     process.exit(r.failures.length ? 1 : 0);

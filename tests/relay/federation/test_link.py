@@ -123,7 +123,8 @@ async def raw_peer(url: str, key: Keypair) -> tuple[Raw, str]:
 
 
 def doc_event(key: Keypair, feed: str, n: int) -> Event:
-    return Event.create(key, feed, "doc.update", {"update": "AAA="}, ts=1_700_000_000_000 + n)  # ts: distinct ids
+    # a real edit (an empty update is invalid, docs/protocol.md 16.1); ts: distinct ids
+    return Event.create(key, feed, "doc.update", {"update": "AQEBAAQBBHRleHQFaGVsbG8A"}, ts=1_700_000_000_000 + n)
 
 
 async def http_events(site: Site, feed: str) -> list[dict[str, Any]]:
