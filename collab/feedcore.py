@@ -13,7 +13,8 @@ the HTTP time-travel view, feed views, the coordinator, auctions and trust fold 
   next records (``docs/design.md``, "Sequencing"): an immutable-state namespace is folded
   tentatively event by event so later events of the batch see earlier ones; a mutable one
   (docs) validates each event alone and is folded only by :meth:`commit`, after the append.
-* :meth:`FeedCore.commit` folds the durable records of a batch and returns the frames to fan out.
+* :meth:`FeedCore.commit` folds the durable records of a batch and returns the frames to fan out,
+  cut where the access changes (``docs/protocol.md`` section 12, "Access changes bind at once").
 """
 from __future__ import annotations
 
@@ -31,12 +32,18 @@ from .keys import Keypair
 from .namespaces.base import Admission, Namespace
 
 ID_CACHE = 50_000  # recent event ids kept for dedup; older ones are looked up in storage
-ACL_KINDS = frozenset(("acl.revoke", "acl.grant"))  # a grant may set read: false
 RecordListener = Callable[[Record, str], None]
 
 def record_frame(feed: str, record_json: str) -> str:
     """The ``rec`` frame carrying a stored record line, built without re-encoding it."""
     return '{"t":"rec","feed":' + json.dumps(feed) + ',"rec":' + record_json + "}"
+
+
+def narrows(before: Access, after: Access) -> bool:
+    """Whether ``after`` may refuse a reader ``before`` let read (a switch to ``members``, a
+    revoke, a grant with ``read: false``): the fan-out must then cut (:class:`Committed`)."""
+    return after.policy == "members" and (before.policy != "members" or before.owner != after.owner
+                                          or not before.readers <= after.readers)
 
 
 def admit(ns: Namespace[Any], state: Any, access: Access, event: Event, session_key: str | None, seq: int,
@@ -73,11 +80,18 @@ class Sealed:
 
 @dataclass(slots=True)
 class Committed:
-    """What :meth:`FeedCore.commit` folded: the ``rec`` frames to fan out, in order, and
-    whether an ACL changed (subscribers that may no longer read must then be dropped)."""
+    """What :meth:`FeedCore.commit` folded: the ``rec`` frames to fan out, in order, and the
+    access changes among them. ``cuts`` holds ``(i, access)`` for each record ``frames[i]`` that
+    narrowed who may read the feed (:func:`narrows`: ``feed.policy members``, ``acl.*``): from
+    ``frames[i]`` on (that record included), only subscribers that may read under ``access``
+    are sent anything; the others are dropped before it (``relay.core.fanout.Fanout.send_committed``)."""
 
     frames: list[str]
-    acl_changed: bool
+    cuts: list[tuple[int, Access]] = field(default_factory=list)
+
+    @property
+    def acl_changed(self) -> bool:
+        return bool(self.cuts)
 
 
 class FeedCore:
@@ -165,19 +179,23 @@ class FeedCore:
     def commit(self, recs: Iterable[tuple[Record, str]],
                listeners: Sequence[RecordListener] = ()) -> Committed:
         """Fold durable records (each extends the head) and return the frames to fan out.
-        Each listener is called with every record (and its line) right after it is folded."""
-        acl = False
+        Each listener is called with every record (and its line) right after it is folded.
+        A record that changes the access is a cut (:class:`Committed`): it and every later
+        record are for readers under the access it made."""
+        cuts: list[tuple[int, Access]] = []
         parts: list[str] = []
         feed = json.dumps(self.feed)
         for rec, rjson in recs:
+            before = self.access
             self.fold(rec)
-            acl |= rec.event.kind in ACL_KINDS
+            if self.access is not before and narrows(before, self.access):
+                cuts.append((len(parts), self.access))
             parts.append('{"t":"rec","feed":' + feed + ',"rec":' + rjson + "}")
             for listener in listeners:
                 listener(rec, rjson)
         if len(self.ids) > self.id_cache:
             self.trim_ids()
-        return Committed(parts, acl)
+        return Committed(parts, cuts)
 
     # -- sequencing ------------------------------------------------------------------------
     def unknown_ids(self, events: Iterable[Event]) -> list[str]:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Protocol
 
 from collab import frames
+from collab.access import Access
 from collab.errors import InvalidEvent, Unauthorized
 from collab.events import Snapshot
 from collab.feedcore import FeedCore, record_frame
@@ -93,6 +95,18 @@ class Fanout:
                 for frame in parts:
                     sub.deliver(frame)
 
+    def send_committed(self, parts: list[str], cuts: Sequence[tuple[int, Access]] = ()) -> None:
+        """Send a commit's frames, cut where the access changed (``collab.feedcore.Committed``):
+        the frames before a cut go to every subscriber, then those that may not read under the
+        cut's access are dropped, then the rest goes out (the access-changing record included),
+        so no record sequenced at or after a revoke reaches the reader it revoked."""
+        done = 0
+        for i, access in cuts:
+            self.send_batch(parts[done:i])
+            self.drop_unreadable(access)
+            done = i
+        self.send_batch(parts[done:] if done else parts)
+
     def broadcast(self, frame: str) -> None:
         for sub, st in self.subs.items():
             if st.live:
@@ -100,8 +114,9 @@ class Fanout:
             else:
                 st.buffer.append(frame)
 
-    def drop_unreadable(self) -> None:
-        access = self.core.access
+    def drop_unreadable(self, access: Access | None = None) -> None:
+        """End the subscriptions that may not read under ``access`` (default: the feed's own)."""
+        access = access or self.core.access
         for sub in [s for s in self.subs if not access.can_read(s.key) and not s.reads_any]:
             self.unsubscribe(sub)
             sub.deliver(frames.encode({"t": "unsubbed", "feed": self.feed, "reason": "unauthorized"}))

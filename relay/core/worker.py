@@ -339,9 +339,7 @@ class FeedRuntime:
     def commit(self, recs: list[tuple[Record, str]]) -> None:
         """Fold durable records into the core and send them to local subscribers."""
         done = self.core.commit(recs, self.listeners)
-        self.fanout.send_batch(done.frames)
-        if done.acl_changed:
-            self.fanout.drop_unreadable()
+        self.fanout.send_committed(done.frames, done.cuts)
 
     async def take_moved(self, moved: HeadMoved) -> None:
         """Another process appended first: take its records (the refusal carries the first of

@@ -10,8 +10,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from collab.errors import InvalidEvent
-from collab.events import GENESIS, check_feed
+from collab import httpauth
+from collab.access import Access
+from collab.errors import ColonyError, InvalidEvent
+from collab.events import GENESIS, check_feed, now_ms
 
 from relay.endpoints.http_state import feed_state
 from relay.endpoints.metrics import expose
@@ -43,6 +45,33 @@ def _int_param(request: Request, name: str, default: int, lo: int, hi: int) -> i
     return v
 
 
+def reader(request: Request) -> str | None:
+    """The key a signed request is made by (``collab.httpauth``, docs/protocol.md section 15.1),
+    or None for an anonymous one; raise InvalidEvent (400) / BadSignature / Unauthorized (401)."""
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    relay = _relay(request)
+    return httpauth.check(header, relay.hub.relay_key.public_hex, request.method, request.url.path, now_ms())
+
+
+def auth_refused(exc: ColonyError) -> JSONResponse:
+    """The answer to a bad ``Authorization`` header: 400 malformed, 401 otherwise."""
+    return _error(400 if isinstance(exc, InvalidEvent) else 401, exc.code, str(exc))
+
+
+def not_readable(feed: str) -> JSONResponse:
+    return _error(403, "unauthorized", f"{feed} is private: only its readers may read it, with a signed request")
+
+
+def fixed_unreadable(relay: Relay, feed: str, key: str | None) -> bool:
+    """Whether ``key`` may not read ``feed`` by its namespace's fixed access (``dm/``: only the
+    two keys it names), known from the id alone: such a feed is refused before storage is
+    asked, so its existence is not shown either."""
+    fixed: Access | None = relay.registry.for_feed(feed).initial_access(feed)
+    return fixed is not None and not fixed.can_read(key)
+
+
 async def health(request: Request) -> Response:
     """Anyone may ask: components by fixed name, counters; no paths, URLs or error text."""
     ok, report = await _relay(request).check_health()
@@ -68,17 +97,27 @@ async def relay_info(request: Request) -> Response:
 
 
 async def list_feeds(request: Request) -> Response:
+    """Feeds with records. A feed of fixed access the caller may not read (``dm/``) is left
+    out; a loaded ``members`` feed it may not read shows ``subscribers``/``participants`` null."""
     relay = _relay(request)
     try:
         limit = _int_param(request, "limit", 1000, 1, 10000)
     except InvalidEvent as exc:
         return _error(400, "invalid", str(exc))
+    try:
+        key = reader(request)
+    except ColonyError as exc:
+        return auth_refused(exc)
     heads = await relay.storage.feeds(request.query_params.get("prefix", ""), limit)
     out = []
     for h in heads:
+        if fixed_unreadable(relay, h.feed, key):
+            continue
         rt = relay.hub.feeds.get(h.feed)
+        hidden = rt is not None and not rt.access.can_read(key)
         out.append({"feed": h.feed, "seq": h.seq, "head": h.hash, "rtime": h.rtime,
-                    "subscribers": len(rt.subs) if rt else 0, "participants": sorted(rt.present) if rt else []})
+                    "subscribers": None if hidden else len(rt.subs) if rt else 0,
+                    "participants": None if hidden else sorted(rt.present) if rt else []})
     return JSONResponse({"feeds": out})
 
 
@@ -91,8 +130,28 @@ async def _feed_param(request: Request) -> str:
     return feed
 
 
+async def readable_feed(request: Request) -> tuple[str, str | None] | JSONResponse:
+    """The request's feed and caller (a key, or None: anonymous), or the answer refusing them: a
+    bad id or ``Authorization`` (400/401), or a feed of fixed access the caller may not read (403,
+    before storage is asked)."""
+    try:
+        feed = check_feed(request.path_params["feed"])
+        key = reader(request)
+    except ColonyError as exc:
+        return auth_refused(exc)
+    if fixed_unreadable(_relay(request), feed, key):
+        return not_readable(feed)
+    return feed, key
+
+
 async def feed_info(request: Request) -> Response:
+    """A feed's head and metadata. Its ``owner``, ``subscribers``, ``participants`` and ``state``
+    are shown only to a caller that may read it (null otherwise: a ``members`` feed)."""
     relay = _relay(request)
+    checked = await readable_feed(request)
+    if isinstance(checked, Response):
+        return checked
+    key = checked[1]
     try:
         feed = await _feed_param(request)
     except InvalidEvent as exc:
@@ -101,15 +160,20 @@ async def feed_info(request: Request) -> Response:
     if head is None:
         return _error(404, "not_found", f"no records in {feed}")
     rt = await relay.hub.runtime(feed)
+    shown = rt.access.can_read(key)
     return JSONResponse({
         "feed": feed, "seq": rt.seq, "head": rt.head, "rtime": head.rtime, "policy": rt.access.policy,
-        "owner": rt.access.owner, "subscribers": len(rt.subs), "participants": sorted(rt.present),
-        "state": rt.ns.view(rt.state) if rt.access.policy != "members" else None,
+        "owner": rt.access.owner if shown else None, "subscribers": len(rt.subs) if shown else None,
+        "participants": sorted(rt.present) if shown else None, "state": rt.ns.view(rt.state) if shown else None,
     })
 
 
 async def feed_events(request: Request) -> Response:
     relay = _relay(request)
+    checked = await readable_feed(request)
+    if isinstance(checked, Response):
+        return checked
+    key = checked[1]
     try:
         feed = await _feed_param(request)
         since = _int_param(request, "since", 0, 0, 2**53)
@@ -122,8 +186,8 @@ async def feed_events(request: Request) -> Response:
                         media_type="application/json")
     if rt is None:
         rt = await relay.hub.runtime(feed)
-    if rt.access.policy == "members":
-        return _error(403, "unauthorized", "members-only feeds are read over an authenticated WebSocket")
+    if not rt.access.can_read(key):
+        return not_readable(feed)
     base = ""
     if since < rt.base_seq:  # compacted (relay/ops/compact.py): the base snapshot stands for 1..base_seq
         stored = await relay.storage.load_base(feed)

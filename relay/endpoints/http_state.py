@@ -21,8 +21,8 @@ Cost, and how it is bounded (docs/protocol.md section 15):
   loop page by page, and folded on the worker), so time travel uses at most one core and never
   stalls the relay's event loop for longer than a storage page read.
 
-``members`` feeds are refused with 403, like ``/events``: their content is read only over an
-authenticated WebSocket.
+A feed the caller may not read (``members``, ``dm/``) is refused with 403, like ``/events``
+(a signed request, docs/protocol.md section 15.1, reads as its key).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from collab.errors import ChainError, ColonyError, InvalidEvent
-from collab.events import GENESIS, Record, check_feed
+from collab.events import GENESIS, Record
 from collab.feedcore import FeedCore
 from collab.namespaces import Namespace
 
@@ -215,11 +215,14 @@ def _has_view(ns: Namespace[Any]) -> bool:
 
 
 async def feed_state(request: Request) -> Response:
-    from relay.endpoints.http import _int_param  # one parser for integer query parameters
+    from relay.endpoints.http import _int_param, not_readable, readable_feed  # one parser, one access rule
 
     relay: Relay = request.app.state.relay
+    checked = await readable_feed(request)
+    if isinstance(checked, Response):
+        return checked
+    feed, key = checked
     try:
-        feed = check_feed(request.path_params["feed"])
         at = _int_param(request, "at", 2**53, 0, 2**53)
     except InvalidEvent as exc:
         return _error(400, "invalid", str(exc))
@@ -227,8 +230,8 @@ async def feed_state(request: Request) -> Response:
     if head is None:
         return _error(404, "not_found", f"no records in {feed}")
     rt = await relay.hub.runtime(feed)
-    if rt.access.policy == "members":
-        return _error(403, "unauthorized", "members-only feeds are read over an authenticated WebSocket")
+    if not rt.access.can_read(key):
+        return not_readable(feed)
     ns = rt.ns
     seq = max(rt.seq, head.seq)
     if at >= rt.seq:  # the live state (a newer head on another process shows up within a sync)

@@ -191,7 +191,8 @@ async def _grant(url: str, key: Keypair, feed: str, write: bool, ttl: float) -> 
 
     from collab.capability import Capability
     from collab.client import Client
-    from collab.events import check_feed, namespace_of
+    from collab.events import check_feed, namespace_of, now_ms
+    from collab.httpauth import authorization
 
     check_feed(feed)
     if namespace_of(feed) != "doc":
@@ -202,19 +203,29 @@ async def _grant(url: str, key: Keypair, feed: str, write: bool, ttl: float) -> 
         print("colony: --ttl must be a positive number of seconds (at most ten years)", file=sys.stderr)
         return 2
     base = url.rstrip("/")
+    path = f"/feeds/{feed}"
     async with httpx.AsyncClient(timeout=10) as http:
-        r = await http.get(f"{base}/feeds/{feed}")
+        relay_key = (await http.get(f"{base}/relay")).json()["key"]
+
+        def signed() -> dict[str, str]:  # the owner of a members doc is shown only to its readers
+            return {"authorization": authorization(key, relay_key, "GET", path, now_ms())}
+
+        r = await http.get(base + path, headers=signed())
         if r.status_code == 404:
             # no records yet: nobody owns it, and the relay honours only the owner's capabilities.
             # Claim it: a feed.policy as seq 1 makes this key the owner.
             async with Client(url, key, reconnect=False) as client:
                 await client.publish(feed, "feed.policy", {"policy": "signed"})
             print(f"# {feed} had no records: created it (policy signed), owned by this key", file=sys.stderr)
-            r = await http.get(f"{base}/feeds/{feed}")
+            r = await http.get(base + path, headers=signed())
         if r.status_code != 200:
             print(f"colony: cannot read {feed} from the relay: HTTP {r.status_code} {r.text[:200]}", file=sys.stderr)
             return 1
         owner = r.json().get("owner")
+    if owner is None:
+        print(f"colony: {feed} is members-only and this key ({key.public_hex}) may not read it, so it is not its "
+              "owner: the relay honours only the owner's capabilities", file=sys.stderr)
+        return 1
     if owner != key.public_hex:
         print(f"colony: {feed} is owned by {owner}, not by this key ({key.public_hex}): the relay honours only "
               "the owner's capabilities", file=sys.stderr)

@@ -148,7 +148,22 @@ def test_access_folds_and_an_acl_change_is_reported() -> None:
     sealed = core.seal([(grant, ALICE.public_hex), (ev(BOB, 2, feed="chat/m"), BOB.public_hex)], RELAY, NOW, LIMIT)
     assert [r.seq for _, r, _ in sealed.records] == [2, 3]  # the grant binds from the very next record
     done = core.commit([(r, j) for _, r, j in sealed.records])
-    assert done.acl_changed and core.access.can_read(BOB.public_hex) and core.state == 1
+    assert not done.acl_changed and core.access.can_read(BOB.public_hex) and core.state == 1  # nobody lost
+    revoke = Event.create(ALICE, "chat/m", "acl.revoke", {"key": BOB.public_hex}, ts=NOW)
+    sealed = core.seal([(ev(BOB, 3, feed="chat/m"), BOB.public_hex), (revoke, ALICE.public_hex),
+                        (ev(ALICE, 4, feed="chat/m"), ALICE.public_hex)], RELAY, NOW, LIMIT)
+    done = core.commit([(r, j) for _, r, j in sealed.records])
+    assert done.cuts == [(1, core.access)] and not core.access.can_read(BOB.public_hex)  # cut at the revoke
+
+
+def test_a_switch_to_members_at_seq_1_is_a_cut() -> None:
+    core = FeedCore("chat/p", GenericNamespace())
+    sealed = core.seal([(Event.create(ALICE, "chat/p", "feed.policy", {"policy": "members"}, ts=NOW),
+                         ALICE.public_hex), (ev(ALICE, 1, feed="chat/p"), ALICE.public_hex)], RELAY, NOW, LIMIT)
+    assert core.commit([(r, j) for _, r, j in sealed.records]).cuts == [(0, core.access)]
+    plain = FeedCore("chat/q", GenericNamespace())
+    sealed = plain.seal([(ev(ALICE, 1, feed="chat/q"), ALICE.public_hex)], RELAY, NOW, LIMIT)
+    assert plain.commit([(r, j) for _, r, j in sealed.records]).cuts == []  # an owner for a signed feed
 
 
 def test_link_and_extend_are_the_chain_check() -> None:

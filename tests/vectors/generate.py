@@ -35,6 +35,7 @@ name ends in ``_b64``; ``*_text`` fields are the same bytes decoded as UTF-8):
                           ``first_reply`` (the exact first reply to frames with several faults).
 * ``ed25519.json``        signatures a strict Ed25519 verifier refuses (``gen_ed25519.py``).
 * ``doc_updates.json``    empty and non-empty Yjs updates, as doc.update events (``gen_doc_updates.py``).
+* ``http_auth.json``      a signed HTTP read: its signing bytes and ``Authorization`` header.
 """
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ EVENT_DOMAIN = b"colony/event/v1\n"
 RECORD_DOMAIN = b"colony/record/v1\n"
 SNAPSHOT_DOMAIN = b"colony/snapshot/v1\n"
 HELLO_DOMAIN = b"colony/hello/v1\n"
+HTTP_DOMAIN = b"colony/http/v1\n"
 GENESIS = "0" * 64
 MAX_SAFE = 2**53 - 1
 MAX_DEPTH = 32
@@ -586,6 +588,30 @@ def gen_hello() -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------
+# http_auth.json
+# ---------------------------------------------------------------------------------------------
+
+def gen_http_auth() -> dict[str, Any]:
+    path = "/feeds/dm/" + ".".join(sorted((ALICE.pub, BOB.pub)))
+    sb = HTTP_DOMAIN + canonical({"key": ALICE.pub, "method": "GET", "path": path, "relay": RELAY.pub, "ts": TS0})
+    sig = ALICE.sign(sb)
+    return {
+        "description": "A signed HTTP read (protocol section 15.1): Authorization: Colony key=K,ts=T,sig=S with "
+                       "S = Ed25519 over 'colony/http/v1\\n' + canonical JSON of {key, method, path, relay, ts}; "
+                       "accepted within 60000 ms of the relay's clock.",
+        "generated_by": GENERATED_BY,
+        "client_seed": ALICE.seed_hex,
+        "relay_seed": RELAY.seed_hex,
+        "method": "GET",
+        "path": path,
+        "ts": TS0,
+        "signing_bytes_hex": sb.hex(),
+        "signing_text": sb.decode("utf-8"),
+        "authorization": f"Colony key={ALICE.pub},ts={TS0},sig={sig}",
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # frames.json
 # ---------------------------------------------------------------------------------------------
 
@@ -721,6 +747,7 @@ GENERATORS = {
     "frames.json": gen_frames,
     "ed25519.json": lambda: gen_ed25519(event_signing_bytes, ALICE_SEED, TS0),
     "doc_updates.json": lambda: gen_doc_updates(make_event, ALICE, TS0, b64(doc_updates()[0][0])),
+    "http_auth.json": gen_http_auth,
 }
 
 

@@ -12,9 +12,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from relay.ops.runner import serving
+from collab.dm import dm_feed, seal_message
+from collab.events import Event, now_ms
+from collab.httpauth import MAX_SKEW_MS, authorization
+from collab.keys import Keypair
+from relay.ops.runner import Running, serving
 from tests.conftest import Backend, make_config
+from tests.rawclient import Raw
 from tests.redis_server import RedisServer
+from tests.relay.test_access_binds import publish_at_once, subscribe
+from tests.wait import eventually
 
 LEAKS = ("Error", "Exception", "Traceback", "redis://", "127.0.0.1", "colony.db", "/tmp", "Errno", "refused")  # noqa: S108 - text looked for in answers, not a path
 
@@ -97,3 +104,61 @@ async def test_a_bad_request_still_says_what_was_wrong(tmp_path: Path) -> None:
         resp = await http.get(f"{run.url}/feeds", params={"limit": "x"})
         assert resp.status_code == 400
         assert resp.json() == {"error": "invalid", "message": "limit must be an integer"}
+
+
+# -- private feeds: owner and participants only for their readers (docs/protocol.md 12, 15) --------
+
+async def test_private_feed_metadata_is_shown_only_to_its_readers(relay: Running) -> None:
+    """A ``members`` feed and a ``dm/`` feed: anonymous and stranger-signed requests see neither
+    owner nor participants (the dm feed is not even listed, and its reads are refused before
+    storage is asked); a member's signed request sees them."""
+    owner, member, stranger = Keypair.generate(), Keypair.generate(), Keypair.generate()
+    feed, dm = "chat/private", dm_feed(owner.public_hex, member.public_hex)
+    raw_owner = await Raw.connect(relay.ws_url, owner)
+    raw_member = await Raw.connect(relay.ws_url, member)
+    rkey = relay.relay.hub.relay_key.public_hex
+
+    def signed(key: Keypair, path: str, ts: int | None = None) -> dict[str, str]:
+        return {"authorization": authorization(key, rkey, "GET", path, now_ms() if ts is None else ts)}
+
+    try:
+        await publish_at_once(raw_owner, [
+            Event.create(owner, feed, "feed.policy", {"policy": "members"}),
+            Event.create(owner, feed, "acl.grant", {"key": member.public_hex, "read": True}),
+            Event.create(owner, dm, "dm.msg", seal_message(owner, member.public_hex, "request", "hi"))], "p")
+        await subscribe(raw_member, feed)
+        await subscribe(raw_member, dm)
+        async with httpx.AsyncClient(base_url=relay.url) as http:
+            for headers in ({}, signed(stranger, f"/feeds/{feed}")):
+                info = (await http.get(f"/feeds/{feed}", headers=headers)).json()
+                assert info["policy"] == "members" and info["seq"] == 2, info
+                assert info["owner"] is info["participants"] is info["subscribers"] is info["state"] is None
+            for headers in ({}, signed(stranger, "/feeds")):
+                listed = {f["feed"]: f for f in (await http.get("/feeds", headers=headers)).json()["feeds"]}
+                assert dm not in listed and listed[feed]["participants"] is listed[feed]["subscribers"] is None
+            for path in (f"/feeds/{dm}", f"/feeds/{dm}/events", f"/feeds/{dm}/state", f"/feeds/{feed}/events",
+                         "/feeds/" + dm_feed(member.public_hex, Keypair.generate().public_hex)):  # none stored
+                for headers in ({}, signed(stranger, path)):
+                    resp = await http.get(path, headers=headers)
+                    assert resp.status_code == 403 and resp.json()["error"] == "unauthorized", (path, resp.text)
+
+            async def member_sees(path: str) -> bool:
+                got = (await http.get(path, headers=signed(member, path))).json()
+                return bool(got["owner"] == owner.public_hex and member.public_hex in got["participants"])
+
+            await eventually(lambda: member_sees(f"/feeds/{feed}"), 10, "the member sees the members feed's metadata")
+            await eventually(lambda: member_sees(f"/feeds/{dm}"), 10, "the member sees the dm feed's metadata")
+            events = (await http.get(f"/feeds/{dm}/events", headers=signed(member, f"/feeds/{dm}/events"))).json()
+            assert [r["seq"] for r in events["records"]] == [1]
+            mine = (await http.get("/feeds", headers=signed(member, "/feeds"))).json()["feeds"]
+            listed = {f["feed"]: f for f in mine}
+            assert member.public_hex in listed[dm]["participants"] and member.public_hex in listed[feed]["participants"]
+            # a signature made for another path, a stale one, a malformed header
+            assert (await http.get(f"/feeds/{dm}", headers=signed(member, "/feeds"))).status_code == 401
+            stale = signed(member, f"/feeds/{dm}", now_ms() - MAX_SKEW_MS - 5000)
+            assert (await http.get(f"/feeds/{dm}", headers=stale)).json()["error"] == "unauthorized"
+            bad = await http.get(f"/feeds/{dm}", headers={"authorization": "Colony key=00"})
+            assert bad.status_code == 400 and bad.json()["error"] == "invalid"
+    finally:
+        await raw_owner.close()
+        await raw_member.close()

@@ -415,3 +415,38 @@ async def test_the_mirror_job_checks_what_it_stores(start_relay: Callable[..., A
         assert link.drops == []
     finally:
         await mirrors.close()
+
+
+async def test_access_changes_bind_on_a_mirror(fed: Any) -> None:
+    """A real two-relay federation (``fed``: B homes ``note/*``): readers on the mirror A. A
+    stranger subscribed before the feed existed, and a reader revoked in the same message as a
+    later record, get nothing from the change on (docs/protocol.md section 12)."""
+    from tests.relay.federation.test_link import DEADLINE
+    from tests.relay.test_access_binds import (OWNER, READER, STRANGER, dropped, grant, members, msg,
+                                               publish_at_once, revoke, seqs, subscribe)
+
+    ra, rb = await fed.start("a"), await fed.start("b")
+    await ra.relay.federation.links[fed.sites["b"].hex].wait_connected(DEADLINE)
+    early, revoked = "note/early", "note/revoked"
+    owner = await Raw.connect(rb.ws_url, OWNER)
+    stranger = await Raw.connect(ra.ws_url, STRANGER)
+    reader = await Raw.connect(ra.ws_url, READER)
+    watcher = await Raw.connect(ra.ws_url, OWNER)
+    try:
+        await subscribe(stranger, early)
+        await subscribe(watcher, early)
+        assert await publish_at_once(owner, [members(revoked), grant(revoked, READER)], "a") == [1, 2]
+        await subscribe(watcher, revoked)  # the mirror has the grant before the reader subscribes
+        await watcher.wait(lambda f: f["t"] == "rec" and f["feed"] == revoked and f["rec"]["seq"] == 2)
+        await subscribe(reader, revoked)
+        assert await publish_at_once(owner, [members(early), msg(early, "secret"), msg(revoked, "old"),
+                                             revoke(revoked, READER), msg(revoked, "new")], "b") == [1, 2, 3, 4, 5]
+        await dropped(stranger, early)
+        await dropped(reader, revoked)
+        await watcher.wait(lambda f: f["t"] == "rec" and f["feed"] == early and f["rec"]["seq"] == 2)
+        await watcher.wait(lambda f: f["t"] == "rec" and f["feed"] == revoked and f["rec"]["seq"] == 5)
+        assert seqs(stranger, early) == [] and seqs(watcher, early) == [1, 2]
+        assert seqs(reader, revoked) == [1, 2, 3]
+    finally:
+        for raw in (owner, stranger, reader, watcher):
+            await raw.close()
