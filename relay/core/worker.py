@@ -462,6 +462,7 @@ class FeedRuntime:
             for row in rows:
                 for listener in self.listeners:
                     listener(Record.from_wire(json.loads(row.data), verify_sigs=False), row.data)
+            self.fanout.drop_unreadable()  # (the load folded any access change: privacy first)
             self.fanout.send_batch([record_frame(self.feed, row.data) for row in rows])
             old = rows[-1].seq
 
