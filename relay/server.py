@@ -206,7 +206,8 @@ class Relay:
         if self.config.redis_url:
             from relay.storage.redis import RedisStorage
 
-            return RedisStorage(self.config.redis_url, prefix=self.config.redis_prefix)
+            return RedisStorage(self.config.redis_url, prefix=self.config.redis_prefix,
+                                timeout=self.config.limits.storage_timeout)
         from relay.storage.sqlite import SqliteStorage
 
         return SqliteStorage(self.config.data_dir, synchronous=self.config.synchronous)

@@ -24,6 +24,7 @@ class Limits:
     max_outbound_bytes: int = 8 << 20       # bytes held for one connection (its queue plus the socket's
                                             # write buffer) before it is cut as too slow
     unwritable_timeout: float = 20.0        # seconds a connection's socket may take no bytes before it is aborted
+    storage_timeout: float = 5.0            # seconds a publish waits for storage (Redis) before `unavailable`
     max_backlog_page: int = 500             # records per storage read while catching a subscriber up
     max_loaded_feeds: int = 10_000          # feeds in memory per relay process (idle ones unloaded LRU first)
     subs_per_sec: float = 10.0              # sustained `sub` rate per connection

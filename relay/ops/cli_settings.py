@@ -149,6 +149,8 @@ _LIMIT_HELP = {
                           "cut as too slow",
     "unwritable_timeout": "seconds a connection's socket may stay unwritable (the peer reads nothing) before "
                           "it is aborted",
+    "storage_timeout": "seconds a publish (and any storage call) waits for Redis before it is answered "
+                       "unavailable; /health asks with a shorter bound (at most 0.5 s)",
     "max_backlog_page": "records per storage read while catching a subscriber up",
     "max_loaded_feeds": "feeds kept in memory per relay process (idle ones are unloaded, least recently used first)",
     "subs_per_sec": "sustained subscribe rate per connection (subscriptions/second, token bucket)",

@@ -128,6 +128,7 @@ UNAVAILABLE = (RedisError, OSError, asyncio.TimeoutError)
 # one can lose its batch 16 times in a row and answer `unavailable`. A process that lost
 # TURN_AFTER_LOSSES times in a row claims the feed's next turn (key `turn`, 100 ms expiry) in its
 # next losing attempt; until it appends, the others are told to wait (they poll every 1 ms).
+HEALTH_TIMEOUT = 0.5  # seconds /health waits for Redis to answer a ping
 TURN_AFTER_LOSSES = 2
 TURN_WAITS = 200
 
@@ -161,8 +162,9 @@ async def connect(url: str, **kw: Any) -> aioredis.Redis | RedisCluster:
 class RedisStorage(Storage):
     name = "redis"
 
-    def __init__(self, url: str, prefix: str = "colony", open_timeout: float = 30.0) -> None:
+    def __init__(self, url: str, prefix: str = "colony", open_timeout: float = 30.0, timeout: float = 5.0) -> None:
         self.url, self.prefix, self.open_timeout = url, prefix, open_timeout
+        self.timeout = timeout  # seconds a command may take before the caller gets Unavailable (storage_timeout)
         self.r: aioredis.Redis | RedisCluster | None = None
         self.cluster = False
         self._append_sha = ""
@@ -183,7 +185,7 @@ class RedisStorage(Storage):
         deadline = loop.time() + self.open_timeout
         while True:
             try:
-                self.r = await connect(self.url)
+                self.r = await connect(self.url, socket_timeout=self.timeout)
                 break
             except UNAVAILABLE as exc:
                 if loop.time() >= deadline:
@@ -359,8 +361,8 @@ class RedisStorage(Storage):
 
     async def health(self) -> dict[str, object]:
         ok = True
-        try:
-            await self._call("ping", self._client().ping())
+        try:  # answer within HEALTH_TIMEOUT even while Redis stalls (a cancelled ping drops its connection)
+            await self._call("ping", asyncio.wait_for(self._client().ping(), min(HEALTH_TIMEOUT, self.timeout)))
         except Unavailable:
             ok = False
         return {"backend": self.name, "ok": ok, "url": _redact(self.url), "cluster": self.cluster,

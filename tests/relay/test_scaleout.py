@@ -459,6 +459,46 @@ async def test_a_redis_stall_never_leaves_a_gap_for_a_live_subscriber(
             await r.close()
 
 
+async def test_during_a_redis_stall_publishes_fail_fast_and_health_answers(
+        private_redis: RedisServer, make_site: Callable[[str], Site]) -> None:
+    """Redis paused: a publish is answered ``unavailable`` after ``storage_timeout`` (1 s here, 5 s
+    by default, advertised at /limits), not after the stall; ``/health`` answers within a second
+    and says storage is down; once Redis resumes both recover (issue 13, item 8)."""
+    site = make_site(private_redis.url)
+    [proc] = await site.start(1, "--storage-timeout", "1")
+    key = Keypair.generate()
+    raw = await Raw.connect(proc.ws_url, key)
+    try:
+        assert (await raw_publish(raw, Event.create(key, "misc/fast", "note", {"n": 0})))["t"] == "ok"
+        status, limits = await get_json(f"{proc.url}/limits")
+        assert status == 200 and limits["storage_timeout"] == 1.0
+        assert private_redis.proc is not None
+        os.kill(private_redis.proc.pid, signal.SIGSTOP)
+        try:
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            reply = await raw_publish(raw, Event.create(key, "misc/fast", "note", {"n": 1}), timeout=10)
+            waited = loop.time() - t0
+            assert reply["t"] == "error" and reply["code"] == "unavailable", reply
+            assert waited < 3.0, f"a publish waited {waited:.1f} s for a paused Redis (storage_timeout 1 s)"
+            t0 = loop.time()
+            async with httpx.AsyncClient() as http:
+                resp = await http.get(f"{proc.url}/health", timeout=5)
+            assert loop.time() - t0 < 1.0, "/health took a second or more while Redis was paused"
+            body = resp.json()
+            assert resp.status_code == 503 and not body["ok"], body
+        finally:
+            os.kill(private_redis.proc.pid, signal.SIGCONT)
+
+        async def healthy() -> bool:
+            return (await get_json(f"{proc.url}/health"))[0] == 200
+
+        await eventually(healthy, 20, "/health to report storage back")
+        assert (await raw_publish(raw, Event.create(key, "misc/fast", "note", {"n": 2})))["t"] == "ok"
+    finally:
+        await raw.close()
+
+
 # -- 3. a process dies, its agents move -----------------------------------------------------
 
 async def test_sigkilled_process_agents_fail_over_and_nothing_acked_is_lost(
