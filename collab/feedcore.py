@@ -46,9 +46,9 @@ def admit(ns: Namespace[Any], state: Any, access: Access, event: Event, session_
     ``seq`` on ``(state, access)``; return quietly if it would be accepted."""
     if max_event_bytes is not None and event.size > max_event_bytes:
         raise TooLarge(f"event is {event.size} bytes; the limit is {max_event_bytes}")
-    if seq == 1 and ns.relay_owned and event.author != adm.relay:
-        raise Unauthorized(f"{ns.name}/ feeds belong to the relay: their first record is the relay's, "
-                           "which opens them itself")
+    if ns.relay_owned and event.author != adm.relay and (seq == 1 or event.kind == "feed.policy"):
+        raise Unauthorized(f"{ns.name}/ feeds belong to the relay: it opens them (their first record and "
+                           "policy are the relay's)")
     if check_access:
         access.check_write(event, session_key, seq)
     if event.kind in CONTROL_KINDS:

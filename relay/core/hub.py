@@ -87,6 +87,12 @@ class Hub:
         if self.routes.peer_heads is not None:
             await self.routes.peer_heads(peer_key, heads)
 
+    def known(self, event: Event) -> bool:
+        """Whether ``event`` is already stored as far as this process knows without I/O (its feed
+        is loaded and its recent ids hold it): a duplicate that costs its author nothing."""
+        rt = self.feeds.get(event.feed)
+        return rt is not None and event.id in rt.ids
+
     def opening(self, feed: str) -> Event | None:
         """The event the relay opens the relay-owned ``feed`` with, if its plug-in has one (the
         feed's worker seals it as seq 1 together with the first event it accepts there)."""
