@@ -25,7 +25,7 @@ from typing import Any
 
 from . import frames
 from .access import CONTROL_KINDS, Access, apply_access, validate_control
-from .errors import ChainError, ColonyError, InvalidEvent, TooLarge
+from .errors import ChainError, ColonyError, InvalidEvent, TooLarge, Unauthorized
 from .events import GENESIS, Event, Record
 from .feedcore_chain import Link, link
 from .keys import Keypair
@@ -53,6 +53,9 @@ def admit(ns: Namespace[Any], state: Any, access: Access, event: Event, session_
     ``seq`` on ``(state, access)``; return quietly if it would be accepted."""
     if max_event_bytes is not None and event.size > max_event_bytes:
         raise TooLarge(f"event is {event.size} bytes; the limit is {max_event_bytes}")
+    if ns.relay_owned and event.author != adm.relay and (seq == 1 or event.kind == "feed.policy"):
+        raise Unauthorized(f"{ns.name}/ feeds belong to the relay: it opens them (their first record and "
+                           "policy are the relay's)")
     if check_access:
         access.check_write(event, session_key, seq, adm.now)
     if event.kind in CONTROL_KINDS:
@@ -71,11 +74,19 @@ class Sealed:
     """What :meth:`FeedCore.seal` made of a batch (nothing of it is stored or folded yet).
 
     ``records``: ``(index in the batch, record, its wire JSON)`` for the accepted publishes, in
-    seq order; ``answers``: ``(index, (seq, dup))`` for duplicates, ``(index, error)`` for refusals.
+    seq order; ``answers``: ``(index, (seq, dup))`` for duplicates, ``(index, error)`` for refusals;
+    ``opening``: the relay's opening record (seq 1) of a relay-owned feed and its wire JSON, to
+    append just before ``records`` (it is there only when some publish of the batch was accepted).
     """
 
     records: list[tuple[int, Record, str]] = field(default_factory=list)
     answers: list[tuple[int, tuple[int, bool] | ColonyError]] = field(default_factory=list)
+    opening: tuple[Record, str] | None = None
+
+    def lines(self) -> list[tuple[Record, str]]:
+        """Every record to append, in seq order (the opening first)."""
+        head = [self.opening] if self.opening is not None else []
+        return head + [(rec, line) for _, rec, line in self.records]
 
 
 @dataclass(slots=True)
@@ -207,13 +218,16 @@ class FeedCore:
 
     def seal(self, batch: Sequence[tuple[Event, str | None]], relay_key: Keypair, now: int,
              max_event_bytes: int, stored: Mapping[str, int] | None = None,
-             max_feed_bytes: int | None = None) -> Sealed:
+             max_feed_bytes: int | None = None, opening: Event | None = None) -> Sealed:
         """Answer duplicates and refusals among ``batch`` (``(event, session key)`` pairs) and
         seal the rest as the next records at relay time ``now``. ``stored`` maps ids found in
         storage (see :meth:`unknown_ids`) to their seq. With ``max_feed_bytes``, an event
         (but a control event) that would take :attr:`bytes` past it is refused ``too_large``
-        (the same answer whatever the batching: the sum is over the records before it). Nothing
-        is folded: :meth:`commit` the records once they are durable."""
+        (the same answer whatever the batching: the sum is over the records before it).
+        ``opening`` (the relay's event that opens a relay-owned feed) is sealed as seq 1 just
+        before the first other event accepted while the feed is empty (:attr:`Sealed.opening`);
+        while no event is accepted, nothing is opened. Nothing is folded: :meth:`commit` the
+        records once they are durable."""
         ns, ids = self.ns, self.ids
         stored = stored or {}
         seq, head, access, state = self.seq, self.head, self.access, self.state
@@ -222,11 +236,20 @@ class FeedCore:
         out = Sealed()
         in_batch: dict[str, int] = {}
         size = self.bytes
+        opened_once: tuple[Record, str, Access, Any] | None = None
         for i, (ev, session_key) in enumerate(batch):
             known = ids.get(ev.id) or stored.get(ev.id) or in_batch.get(ev.id)
             if known:
                 out.answers.append((i, (known, True)))
                 continue
+            opened = None
+            if seq == 0 and opening is not None and ev.id != opening.id:
+                try:  # the relay's opening first: this event is judged on the feed it opens
+                    opened = opened_once = opened_once or self._open(opening, relay_key, now, adm)
+                except ColonyError as exc:
+                    out.answers.append((i, exc))
+                    continue
+                seq, head, access, state, size = 1, opened[0].hash, opened[2], opened[3], size + opening.size
             try:
                 if max_feed_bytes is not None and size + ev.size > max_feed_bytes and ev.kind not in CONTROL_KINDS:
                     raise TooLarge(f"the feed holds {size} bytes of events; {ev.size} more would pass the limit "
@@ -235,7 +258,12 @@ class FeedCore:
                       max_event_bytes=max_event_bytes)
             except ColonyError as exc:
                 out.answers.append((i, exc))
+                if opened is not None:  # not opened after all: nothing else needed it
+                    seq, head, access, state, size = 0, self.head, self.access, self.state, self.bytes
                 continue
+            if opened is not None:
+                out.opening = (opened[0], opened[1])
+                in_batch[opened[0].event.id] = 1
             seq += 1
             size += ev.size
             rec = Record.seal(relay_key, ev, seq, head, now)
@@ -246,6 +274,18 @@ class FeedCore:
             in_batch[ev.id] = seq
             out.records.append((i, rec, frames.encode(rec.to_wire())))
         return out
+
+    def _open(self, opening: Event, relay_key: Keypair, now: int,
+              adm: Admission) -> tuple[Record, str, Access, Any]:
+        """Seal the relay's ``opening`` as seq 1 of this empty feed: its record, wire JSON and
+        the access and state after it (a mutable state is left alone: only control events open
+        feeds of such namespaces)."""
+        admit(self.ns, self.state, self.access, opening, relay_key.public_hex, 1, adm, fixed_access=self.fixed_access)
+        rec = Record.seal(relay_key, opening, 1, self.head, now)
+        state = self.state
+        if self.tentative and opening.kind not in CONTROL_KINDS:
+            state = self.ns.apply(state, rec)
+        return rec, frames.encode(rec.to_wire()), apply_access(self.access, opening, 1), state
 
 
 def fold_records(ns: Namespace[Any], feed: str, records: Iterable[Record]) -> FeedCore:

@@ -54,6 +54,12 @@ class Namespace(ABC, Generic[S]):
     #: folds each event of a batch tentatively so later events in the same batch are
     #: validated against it. A mutable state (a pycrdt Doc) must validate independently.
     immutable_state: bool = True
+    #: The relay owns this namespace's feeds (shared coordination feeds: ``ledger/``, ``vouch/``):
+    #: their first record must be the relay's, so an agent's event is never seq 1
+    #: (``unauthorized``, :func:`collab.feedcore.admit`) and nobody can squat a shared feed with a
+    #: policy or owner of their own. The relay opens such a feed itself, with its opening event,
+    #: in the same append as the first event it accepts there (:meth:`collab.feedcore.FeedCore.seal`).
+    relay_owned: bool = False
 
     @abstractmethod
     def initial(self, feed: str) -> S: ...

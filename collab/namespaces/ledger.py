@@ -166,6 +166,7 @@ def _set_lock(state: LedgerState, ref: str, key: str, amount: int) -> PMap[Mappi
 class LedgerNamespace(Namespace[LedgerState]):
     name = "ledger"
     kinds = frozenset(KINDS)
+    relay_owned = True  # the relay opens a ledger (``ledger.open``); nobody else may be its seq 1
 
     def initial(self, feed: str) -> LedgerState:
         return LedgerState()

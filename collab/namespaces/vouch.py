@@ -157,6 +157,7 @@ class VouchNamespace(Namespace[VouchState]):
     name = "vouch"
     kinds = KINDS
     immutable_state = True
+    relay_owned = True  # a trust topic is shared: the relay opens it (``feed.policy signed``)
 
     def initial(self, feed: str) -> VouchState:
         return VouchState()

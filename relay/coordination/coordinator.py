@@ -6,6 +6,8 @@ that is the relay (docs/coordination.md). Each namespace that needs it registers
 :class:`relay.coordination.hooks.Plugin` (``relay/coordination/namespaces/``); this module
 names none of them, it runs their hooks:
 
+* **Openings.** A relay-owned feed (``ledger/``, ``vouch/``) is opened by the relay: its plug-in's
+  ``opening`` event is sealed as seq 1 with the first event the feed accepts.
 * **Gated publishes.** A publish of a kind some plug-in gates goes to that plug-in's ``gate``
   (the auction locks a bid's stake in the ledger, then sequences the bid).
 * **Follow-ups.** After a record of a followed feed commits on its home relay, the plug-in's
@@ -27,7 +29,7 @@ import logging
 from typing import Any
 
 from collab.errors import ColonyError
-from collab.events import Event, Record, now_ms
+from collab.events import Event, Record, namespace_of, now_ms
 from collab.feedcore import FeedCore
 
 from relay.coordination.hooks import Plugin, Plugins, TrustSettings
@@ -73,6 +75,7 @@ class Coordinator:
             raise RuntimeError("the coordinator is already running")
         self.hub.listeners.append(self._on_record)
         self.hub.routes.register_gate(self.plugins.gated_kinds, self.gate)
+        self.hub.routes.register_opening(self.opening)
         self._worker = asyncio.get_running_loop().create_task(self._follow(), name="coordinator")
         for ns in self.plugins.followed_namespaces():
             for head in await self.hub.storage.feeds(ns + "/", 100_000):
@@ -87,6 +90,7 @@ class Coordinator:
         if self._on_record in self.hub.listeners:
             self.hub.listeners.remove(self._on_record)
         self.hub.routes.unregister_gate()
+        self.hub.routes.register_opening(None)
         for handles in self._timers.values():
             for h in handles:
                 h.cancel()
@@ -146,6 +150,11 @@ class Coordinator:
     async def gate(self, event: Event, session_key: str | None) -> tuple[int, bool]:
         """Sequence ``event`` through the plug-in that gates its kind (a ledger lock first, ...)."""
         return await self.plugins.gate_for(event.kind).gate(self, event, session_key)
+
+    def opening(self, feed: str) -> Event | None:
+        """The event the relay opens the relay-owned ``feed`` with (its plug-in's, if any)."""
+        plugin = self.plugins.get(namespace_of(feed))
+        return plugin.opening(self, feed) if plugin is not None else None
 
     # -- following records ------------------------------------------------------------------------
     def _on_record(self, rec: Record, _rjson: str) -> None:

@@ -16,6 +16,9 @@ plug-ins"):
 * :meth:`Plugin.timers` / :meth:`Plugin.on_timer`: deadlines read from a followed feed's state,
   re-armed after every record; at the deadline ``on_timer`` returns the relay-signed event to
   publish (or None).
+* :meth:`Plugin.opening`: the relay-signed event that opens a feed of a relay-owned namespace
+  (``Namespace.relay_owned``: agents cannot create such feeds); the feed's worker seals it as
+  seq 1 in the same append as the first event it accepts there (default: ``feed.policy``).
 * ``routes``: HTTP views mounted by the app (``/trust``, ``/agents``); a view reaches the
   running relay as a :class:`Site` through ``request.app.state.relay``.
 * ``sdk``: the ``collab`` module agents use for this namespace (documentation and discovery).
@@ -110,6 +113,12 @@ class Plugin:
     async def gate(self, ctx: Context, event: Event, session_key: str | None) -> tuple[int, bool]:
         """Sequence ``event`` (one of ``gated_kinds``) with whatever must happen first."""
         raise InvalidEvent(f"{self.namespace or type(self).__name__} gates no {event.kind}")
+
+    def opening(self, ctx: Context, feed: str) -> Event | None:
+        """The relay-signed event that opens ``feed`` of a relay-owned namespace (its ``ts`` fixed,
+        e.g. 0, so every process of a site makes the same one), or None for ``feed.policy`` with
+        the namespace's default policy."""
+        return None
 
     async def on_commit(self, ctx: Context, rec: Record, before: Any, after: Any) -> None:
         """``rec`` committed, taking the feed's state from ``before`` to ``after``."""

@@ -87,6 +87,18 @@ class Hub:
         if self.routes.peer_heads is not None:
             await self.routes.peer_heads(peer_key, heads)
 
+    def known(self, event: Event) -> bool:
+        """Whether ``event`` is already stored as far as this process knows without I/O (its feed
+        is loaded and its recent ids hold it): a duplicate that costs its author nothing."""
+        rt = self.feeds.get(event.feed)
+        return rt is not None and event.id in rt.ids
+
+    def opening(self, feed: str) -> Event | None:
+        """The event the relay opens the relay-owned ``feed`` with, if its plug-in has one (the
+        feed's worker seals it as seq 1 together with the first event it accepts there)."""
+        make = self.routes.opening
+        return make(feed) if make is not None else None
+
     def detours(self, event: Event) -> bool:
         """Whether :meth:`publish` forwards or gates ``event`` instead of sequencing it here
         directly (an endpoint may then hand it to the feed's worker itself)."""
@@ -106,7 +118,7 @@ class Hub:
             await self._make_room()
             rt = FeedRuntime(feed, self.registry.for_feed(feed), self.storage, self.config, self.metrics,
                              self.relay_key, self.presence, self.listeners, quota=self.quota,
-                             sandbox=self.sandbox, alarm=self.quarantine_alarm)
+                             sandbox=self.sandbox, alarm=self.quarantine_alarm, opener=self.opening)
             await self.bus.watch(feed)  # before loading: nothing appended meanwhile can slip by
             await rt.load()
             if self.presence.shared:  # participants on other processes: in the first list already

@@ -104,6 +104,10 @@ class TokenBucket:
             return True
         return False
 
+    def give(self, n: float = 1.0) -> None:
+        """Return ``n`` tokens taken for what turned out to cost nothing (up to the burst)."""
+        self.tokens = min(self.burst, self.tokens + n)
+
     def refill_time(self, n: float = 1.0) -> float:
         """Seconds until ``n`` tokens are there (as of the last ``take``)."""
         if self.rate <= 0:
@@ -126,6 +130,12 @@ class RateLimiter:
                 self._prune()
             b = self._buckets[who] = TokenBucket(self.rate, self.burst)
         return b.take(n)
+
+    def refund(self, who: str, n: float = 1.0) -> None:
+        """Give ``who`` back ``n`` tokens (a publish it was charged for was a duplicate)."""
+        b = self._buckets.get(who)
+        if b is not None:
+            b.give(n)
 
     async def acquire(self, who: str) -> None:
         """Wait until ``who`` may go on: sleeps as long as its bucket needs to refill a token."""

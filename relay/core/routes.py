@@ -7,7 +7,8 @@ components register their detours here instead of setting attributes on the hub:
   call that forwards a publish to a feed's home, the call that starts mirroring a feed, and the
   one that compares a peer's heads with ours (the ``/fed`` endpoint hands them over);
 * the coordinator (``relay.coordination.coordinator``) registers a gate for the kinds that must
-  pass it first (a bid locks ledger stake before it is sequenced);
+  pass it first (a bid locks ledger stake before it is sequenced), and the opening events of
+  relay-owned feeds (a ledger opens with its operators; the feed's worker seals it as seq 1);
 * the relay's lifecycle says when it starts draining (new publishes are refused).
 
 ``Hub.publish`` consults them in that order: forward if another relay homes the feed, gate for
@@ -28,12 +29,14 @@ PublishCall = Callable[[Event, str | None], Awaitable[tuple[int, bool]]]
 EnsureMirror = Callable[[str], Awaitable[None]]
 #: compares a peer's heads (``[{feed, seq, hash}]`` from its ``/fed`` link) with ours
 PeerHeads = Callable[[str, Any], Awaitable[None]]
+#: the relay's event that opens a relay-owned feed (None: the worker's default ``feed.policy``)
+Opening = Callable[[str], Event | None]
 
 
 class PublishRoutes:
     """The registry of publish detours one hub consults (see the module docstring)."""
 
-    __slots__ = ("draining", "ensure_mirror", "forward", "gate", "gated_kinds", "peer_heads", "routing")
+    __slots__ = ("draining", "ensure_mirror", "forward", "gate", "gated_kinds", "opening", "peer_heads", "routing")
 
     def __init__(self, routing: Routing) -> None:
         self.routing = routing
@@ -42,6 +45,7 @@ class PublishRoutes:
         self.peer_heads: PeerHeads | None = None
         self.gate: PublishCall | None = None
         self.gated_kinds: frozenset[str] = frozenset()
+        self.opening: Opening | None = None
         self.draining = False  # the relay is stopping: new publishes are refused (Relay.drain)
 
     def register_federation(self, routing: Routing, forward: PublishCall, ensure_mirror: EnsureMirror,
@@ -60,6 +64,10 @@ class PublishRoutes:
 
     def unregister_gate(self) -> None:
         self.gate, self.gated_kinds = None, frozenset()
+
+    def register_opening(self, opening: Opening | None) -> None:
+        """The opening events of relay-owned feeds come from ``opening`` (None: the default)."""
+        self.opening = opening
 
     def start_draining(self) -> None:
         self.draining = True

@@ -51,8 +51,10 @@ class FeedRuntime:
     def __init__(self, feed: str, ns: Namespace[Any], storage: Storage, config: Config, metrics: Metrics,
                  relay_key: Keypair, presence: PresenceStore, listeners: Sequence[RecordListener] = (),
                  quota: FeedQuota | None = None, sandbox: Sandbox | None = None,
-                 alarm: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 alarm: Callable[[dict[str, Any]], None] | None = None,
+                 opener: Callable[[str], Event | None] | None = None) -> None:
         self.feed, self.ns = feed, ns
+        self._opener = opener  # a relay-owned feed's opening event (the namespace's plug-in), or None
         self.quota = quota  # feeds created per key (the hub's, shared by every feed); None: no quota
         lim = config.limits
         self.rate = TokenBucket(lim.events_per_sec_feed, lim.burst_feed)  # publishes to this feed
@@ -364,6 +366,12 @@ class FeedRuntime:
                 fail(p.fut, RateLimited(f"too many events to {self.feed} (events_per_sec_feed); slow down"))
         return passed
 
+    def opening(self) -> Event:
+        """The relay's event that opens this relay-owned feed: its plug-in's, else ``feed.policy``
+        with the namespace's default policy; ``ts`` 0, so every process of a site makes the same."""
+        ev = self._opener(self.feed) if self._opener is not None else None
+        return ev or Event.create(self.relay_key, self.feed, "feed.policy", {"policy": self.ns.default_policy}, ts=0)
+
     async def _sequence(self, batch: list[Publish]) -> None:
         core = self.core
         batch = self._within_rate(batch)
@@ -374,7 +382,8 @@ class FeedRuntime:
             stored = await self.storage.lookup_ids(self.feed, unknown) if unknown else None
             # every record of the batch carries this rtime; deadlines are judged on it
             sealed = core.seal([(p.event, p.session_key) for p in batch], self.relay_key, now_ms(),
-                               self.config.limits.max_event_bytes, stored, self.max_bytes)
+                               self.config.limits.max_event_bytes, stored, self.max_bytes,
+                               self.opening() if core.seq == 0 and self.ns.relay_owned else None)
             for i, answer in sealed.answers:
                 if isinstance(answer, tuple):
                     ok(batch[i].fut, answer)
@@ -404,8 +413,9 @@ class FeedRuntime:
                     for i, _, _ in accepted:
                         fail(batch[i].fut, refused)
                     return
+            lines = sealed.lines()  # with the relay's opening record first, if it opens the feed
             try:
-                await self.storage.append(self.feed, core.seq, [(r, j) for _, r, j in accepted])
+                await self.storage.append(self.feed, core.seq, lines)
             except HeadMoved as moved:
                 await self.take_moved(moved)  # then validate and seal again
                 batch = [batch[i] for i, _, _ in accepted]
@@ -416,7 +426,7 @@ class FeedRuntime:
                     fail(batch[i].fut, exc)
                 await self._catch_up_quietly("a failed append")
                 return
-            self.commit([(r, j) for _, r, j in accepted])
+            self.commit(lines)
             metrics, t1 = self.metrics, time.perf_counter()
             metrics.events_in.inc(self.ns.name, n=len(accepted))
             for i, rec, _ in accepted:
@@ -454,7 +464,8 @@ class FeedRuntime:
         meanwhile) go to the listeners and subscribers as committed ones do: nobody skips a seq."""
         old = self.core.seq
         fresh = FeedRuntime(self.feed, self.ns, self.storage, self.config, self.metrics, self.relay_key,
-                            self._presence, quota=self.quota, sandbox=self.sandbox, alarm=self._alarm)
+                            self._presence, quota=self.quota, sandbox=self.sandbox, alarm=self._alarm,
+                            opener=self._opener)
         await fresh.load()
         self.core.adopt(fresh.core)  # in place: the fanout holds this core
         self.fanout.set_base(fresh.fanout.base_seq, fresh.fanout.base_frame)

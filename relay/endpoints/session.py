@@ -63,6 +63,9 @@ class Session(OutboxSubscriber):
         self.subs: set[str] = set()
         self.out = Outbox.of(transport, limits)
         self.sub_bucket = TokenBucket(limits.subs_per_sec, limits.subs_burst)  # sub churn (presence changes)
+        # publishes that cost their author nothing (duplicates, events this connection did not
+        # author) are charged here instead, at the per-key rate: a replay never drains the author
+        self.pub_bucket = TokenBucket(limits.events_per_sec_key, limits.burst_key)
 
     # Subscriber protocol (relay.core.fanout.Subscriber, used by the hub)
     reads_any = False     # read access is checked for this connection's key
@@ -173,20 +176,29 @@ class Session(OutboxSubscriber):
         try:  # from here on, an error names the event's feed (docs/protocol.md 13.3)
             if event.size > self.limits.max_event_bytes:
                 raise TooLarge(f"event is {event.size} bytes; the limit is {self.limits.max_event_bytes}")
-            if not self.key_limiter.allow(event.author):
-                raise RateLimited("too many events from this key; slow down")
+            # The author's budget pays only for its own new events, sent by its own connection: a
+            # duplicate (known here) or an event this connection did not author (a replay of someone
+            # else's) is charged to this connection instead (and was charged to its IP above).
+            charged = event.author == self.key and not self.hub.known(event)
+            if charged:
+                if not self.key_limiter.allow(event.author):
+                    raise RateLimited("too many events from this key; slow down")
+            elif not self.pub_bucket.take():
+                raise RateLimited("too many duplicate or relayed events on this connection; slow down")
         except ColonyError as exc:
             self.hub.metrics.rejected.inc(exc.code)
             self.send(frames.error(exc.code, str(exc), rid=rid, feed=event.feed, id=event.id))
             return
         # the hub routes it (forwarded to its home, gated, or sequenced here), in submission order
         fut = self.hub.submit(event, self.key)
-        fut.add_done_callback(lambda f: self._acked(f, event, rid))
+        fut.add_done_callback(lambda f: self._acked(f, event, rid, charged))
 
-    def _acked(self, fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any) -> None:
+    def _acked(self, fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any, charged: bool = False) -> None:
         frame, refused = publish_answer(fut, event, rid)
         if refused is not None:
             self.hub.metrics.rejected.inc(refused)
+        elif charged and frame.get("dup"):  # a duplicate after all (found in storage): it costs nothing
+            self.key_limiter.refund(event.author)
         self.send(frame)
 
     def closed(self) -> None:

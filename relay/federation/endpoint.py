@@ -117,18 +117,24 @@ class PeerSession(OutboxSubscriber):
         event = Event.from_wire(frame.get("event"))
         if event.size > self.limits.max_event_bytes:
             raise TooLarge(f"event is {event.size} bytes; the limit is {self.limits.max_event_bytes}")
-        if not self.key_limiter.allow(event.author):  # the agent's rate holds whichever relay it uses
+        # the agent's rate holds whichever relay it uses; a duplicate, or an event its sender
+        # (``key``) did not author, costs the author nothing (the peer's frame budget paid for it)
+        charged = key == event.author and not self.hub.known(event)
+        if charged and not self.key_limiter.allow(event.author):
             raise RateLimited("too many events from this key; slow down")
         if not self.hub.routing.is_home(event.feed):  # forwarding it on could loop between relays
             raise InvalidEvent(f"this relay is not the home of {event.feed} (do the members' --peer/--pin "
                                "settings differ?)")
         # queued in submission order, so a peer's events to one feed keep their order
         fut = self.hub.submit(event, key)
-        fut.add_done_callback(lambda f: self._acked(f, event, rid))
+        fut.add_done_callback(lambda f: self._acked(f, event, rid, charged))
 
-    def _acked(self, fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any) -> None:
+    def _acked(self, fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any, charged: bool = False) -> None:
         """The same answer relay.endpoints.session gives an agent (the ok carries this home's seq)."""
-        self.send(publish_answer(fut, event, rid)[0])
+        frame = publish_answer(fut, event, rid)[0]
+        if charged and frame.get("dup"):  # a duplicate after all: it costs its author nothing
+            self.key_limiter.refund(event.author)
+        self.send(frame)
 
     async def _subscribe(self, frame: dict[str, Any]) -> None:
         feed = check_feed(frame.get("feed"))

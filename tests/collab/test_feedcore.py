@@ -119,6 +119,46 @@ def test_a_mutable_state_validates_each_event_alone_and_folds_after_commit() -> 
     assert isinstance(sequence(core, [(claim("a", BOB, NOW + 1), BOB.public_hex)])[0], Conflict)
 
 
+class Shared(Claims):
+    """A relay-owned namespace: the relay opens its feeds."""
+
+    name = "shared"
+    relay_owned = True
+
+
+def test_a_relay_owned_feed_is_opened_by_the_relay_with_its_first_accepted_event() -> None:
+    core = FeedCore("shared/x", Shared())
+    opening = Event.create(RELAY, "shared/x", "feed.policy", {"policy": "signed"}, ts=0)
+    squat = Event.create(ALICE, "shared/x", "feed.policy", {"policy": "members"}, ts=NOW)
+    mine = Event.create(ALICE, "shared/x", "claim", {"name": "a"}, ts=NOW)
+    # without an opening (a replayer's check): an agent is never seq 1, nor sets the policy
+    for e in (squat, mine):
+        with pytest.raises(Unauthorized, match="belong to the relay"):
+            admit(core.ns, core.state, core.access, e, ALICE.public_hex, 1, Admission(NOW, RELAY.public_hex))
+    with pytest.raises(Unauthorized):
+        admit(core.ns, core.state, core.access, squat, ALICE.public_hex, 5, Admission(NOW, RELAY.public_hex))
+    admit(core.ns, core.state, core.access, opening, RELAY.public_hex, 1, Admission(NOW, RELAY.public_hex))
+    # a refused event opens nothing
+    sealed = core.seal([(squat, ALICE.public_hex)], RELAY, NOW, LIMIT, opening=opening)
+    assert isinstance(sealed.answers[0][1], Unauthorized) and sealed.opening is None and not sealed.lines()
+    # the first accepted event brings the opening with it, as seq 1; later ones judge the opened feed
+    again = Event.create(BOB, "shared/x", "claim", {"name": "a"}, ts=NOW)
+    sealed = core.seal([(squat, ALICE.public_hex), (mine, ALICE.public_hex), (again, BOB.public_hex),
+                        (opening, RELAY.public_hex)], RELAY, NOW, LIMIT, opening=opening)
+    assert sealed.opening is not None and [(i, r.seq) for i, r, _ in sealed.records] == [(1, 2)]
+    assert isinstance(sealed.answers[0][1], Unauthorized) and isinstance(sealed.answers[1][1], Conflict)
+    assert sealed.answers[2] == (3, (1, True))  # the opening itself, sent in the batch: a duplicate
+    lines = sealed.lines()
+    assert [(r.seq, r.event.author) for r, _ in lines] == [(1, RELAY.public_hex), (2, ALICE.public_hex)]
+    assert lines[1][0].prev == lines[0][0].hash
+    core.commit(lines)
+    assert core.access.owner == RELAY.public_hex and core.state == frozenset({"a"})
+    # an open feed needs no opening: the next batch is sealed as usual
+    b = Event.create(BOB, "shared/x", "claim", {"name": "b"}, ts=NOW)
+    later = core.seal([(b, BOB.public_hex)], RELAY, NOW, LIMIT, opening=opening)
+    assert later.opening is None and [r.seq for _, r, _ in later.records] == [3]
+
+
 def test_refusals_size_access_kinds_and_fixed_access() -> None:
     core = FeedCore("claims/x", Claims())
     big = Event.create(ALICE, "claims/x", "claim", {"name": "x" * 200}, ts=NOW)

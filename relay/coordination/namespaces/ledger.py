@@ -1,9 +1,10 @@
 """``ledger/`` on the relay's side: ledgers open lazily, and stake is locked before it is used.
 
-Agents never write a ledger (``collab/namespaces/ledger.py``): an operator's ``ledger.grant``
-is gated so the ledger is first opened (relay-signed ``ledger.open`` with the configured
-operators), and other plug-ins lock a key's credits with :func:`publish_locked` before they
-sequence the event that needs them (an auction's bid or escrowed reward).
+Agents never write a ledger (``collab/namespaces/ledger.py``), which is relay-owned: the relay
+opens it (relay-signed ``ledger.open`` with the configured operators, :meth:`LedgerPlugin.opening`)
+in the same append as its first other event (an operator's ``ledger.grant``). Other plug-ins
+lock a key's credits with :func:`publish_locked` before they sequence the event that needs them
+(an auction's bid or escrowed reward).
 """
 from __future__ import annotations
 
@@ -15,12 +16,17 @@ from relay.coordination.hooks import Context, Plugin
 from relay.core.worker import FeedRuntime
 
 
+def ledger_open(ctx: Context, feed: str) -> Event:
+    """The relay-signed ``ledger.open`` of ``feed`` with the site's operators (``ts`` 0: every
+    process of a site makes the same event)."""
+    return Event.create(ctx.hub.relay_key, feed, "ledger.open", {"operators": list(ctx.operators)}, ts=0)
+
+
 async def ensure_ledger(ctx: Context, feed: str) -> None:
-    """Open ``feed`` (relay-signed ``ledger.open`` with the site's operators) if it is new."""
+    """Open ``feed`` if it is new (any first event opens it as well: :meth:`LedgerPlugin.opening`)."""
     rt = await ctx.hub.runtime(feed)
     if rt.seq == 0:
-        ev = Event.create(ctx.hub.relay_key, feed, "ledger.open", {"operators": list(ctx.operators)}, ts=0)
-        await ctx.publish(ev)
+        await ctx.publish(ledger_open(ctx, feed))
 
 
 async def publish_locked(ctx: Context, rt: FeedRuntime, event: Event, session_key: str | None,
@@ -49,10 +55,9 @@ async def move(ctx: Context, ledger: str, kind: str, body: dict[str, Any], ts: i
 
 class LedgerPlugin(Plugin):
     namespace = "ledger"
-    gated_kinds = frozenset(("ledger.grant",))
     sdk = "collab.auctions"  # grant, balances
 
-    async def gate(self, ctx: Context, event: Event, session_key: str | None) -> tuple[int, bool]:
-        """A grant first opens its ledger (ledgers are opened lazily, with the configured operators)."""
-        await ensure_ledger(ctx, event.feed)
-        return await ctx.hub.runtime_publish(event, session_key)
+    def opening(self, ctx: Context, feed: str) -> Event:
+        """A ledger is relay-owned: the relay opens it, with the configured operators, together
+        with its first grant (from any door, on the feed's home relay)."""
+        return ledger_open(ctx, feed)

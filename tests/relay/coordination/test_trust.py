@@ -94,7 +94,8 @@ async def test_http_scores_equal_a_replay_of_the_feed(relay: Running) -> None:
             assert rkey == relay.relay.hub.relay_key.public_hex
             body = await http_scores(http, relay.url)
             records, mine = await replayed(relay.url, rkey)
-            assert len(records) == 11 and body["seq"] == 11
+            assert len(records) == 12 and body["seq"] == 12  # the relay's opening, then the 11 vouches
+            assert (records[0].event.kind, records[0].event.author) == ("feed.policy", rkey)
             assert as_table(body) == mine  # exactly, integer for integer
             assert set(mine) == set(hexes)
             assert trust.compute(reversed(records), relay=rkey) == mine  # order never matters
@@ -109,7 +110,7 @@ async def test_http_scores_equal_a_replay_of_the_feed(relay: Running) -> None:
                 r = await http.get(f"{relay.url}/trust/global/{key}")
                 assert r.status_code == 200
                 one = r.json()
-                assert one == {"feed": FEED, "seq": 11, "key": key, "score": mine[key], "scale": SCALE}, i
+                assert one == {"feed": FEED, "seq": 12, "key": key, "score": mine[key], "scale": SCALE}, i
             stranger = Keypair.generate().public_hex
             r = await http.get(f"{relay.url}/trust/global/{stranger}")
             assert r.status_code == 200 and r.json()["score"] == 0
@@ -125,7 +126,7 @@ async def test_http_scores_equal_a_replay_of_the_feed(relay: Running) -> None:
             await trust.vouch(e, hexes[2], 1000)
             body2 = await http_scores(http, relay.url)
             _, mine2 = await replayed(relay.url, rkey)
-            assert body2["seq"] == 12 and as_table(body2) == mine2 != mine
+            assert body2["seq"] == 13 and as_table(body2) == mine2 != mine
 
             # another topic is another feed, empty until someone vouches there
             empty = await http_scores(http, relay.url, "research")
@@ -202,15 +203,15 @@ async def test_two_relays_same_events_different_orders_same_scores(
     async with httpx.AsyncClient(timeout=10.0) as http:
         body_a = await http_scores(http, ra.url)
         body_b = await http_scores(http, rb.url)
-        assert body_a["seq"] == body_b["seq"] == len(events)
+        assert body_a["seq"] == body_b["seq"] == len(events) + 1  # each relay opened the feed first
         assert body_a["scores"] == body_b["scores"]  # same keys, same order, same integers
         assert set(as_table(body_a)) == {k.public_hex for k in keys}
 
         recs_a, mine_a = await replayed(ra.url, await relay_key(http, ra.url))
         recs_b, mine_b = await replayed(rb.url, await relay_key(http, rb.url))
         # the relays really did sequence different orders of the very same events
-        assert [r.event.id for r in recs_a] == [e.id for e in order_a]
-        assert [r.event.id for r in recs_b] == [e.id for e in order_b]
+        assert [r.event.id for r in recs_a[1:]] == [e.id for e in order_a]
+        assert [r.event.id for r in recs_b[1:]] == [e.id for e in order_b]
         assert mine_a == mine_b == as_table(body_a)
         # and so does an agent folding the events in yet another order (or with either relay key)
         shuffled = recs_a + recs_b
@@ -235,10 +236,10 @@ def forged_vouch(author: Keypair, signer: Keypair, subject: str, weight: int = 1
 
 async def test_a_vouch_signed_by_another_key_is_refused(relay: Running) -> None:
     x, y, subject = Keypair.generate(), Keypair.generate(), Keypair.generate()
-    async with Client(relay.url, subject) as honest:  # the feed exists, with one record
+    async with Client(relay.url, subject) as honest:  # the feed exists: the relay's opening and one vouch
         await trust.vouch(honest, x.public_hex, 100)
     before = await relay.relay.storage.head(FEED)
-    assert before is not None and before.seq == 1
+    assert before is not None and before.seq == 2
 
     for conn_key in (y, x):  # authenticated as the signer, then as the claimed author
         raw = await Raw.connect(relay.ws_url, conn_key)
@@ -257,7 +258,7 @@ async def test_a_vouch_signed_by_another_key_is_refused(relay: Running) -> None:
     assert after is not None and (after.seq, after.hash) == (before.seq, before.hash)
     async with httpx.AsyncClient(timeout=10.0) as http:
         records, mine = await replayed(relay.url, relay.relay.hub.relay_key.public_hex)
-        assert [r.event.author for r in records] == [subject.public_hex]
+        assert [r.event.author for r in records] == [relay.relay.hub.relay_key.public_hex, subject.public_hex]
         assert as_table(await http_scores(http, relay.url)) == mine
         assert y.public_hex not in mine
 
@@ -277,8 +278,8 @@ async def test_an_agent_cannot_publish_an_outcome(relay: Running) -> None:
         assert info.value.code == "unauthorized"
         await trust.vouch(c, other.public_hex, 500)  # the connection is still fine
     head = await relay.relay.storage.head(FEED)
-    assert head is not None and head.seq == 1
-    assert await relay.relay.storage.head("vouch/other") is None
+    assert head is not None and head.seq == 2  # the relay's opening and the one vouch
+    assert await relay.relay.storage.head("vouch/other") is None  # a refused event opens nothing
     async with httpx.AsyncClient(timeout=10.0) as http:
         body = await http_scores(http, relay.url)
         assert {row["key"] for row in body["scores"]} == {agent.public_hex, other.public_hex}

@@ -34,6 +34,17 @@ def test_the_limiter_keeps_one_bucket_per_key() -> None:
     assert lim.allow("b") and lim.allow("b") and not lim.allow("b")
 
 
+def test_a_refund_gives_back_a_token_up_to_the_burst() -> None:
+    lim = RateLimiter(rate=1e-9, burst=2)
+    assert lim.allow("a") and lim.allow("a") and not lim.allow("a")
+    lim.refund("a")  # the publish it paid for was a duplicate
+    assert lim.allow("a") and not lim.allow("a")
+    lim.refund("a", 5)
+    assert [lim.allow("a") for _ in range(3)] == [True, True, False]  # never more than the burst
+    lim.refund("nobody")  # no bucket: nothing to give back, nothing created
+    assert "nobody" not in lim._buckets
+
+
 def test_the_limiter_stays_bounded_by_dropping_buckets() -> None:
     lim = RateLimiter(rate=1e-9, burst=1, max_buckets=10)
     for i in range(100):

@@ -17,6 +17,7 @@ import pytest
 from collab.auctions import Auction
 from collab.client import Client
 from collab.doc import Doc
+from collab.errors import RelayError
 from collab.keys import Keypair
 from collab.replay import fetch_records
 from collab.trust import vouch
@@ -184,12 +185,22 @@ async def test_trust_scores_are_identical_on_all_relays(fed: Any) -> None:
     await _linked(f)
     keys = [Keypair.generate() for _ in range(6)]
     nodes = list(f.nodes.values())
+    home = f.home_of("vouch/global")
     async with contextlib.AsyncExitStack() as stack:
+        # the trust feed belongs to its home relay: an agent on a mirror cannot open it (issue 13)
+        squatter = await stack.enter_async_context(Client(f.others(home)[0].url, Keypair.generate(), **FAST))
+        with pytest.raises(RelayError) as info:
+            await squatter.publish("vouch/global", "feed.policy", {"policy": "members"})
+        assert info.value.code == "unauthorized"
         clients = [await stack.enter_async_context(Client(nodes[i % 3].url, k, **FAST)) for i, k in enumerate(keys)]
         for i, c in enumerate(clients):
             await vouch(c, keys[(i + 1) % 6].public_hex, 500 + 100 * i)
             await vouch(c, keys[(i + 3) % 6].public_hex, -200 if i % 2 else 700)
-    await _same_head(f, "vouch/global", 12)
+    await _same_head(f, "vouch/global", 13)  # the home relay's opening, then 12 vouches
+    for n in nodes:
+        first = (await fetch_records(n.url, "vouch/global"))[0]
+        assert (first["event"]["kind"], first["event"]["author"], first["relay"]) == (
+            "feed.policy", home.key.public_hex, home.key.public_hex)
     async with httpx.AsyncClient(timeout=5) as http:
         tables = [(await http.get(f"{n.url}/trust/global")).json() for n in nodes]
     assert tables[0]["scores"] == tables[1]["scores"] == tables[2]["scores"]

@@ -1,4 +1,4 @@
-"""relay/coordination/namespaces/ledger.py: lazy ledger opening, the grant gate, lock-then-
+"""relay/coordination/namespaces/ledger.py: lazy ledger opening (with the first grant), lock-then-
 sequence with its release on refusal, and follow-up moves that log instead of raising."""
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ async def test_a_ledger_opens_once_with_the_operators(site: Relay) -> None:
     assert await stored_kinds(site, LEDGER) == ["ledger.open"]
 
 
-async def test_a_grant_is_gated_so_its_ledger_opens_first(site: Relay) -> None:
+async def test_a_grant_opens_its_ledger_first(site: Relay) -> None:
     to = Keypair.generate().public_hex
     grant = Event.create(OPERATOR, LEDGER, "ledger.grant", {"to": to, "amount": 50})
     seq, dup = await site.hub.publish(grant, OPERATOR.public_hex)
@@ -69,6 +69,10 @@ async def test_a_refused_follow_up_move_is_logged_not_raised(site: Relay, caplog
     assert any("ledger.release" in r.getMessage() and "refused" in r.getMessage() for r in caplog.records)
 
 
-def test_the_plugin_gates_grants_only() -> None:
+async def test_the_plugin_opens_ledgers_and_gates_nothing(site: Relay) -> None:
     p = ledger.LedgerPlugin()
-    assert p.namespace == "ledger" and p.gated_kinds == {"ledger.grant"} and not p.follows
+    assert p.namespace == "ledger" and not p.gated_kinds and not p.follows
+    ev = p.opening(site.coordinator, LEDGER)
+    assert ev == ledger.ledger_open(site.coordinator, LEDGER)  # ts 0: the same on every process
+    assert (ev.kind, ev.body, ev.ts, ev.author) == ("ledger.open", {"operators": [OPERATOR.public_hex]}, 0,
+                                                   site.hub.relay_key.public_hex)

@@ -26,9 +26,9 @@ async def test_scores_outcomes_and_params(site: Relay) -> None:
     await vouch.record_outcome(ctx, "vouch/unit", {"subject": b.public_hex, "outcome": "delivered",
                                                    "ref": "auction/x"}, ts=1)
     rt = await site.hub.runtime("vouch/unit")
-    assert rt.seq == 2
+    assert rt.seq == 3  # the relay's opening (relay-owned feed), the vouch, the outcome
     seq, table = await vouch.current_scores(ctx, "vouch/unit")
-    assert seq == 2 and table == trust.scores(rt.state, vouch.trust_params(ctx), relay=ctx.relay)
+    assert seq == 3 and table == trust.scores(rt.state, vouch.trust_params(ctx), relay=ctx.relay)
     assert sum(table.values()) == trust.SCALE and table[b.public_hex] > table[a.public_hex]
 
 
@@ -43,10 +43,10 @@ async def test_trust_views(tmp_path: Path) -> None:
             Event.create(a, "vouch/t", "vouch.set", {"subject": b.public_hex, "weight": 900}), a.public_hex)
         body = (await http.get("/trust/t")).json()
         table = {r["key"]: r["score"] for r in body["scores"]}
-        assert body["seq"] == 1 and set(table) == {a.public_hex, b.public_hex}
+        assert body["seq"] == 2 and set(table) == {a.public_hex, b.public_hex}
         assert [r["score"] for r in body["scores"]] == sorted(table.values(), reverse=True)  # highest first
         one = (await http.get(f"/trust/t/{b.public_hex}")).json()
-        assert one["score"] == table[b.public_hex] and one["seq"] == 1
+        assert one["score"] == table[b.public_hex] and one["seq"] == 2
         bad = await http.get("/trust/t/not-a-key")
         assert bad.status_code == 400 and bad.json()["error"] == "invalid"
         assert (await http.get("/trust/Bad%20Topic")).status_code == 400
