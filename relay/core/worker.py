@@ -19,13 +19,12 @@ from typing import Any
 
 from collab import frames
 from collab.access import Access
-from collab.errors import ColonyError, InvalidEvent, RateLimited, Unavailable
-from collab.events import Event, Record, now_ms, unb64
+from collab.errors import ColonyError, RateLimited, Unavailable
+from collab.events import Event, Record, now_ms
 from collab.feedcore import ID_CACHE, FeedCore, RecordListener, record_frame
 from collab.keys import Keypair
 from collab.namespaces import DocNamespace, Namespace
 from collab.namespaces.doc import EnginePanic, quarantined_seqs
-from collab.sandbox import VERDICTS
 from collab.sandbox_supervisor import Sandbox, Verdict
 
 from relay.core.config import Config
@@ -35,6 +34,7 @@ from relay.core.jobs import Ingest, Job, Publish, Recover, Subscribe, Sync, fail
 from relay.core.mirrorstore import MirrorJob, store_mirrored
 from relay.core.presence import Participants, PresenceStore
 from relay.core.metrics import Metrics
+from relay.core.vetting import Vetting
 from relay.storage.base import HeadMoved, Storage, StoredSnapshot
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class FeedRuntime:
         # Yjs updates are checked in the sandbox before anything folds them here (docs/design.md)
         self.sandbox = sandbox if isinstance(ns, DocNamespace) else None
         self._alarm = alarm
+        self.vetting = None if self.sandbox is None else Vetting(feed, self.sandbox, metrics, alarm)
         self.storage, self.config, self.metrics, self.relay_key = storage, config, metrics, relay_key
         self._presence = presence
         self.listeners = listeners  # the hub's list: called with every committed record
@@ -161,21 +162,9 @@ class FeedRuntime:
         if quarantined:  # the next load starts past the poison, with the same state
             await self.save_snapshot()
 
-    # -- the Yjs sandbox -------------------------------------------------------------------
+    # -- the Yjs sandbox (relay.core.vetting) ----------------------------------------------
     async def _vet(self, recs: Sequence[Record], full: bool = True) -> dict[int, Verdict]:
-        """Check the doc updates of ``recs`` (in order, on the current state) in the sandbox;
-        the index in ``recs`` -> verdict of each one refused. ``full``: the child also encodes
-        the whole document (before a snapshot; on load), else only what the updates change."""
-        if self.sandbox is None:
-            return {}
-        idx = [i for i, r in enumerate(recs) if r.event.kind == "doc.update"]
-        if not idx:
-            return {}
-        state = self.core.state
-        updates = [unb64(recs[i].event.body["update"]) for i in idx]
-        verdicts = await self.sandbox.check(self.feed, state.tag, updates, state.state_update, full=full)
-        self.metrics.sandbox_restarts.set(self.sandbox.restarts)
-        return {i: v for i, v in zip(idx, verdicts, strict=True) if not v.ok}
+        return {} if self.vetting is None else await self.vetting.check(self.core.state, recs, full)
 
     async def vet_stored(self, recs: list[Record]) -> dict[int, Verdict]:
         """Stored records (from before the sandbox, or written around it): seq -> verdict of
@@ -184,13 +173,6 @@ class FeedRuntime:
         bad = await self._vet(recs)
         return {recs[i].seq: v for i, v in bad.items()}
 
-    def _refused(self, ev: Event, verdict: Verdict) -> InvalidEvent:
-        name = VERDICTS.get(verdict.code, "bad")
-        self.metrics.yjs_refused.inc(name)
-        log.warning("yjs update refused by the sandbox (%s): feed %s event %s author %s: %s", name, self.feed,
-                    ev.id, ev.author, verdict.reason)
-        return InvalidEvent(f"the Yjs update was refused by the engine ({name}): event {ev.id}")
-
     def skip(self, rec: Record, verdict: Verdict, line: str | None = None) -> None:
         """Quarantine a stored record: it stays in the chain (and goes to subscribers when
         ``line`` is given: they verify the chain; the Yjs room leaves it out), out of the fold;
@@ -198,15 +180,9 @@ class FeedRuntime:
         self.core.skip(rec)
         if line is not None:
             self.fanout.send_batch([record_frame(self.feed, line)])
-        name = VERDICTS.get(verdict.code, "bad")
-        self.metrics.yjs_refused.inc("quarantined")
         self.core.state.quarantined.append(rec.seq)
-        ev = rec.event
-        log.error("QUARANTINE %s#%d (event %s, author %s): the Yjs engine fails on it (%s): %s", self.feed, rec.seq,
-                  ev.id, ev.author, name, verdict.reason)
-        if self._alarm is not None:
-            self._alarm({"feed": self.feed, "seq": rec.seq, "event_id": ev.id, "author": ev.author,
-                         "verdict": name, "reason": verdict.reason[:500]})
+        if self.vetting is not None:
+            self.vetting.quarantined(rec, verdict)
 
     # -- jobs ------------------------------------------------------------------------------
     def _kick(self) -> None:
@@ -401,10 +377,10 @@ class FeedRuntime:
                 for i, _, _ in accepted:
                     fail(batch[i].fut, Unavailable("the document was checked again; retry"))
                 return
-            if bad:  # refused by the engine: answer them, seal the rest again (seqs close up)
+            if bad and self.vetting is not None:  # refused by the engine: answer them, seal the rest again
                 for j, verdict in bad.items():
                     i, rec, _ = accepted[j]
-                    fail(batch[i].fut, self._refused(rec.event, verdict))
+                    fail(batch[i].fut, self.vetting.refused(rec.event, verdict))
                 batch = [batch[i] for j, (i, _, _) in enumerate(accepted) if j not in bad]
                 continue
             if core.seq == 0 and self.quota is not None:  # the first record creates the feed

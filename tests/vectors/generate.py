@@ -43,13 +43,15 @@ import argparse
 import base64
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from nacl.signing import SigningKey
 from pycrdt import Doc, Text
 
-from gen_doc_updates import gen_doc_updates  # next to this script (run as a script, its folder is on sys.path)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the generators next to this script, however it is loaded
+from gen_doc_updates import gen_doc_updates
 from gen_ed25519 import gen_ed25519
 
 # ---------------------------------------------------------------------------------------------

@@ -108,12 +108,11 @@ async def test_request_response_through_the_relay_is_sealed(relay: Running) -> N
     plain = canonical({"kind": "request", "body": {"question": SECRET}}).decode()
     assert_no_plaintext(raw, SECRET, SECRET.upper(), "hunter2", plain, '"question"', '"answer"')
 
-    # the relay's view of the feed is metadata only, and not served over HTTP at all
+    # the relay's view of the feed is metadata only, and not served over HTTP at all: a stranger
+    # (an unsigned request) cannot even tell the conversation exists (docs/protocol.md 15)
     async with httpx.AsyncClient(timeout=10.0) as http:
-        info = (await http.get(f"{relay.url}/feeds/{feed}")).json()
-        assert info["policy"] == "members" and info["state"] is None
-        for path in ("events", "state"):
-            r = await http.get(f"{relay.url}/feeds/{feed}/{path}")
+        for path in ("", "/events", "/state"):
+            r = await http.get(f"{relay.url}/feeds/{feed}{path}")
             assert r.status_code == 403, (path, r.status_code, r.text)
             assert r.json()["error"] == "unauthorized"
             assert SECRET not in r.text
