@@ -1,0 +1,117 @@
+"""Forks cannot hide: a home that shows two mirrors two different records at one seq, both
+signed with its key, is caught by both mirrors within one sync interval, each alarm carrying
+both records (its own, and the other mirror's signed receipt). Three relay processes on SQLite
+(the test writes the forked records into the mirrors' stores, as a home that signs whatever it
+likes could have sent them)."""
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from collab.events import Event, Record, receipt_bytes
+from collab.keys import Keypair, verify
+from collab.replay import fetch_records
+from relay.federation.gossip import receipt_problem, signed_head
+from tests.conftest import Backend
+from tests.relay.federation.test_injection import Three, _feed_homed_at, _publish
+from tests.wait import eventually
+
+INTERVAL = 1.0  # the relays' --sync-interval
+
+
+@pytest.fixture
+def backend() -> Backend:
+    return Backend("sqlite")  # the test writes the mirrors' SQLite files
+
+
+def _fork(t: Three, node: str, feed: str, rec: Record) -> None:
+    """Replace ``node``'s stored head of ``feed`` with ``rec`` (``node`` is stopped)."""
+    with t.db(node) as db:
+        ev = rec.event
+        db.execute("DELETE FROM records WHERE feed=? AND seq=?", (feed, rec.seq))
+        db.execute("INSERT INTO records (feed, seq, id, kind, author, rtime, hash, data) VALUES (?,?,?,?,?,?,?,?)",
+                   (feed, rec.seq, ev.id, ev.kind, ev.author, rec.rtime, rec.hash,
+                    json.dumps(rec.to_wire(), separators=(",", ":"))))
+        db.execute("UPDATE feeds SET seq=?, hash=?, rtime=? WHERE feed=?", (rec.seq, rec.hash, rec.rtime, feed))
+        db.execute("DELETE FROM snapshots WHERE feed=?", (feed,))
+
+
+async def _alarm(url: str, feed: str) -> dict[str, Any] | None:
+    recs = await fetch_records(url, "relay/alarms")
+    hits = [r["event"]["body"] for r in recs
+            if r["event"]["kind"] == "alarm.equivocation" and r["event"]["body"]["feed"] == feed]
+    return hits[0] if hits else None
+
+
+async def test_a_home_that_shows_two_mirrors_two_records_is_caught_by_both(tmp_path: Path) -> None:
+    t = Three(tmp_path, INTERVAL)
+    try:
+        await asyncio.gather(*(t.start(n) for n in "abc"))
+        feed = _feed_homed_at(t, "a", "note/pay")
+        await _publish(t, "a", feed, 1)
+        async with httpx.AsyncClient(timeout=5) as http:
+            for n in "bc":
+                await http.get(f"{t.url(n)}/feeds/{feed}")  # a local reader: b and c mirror the feed
+
+            async def mirrored() -> bool:
+                return all([len(await fetch_records(t.url(n), feed)) == 1 for n in "bc"])
+
+            await eventually(mirrored, 10, "b and c to mirror record 1")
+        await asyncio.gather(*(t.stop(n) for n in "abc"))
+
+        # the home (its real key, from its key file) signs "pay bob" for b and "pay carol" for c
+        home = Keypair.load(tmp_path / "a.key")
+        with t.db("b") as db:
+            (data,) = db.execute("SELECT data FROM records WHERE feed=? AND seq=1", (feed,)).fetchone()
+        first = Record.from_wire(json.loads(data))
+        payer = Keypair.generate()
+        shown = {n: Record.seal(home, Event.create(payer, feed, "note", {"pay": who}), 2, first.hash)
+                 for n, who in (("b", "bob"), ("c", "carol"))}
+        for n, rec in shown.items():
+            _fork(t, n, feed, rec)
+        await asyncio.gather(t.start("b"), t.start("c"))  # the home stays away: only the mirrors talk
+        async with httpx.AsyncClient(timeout=5) as http:
+            for n in "bc":
+                await http.get(f"{t.url(n)}/feeds/{feed}")  # both mirror the feed again, each its record 2
+        alarms: dict[str, dict[str, Any]] = {}
+
+        async def caught() -> bool:
+            for n in "bc":
+                if n not in alarms and (body := await _alarm(t.url(n), feed)) is not None:
+                    alarms[n] = body
+            return len(alarms) == 2
+
+        # each mirror's next heads tick (at most one interval away) reaches the other
+        await eventually(caught, INTERVAL + 1.0, "both mirrors to raise the equivocation alarm")
+        for n, other in (("b", "c"), ("c", "b")):
+            body, ours, theirs = alarms[n], shown[n], shown[other]
+            assert body["seq"] == 2 and body["peer"] == home.public_hex
+            assert body["via"] == t.keys[other].public_hex
+            assert body["ours"] == ours.to_wire()  # our record, the whole of it
+            assert body["theirs"]["event_id"] == theirs.event.id and body["theirs"]["hash"] == theirs.hash
+            rb = receipt_bytes(feed, 2, body["theirs"]["prev"], body["theirs"]["event_id"],
+                               body["theirs"]["rtime"], body["theirs"]["relay"])
+            assert verify(bytes.fromhex(home.public_hex), rb, bytes.fromhex(body["theirs"]["rsig"]))
+        async with httpx.AsyncClient(timeout=5) as http:
+            for n in "bc":
+                assert (await http.get(f"{t.url(n)}/health")).json()["federation"]["alarms"] >= 1
+    finally:
+        await asyncio.gather(*(t.stop(n) for n in list(t.procs)))
+
+
+def test_a_passed_on_head_proves_a_fork_only_with_the_homes_signature() -> None:
+    home, other = Keypair.generate(), Keypair.generate()
+    rec = Record.seal(home, Event.create(Keypair.generate(), "note/x", "note", {"pay": "bob"}), 3, "0" * 64)
+    head = signed_head("note/x", 3, rec.hash, rec.to_wire())
+    assert receipt_problem(head, home.public_hex) is None
+    assert receipt_problem(head, other.public_hex) == "the receipt is not the home's"
+    moved = {**head, "rtime": head["rtime"] + 1}
+    assert receipt_problem(moved, home.public_hex) == "the receipt does not hash to the head"
+    forged = Record.seal(other, rec.event, 3, "0" * 64)
+    assert receipt_problem({**head, "rsig": forged.rsig}, home.public_hex) == "the home's signature does not verify"
+    assert receipt_problem({**head, "prev": "zz"}, home.public_hex) == "a malformed receipt"
