@@ -8,8 +8,9 @@ from a third member (never to the home itself), each carrying the home's signed 
 and check the home's signature, docs/federation.md "Equivocation"). A relay that mirrors the
 same feed and stores another record at that seq checks the receipt (hash and home signature):
 two different receipts for one seq, both signed by the home, are proof that the home forked the
-feed. It raises the equivocation alarm with both (its own record and the passed-on receipt) and
-refuses that feed's mirroring, as for a fork the home showed it directly. A receipt that does
+feed. It raises the equivocation alarm with both records (its own, and the other mirror's, read
+from it over HTTP and checked against the receipt, or the receipt alone when it cannot be read)
+and refuses that feed's mirroring, as for a fork the home showed it directly. A receipt that does
 not verify proves nothing: it is ignored (and logged). The work a peer can cause is that of any
 heads frame (``peer_heads_burst`` / ``peer_heads_per_sec``), plus at most one signature check
 per head that differs from our stored record.
@@ -18,9 +19,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
-from collab.events import HEX64_RE, HEX128_RE, receipt_bytes
+import httpx
+
+from collab.errors import ColonyError
+from collab.events import HEX64_RE, HEX128_RE, Record, receipt_bytes
 from collab.keys import verify
 
 from relay.core.routing import LOCAL_PREFIX
@@ -32,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: the receipt fields a passed-on head carries besides ``feed``, ``seq`` and ``hash``
 RECEIPT_FIELDS = ("prev", "rtime", "relay", "rsig", "event_id")
+FETCH_TIMEOUT = 2.0  # seconds: reading the other mirror's record for the evidence
+RECENT = 1024  # forks whose evidence is kept (a fork seen again is not fetched again)
 
 
 def signed_head(feed: str, seq: int, hsh: str, record: dict[str, Any]) -> dict[str, Any]:
@@ -63,6 +70,7 @@ class Forks:
     def __init__(self, mirrors: Mirrors) -> None:
         self.mirrors = mirrors
         self._cache: dict[str, dict[str, Any]] = {}  # feed -> signed head of our stored head
+        self._proofs: OrderedDict[tuple[str, int, str], dict[str, Any]] = OrderedDict()  # evidence fetched
 
     async def heads(self) -> list[tuple[str, dict[str, Any]]]:
         """``(home key, signed head)`` of every loaded feed we mirror (one storage read per feed
@@ -95,7 +103,32 @@ class Forks:
         if why is not None:
             log.warning("peer %s passed on a head %s#%d that proves nothing (%s): ignored", via[:16], feed, seq, why)
             return
-        theirs = {k: h[k] for k in ("feed", "seq", "hash", *RECEIPT_FIELDS)}
+        theirs = await self._evidence(via, feed, seq, h)
         mirrors.refuse_feed(m, f"equivocation: {feed}#{seq}")
         await mirrors.alarms.raise_("equivocation", feed, seq, stored["record"], theirs, m.home.key,
                                     f"the home signed another record #{seq} for peer {via[:16]}…", via=via)
+
+    async def _evidence(self, via: str, feed: str, seq: int, h: dict[str, Any]) -> dict[str, Any]:
+        """The other mirror's whole record, read from it over HTTP and checked against the receipt
+        it passed on; the receipt alone when it cannot be read (a members-only feed, a member that
+        does not answer within ``FETCH_TIMEOUT``). Fetched once per fork (the last ``RECENT``)."""
+        at = (feed, seq, h["hash"])
+        if at in self._proofs:
+            self._proofs.move_to_end(at)
+            return self._proofs[at]
+        theirs: dict[str, Any] = {k: h[k] for k in ("feed", "seq", "hash", *RECEIPT_FIELDS)}
+        member = next((p for p in self.mirrors.routing.peers if p.key == via), None)
+        http = self.mirrors.http
+        if member is not None and http is not None:
+            try:
+                resp = await http.get(f"{member.url}/feeds/{feed}/events", params={"since": seq - 1, "limit": 1},
+                                      timeout=FETCH_TIMEOUT)
+                rows = resp.json().get("records") if resp.status_code == 200 else None
+                if isinstance(rows, list) and rows and Record.from_wire(rows[0]).hash == h["hash"]:
+                    theirs = rows[0]
+            except (httpx.HTTPError, ValueError, AttributeError, ColonyError) as exc:
+                log.info("could not read %s#%d from %s (%r): the alarm carries its receipt", feed, seq, member.url, exc)
+        self._proofs[at] = theirs
+        if len(self._proofs) > RECENT:
+            self._proofs.popitem(last=False)
+        return theirs

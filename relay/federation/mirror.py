@@ -96,14 +96,14 @@ class Mirrors:
         self.forks = Forks(self)  # signed heads passed on between mirrors of a third member's feeds
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._http: httpx.AsyncClient | None = None
+        self.http: httpx.AsyncClient | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         for link in self.links.values():
             link.add_on_connect(lambda *_a, _l=link: self._spawn(self._reensure(_l.peer.key, backoff=False)))
             link.add_on_heads(functools.partial(self.on_heads, link.peer.key))
-        self._http = httpx.AsyncClient(timeout=max(2.0, self.sync_interval * 4))
+        self.http = httpx.AsyncClient(timeout=max(2.0, self.sync_interval * 4))
         self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="mirrors")
 
     async def close(self) -> None:
@@ -112,9 +112,9 @@ class Mirrors:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loop_task = None
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        if self.http is not None:
+            await self.http.aclose()
+            self.http = None
 
     async def _run(self) -> None:
         while True:
@@ -146,10 +146,10 @@ class Mirrors:
             log.exception("mirror sync with %s failed", link.peer.url)
 
     async def _discover(self, peer: Member, prefix: str) -> list[str]:
-        if self._http is None:
+        if self.http is None:
             return []
         try:
-            resp = await self._http.get(f"{peer.url}/feeds", params={"prefix": prefix, "limit": DISCOVERY_LIMIT})
+            resp = await self.http.get(f"{peer.url}/feeds", params={"prefix": prefix, "limit": DISCOVERY_LIMIT})
             resp.raise_for_status()
             out = []
             for f in resp.json()["feeds"]:
