@@ -1,32 +1,34 @@
 """Forks cannot hide: a home that shows two mirrors two different records at one seq, both
 signed with its key, is caught by both mirrors within one sync interval, each alarm carrying
-both records (its own, and the other mirror's, whose home signature the test checks). Three relay processes on SQLite
-(the test writes the forked records into the mirrors' stores, as a home that signs whatever it
-likes could have sent them)."""
+both records (its own, and the other mirror's, whose home signature the test checks). Twice:
+three relay processes on SQLite (the test writes the forked records into the mirrors' stores, as
+a home that signs whatever it likes could have sent them), and, on both backends, two real
+mirrors of a home that is a hand-written /fed server holding the home's key (as an attacker who
+controls the home would) and shows each mirror its own record 2."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
+import os
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
+from websockets.asyncio.server import ServerConnection, serve
 
-from collab.events import Event, Record, receipt_bytes
+from collab.events import GENESIS, Event, Record, receipt_bytes
 from collab.keys import Keypair, verify
 from collab.replay import fetch_records
 from relay.federation.gossip import receipt_problem, signed_head
-from tests.conftest import Backend
+from relay.federation.link import peer_bytes
+from relay.ops.runner import serving
+from tests.conftest import Backend, make_config
+from tests.redis_server import free_port
 from tests.relay.federation.test_injection import Three, _feed_homed_at, _publish
 from tests.wait import eventually
 
 INTERVAL = 1.0  # the relays' --sync-interval
-
-
-@pytest.fixture
-def backend() -> Backend:
-    return Backend("sqlite")  # the test writes the mirrors' SQLite files
 
 
 def _fork(t: Three, node: str, feed: str, rec: Record) -> None:
@@ -46,6 +48,15 @@ async def _alarm(url: str, feed: str) -> dict[str, Any] | None:
     hits = [r["event"]["body"] for r in recs
             if r["event"]["kind"] == "alarm.equivocation" and r["event"]["body"]["feed"] == feed]
     return hits[0] if hits else None
+
+
+def _check_evidence(body: dict[str, Any], home: Keypair, via: str, ours: Record, theirs: Record) -> None:
+    assert body["seq"] == ours.seq and body["peer"] == home.public_hex and body["via"] == via
+    assert body["ours"] == ours.to_wire()  # our record, the whole of it
+    assert body["theirs"] == theirs.to_wire()  # the other mirror's, read from it
+    rb = receipt_bytes(theirs.feed, theirs.seq, theirs.prev, theirs.event.id, theirs.rtime, home.public_hex)
+    assert verify(bytes.fromhex(home.public_hex), rb, bytes.fromhex(body["theirs"]["rsig"]))
+    assert ours.hash != theirs.hash
 
 
 async def test_a_home_that_shows_two_mirrors_two_records_is_caught_by_both(tmp_path: Path) -> None:
@@ -89,14 +100,7 @@ async def test_a_home_that_shows_two_mirrors_two_records_is_caught_by_both(tmp_p
         # each mirror's next heads tick (at most one interval away) reaches the other
         await eventually(caught, INTERVAL + 1.0, "both mirrors to raise the equivocation alarm")
         for n, other in (("b", "c"), ("c", "b")):
-            body, ours, theirs = alarms[n], shown[n], shown[other]
-            assert body["seq"] == 2 and body["peer"] == home.public_hex
-            assert body["via"] == t.keys[other].public_hex
-            assert body["ours"] == ours.to_wire()  # our record, the whole of it
-            assert body["theirs"] == theirs.to_wire()  # the other mirror's, read from it
-            assert body["theirs"]["event"]["body"] == {"pay": "carol" if n == "b" else "bob"}
-            rb = receipt_bytes(feed, 2, theirs.prev, theirs.event.id, theirs.rtime, home.public_hex)
-            assert verify(bytes.fromhex(home.public_hex), rb, bytes.fromhex(body["theirs"]["rsig"]))
+            _check_evidence(alarms[n], home, t.keys[other].public_hex, shown[n], shown[other])
         async with httpx.AsyncClient(timeout=5) as http:
             for n in "bc":
                 assert (await http.get(f"{t.url(n)}/health")).json()["federation"]["alarms"] >= 1
@@ -115,3 +119,76 @@ def test_a_passed_on_head_proves_a_fork_only_with_the_homes_signature() -> None:
     forged = Record.seal(other, rec.event, 3, "0" * 64)
     assert receipt_problem({**head, "rsig": forged.rsig}, home.public_hex) == "the home's signature does not verify"
     assert receipt_problem({**head, "prev": "zz"}, home.public_hex) == "a malformed receipt"
+
+
+class EquivocatingHome:
+    """A /fed server with the home's key: every feed's record 1 is the same for all, record 2
+    says "pay <name>" with the name ``shown`` gives the subscribing mirror's key."""
+
+    def __init__(self, key: Keypair, shown: dict[str, str]) -> None:
+        self.key, self.shown = key, shown
+        self.author = Keypair.generate()
+        self.recs: dict[tuple[str, str], list[Record]] = {}
+
+    def records(self, feed: str, mirror: str) -> list[Record]:
+        who = self.shown[mirror]
+        if (feed, who) not in self.recs:
+            first = Record.seal(self.key, Event.create(self.author, feed, "note", {"n": 1}, ts=1), 1, GENESIS, rtime=1)
+            second = Record.seal(self.key, Event.create(self.author, feed, "note", {"pay": who}), 2, first.hash)
+            self.recs[feed, who] = [first, second]
+        return self.recs[feed, who]
+
+    async def serve(self, ws: ServerConnection) -> None:
+        nonce = os.urandom(32).hex()
+        await ws.send(json.dumps({"t": "challenge", "nonce": nonce, "relay": self.key.public_hex}))
+        hello = json.loads(await ws.recv())
+        mirror = hello["key"]
+        sig = self.key.sign(peer_bytes(hello["nonce"], mirror, self.key.public_hex)).hex()
+        await ws.send(json.dumps({"t": "peer_ok", "sig": sig}))
+        async for message in ws:
+            for text in str(message).split("\n"):
+                frame = json.loads(text)
+                if frame["t"] == "sub":  # records only; no heads: each mirror sees a consistent home
+                    for rec in self.records(frame["feed"], mirror)[frame["since"]:]:
+                        await ws.send(json.dumps({"t": "rec", "feed": frame["feed"], "rec": rec.to_wire()}))
+
+
+async def test_a_home_signing_two_records_for_one_seq_is_caught_by_both_mirrors(tmp_path: Path,
+                                                                               backend: Backend) -> None:
+    Keypair.generate().save(tmp_path / "home.key")
+    home = Keypair.load(tmp_path / "home.key")  # the home's own key, as its attacker holds it
+    keys = {n: Keypair.generate() for n in "bc"}
+    ports = {n: free_port() for n in "bc"}
+    url = {n: f"http://127.0.0.1:{ports[n]}" for n in "bc"}
+    fork = EquivocatingHome(home, {keys["b"].public_hex: "bob", keys["c"].public_hex: "carol"})
+    feed = "note/pay"
+    async with serve(fork.serve, "127.0.0.1", 0) as server:
+        home_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        cfgs = {}
+        for n, other in (("b", "c"), ("c", "b")):
+            keys[n].save(tmp_path / n / "relay.key")
+            cfg = make_config(tmp_path / n, backend, n, public_url=url[n], sync_interval=INTERVAL,
+                              peers=(f"{home_url}#{home.public_hex}", f"{url[other]}#{keys[other].public_hex}"),
+                              pins=(f"note/*={home.public_hex}",))
+            cfgs[n] = dataclasses.replace(cfg, port=ports[n])
+        async with serving(cfgs["b"]), serving(cfgs["c"]):
+            async with httpx.AsyncClient(timeout=5) as http:
+                for n in "bc":
+                    await http.get(f"{url[n]}/feeds/{feed}")  # a local reader: b and c mirror the feed
+
+                async def mirrored() -> bool:
+                    return all([len(await fetch_records(url[n], feed)) == 2 for n in "bc"])
+
+                await eventually(mirrored, 10, "b and c to mirror both records")
+            alarms: dict[str, dict[str, Any]] = {}
+
+            async def caught() -> bool:
+                for n in "bc":
+                    if n not in alarms and (body := await _alarm(url[n], feed)) is not None:
+                        alarms[n] = body
+                return len(alarms) == 2
+
+            await eventually(caught, INTERVAL + 1.0, "both mirrors to raise the equivocation alarm")
+            bob, carol = fork.recs[feed, "bob"][1], fork.recs[feed, "carol"][1]
+            _check_evidence(alarms["b"], home, keys["c"].public_hex, bob, carol)
+            _check_evidence(alarms["c"], home, keys["b"].public_hex, carol, bob)
