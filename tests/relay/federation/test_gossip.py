@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from collab.events import GENESIS, Event, Record, receipt_bytes
@@ -50,10 +51,14 @@ async def _alarm(url: str, feed: str) -> dict[str, Any] | None:
     return hits[0] if hits else None
 
 
-def _check_evidence(body: dict[str, Any], home: Keypair, via: str, ours: Record, theirs: Record) -> None:
+def _check_evidence(body: dict[str, Any], home: Keypair, via: str, ours: Record, theirs: Record,
+                    readable: bool = True) -> None:
     assert body["seq"] == ours.seq and body["peer"] == home.public_hex and body["via"] == via
     assert body["ours"] == ours.to_wire()  # our record, the whole of it
-    assert body["theirs"] == theirs.to_wire()  # the other mirror's, read from it
+    if readable:
+        assert body["theirs"] == theirs.to_wire()  # the other mirror's, read from it
+    else:  # a members feed: the other mirror's copy is not readable; its signed receipt is the proof
+        assert body["theirs"] == signed_head(theirs.feed, theirs.seq, theirs.hash, theirs.to_wire())
     rb = receipt_bytes(theirs.feed, theirs.seq, theirs.prev, theirs.event.id, theirs.rtime, home.public_hex)
     assert verify(bytes.fromhex(home.public_hex), rb, bytes.fromhex(body["theirs"]["rsig"]))
     assert ours.hash != theirs.hash
@@ -122,18 +127,21 @@ def test_a_passed_on_head_proves_a_fork_only_with_the_homes_signature() -> None:
 
 
 class EquivocatingHome:
-    """A /fed server with the home's key: every feed's record 1 is the same for all, record 2
-    says "pay <name>" with the name ``shown`` gives the subscribing mirror's key."""
+    """A /fed server with the home's key: every feed's record 1 is the same for all (a switch to
+    ``members`` if ``members``), record 2 says "pay <name>" with the name ``shown`` gives the
+    subscribing mirror's key."""
 
-    def __init__(self, key: Keypair, shown: dict[str, str]) -> None:
-        self.key, self.shown = key, shown
+    def __init__(self, key: Keypair, shown: dict[str, str], members: bool) -> None:
+        self.key, self.shown, self.members = key, shown, members
         self.author = Keypair.generate()
         self.recs: dict[tuple[str, str], list[Record]] = {}
 
     def records(self, feed: str, mirror: str) -> list[Record]:
         who = self.shown[mirror]
         if (feed, who) not in self.recs:
-            first = Record.seal(self.key, Event.create(self.author, feed, "note", {"n": 1}, ts=1), 1, GENESIS, rtime=1)
+            ev = Event.create(self.author, feed, "feed.policy", {"policy": "members"}, ts=1) if self.members \
+                else Event.create(self.author, feed, "note", {"n": 1}, ts=1)
+            first = Record.seal(self.key, ev, 1, GENESIS, rtime=1)
             second = Record.seal(self.key, Event.create(self.author, feed, "note", {"pay": who}), 2, first.hash)
             self.recs[feed, who] = [first, second]
         return self.recs[feed, who]
@@ -153,14 +161,15 @@ class EquivocatingHome:
                         await ws.send(json.dumps({"t": "rec", "feed": frame["feed"], "rec": rec.to_wire()}))
 
 
-async def test_a_home_signing_two_records_for_one_seq_is_caught_by_both_mirrors(tmp_path: Path,
-                                                                               backend: Backend) -> None:
+@pytest.mark.parametrize("members", [False, True], ids=["public", "members"])
+async def test_a_home_signing_two_records_for_one_seq_is_caught_by_both_mirrors(tmp_path: Path, backend: Backend,
+                                                                               members: bool) -> None:
     Keypair.generate().save(tmp_path / "home.key")
     home = Keypair.load(tmp_path / "home.key")  # the home's own key, as its attacker holds it
     keys = {n: Keypair.generate() for n in "bc"}
     ports = {n: free_port() for n in "bc"}
     url = {n: f"http://127.0.0.1:{ports[n]}" for n in "bc"}
-    fork = EquivocatingHome(home, {keys["b"].public_hex: "bob", keys["c"].public_hex: "carol"})
+    fork = EquivocatingHome(home, {keys["b"].public_hex: "bob", keys["c"].public_hex: "carol"}, members)
     feed = "note/pay"
     async with serve(fork.serve, "127.0.0.1", 0) as server:
         home_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
@@ -171,13 +180,14 @@ async def test_a_home_signing_two_records_for_one_seq_is_caught_by_both_mirrors(
                               peers=(f"{home_url}#{home.public_hex}", f"{url[other]}#{keys[other].public_hex}"),
                               pins=(f"note/*={home.public_hex}",))
             cfgs[n] = dataclasses.replace(cfg, port=ports[n])
-        async with serving(cfgs["b"]), serving(cfgs["c"]):
+        async with serving(cfgs["b"]) as rb, serving(cfgs["c"]) as rc:
             async with httpx.AsyncClient(timeout=5) as http:
                 for n in "bc":
                     await http.get(f"{url[n]}/feeds/{feed}")  # a local reader: b and c mirror the feed
 
                 async def mirrored() -> bool:
-                    return all([len(await fetch_records(url[n], feed)) == 2 for n in "bc"])
+                    heads = [await r.relay.hub.storage.head(feed) for r in (rb, rc)]
+                    return all(h is not None and h.seq == 2 for h in heads)
 
                 await eventually(mirrored, 10, "b and c to mirror both records")
             alarms: dict[str, dict[str, Any]] = {}
@@ -190,5 +200,5 @@ async def test_a_home_signing_two_records_for_one_seq_is_caught_by_both_mirrors(
 
             await eventually(caught, INTERVAL + 1.0, "both mirrors to raise the equivocation alarm")
             bob, carol = fork.recs[feed, "bob"][1], fork.recs[feed, "carol"][1]
-            _check_evidence(alarms["b"], home, keys["c"].public_hex, bob, carol)
-            _check_evidence(alarms["c"], home, keys["b"].public_hex, carol, bob)
+            _check_evidence(alarms["b"], home, keys["c"].public_hex, bob, carol, not members)
+            _check_evidence(alarms["c"], home, keys["b"].public_hex, carol, bob, not members)
