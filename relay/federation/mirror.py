@@ -127,7 +127,11 @@ class Mirrors:
     async def sync_once(self) -> None:
         """One tick: discover replicated feeds on each peer, re-ensure dropped ones, send heads
         (peers concurrently: one that does not answer must not hold up the others)."""
-        signed = await self.forks.heads()
+        try:
+            signed = await self.forks.heads()
+        except Exception:  # e.g. our storage is down: the other heads and discovery go on
+            log.exception("reading the heads to pass on failed")
+            signed = []
         await asyncio.gather(*(self._sync_peer(key, link, [h for home, h in signed if home != key])
                                for key, link in self.links.items()))
 
