@@ -60,8 +60,9 @@ class Alarms:
         self._recent: OrderedDict[tuple[str, int], None] = OrderedDict()
 
     async def raise_(self, kind: str, feed: str, seq: int, ours: dict[str, Any] | None,
-                     theirs: dict[str, Any] | None, peer: str, reason: str) -> None:
-        """Log, count and publish one alarm; never raises (an alarm must not break the caller)."""
+                     theirs: dict[str, Any] | None, peer: str, reason: str, via: str | None = None) -> None:
+        """Log, count and publish one alarm; never raises (an alarm must not break the caller).
+        ``via``: the member that passed ``theirs`` on (a fork seen by comparing mirrors)."""
         self.count += 1
         log.error("ALARM %s: %s#%d from peer %s: %s", kind, feed, seq, peer[:16], reason)
         at = (feed, seq)
@@ -76,6 +77,8 @@ class Alarms:
         if len(self._recent) > RECENT:
             self._recent.popitem(last=False)
         body = {"feed": feed, "seq": seq, "ours": ours, "theirs": theirs, "peer": peer, "reason": reason}
+        if via is not None:
+            body["via"] = via
         try:
             canonical(body)
         except CanonicalError:  # evidence that is not canonical JSON (a malformed record): publish what can be

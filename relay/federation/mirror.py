@@ -15,7 +15,9 @@ publishes: at most ``peer_heads_burst`` per frame and ``peer_heads_per_sec`` per
 heads that concern us are looked at: feeds the peer homes and we mirror (a mismatch is the
 home's equivocation: alarm, that feed refused), and feeds we home (checked against our own
 log first; a head our log does not hold is false evidence: nothing is written, the peer is cut
-off, :class:`FalseEvidence`).
+off, :class:`FalseEvidence`). Heads of feeds a third member homes carry its signed receipt and
+are compared with ours too (``relay.federation.gossip``): a home cannot show two mirrors two
+records at one seq unseen.
 """
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ from collab.feedcore_chain import link as chain_link
 from relay.core.limits import RateLimiter
 from relay.core.mirrorstore import MirrorConflict
 from relay.core.routing import LOCAL_PREFIX, Member, Routing
+from relay.federation.gossip import Forks
 
 if TYPE_CHECKING:
     from relay.core.hub import Hub
@@ -90,16 +93,17 @@ class Mirrors:
         self.heads_rate = RateLimiter(lim.peer_heads_per_sec, lim.peer_heads_burst, 1024)
         self.false_evidence = 0  # heads refused as false evidence (the peer was cut off)
         self.feeds: dict[str, _Feed] = {}
+        self.forks = Forks(self)  # signed heads passed on between mirrors of a third member's feeds
         self._loop_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._http: httpx.AsyncClient | None = None
+        self.http: httpx.AsyncClient | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         for link in self.links.values():
             link.add_on_connect(lambda *_a, _l=link: self._spawn(self._reensure(_l.peer.key, backoff=False)))
             link.add_on_heads(functools.partial(self.on_heads, link.peer.key))
-        self._http = httpx.AsyncClient(timeout=max(2.0, self.sync_interval * 4))
+        self.http = httpx.AsyncClient(timeout=max(2.0, self.sync_interval * 4))
         self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="mirrors")
 
     async def close(self) -> None:
@@ -108,9 +112,9 @@ class Mirrors:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._loop_task = None
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+        if self.http is not None:
+            await self.http.aclose()
+            self.http = None
 
     async def _run(self) -> None:
         while True:
@@ -123,9 +127,15 @@ class Mirrors:
     async def sync_once(self) -> None:
         """One tick: discover replicated feeds on each peer, re-ensure dropped ones, send heads
         (peers concurrently: one that does not answer must not hold up the others)."""
-        await asyncio.gather(*(self._sync_peer(key, link) for key, link in self.links.items()))
+        try:
+            signed = await self.forks.heads()
+        except Exception:  # e.g. our storage is down: the other heads and discovery go on
+            log.exception("reading the heads to pass on failed")
+            signed = []
+        await asyncio.gather(*(self._sync_peer(key, link, [h for home, h in signed if home != key])
+                               for key, link in self.links.items()))
 
-    async def _sync_peer(self, key: str, link: Any) -> None:
+    async def _sync_peer(self, key: str, link: Any, signed: list[dict[str, Any]]) -> None:
         try:
             for prefix in self.routing.replicate:
                 for feed in await self._discover(link.peer, prefix):
@@ -133,17 +143,17 @@ class Mirrors:
                         await self._ensure_quietly(feed)
             await self._reensure(key)
             if link.connected:
-                heads = self.heads_for(key)
-                if heads:
-                    await _call(link.send_heads, heads)
+                heads = self.heads_for(key) + signed
+                for i in range(0, len(heads), self.max_heads):  # a frame carries at most peer_heads_burst
+                    await _call(link.send_heads, heads[i:i + self.max_heads])
         except Exception:
             log.exception("mirror sync with %s failed", link.peer.url)
 
     async def _discover(self, peer: Member, prefix: str) -> list[str]:
-        if self._http is None:
+        if self.http is None:
             return []
         try:
-            resp = await self._http.get(f"{peer.url}/feeds", params={"prefix": prefix, "limit": DISCOVERY_LIMIT})
+            resp = await self.http.get(f"{peer.url}/feeds", params={"prefix": prefix, "limit": DISCOVERY_LIMIT})
             resp.raise_for_status()
             out = []
             for f in resp.json()["feeds"]:
@@ -263,7 +273,7 @@ class Mirrors:
             if not m.active:
                 return
         if rec.seq <= m.tail_seq:  # we have that seq: it must be the very same record
-            stored = await self._stored(m.feed, rec.seq)
+            stored = await self.stored(m.feed, rec.seq)
             if stored is not None and stored["hash"] == rec.hash:
                 return  # a duplicate (resent after a reconnect)
             ours = stored["record"] if stored else None
@@ -275,7 +285,7 @@ class Mirrors:
             return
         if how == "break":
             await self._settle(m)
-            stored = await self._stored(m.feed, m.tail_seq) if m.tail_seq else None
+            stored = await self.stored(m.feed, m.tail_seq) if m.tail_seq else None
             kind = "equivocation" if m.tail_seq else "invalid"
             await self._refuse(m, kind, rec.seq, stored["record"] if stored else None, d,
                                f"record #{rec.seq} does not link to our record #{m.tail_seq}")
@@ -300,7 +310,7 @@ class Mirrors:
         if gen != m.gen:
             return  # that subscription ended already (its first failure did it)
         if isinstance(exc, MirrorConflict):  # another process of this site stored another record
-            self._refused(m, f"equivocation: {m.feed}#{rec.seq}")
+            self.refuse_feed(m, f"equivocation: {m.feed}#{rec.seq}")
             ours = json.loads(exc.stored) if exc.stored else None
             self._spawn(self.alarms.raise_("equivocation", m.feed, rec.seq, ours, rec.to_wire(), m.home.key, str(exc)))
         else:  # our storage failed: no alarm, no drop; subscribe again from the stored head later
@@ -309,10 +319,10 @@ class Mirrors:
 
     async def _refuse(self, m: _Feed, kind: str, seq: int, ours: dict[str, Any] | None, theirs: Any,
                       reason: str) -> None:
-        self._refused(m, f"{kind}: {m.feed}#{seq}")
+        self.refuse_feed(m, f"{kind}: {m.feed}#{seq}")
         await self.alarms.raise_(kind, m.feed, seq, ours, theirs, m.home.key, reason)
 
-    def _refused(self, m: _Feed, why: str) -> None:
+    def refuse_feed(self, m: _Feed, why: str) -> None:
         """Refuse the feed's mirroring (only this feed's: the link goes on) and back off."""
         if not m.active:
             return
@@ -354,7 +364,7 @@ class Mirrors:
         if rt is not None and m.in_flight == 0:
             m.tail_seq, m.tail_head = rt.seq, rt.head
 
-    async def _stored(self, feed: str, seq: int) -> dict[str, Any] | None:
+    async def stored(self, feed: str, seq: int) -> dict[str, Any] | None:
         rows = await self.hub.storage.read(feed, seq - 1, 1)
         if not rows or rows[0].seq != seq:
             return None
@@ -395,15 +405,19 @@ class Mirrors:
             if home == me:
                 await self._check_own_head(peer_key, feed, seq, hsh)
                 continue
-            if home != peer_key or m is None:
-                continue  # not the peer's to say, or a feed we do not mirror: nothing to compare
+            if m is None:
+                continue  # a feed we do not mirror: nothing to compare
+            if home != peer_key:  # another mirror's head: its home receipt must agree with ours
+                if "rsig" in h:
+                    await self.forks.check(peer_key, m, {**h, "feed": feed}, seq, hsh)
+                continue
             rt = self.hub.feeds.get(feed)
             if rt is not None and (rt.seq < seq or (rt.seq == seq and rt.head == hsh)):
                 continue  # ahead of us (the subscription catches up), or the same head
-            stored = await self._stored(feed, seq)
+            stored = await self.stored(feed, seq)
             if stored is None or stored["hash"] == hsh:
                 continue
-            self._refused(m, f"equivocation: {feed}#{seq}")
+            self.refuse_feed(m, f"equivocation: {feed}#{seq}")
             await self.alarms.raise_("equivocation", feed, seq, stored["record"], h, peer_key,
                                      f"peer's head #{seq} differs from our record")
 
@@ -412,7 +426,7 @@ class Mirrors:
         rt = self.hub.feeds.get(feed)
         if rt is not None and rt.seq == seq and rt.head == hsh:
             return
-        stored = await self._stored(feed, seq)
+        stored = await self.stored(feed, seq)
         if stored is not None:
             if stored["hash"] == hsh:
                 return

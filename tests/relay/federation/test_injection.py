@@ -32,8 +32,8 @@ def backend() -> Backend:
 
 
 class Three:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
+    def __init__(self, tmp: Path, interval: float = 0.2) -> None:
+        self.tmp, self.interval = tmp, interval  # the relays' --sync-interval
         self.keys = {n: Keypair.generate() for n in "abc"}
         self.ports = {n: free_port() for n in "abc"}
         self.procs: dict[str, Any] = {}
@@ -51,7 +51,7 @@ class Three:
 
     async def start(self, n: str) -> None:
         args = ["--port", str(self.ports[n]), "--public-url", self.url(n), "--relay-key", str(self.tmp / f"{n}.key"),
-                "--sync-interval", "0.2"]
+                "--sync-interval", str(self.interval)]
         for m in "abc":
             if m != n:
                 args += ["--peer", f"{self.url(m)}#{self.keys[m].public_hex}"]
