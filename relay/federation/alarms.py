@@ -76,6 +76,10 @@ class Alarms:
         self._recent[at] = None
         if len(self._recent) > RECENT:
             self._recent.popitem(last=False)
+        if not await self._public(feed):
+            # relay/alarms is public: a private feed's evidence keeps the home's signed receipts
+            # (what proves the fork) and drops the event bodies (docs/protocol.md 12, 15)
+            ours, theirs = compact(ours), compact(theirs)
         body = {"feed": feed, "seq": seq, "ours": ours, "theirs": theirs, "peer": peer, "reason": reason}
         if via is not None:
             body["via"] = via
@@ -84,6 +88,17 @@ class Alarms:
         except CanonicalError:  # evidence that is not canonical JSON (a malformed record): publish what can be
             body["ours"], body["theirs"] = _printable(ours), _printable(theirs)
         await self._publish(kind, body)
+
+    async def _public(self, feed: str) -> bool:
+        """Whether anyone may read ``feed`` (its evidence may then go to relay/alarms whole)."""
+        if feed.startswith("dm/"):
+            return False
+        try:
+            rt = self.hub.feeds.get(feed) or await self.hub.runtime(feed)
+        except ColonyError:  # cannot tell (storage down, too many feeds): private first
+            log.warning("could not tell whether %s is public; its alarm keeps the receipts only", feed)
+            return False
+        return rt.access.can_read(None)
 
     async def _publish(self, kind: str, body: dict[str, Any]) -> None:
         key = self.hub.relay_key
