@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine
+from functools import partial
 from types import TracebackType
 from typing import Any
 
@@ -27,7 +28,7 @@ from relay.core.bus import Bus, LocalBus
 from relay.core.config import Config
 from relay.core.hub import Hub
 from relay.core.health import ComponentHealth, HealthWatch, federation_view, public_view
-from relay.core.limits import RateLimiter
+from relay.core.sitelimits import SiteLimiter
 from relay.core.presence import PresenceStore, RedisPresence
 from relay.endpoints.connection import Connection
 from relay.endpoints.session import CLOSE_GOING_AWAY, Session, Transport
@@ -48,8 +49,9 @@ class Relay:
         self.plugins = plugins if plugins is not None else default_plugins()  # namespaces' relay-side hooks
         self.sessions: set[Connection] = set()  # every endpoint's open connections (/ws, /yjs): health, drain
         self.per_ip: dict[str, int] = {}  # open /ws and /yjs connections by client IP (max_connections_per_ip)
-        self.ip_limiter = RateLimiter(config.limits.events_per_sec_ip, config.limits.burst_ip)
-        self.key_limiter = RateLimiter(config.limits.events_per_sec_key, config.limits.burst_key)
+        # per process, and across the site's processes when the storage is shared (relay.core.sitelimits)
+        self.ip_limiter = SiteLimiter(config.limits.events_per_sec_ip, config.limits.burst_ip, "ip")
+        self.key_limiter = SiteLimiter(config.limits.events_per_sec_key, config.limits.burst_key, "key")
         self._stack: contextlib.AsyncExitStack | None = None  # the running components (None: stopped)
         self._no_sessions = asyncio.Event()  # set by end_session when the last connection ended
         self._hub: Hub | None = None
@@ -132,6 +134,12 @@ class Relay:
         await directory.start()
         stack.push_async_callback(self._close_sessions)
         await stack.enter_async_context(_background(self._sweep, "relay-janitor"))
+        if storage.name == "redis":  # one site, many processes: the limits hold site-wide
+            from relay.storage.redis import RedisStorage
+
+            if isinstance(storage, RedisStorage):
+                for lim in (self.key_limiter, self.ip_limiter):
+                    await stack.enter_async_context(_background(partial(lim.run, storage), f"{lim.kind}-limits"))
         if bus.name != "local":
             await stack.enter_async_context(_background(self._sweep_heads, "relay-anti-entropy"))
         log.info("relay %s up (storage %s)", key.public_hex[:16], storage.name)

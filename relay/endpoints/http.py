@@ -87,7 +87,11 @@ async def metrics(request: Request) -> Response:
 
 
 async def limits(request: Request) -> Response:
-    return JSONResponse(_relay(request).config.limits.to_json())
+    relay = _relay(request)
+    # what the per-key and per-IP rates apply to: the whole site (a Redis site shares its counts,
+    # relay.core.sitelimits) or this process (docs/protocol.md 14)
+    scope = "site" if relay.hub.storage.name == "redis" else "process"
+    return JSONResponse({**relay.config.limits.to_json(), "rate_scope": scope})
 
 
 async def relay_info(request: Request) -> Response:

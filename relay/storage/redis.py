@@ -359,6 +359,17 @@ class RedisStorage(Storage):
             raise ValueError(f"{feed}: cannot delete through {seq}: it is not below the head")
         return n
 
+    async def add_counts(self, kind: str, window: int, counts: dict[str, int]) -> list[int]:
+        """Add ``counts`` to the per-second ``kind`` counters of ``window`` in one pipelined round
+        trip; the totals, in ``counts``' order (relay.core.sitelimits: site-wide rate limits)."""
+        pipe = self._client().pipeline(transaction=False)
+        for who, n in counts.items():
+            key = f"{self.prefix}:rl:{kind}:{who}:{window}"
+            pipe.incrby(key, n)
+            pipe.expire(key, 3)
+        results = await self._call("rate counts", pipe.execute())
+        return [int(x) for x in results[::2]]
+
     async def health(self) -> dict[str, object]:
         ok = True
         try:  # answer within HEALTH_TIMEOUT even while Redis stalls (a cancelled ping drops its connection)

@@ -24,7 +24,7 @@ async def test_every_door_is_routed_and_the_viewer_is_served(tmp_path: Path) -> 
             health = await http.get(f"{running.url}/health")
             assert health.status_code == 200
             limits = (await http.get(f"{running.url}/limits")).json()
-            assert "max_frame_bytes" in json.dumps(limits)
+            assert "max_frame_bytes" in json.dumps(limits) and limits["rate_scope"] == "process"
             index = await http.get(f"{running.url}/")
             assert index.status_code == 200 and index.text == (WEB_DIR / "index.html").read_text()
             assert (await http.get(f"{running.url}/colony.js")).status_code == 200
