@@ -21,9 +21,10 @@ import httpx
 
 from .access import Access
 from .errors import BadSignature, ColonyError, InvalidEvent, RelayError
-from .events import GENESIS, Record, Snapshot, namespace_of, receipt_bytes, unb64
+from .events import GENESIS, Record, Snapshot, namespace_of, now_ms, receipt_bytes, unb64
 from .feedcore import FeedCore, admit
-from .keys import verify
+from .httpauth import authorization
+from .keys import Keypair, verify
 from .namespaces import Namespace, Registry, default_registry
 from .namespaces.base import Admission
 from .sandbox import VERDICTS
@@ -257,24 +258,30 @@ async def vet_log(sandbox: Sandbox, feed: str, raw: Iterable[Any],
 
 
 async def fetch_records(base_url: str, feed: str, since: int = 0, page: int = 1000,
-                        *, client: httpx.AsyncClient | None = None) -> list[dict[str, Any]]:
+                        *, client: httpx.AsyncClient | None = None, key: Keypair | None = None) -> list[dict[str, Any]]:
     """All records of ``feed`` after ``since`` as raw dicts, paging the relay's HTTP API.
     (A compacted feed's base is dropped: use :func:`fetch_log` to get it.)"""
-    return (await fetch_log(base_url, feed, since, page, client=client))[1]
+    return (await fetch_log(base_url, feed, since, page, client=client, key=key))[1]
 
 
 async def fetch_log(base_url: str, feed: str, since: int = 0, page: int = 1000,
-                    *, client: httpx.AsyncClient | None = None) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+                    *, client: httpx.AsyncClient | None = None,
+                    key: Keypair | None = None) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """``(base, records)``: the base snapshot (wire dict, unverified) if the relay compacted the
-    records ``since`` asks for, else None; then every record after it (or after ``since``)."""
+    records ``since`` asks for, else None; then every record after it (or after ``since``).
+    ``key``: the reads are signed by it (docs/protocol.md 15.1), so a reader of a private
+    (``members`` or ``dm/``) feed gets its records."""
     base = base_url.rstrip("/")
     snap: dict[str, Any] | None = None
     out: list[dict[str, Any]] = []
     own = client is None
     http = client or httpx.AsyncClient(timeout=30.0)
+    path = f"/feeds/{feed}/events"
     try:
+        relay = (await http.get(f"{base}/relay")).json()["key"] if key is not None else ""
         while True:
-            r = await http.get(f"{base}/feeds/{feed}/events", params={"since": since, "limit": page})
+            headers = {"authorization": authorization(key, relay, "GET", path, now_ms())} if key is not None else {}
+            r = await http.get(base + path, params={"since": since, "limit": page}, headers=headers)
             if r.status_code != 200:
                 try:
                     body = r.json()
@@ -298,11 +305,12 @@ async def fetch_log(base_url: str, feed: str, since: int = 0, page: int = 1000,
             await http.aclose()
 
 
-async def replay_feed(base_url: str, feed: str, registry: Registry | None = None,
-                      at: int | None = None, sandbox: Sandbox | None = None) -> ReplayResult:
+async def replay_feed(base_url: str, feed: str, registry: Registry | None = None, at: int | None = None,
+                      sandbox: Sandbox | None = None, key: Keypair | None = None) -> ReplayResult:
     """Fetch a feed over HTTP and replay it locally (doc updates vetted in ``sandbox`` first,
-    when given: then the engine never runs in this process on an update it fails on)."""
-    snap, records = await fetch_log(base_url, feed)
+    when given: then the engine never runs in this process on an update it fails on). ``key``:
+    read as that key (a private feed's reader; see :func:`fetch_log`)."""
+    snap, records = await fetch_log(base_url, feed, key=key)
     quarantine = await vet_log(sandbox, feed, records, snap) if sandbox is not None else None
     return replay(records, registry, at, feed=feed, base=snap, quarantine=quarantine)
 

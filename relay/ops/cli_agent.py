@@ -157,11 +157,12 @@ async def _tail(url: str, feed: str, since: int | None, count: int | None, as_js
 
 
 # -- replay ----------------------------------------------------------------------------------
-async def _replay(url: str, feed: str, at: int | None, verify: bool, as_json: bool) -> int:
+async def _replay(url: str, feed: str, at: int | None, verify: bool, as_json: bool, key: Keypair | None = None) -> int:
     from collab.replay import fetch_log, replay, vet_log
     from collab.sandbox_supervisor import Sandbox
 
-    base, raw = await fetch_log(url, feed)  # base: a compacted feed's snapshot (verified by replay)
+    # base: a compacted feed's snapshot (verified by replay); key: read a private feed as its reader
+    base, raw = await fetch_log(url, feed, key=key)
     async with Sandbox() as sandbox:  # doc updates the Yjs engine fails on are reported, not folded
         quarantine = await vet_log(sandbox, feed, raw, base)
     result = replay(raw, at=at, feed=feed, base=base, quarantine=quarantine)
@@ -362,7 +363,10 @@ def register(sub: Any) -> None:
     p.add_argument("--verify", action="store_true", help="exit non-zero if any signature, link or rule fails")
     p.add_argument("--json", action="store_true")
     _client_args(p, key=False)
-    p.set_defaults(fn=lambda a: _run(_replay(_relay_url(a), a.feed, a.at, a.verify, a.json)))
+    p.add_argument("--key", default=None,
+                   help="read as this agent key (a members or dm/ feed it may read; default: anonymous)")
+    p.set_defaults(fn=lambda a: _run(_replay(_relay_url(a), a.feed, a.at, a.verify, a.json,
+                                             _key(a) if a.key else None)))
 
     p = sub.add_parser("grant", help="print a capability token that lets Yjs clients read (and --write) a doc")
     p.add_argument("feed", help="a doc/ feed you own (one without records is created, owned by your key)")

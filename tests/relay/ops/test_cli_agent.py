@@ -13,6 +13,7 @@ import pytest
 from pycrdt import Array, Doc, Map, Text
 
 from collab.capability import Capability
+from collab.client import Client
 from collab.keys import Keypair
 from relay.ops.cli_agent import roots_json
 from relay.ops.runner import Running, serving
@@ -80,3 +81,18 @@ async def test_signing_commands_need_a_readable_key(relay: Running, tmp_path: Pa
     bad = tmp_path / "nope.key"
     rc, _, err = await colony("grant", "doc/x", "--key", str(bad), env={"COLONY_RELAY": relay.url})
     assert rc != 0 and "cannot load key" in err and os.fspath(bad) in err
+
+
+async def test_replay_reads_a_private_feed_as_its_reader(relay: Running, tmp_path: Path) -> None:
+    """`colony replay --key`: the reads are signed (docs/protocol.md 15.1), so the owner (or a
+    granted reader) of a members feed replays it; anonymously, the relay refuses the records."""
+    owner, kf = key_file(tmp_path, "owner.key")
+    env = {"COLONY_RELAY": relay.url, "COLONY_KEY": str(kf)}
+    async with Client(relay.url, owner, reconnect=False) as client:
+        await client.publish("chat/private", "feed.policy", {"policy": "members"})
+        await client.publish("chat/private", "msg", {"text": "only for members"})
+    rc, _, err = await colony("replay", "chat/private", "--json", env={"COLONY_RELAY": relay.url})
+    assert rc != 0 and "unauthorized" in err
+    rc, out, _ = await colony("replay", "chat/private", "--json", "--verify", "--key", str(kf), env=env)
+    rep = json.loads(out)
+    assert rc == 0 and rep["verified"] is True and rep["seq"] == 2
