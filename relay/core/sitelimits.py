@@ -2,15 +2,15 @@
 
 A :class:`SiteLimiter` is a :class:`relay.core.limits.RateLimiter` (the per-process token bucket
 per name: an author key or a client IP) that also counts what it admitted per name. Every
-``interval`` (0.1 s) :meth:`SiteLimiter.share` adds those counts to per-second counters in the
-shared store, all names in one pipelined round trip (:class:`Counters`; never a round trip per
-event), and learns the site-wide totals: once a name's total for the current wall-clock second
-passes ``rate``, every process refuses it for the rest of that second. Each process's own bucket
-(``rate``, ``burst``) still applies, so a burst of up to ``burst`` on one process is admitted at
-once; sustained, N processes admit about ``rate`` events of a name per second in all (plus what
-each admits in one interval before it hears), not N times ``rate``. On one process (SQLite)
-nothing is shared: the per-process bucket is the site. If the store does not answer, each process
-keeps its own bucket (logged) until it does.
+``interval`` (0.1 s) :meth:`SiteLimiter.share` takes those counts from a token bucket per name
+kept in the shared store with the same ``rate`` and ``burst`` (:class:`Buckets`; one pipelined
+round trip for all names, never one per event) and learns what is left: a name whose site-wide
+bucket is empty (negative by k tokens) is refused by every process until it has refilled
+(k / rate seconds). So the site as a whole admits what one bucket admits (``burst`` at once,
+``rate`` per second sustained) plus what each process admits in one interval before it hears
+(at most its own bucket), not N times that. On one process (SQLite) nothing is shared: the
+per-process bucket is the site. If the store does not answer, each process keeps its own bucket
+(logged) until it does.
 """
 from __future__ import annotations
 
@@ -29,11 +29,12 @@ SHARE_INTERVAL = 0.1  # seconds between two shares of the counts (what one proce
 MAX_NAMES = 100_000   # names counted between two shares (beyond: counted from the next share on)
 
 
-class Counters(Protocol):
-    """The shared store's side (``relay.storage.redis.RedisStorage.add_counts``)."""
+class Buckets(Protocol):
+    """The shared store's side (``relay.storage.redis.RedisStorage.take_tokens``)."""
 
-    async def add_counts(self, kind: str, window: int, counts: dict[str, int]) -> list[int]:
-        """Add ``counts`` to the ``kind`` counters of the second ``window``; the totals, in order."""
+    async def take_tokens(self, kind: str, rate: float, burst: int, now_ms: int,
+                          counts: dict[str, int]) -> list[float]:
+        """Take ``counts`` from the site's buckets of ``kind``; the tokens left, in order."""
         ...
 
 
@@ -43,15 +44,14 @@ class SiteLimiter(RateLimiter):
     def __init__(self, rate: float, burst: int, kind: str, max_buckets: int = 100_000) -> None:
         super().__init__(rate, burst, max_buckets)
         self.kind = kind
-        self.cap = max(1, int(rate))  # a name's site-wide admissions per wall-clock second
         self._counts: dict[str, int] = {}
-        self._over: dict[str, int] = {}  # name -> the second (unix time) it is refused in
+        self._over: dict[str, float] = {}  # name -> until when (time.time()) the site refuses it
         self.refused_site = 0  # admissions refused because the site as a whole was over (metrics, tests)
 
     def allow(self, who: str, n: float = 1.0) -> bool:
         over = self._over.get(who)
         if over is not None:
-            if int(time.time()) <= over:
+            if time.time() < over:
                 self.refused_site += 1
                 return False
             del self._over[who]
@@ -62,12 +62,11 @@ class SiteLimiter(RateLimiter):
         return True
 
     async def acquire(self, who: str) -> None:
-        """Wait until ``who`` may go on: its bucket's refill, or the end of the second the site
-        refuses it in."""
+        """Wait until ``who`` may go on: its own bucket's refill, or the site's."""
         while not self.allow(who):  # tokens and windows pass with time: no event to wait for
             over = self._over.get(who)
             if over is not None:
-                await asyncio.sleep(max(0.001, over + 1 - time.time()))
+                await asyncio.sleep(max(0.001, over - time.time()))
             else:
                 bucket = self._buckets.get(who)
                 await asyncio.sleep(bucket.refill_time() if bucket is not None else 0.0)
@@ -77,21 +76,21 @@ class SiteLimiter(RateLimiter):
         if self._counts.get(who, 0) >= n:
             self._counts[who] -= round(n)
 
-    async def share(self, store: Counters) -> None:
-        """Add this process's counts since the last share to the site's, and learn which names
-        are over for this second."""
+    async def share(self, store: Buckets) -> None:
+        """Take this process's admissions since the last share from the site's buckets, and learn
+        which names the site refuses, and until when."""
         counts, self._counts = {k: v for k, v in self._counts.items() if v > 0}, {}
         if not counts:
             return
-        window = int(time.time())
-        totals = await store.add_counts(self.kind, window, counts)
-        for who, total in zip(counts, totals, strict=True):
-            if total > self.cap:
-                self._over[who] = window
+        now = time.time()
+        left = await store.take_tokens(self.kind, self.rate, self.burst, int(now * 1000), counts)
+        for who, tokens in zip(counts, left, strict=True):
+            if tokens < 0 and self.rate > 0:
+                self._over[who] = now + -tokens / self.rate
         if len(self._over) > MAX_NAMES:
-            self._over = {k: w for k, w in self._over.items() if w >= window}
+            self._over = {k: t for k, t in self._over.items() if t > now}
 
-    async def run(self, store: Counters, interval: float = SHARE_INTERVAL) -> None:
+    async def run(self, store: Buckets, interval: float = SHARE_INTERVAL) -> None:
         """Share every ``interval`` seconds until cancelled."""
         failing = False
         while True:
@@ -107,4 +106,4 @@ class SiteLimiter(RateLimiter):
                 failing = False
 
 
-__all__ = ["SHARE_INTERVAL", "Counters", "SiteLimiter"]
+__all__ = ["SHARE_INTERVAL", "Buckets", "SiteLimiter"]

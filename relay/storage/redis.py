@@ -128,6 +128,18 @@ UNAVAILABLE = (RedisError, OSError, asyncio.TimeoutError)
 # one can lose its batch 16 times in a row and answer `unavailable`. A process that lost
 # TURN_AFTER_LOSSES times in a row claims the feed's next turn (key `turn`, 100 ms expiry) in its
 # next losing attempt; until it appends, the others are told to wait (they poll every 1 ms).
+# A token bucket shared by a site's processes: refill by the time passed, take what a process
+# admitted since it last told; the tokens left (as text: a float). Expires once it would be full.
+BUCKET_LUA = """
+local rate, burst, now, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local b = redis.call('HMGET', KEYS[1], 't', 'ts')
+local tokens, ts = tonumber(b[1]) or burst, tonumber(b[2]) or now
+if now > ts then tokens = math.min(burst, tokens + rate * (now - ts) / 1000) else now = ts end
+tokens = tokens - n
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1000)
+return tostring(tokens)
+"""
 HEALTH_TIMEOUT = 0.5  # seconds /health waits for Redis to answer a ping
 TURN_AFTER_LOSSES = 2
 TURN_WAITS = 200
@@ -359,16 +371,15 @@ class RedisStorage(Storage):
             raise ValueError(f"{feed}: cannot delete through {seq}: it is not below the head")
         return n
 
-    async def add_counts(self, kind: str, window: int, counts: dict[str, int]) -> list[int]:
-        """Add ``counts`` to the per-second ``kind`` counters of ``window`` in one pipelined round
-        trip; the totals, in ``counts``' order (relay.core.sitelimits: site-wide rate limits)."""
+    async def take_tokens(self, kind: str, rate: float, burst: int, now_ms: int,
+                          counts: dict[str, int]) -> list[float]:
+        """Take ``counts`` from the site-wide token buckets (``rate``/s, ``burst``) of ``kind`` in
+        one pipelined round trip; the tokens left in each, in ``counts``' order (negative: the
+        name is over by that much). relay.core.sitelimits: site-wide rate limits."""
         pipe = self._client().pipeline(transaction=False)
         for who, n in counts.items():
-            key = f"{self.prefix}:rl:{kind}:{who}:{window}"
-            pipe.incrby(key, n)
-            pipe.expire(key, 3)
-        results = await self._call("rate counts", pipe.execute())
-        return [int(x) for x in results[::2]]
+            pipe.eval(BUCKET_LUA, 1, f"{self.prefix}:rl:{kind}:{who}", rate, burst, now_ms, n)
+        return [float(x) for x in await self._call("rate buckets", pipe.execute())]
 
     async def health(self) -> dict[str, object]:
         ok = True

@@ -137,6 +137,29 @@ async def raw_publish(raw: Raw, ev: Event, timeout: float = 10.0) -> dict[str, A
     return await raw.request({"t": "pub", "event": ev.to_wire()}, ev.id[:24], timeout=timeout)
 
 
+async def pipelined_flow(writer: Raw, key: Keypair, feed: str, stop: asyncio.Event, acked: dict[int, str],
+                         refused: list[dict[str, Any]] | None = None, timeout: float = 10.0,
+                         pause: float = 0.0) -> None:
+    """Publish batches of five notes, pipelined, until ``stop`` (``pause`` s between batches: a
+    pace, far from the per-key rate): each ``ok`` lands in ``acked`` (seq -> event id); a refusal
+    is appended to ``refused`` (None: a refusal fails the test)."""
+    n = 0
+    while not stop.is_set():
+        batch = [Event.create(key, feed, "note", {"n": n + k}) for k in range(5)]
+        n += len(batch)
+        for ev in batch:
+            await writer.send({"t": "pub", "event": ev.to_wire(), "rid": ev.id})
+        for ev in batch:
+            reply = await writer.wait(lambda f, i=ev.id: f.get("rid") == i, timeout=timeout)
+            if reply["t"] == "ok":
+                acked[reply["seq"]] = ev.id
+            else:
+                assert refused is not None, reply
+                refused.append(reply)
+        if pause:
+            await asyncio.sleep(pause)
+
+
 @dataclass
 class Site:
     """The relay processes of one site: one Redis key prefix and one shared relay key."""
@@ -321,19 +344,6 @@ async def test_pubsub_connection_killed_during_flow_subscribers_miss_nothing(
         acked: dict[int, str] = {}
         stop = asyncio.Event()
 
-        async def flow(writer: Raw, key: Keypair) -> None:
-            n = 0
-            while not stop.is_set():
-                batch = [Event.create(key, feed, "note", {"n": n + k}) for k in range(5)]
-                n += len(batch)
-                for ev in batch:
-                    await writer.send({"t": "pub", "event": ev.to_wire(), "rid": ev.id})
-                for ev in batch:
-                    reply = await writer.wait(lambda f, i=ev.id: f.get("rid") == i, timeout=10)
-                    assert reply["t"] == "ok", reply
-                    acked[reply["seq"]] = ev.id
-                await asyncio.sleep(0.01)
-
         async def delivered_to_all(seq: int) -> bool:
             return all(any(f["t"] == "rec" and f["rec"]["seq"] >= seq for f in r.frames) for r in readers) \
                 and bool(tape.records) and tape.records[-1].seq >= seq
@@ -342,7 +352,8 @@ async def test_pubsub_connection_killed_during_flow_subscribers_miss_nothing(
             out = await asyncio.to_thread(private_redis.cli, "CLIENT", "LIST", "TYPE", "pubsub")
             return sum(1 for line in out.splitlines() if " sub=1 " in line)
 
-        flowing = asyncio.gather(*(flow(w, k) for w, k in zip(writers, keys, strict=True)))
+        flowing = asyncio.gather(*(pipelined_flow(w, k, feed, stop, acked, pause=0.01)
+                                   for w, k in zip(writers, keys, strict=True)))
         kills = 8
         try:
             await eventually(lambda: len(acked) >= 30, 20, "the flow to start")
@@ -410,25 +421,12 @@ async def test_a_redis_stall_never_leaves_a_gap_for_a_live_subscriber(
     refused: list[dict[str, Any]] = []
     stop = asyncio.Event()
 
-    async def flow(writer: Raw, key: Keypair) -> None:
-        n = 0
-        while not stop.is_set():
-            batch = [Event.create(key, feed, "note", {"n": n + k}) for k in range(5)]
-            n += len(batch)
-            for ev in batch:
-                await writer.send({"t": "pub", "event": ev.to_wire(), "rid": ev.id})
-            for ev in batch:
-                reply = await writer.wait(lambda f, i=ev.id: f.get("rid") == i, timeout=30)
-                if reply["t"] == "ok":
-                    acked[reply["seq"]] = ev.id
-                else:
-                    refused.append(reply)
-
     try:
         for r in readers:
             await r.send({"t": "sub", "feed": feed, "since": 0})
             await r.wait(lambda f: f["t"] == "synced")
-        flowing = asyncio.gather(*(flow(w, k) for w, k in zip(writers, keys, strict=True)))
+        flowing = asyncio.gather(*(pipelined_flow(w, k, feed, stop, acked, refused, timeout=30)
+                                   for w, k in zip(writers, keys, strict=True)))
         try:
             await eventually(lambda: len(acked) >= 100, 20, "the flow to start")
             assert private_redis.proc is not None
