@@ -32,3 +32,29 @@ def test_announce_is_parsed_and_checked() -> None:
 
 def p_receive(frame: dict[str, object]) -> list[object]:
     return list(ClientProtocol().receive(json.dumps(frame)))
+
+
+async def test_the_client_registry_matches_replies_and_resends() -> None:
+    from collab.errors import RelayError
+    from collab.protocol import ErrorReply
+    from collab.watch import Watches
+
+    sent: list[dict[str, object]] = []
+    w = Watches(ClientProtocol())
+    heard: list[str] = []
+    a = w.add("auction/", lambda ev: heard.append("a:" + ev.feed), lambda f: sent.append(json.loads(f)))
+    b = w.add("", lambda ev: heard.append("all:" + ev.feed), None)  # not connected: sent on connect
+    assert [f["prefix"] for f in sent] == ["auction/"]
+    w.on_reply(Watching("auction/", sent[0]["rid"]))
+    assert a.done() and not b.done()
+    w.connected(lambda f: sent.append(json.loads(f)))  # a new connection: both again
+    assert [f["prefix"] for f in sent[1:]] == ["auction/", ""]
+    assert w.on_error(ErrorReply("limit_exceeded", "too many", sent[2]["rid"]))
+    with pytest.raises(RelayError):
+        await b
+    assert list(w.handlers) == ["auction/"]  # the refused one is forgotten
+    w.on_announce(Announce("auction/x", 1, HEAD, "auction.open", 1))
+    w.on_announce(Announce("doc/x", 1, HEAD, "doc.update", 1))
+    assert heard == ["a:auction/x"]
+    assert not w.on_error(ErrorReply("invalid", "", "other-rid"))
+    assert w.remove("auction/", None) is None and not w.handlers
