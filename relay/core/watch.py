@@ -121,9 +121,10 @@ class Watches:
 
     async def _listen(self) -> None:
         """Subscribe to the site's announcements (once, on this process's first watch)."""
-        if self._listening is None:
-            self._listening = asyncio.ensure_future(self.bus.watch(WATCH_FEED))
-        await asyncio.shield(self._listening)
+        fut = self._listening
+        if fut is None or (fut.done() and (fut.cancelled() or fut.exception() is not None)):
+            fut = self._listening = asyncio.ensure_future(self.bus.watch(WATCH_FEED))  # (again, if that failed)
+        await asyncio.shield(fut)
 
     # -- records -----------------------------------------------------------------------------
     def on_record(self, rec: Record, line: str) -> None:
