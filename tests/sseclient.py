@@ -38,6 +38,15 @@ class SseStream:
 
     async def next(self, timeout: float = 10.0) -> SseEvent | None:
         """The next event, or None when the relay ended the response."""
+        return await self._read(timeout, False)
+
+    async def comment(self, timeout: float = 10.0) -> str:
+        """The next comment line (events before it are dropped)."""
+        got = await self._read(timeout, True)
+        assert isinstance(got, str), got
+        return got
+
+    async def _read(self, timeout: float, comments: bool) -> SseEvent | str | None:
         event, data = "", []
         async with asyncio.timeout(timeout):
             async for line in self._lines:
@@ -45,9 +54,15 @@ class SseStream:
                     if not data:  # nothing to dispatch (the standard resets and goes on)
                         event = ""
                         continue
-                    return SseEvent(event or "message", "\n".join(data), self.last_id)
+                    ev = SseEvent(event or "message", "\n".join(data), self.last_id)
+                    if comments:
+                        event, data = "", []
+                        continue
+                    return ev
                 if line.startswith(":"):
                     self.comments.append(line[1:].strip())
+                    if comments:
+                        return self.comments[-1]
                     continue
                 name, _, value = line.partition(":")
                 value = value[1:] if value.startswith(" ") else value
