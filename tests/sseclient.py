@@ -38,7 +38,9 @@ class SseStream:
 
     async def next(self, timeout: float = 10.0) -> SseEvent | None:
         """The next event, or None when the relay ended the response."""
-        return await self._read(timeout, False)
+        got = await self._read(timeout, False)
+        assert not isinstance(got, str)
+        return got
 
     async def comment(self, timeout: float = 10.0) -> str:
         """The next comment line (events before it are dropped)."""
@@ -47,10 +49,11 @@ class SseStream:
         return got
 
     async def _read(self, timeout: float, comments: bool) -> SseEvent | str | None:
-        event, data = "", []
+        event, data, last_id = "", list[str](), self.last_id
         async with asyncio.timeout(timeout):
             async for line in self._lines:
                 if line == "":
+                    self.last_id = last_id  # the position moves when an event is dispatched, not before
                     if not data:  # nothing to dispatch (the standard resets and goes on)
                         event = ""
                         continue
@@ -65,13 +68,13 @@ class SseStream:
                         return self.comments[-1]
                     continue
                 name, _, value = line.partition(":")
-                value = value[1:] if value.startswith(" ") else value
+                value = value.removeprefix(" ")
                 if name == "event":
                     event = value
                 elif name == "data":
                     data.append(value)
                 elif name == "id" and "\0" not in value:
-                    self.last_id = value
+                    last_id = value
                 elif name == "retry" and value.isdigit():
                     self.retry = int(value)
         return None

@@ -158,7 +158,8 @@ class SseStream(OutboxSubscriber):
         obj = json.loads(frame)
         t = obj.get("t")
         if t == "synced":
-            return f"event: synced\nid: {obj['seq']}\ndata: " + frames.encode({"seq": obj["seq"], "head": obj["head"]}) + "\n"
+            data = frames.encode({"seq": obj["seq"], "head": obj["head"]})
+            return f"event: synced\nid: {obj['seq']}\ndata: {data}\n"
         if t == "snapshot":
             snap = obj["snap"]
             return f"event: snapshot\nid: {snap['seq']}\ndata: " + frames.encode(snap) + "\n"
@@ -190,8 +191,8 @@ class SseStream(OutboxSubscriber):
         self.out.close(code, message)
 
     def _watch_expiry(self) -> None:
-        assert self.cap is not None
-        delay = (self.cap.exp - now_ms()) / 1000
+        exp = self.cap.exp if self.cap is not None else 0
+        delay = (exp - now_ms()) / 1000
         if delay > 0:  # (in steps: event loops cap long timers)
             self._expiry = asyncio.get_running_loop().call_later(min(delay, 86_400.0), self._watch_expiry)
         else:

@@ -106,7 +106,7 @@ async def test_a_stream_cut_mid_backlog_resumes_by_last_event_id(relay: Running)
 @sqlite_only
 async def test_a_doc_stream_starts_from_the_snapshot(relay: Running) -> None:
     feed = "doc/sse"
-    doc = Doc()
+    doc: Doc[Any] = Doc()
     text = doc.get("text", type=Text)
     async with Client(relay.ws_url, key=OWNER) as c:
         for word in ("hello", " world"):
@@ -118,7 +118,7 @@ async def test_a_doc_stream_starts_from_the_snapshot(relay: Running) -> None:
     assert [(e.event, e.id) for e in got] == [("snapshot", "2"), ("synced", "2")]
     snap = got[0].json()
     assert snap["feed"] == feed and snap["seq"] == 2 and set(snap) == {"feed", "seq", "head", "state", "relay", "rsig"}
-    replica = Doc()
+    replica: Doc[Any] = Doc()
     replica.apply_update(base64.b64decode(snap["state"]))
     assert str(replica.get("text", type=Text)) == "hello world"
 
@@ -242,7 +242,8 @@ class StalledStream:
         sock.setblocking(False)
         loop = asyncio.get_running_loop()
         await loop.sock_connect(sock, (host, int(port)))
-        await loop.sock_sendall(sock, f"GET /feeds/{feed}/stream?since={since} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        request = f"GET /feeds/{feed}/stream?since={since} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+        await loop.sock_sendall(sock, request.encode())
         head = b""
         async with asyncio.timeout(10):
             while b"event: synced" not in head:
