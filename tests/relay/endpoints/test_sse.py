@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import socket
 import struct
@@ -25,8 +26,8 @@ from collab.events import GENESIS, Event, now_ms
 from collab.httpauth import authorization
 from collab.keys import Keypair
 from relay.core.limits import Limits
-from relay.ops.runner import Running
-from tests.conftest import Backend
+from relay.ops.runner import Running, serving
+from tests.conftest import Backend, make_config
 from tests.procs import RelayProc, start_relay_proc
 from tests.redis_server import RedisServer
 from tests.relay.test_slow_readers import rss_kib
@@ -40,10 +41,10 @@ OWNER, READER = Keypair.generate(), Keypair.generate()
 sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
 
 
-async def publish(url: str, feed: str, n: int, key: Keypair = OWNER, start: int = 0) -> None:
+async def publish(url: str, feed: str, n: int, key: Keypair = OWNER, start: int = 0, text: str = "") -> None:
     async with Client(url, key=key) as c:
         for i in range(start, start + n):
-            c.submit(c.create_event(feed, "chat.msg", {"text": f"m{i}"}))
+            c.submit(c.create_event(feed, "chat.msg", {"text": f"m{i}{text}"}))
         await c.flush(30)
 
 
@@ -160,6 +161,28 @@ async def test_keepalives_and_the_per_address_cap(start_relay: Any) -> None:
         assert c.status == 200
 
 
+async def test_the_relay_ends_streams_with_an_end_event(tmp_path: Path) -> None:
+    """``slow_consumer`` when a stream's queue passes ``max_outbound_bytes`` (its socket still
+    takes bytes), ``going_away`` when the relay stops (at once, not after uvicorn's grace period)."""
+    loop = asyncio.get_running_loop()
+    async with contextlib.AsyncExitStack() as outside:
+        async with serving(make_config(tmp_path / "r", limits=Limits(max_outbound_bytes=64 << 10))) as relay:
+            async with open_stream(relay.url, "chat/fast") as slow:
+                await slow.until("synced")
+                await publish(relay.ws_url, "chat/fast", 50, text="x" * (16 << 10))  # batches over 64 KiB
+                ended = await slow.until("end")
+                assert ended[-1].json()["reason"] == "slow_consumer" and ended[-1].id == slow.last_id
+                assert await slow.next() is None
+                seen = [r["seq"] for r in recs(ended)]
+                assert seen == list(range(1, len(seen) + 1)) and len(seen) < 50
+            bye = await outside.enter_async_context(open_stream(relay.url, "chat/fast", since=50))
+            await bye.until("synced")
+            t0 = loop.time()
+        assert loop.time() - t0 < 3
+        ended = await bye.until("end")
+        assert ended[-1].json()["reason"] == "going_away"
+
+
 # -- access --------------------------------------------------------------------------------------
 async def test_members_feed_readers_and_a_revoke_ends_the_stream(relay: Running) -> None:
     """A ``members`` feed streams to a reader's signed request and to a read capability, not to
@@ -192,6 +215,19 @@ async def test_members_feed_readers_and_a_revoke_ends_the_stream(relay: Running)
         assert recs(ended) == [] and ended[-1].json()["reason"] == "unauthorized"
         assert await reader.next() is None  # the response is over
         assert [r["seq"] for r in recs(await read_recs(holder, 2))] == [4, 5]
+    short = Capability.issue(OWNER, feed, ttl_ms=800).token()
+    async with open_stream(relay.url, feed, token=short, since=5) as holder:
+        await holder.until("synced")
+        ended = await holder.until("end", timeout=5)  # at its expiry
+        assert ended[-1].json() == {"reason": "unauthorized", "message": "the capability has expired"}
+    early = "chat/early"  # streamed anonymously before its owner creates it members-only
+    async with open_stream(relay.url, early) as stranger:
+        await stranger.until("synced")
+        async with Client(relay.ws_url, key=OWNER) as c:
+            await c.publish_event(Event.create(OWNER, early, "feed.policy", {"policy": "members"}))
+            await c.publish_event(Event.create(OWNER, early, "chat.msg", {"text": "secret"}))
+        ended = await stranger.until("end")
+        assert recs(ended) == [] and ended[-1].json()["reason"] == "unauthorized"
 
 
 # -- a Redis site of two processes ----------------------------------------------------------------
