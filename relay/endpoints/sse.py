@@ -157,6 +157,8 @@ class SseStream(OutboxSubscriber):
             return f"event: rec\nid: {seq}\ndata: {rec}\n"
         obj = json.loads(frame)
         t = obj.get("t")
+        if t == "rec":  # (every record frame has the prefix above; this is a safety net)
+            return f"event: rec\nid: {obj['rec']['seq']}\ndata: " + frames.encode(obj["rec"]) + "\n"
         if t == "synced":
             data = frames.encode({"seq": obj["seq"], "head": obj["head"]})
             return f"event: synced\nid: {obj['seq']}\ndata: {data}\n"
