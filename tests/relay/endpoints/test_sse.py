@@ -141,6 +141,8 @@ async def test_refusals_are_json_errors_and_an_empty_feed_waits(relay: Running) 
             r = await http.get(path, params=params, headers=headers)
             assert (r.status_code, r.json()["error"]) == (status, code), (path, params, headers, r.text)
         assert (await http.post("/feeds/chat/x/stream")).status_code == 405
+        head = await http.head("/feeds/chat/x/stream")
+        assert head.status_code == 200 and head.headers["content-type"].startswith("text/event-stream")
     async with open_stream(relay.url, "chat/empty") as s:  # no records yet: it waits
         assert await s.until("synced") == [SseEvent("synced", f'{{"seq":0,"head":"{GENESIS}"}}', "0")]
         await publish(relay.ws_url, "chat/empty", 1)
@@ -149,7 +151,7 @@ async def test_refusals_are_json_errors_and_an_empty_feed_waits(relay: Running) 
 
 @sqlite_only
 async def test_keepalives_and_the_per_address_cap(start_relay: Any) -> None:
-    relay = await start_relay(limits=Limits(stream_keepalive=0.1, max_connections_per_ip=2))
+    relay = await start_relay(limits=Limits(stream_keepalive=0.1, max_connections_per_ip=2, max_loaded_feeds=1))
     async with open_stream(relay.url, "chat/ka") as a, open_stream(relay.url, "chat/ka") as b:
         await a.until("synced")
         await b.until("synced")
@@ -159,6 +161,10 @@ async def test_keepalives_and_the_per_address_cap(start_relay: Any) -> None:
         assert await a.comment(5) == "ka"
     async with open_stream(relay.url, "chat/ka") as c:  # the two ended: room again
         assert c.status == 200
+        await c.until("synced")
+        async with httpx.AsyncClient(base_url=relay.url) as http:  # the one feed it may load is busy
+            r = await http.get("/feeds/chat/other/stream")
+            assert (r.status_code, r.json()["error"]) == (503, "busy") and "retry-after" in r.headers
 
 
 async def test_the_relay_ends_streams_with_an_end_event(tmp_path: Path) -> None:
