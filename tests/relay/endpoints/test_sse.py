@@ -143,6 +143,10 @@ async def test_refusals_are_json_errors_and_an_empty_feed_waits(relay: Running) 
         assert (await http.post("/feeds/chat/x/stream")).status_code == 405
         head = await http.head("/feeds/chat/x/stream")
         assert head.status_code == 200 and head.headers["content-type"].startswith("text/event-stream")
+    signed = {"authorization": authorization(OWNER, relay.relay.hub.relay_key.public_hex, "GET",
+                                             f"/feeds/{dm}/stream", now_ms())}
+    async with open_stream(relay.url, dm, headers=signed) as s:  # one of its two keys reads it
+        assert [e.event for e in await s.until("synced")] == ["synced"]
     async with open_stream(relay.url, "chat/empty") as s:  # no records yet: it waits
         assert await s.until("synced") == [SseEvent("synced", f'{{"seq":0,"head":"{GENESIS}"}}', "0")]
         await publish(relay.ws_url, "chat/empty", 1)
