@@ -225,7 +225,7 @@ async def test_members_feed_readers_and_a_revoke_ends_the_stream(relay: Running)
         assert recs(ended) == [] and ended[-1].json()["reason"] == "unauthorized"
         assert await reader.next() is None  # the response is over
         assert [r["seq"] for r in recs(await read_recs(holder, 2))] == [4, 5]
-    short = Capability.issue(OWNER, feed, ttl_ms=800).token()
+    short = Capability.issue(OWNER, feed, ttl_ms=1500).token()
     async with open_stream(relay.url, feed, token=short, since=5) as holder:
         await holder.until("synced")
         ended = await holder.until("end", timeout=5)  # at its expiry
