@@ -185,6 +185,9 @@ async def test_the_relay_ends_streams_with_an_end_event(tmp_path: Path) -> None:
                 assert await slow.next() is None
                 seen = [r["seq"] for r in recs(ended)]
                 assert seen == list(range(1, len(seen) + 1)) and len(seen) < 50
+            async with open_stream(relay.url, "chat/fast", last_event_id=slow.last_id) as again:  # resumes
+                rest = [r["seq"] for r in recs(await again.until("synced"))]  # a backlog waits for room
+            assert seen + rest == list(range(1, 51))
             bye = await outside.enter_async_context(open_stream(relay.url, "chat/fast", since=50))
             await bye.until("synced")
             t0 = loop.time()
@@ -243,9 +246,11 @@ async def test_members_feed_readers_and_a_revoke_ends_the_stream(relay: Running)
 # -- a Redis site of two processes ----------------------------------------------------------------
 async def test_two_processes_of_a_redis_site(tmp_path: Path, redis_server: RedisServer) -> None:
     """Records published on one process stream from the other; a stream cut mid-backlog on one
-    process resumes on the other with Last-Event-ID and misses nothing."""
+    process resumes on the other with Last-Event-ID and misses nothing; a revoke sequenced on one
+    process ends a reader's stream on the other."""
     backend = Backend("redis", redis_server.url, f"sse{os.urandom(5).hex()}")
-    key_file = Keypair.generate().save(tmp_path / "relay.key")
+    key = Keypair.generate()
+    key_file = key.save(tmp_path / "relay.key")
     procs: list[RelayProc] = list(await asyncio.gather(*(
         start_relay_proc(tmp_path / f"p{i}", "--relay-key", str(key_file), backend=backend, site="s")
         for i in range(2))))
@@ -268,6 +273,18 @@ async def test_two_processes_of_a_redis_site(tmp_path: Path, redis_server: Redis
         assert [r["seq"] for r in got] == list(range(1, 36))
         assert got == await stored(a.url, feed) == await stored(b.url, feed)
         assert recs(live) == got[:30]
+
+        private = "chat/site-private"  # a revoke sequenced on A ends a reader's stream on B
+        async with Client(ws[0], key=OWNER) as c:
+            await c.publish_event(Event.create(OWNER, private, "feed.policy", {"policy": "members"}))
+            await c.publish_event(Event.create(OWNER, private, "acl.grant", {"key": READER.public_hex, "read": True}))
+            path = f"/feeds/{private}/stream"
+            signed = {"authorization": authorization(READER, key.public_hex, "GET", path, now_ms())}
+            async with open_stream(b.url, private, headers=signed) as reader:
+                assert [r["seq"] for r in recs(await reader.until("synced"))] == [1, 2]
+                await c.publish_event(Event.create(OWNER, private, "acl.revoke", {"key": READER.public_hex}))
+                ended = await reader.until("end")
+                assert recs(ended) == [] and ended[-1].json()["reason"] == "unauthorized"
     finally:
         await asyncio.gather(*(p.stop() for p in procs))
 
