@@ -31,10 +31,10 @@ KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}\Z")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
 HEX128_RE = re.compile(r"^[0-9a-f]{128}\Z")
 #: name segments a feed id may not have: dot segments are rewritten by URL normalisation, and a
-#: last segment ``events`` or ``state`` makes ``GET /feeds/{feed}`` collide with
-#: ``GET /feeds/{feed}/events`` and ``GET /feeds/{feed}/state``
+#: last segment ``events``, ``state`` or ``stream`` makes ``GET /feeds/{feed}`` collide with
+#: ``GET /feeds/{feed}/events``, ``GET /feeds/{feed}/state`` and ``GET /feeds/{feed}/stream``
 RESERVED_SEGMENTS = frozenset((".", ".."))
-RESERVED_LAST_SEGMENTS = frozenset(("events", "state"))
+RESERVED_LAST_SEGMENTS = frozenset(("events", "state", "stream"))
 EVENT_FIELDS = frozenset(("feed", "kind", "author", "ts", "ctx", "body", "sig", "id"))
 RECORD_FIELDS = frozenset(("seq", "prev", "rtime", "relay", "rsig", "event"))
 SNAPSHOT_FIELDS = frozenset(("feed", "seq", "head", "state", "relay", "rsig"))

@@ -23,6 +23,7 @@ from relay.federation.endpoint import fed_endpoint
 from relay.endpoints.http import routes as http_routes
 from relay.endpoints.http_coord import routes as coord_routes
 from relay.endpoints.http_watch import routes as watch_routes
+from relay.endpoints.sse import routes as sse_routes
 from relay.server import Relay
 from relay.endpoints.ws import native_endpoint
 from relay.endpoints.wsdirect import RawSendMiddleware
@@ -76,7 +77,8 @@ def create_app(config: Config | None = None, relay: Relay | None = None) -> Star
             yield
 
     web_dir = relay.config.web_dir or WEB_DIR
-    routes = [*http_routes, *coord_routes, *watch_routes, *relay.plugins.routes(),
+    # sse_routes first: /feeds/{feed}/stream must win over the /feeds/{feed:path} catch-all
+    routes = [*sse_routes, *http_routes, *coord_routes, *watch_routes, *relay.plugins.routes(),
               WebSocketRoute("/ws", native_endpoint), WebSocketRoute("/yjs/{name:path}", yjs_endpoint),
               WebSocketRoute("/fed", fed_endpoint)]
     if web_dir.is_dir():

@@ -328,7 +328,8 @@ def gen_ids() -> dict[str, Any]:
         ("doc/.", "dot segment"), ("doc/..", "dot-dot segment"), ("doc/a/../b", "dot-dot segment"),
         ("doc/a/./b", "dot segment"), ("doc/events", "last segment 'events'"),
         ("doc/a/events", "last segment 'events'"), ("doc/state", "last segment 'state'"),
-        ("doc/a/state", "last segment 'state'"), ("", "empty"),
+        ("doc/a/state", "last segment 'state'"), ("doc/stream", "last segment 'stream'"),
+        ("doc/a/stream", "last segment 'stream'"), ("", "empty"),
     ]
     valid_kinds = ["doc.update", "feed.policy", "acl.grant", "a", "chat.msg", "x_y-z.0", "k" * 64]
     invalid_kinds = [("", "empty"), ("Doc.update", "uppercase"), ("1abc", "must start with a letter"),
