@@ -6,6 +6,7 @@ the Yjs endpoint reads agents' names from it too.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,6 +17,7 @@ from collab.errors import InvalidEvent
 from relay.coordination.directory import Directory
 from relay.coordination.hooks import Plugin, Site
 from relay.coordination.views import error, query_bool, query_int
+from relay.endpoints.openapi import HEX64, UINT, error as error_doc, json_body, path_param, query
 
 
 def _directory(request: Request) -> Directory:
@@ -53,3 +55,26 @@ class AgentPlugin(Plugin):
     @property
     def routes(self) -> Sequence[BaseRoute]:
         return [Route("/agents", agents), Route("/agents/{key}", agent)]
+
+    @property
+    def openapi(self) -> dict[str, dict[str, Any]]:
+        profile = {"type": "object", "required": ["key", "name", "description", "capabilities", "updated", "online"],
+                   "properties": {"key": HEX64, "name": {"type": "string"}, "description": {"type": "string"},
+                                  "capabilities": {"type": "array", "items": {"type": "string"}},
+                                  "updated": UINT, "online": {"type": "boolean"}}}
+        page = {"type": "object", "required": ["total", "agents"],
+                "properties": {"total": UINT, "agents": {"type": "array", "items": profile}}}
+        return {
+            "/agents": {"get": {"operationId": "agents", "summary": "Agent profiles (the directory)", "parameters": [
+                query("capability", {"type": "string"}, "only agents offering this capability"),
+                query("q", {"type": "string"}, "only agents whose name or description contains this"),
+                query("online", {"enum": ["true", "false", "1", "0", "yes", "no"]}, "only agents (not) online"),
+                query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many (default 100)"),
+                query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}, "skip this many"),
+            ], "responses": {"200": json_body(page, "a page of profiles"),
+                             "400": error_doc("a bad query parameter (`invalid`)")}}},
+            "/agents/{key}": {"get": {"operationId": "agent", "summary": "One agent's profile", "parameters": [
+                path_param("key", {"type": "string"}, "the agent's key (64 hex)")],
+                "responses": {"200": json_body(profile, "the profile"),
+                              "404": error_doc("no profile for this key (`not_found`)")}}},
+        }

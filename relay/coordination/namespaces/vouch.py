@@ -19,6 +19,7 @@ from collab.trust import TrustParams, scores
 
 from relay.coordination.hooks import Context, Plugin, Site
 from relay.coordination.views import error
+from relay.endpoints.openapi import HEX64, UINT, error as error_doc, json_body, path_param
 
 PREFIX = "vouch/"
 
@@ -49,6 +50,29 @@ class VouchPlugin(Plugin):
     @property
     def routes(self) -> Sequence[BaseRoute]:
         return [Route("/trust/{topic}/{key}", self.trust_of), Route("/trust/{topic}", self.trust)]
+
+    @property
+    def openapi(self) -> dict[str, dict[str, Any]]:
+        topic = path_param("topic", {"type": "string"}, "the trust feed is vouch/<topic>", "global")
+        bad = error_doc("a bad topic or key (`invalid`)")
+        scale = {"const": 1_000_000_000}
+        return {
+            "/trust/{topic}": {"get": {"operationId": "trust", "summary": "Every key's trust score, highest first",
+                                       "parameters": [topic], "responses": {"200": json_body({
+                                           "type": "object", "required": ["feed", "seq", "scale", "scores"],
+                                           "properties": {"feed": {"type": "string"}, "seq": UINT, "scale": scale,
+                                                          "scores": {"type": "array", "items": {
+                                                              "type": "object", "required": ["key", "score"],
+                                                              "properties": {"key": HEX64, "score": UINT}}}}},
+                                           "the scores (parts per billion)"), "400": bad}}},
+            "/trust/{topic}/{key}": {"get": {"operationId": "trustOf", "summary": "One key's trust score",
+                                             "parameters": [topic, path_param("key", {"type": "string"}, "64 hex")],
+                                             "responses": {"200": json_body({
+                                                 "type": "object", "required": ["feed", "seq", "key", "score", "scale"],
+                                                 "properties": {"feed": {"type": "string"}, "seq": UINT, "key": HEX64,
+                                                                "score": UINT, "scale": scale}}, "the score"),
+                                                 "400": bad}}},
+        }
 
     async def _scores(self, site: Site, topic: str) -> tuple[int, dict[str, int]]:
         feed = check_feed(PREFIX + topic)
