@@ -1,0 +1,117 @@
+"""``GET /openapi.json`` (relay/endpoints/openapi.py) stays true to the app.
+
+* The routes the Starlette app serves and the operations the document lists are the same set,
+  both ways (a new route without its entry, or a stale entry, fails here).
+* schemathesis fuzzes every operation of the document against a live relay (a real
+  ``colony serve`` subprocess on port 0): no answer is a 5xx and every answer matches the
+  schema its operation documents for its status.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import response_schema_conformance
+from starlette.routing import Mount, Route, WebSocketRoute
+
+from relay.app import create_app
+from relay.core.config import Config
+from relay.endpoints.openapi import document
+from relay.ops.runner import serving
+from tests.conftest import make_config
+from tests.procs import LISTEN_RE
+
+_CONVERTER = re.compile(r"\{(\w+)(:\w+)?\}")
+
+
+def served(app: Any) -> set[tuple[str, str]]:
+    """``(path template, method)`` of every HTTP route of ``app`` (HEAD rides along with GET)."""
+    out = set()
+    for route in app.routes:
+        if isinstance(route, WebSocketRoute):
+            continue
+        if isinstance(route, Route):
+            path = _CONVERTER.sub(r"{\1}", route.path)
+            out |= {(path, m.lower()) for m in route.methods or () if m != "HEAD"}
+        elif isinstance(route, Mount):  # the viewer's static files: documented as GET of the mount
+            out.add((route.path + "/", "get"))
+        else:
+            raise AssertionError(f"a route of an unknown kind: {route!r}")
+    return out
+
+
+def documented(doc: dict[str, Any]) -> set[tuple[str, str]]:
+    return {(path, method) for path, ops in doc["paths"].items() for method in ops}
+
+
+def test_every_route_is_documented_and_every_operation_is_served(tmp_path: Path) -> None:
+    app = create_app(Config(data_dir=tmp_path))
+    doc = document(app.state.relay)
+    assert served(app) == documented(doc)
+    for path, ops in doc["paths"].items():
+        names = set(_CONVERTER.findall(path))
+        for method, op in ops.items():
+            params = {p["name"] for p in op.get("parameters", ()) if p["in"] == "path"}
+            assert params == {n for n, _ in names}, (path, method)
+            assert op["responses"] and op["operationId"], (path, method)
+
+
+async def test_the_route_serves_the_document(tmp_path: Path) -> None:
+    async with serving(make_config(tmp_path)) as run, httpx.AsyncClient() as http:
+        resp = await http.get(f"{run.url}/openapi.json")
+        assert resp.status_code == 200 and resp.headers["content-type"] == "application/json"
+        assert resp.json() == document(run.relay)
+        assert resp.json()["openapi"].startswith("3.1")
+
+
+@pytest.fixture(scope="module")
+def live_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A ``colony serve --port 0`` subprocess (SQLite); its base URL."""
+    data = tmp_path_factory.mktemp("openapi-relay")
+    proc = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
+        [sys.executable, "-m", "relay.ops.cli", "serve", "--port", "0", "--data", str(data), "--log-level", "warning"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert proc.stdout is not None
+    try:
+        deadline, url, seen = time.monotonic() + 30, None, b""
+        while url is None:
+            line = proc.stdout.readline()
+            seen += line
+            if not line or time.monotonic() > deadline:
+                raise RuntimeError(f"the relay did not start: {seen.decode(errors='replace')}")
+            m = LISTEN_RE.search(line)
+            url = m.group(1).decode() if m else None
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def relay_schema(live_relay: str) -> Any:
+    return schemathesis.openapi.from_url(f"{live_relay}/openapi.json", wait_for_schema=10.0)
+
+
+schema = schemathesis.pytest.from_fixture("relay_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=10, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=list(HealthCheck))
+def test_the_api_conforms_to_its_document(case: schemathesis.Case) -> None:
+    case.call_and_validate(checks=[not_a_server_error, response_schema_conformance], timeout=30)
