@@ -17,15 +17,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from relay.coordination.views import ERROR_SCHEMA as ERROR, HEX64_SCHEMA as HEX64, UINT_SCHEMA as UINT
+from relay.coordination.views import doc_error as error, doc_json as json_body, doc_path as path_param
+from relay.coordination.views import doc_query as query
 from relay.core.limits import Limits
 
 if TYPE_CHECKING:
     from relay.server import Relay
 
-ERROR = {"$ref": "#/components/schemas/Error"}
-HEX64 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 HEX128 = {"type": "string", "pattern": "^[0-9a-f]{128}$"}
-UINT = {"type": "integer", "minimum": 0}
 FEED_ID = {"type": "string", "pattern": r"^[a-z][a-z0-9_-]{0,31}/[A-Za-z0-9._~:@+=-][A-Za-z0-9._~:@+=/-]{0,199}$"}
 NULLABLE_STR = {"type": ["string", "null"]}
 
@@ -41,35 +41,11 @@ EXAMPLE_EVENT = {
 }
 
 
-def json_body(schema: dict[str, Any], description: str, headers: dict[str, Any] | None = None) -> dict[str, Any]:
-    """A response with a JSON body."""
-    out: dict[str, Any] = {"description": description, "content": {"application/json": {"schema": schema}}}
-    if headers:
-        out["headers"] = headers
-    return out
-
-
 RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before retrying", "schema": {"type": "string"}}}
-
-
-def error(description: str) -> dict[str, Any]:
-    """An error response (``{"error", "message"}``; 429 and 503 carry ``Retry-After``)."""
-    return json_body(ERROR, description)
 
 
 def retry_error(description: str) -> dict[str, Any]:
     return json_body(ERROR, description, RETRY_AFTER)
-
-
-def query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
-
-
-def path_param(name: str, schema: dict[str, Any], description: str, example: str | None = None) -> dict[str, Any]:
-    out = {"name": name, "in": "path", "required": True, "schema": schema, "description": description}
-    if example is not None:
-        out["example"] = example
-    return out
 
 
 FEED = path_param("feed", {"type": "string"}, "a feed id (docs/protocol.md 4.1), its '/' verbatim", "doc/notes")

@@ -157,7 +157,8 @@ _LIMIT_HELP = {
     "subs_burst": "subscribe burst per connection (token bucket size)",
     "presence_interval": "seconds over which a feed's presence changes are coalesced into one frame",
     "max_connections_per_ip": "open WebSocket connections (/ws, /yjs, /fed) per client IP",
-    "header_timeout": "seconds a client has to send a request's HTTP headers before it is disconnected",
+    "header_timeout": "seconds a client has to send a request's HTTP headers before it is disconnected, "
+                      "and then the body of an HTTP publish",
     "first_message_timeout": "seconds a WebSocket client has to send its first message before it is closed",
     "peer_max_subscriptions": "federation: mirror subscriptions one peer's /fed link may hold",
     "peer_frames_per_sec": "federation: frames per second from one peer (fwd, sub, unsub, heads; token bucket)",

@@ -16,8 +16,9 @@ from collab.errors import InvalidEvent
 
 from relay.coordination.directory import Directory
 from relay.coordination.hooks import Plugin, Site
-from relay.coordination.views import error, query_bool, query_int
-from relay.endpoints.openapi import HEX64, UINT, error as error_doc, json_body, path_param, query
+from relay.coordination.views import (
+    HEX64_SCHEMA, UINT_SCHEMA, doc_error, doc_json, doc_path, doc_query, error, query_bool, query_int,
+)
 
 
 def _directory(request: Request) -> Directory:
@@ -59,22 +60,22 @@ class AgentPlugin(Plugin):
     @property
     def openapi(self) -> dict[str, dict[str, Any]]:
         profile = {"type": "object", "required": ["key", "name", "description", "capabilities", "updated", "online"],
-                   "properties": {"key": HEX64, "name": {"type": "string"}, "description": {"type": "string"},
+                   "properties": {"key": HEX64_SCHEMA, "name": {"type": "string"}, "description": {"type": "string"},
                                   "capabilities": {"type": "array", "items": {"type": "string"}},
-                                  "updated": UINT, "online": {"type": "boolean"}}}
+                                  "updated": UINT_SCHEMA, "online": {"type": "boolean"}}}
         page = {"type": "object", "required": ["total", "agents"],
-                "properties": {"total": UINT, "agents": {"type": "array", "items": profile}}}
+                "properties": {"total": UINT_SCHEMA, "agents": {"type": "array", "items": profile}}}
         return {
             "/agents": {"get": {"operationId": "agents", "summary": "Agent profiles (the directory)", "parameters": [
-                query("capability", {"type": "string"}, "only agents offering this capability"),
-                query("q", {"type": "string"}, "only agents whose name or description contains this"),
-                query("online", {"enum": ["true", "false", "1", "0", "yes", "no"]}, "only agents (not) online"),
-                query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many (default 100)"),
-                query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}, "skip this many"),
-            ], "responses": {"200": json_body(page, "a page of profiles"),
-                             "400": error_doc("a bad query parameter (`invalid`)")}}},
+                doc_query("capability", {"type": "string"}, "only agents offering this capability"),
+                doc_query("q", {"type": "string"}, "only agents whose name or description contains this"),
+                doc_query("online", {"enum": ["true", "false", "1", "0", "yes", "no"]}, "only agents (not) online"),
+                doc_query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many (100)"),
+                doc_query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}, "skip this many"),
+            ], "responses": {"200": doc_json(page, "a page of profiles"),
+                             "400": doc_error("a bad query parameter (`invalid`)")}}},
             "/agents/{key}": {"get": {"operationId": "agent", "summary": "One agent's profile", "parameters": [
-                path_param("key", {"type": "string"}, "the agent's key (64 hex)")],
-                "responses": {"200": json_body(profile, "the profile"),
-                              "404": error_doc("no profile for this key (`not_found`)")}}},
+                doc_path("key", {"type": "string"}, "the agent's key (64 hex)")],
+                "responses": {"200": doc_json(profile, "the profile"),
+                              "404": doc_error("no profile for this key (`not_found`)")}}},
         }

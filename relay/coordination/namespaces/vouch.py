@@ -18,8 +18,7 @@ from collab.events import HEX64_RE, Event, check_feed
 from collab.trust import TrustParams, scores
 
 from relay.coordination.hooks import Context, Plugin, Site
-from relay.coordination.views import error
-from relay.endpoints.openapi import HEX64, UINT, error as error_doc, json_body, path_param
+from relay.coordination.views import HEX64_SCHEMA, UINT_SCHEMA, doc_error, doc_json, doc_path, error
 
 PREFIX = "vouch/"
 
@@ -53,25 +52,25 @@ class VouchPlugin(Plugin):
 
     @property
     def openapi(self) -> dict[str, dict[str, Any]]:
-        topic = path_param("topic", {"type": "string"}, "the trust feed is vouch/<topic>", "global")
-        bad = error_doc("a bad topic or key (`invalid`)")
+        topic = doc_path("topic", {"type": "string"}, "the trust feed is vouch/<topic>", "global")
+        key = doc_path("key", {"type": "string"}, "the key (64 hex)")
+        bad = doc_error("a bad topic or key (`invalid`)")
         scale = {"const": 1_000_000_000}
+        entry = {"type": "object", "required": ["key", "score"],
+                 "properties": {"key": HEX64_SCHEMA, "score": UINT_SCHEMA}}
+        table = {"type": "object", "required": ["feed", "seq", "scale", "scores"],
+                 "properties": {"feed": {"type": "string"}, "seq": UINT_SCHEMA, "scale": scale,
+                                "scores": {"type": "array", "items": entry}}}
+        one = {"type": "object", "required": ["feed", "seq", "key", "score", "scale"],
+               "properties": {"feed": {"type": "string"}, "seq": UINT_SCHEMA, "key": HEX64_SCHEMA,
+                              "score": UINT_SCHEMA, "scale": scale}}
         return {
-            "/trust/{topic}": {"get": {"operationId": "trust", "summary": "Every key's trust score, highest first",
-                                       "parameters": [topic], "responses": {"200": json_body({
-                                           "type": "object", "required": ["feed", "seq", "scale", "scores"],
-                                           "properties": {"feed": {"type": "string"}, "seq": UINT, "scale": scale,
-                                                          "scores": {"type": "array", "items": {
-                                                              "type": "object", "required": ["key", "score"],
-                                                              "properties": {"key": HEX64, "score": UINT}}}}},
-                                           "the scores (parts per billion)"), "400": bad}}},
-            "/trust/{topic}/{key}": {"get": {"operationId": "trustOf", "summary": "One key's trust score",
-                                             "parameters": [topic, path_param("key", {"type": "string"}, "64 hex")],
-                                             "responses": {"200": json_body({
-                                                 "type": "object", "required": ["feed", "seq", "key", "score", "scale"],
-                                                 "properties": {"feed": {"type": "string"}, "seq": UINT, "key": HEX64,
-                                                                "score": UINT, "scale": scale}}, "the score"),
-                                                 "400": bad}}},
+            "/trust/{topic}": {"get": {
+                "operationId": "trust", "summary": "Every key's trust score, highest first", "parameters": [topic],
+                "responses": {"200": doc_json(table, "the scores (parts per billion)"), "400": bad}}},
+            "/trust/{topic}/{key}": {"get": {
+                "operationId": "trustOf", "summary": "One key's trust score", "parameters": [topic, key],
+                "responses": {"200": doc_json(one, "the score"), "400": bad}}},
         }
 
     async def _scores(self, site: Site, topic: str) -> tuple[int, dict[str, int]]:

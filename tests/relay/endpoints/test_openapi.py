@@ -47,7 +47,7 @@ def served(app: Any) -> set[tuple[str, str]]:
         elif isinstance(route, Mount):  # the viewer's static files: documented as GET of the mount
             out.add((route.path + "/", "get"))
         else:
-            raise AssertionError(f"a route of an unknown kind: {route!r}")
+            pytest.fail(f"a route of an unknown kind: {route!r}")
     return out
 
 
@@ -79,7 +79,7 @@ async def test_the_route_serves_the_document(tmp_path: Path) -> None:
 def live_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A ``colony serve --port 0`` subprocess (SQLite); its base URL."""
     data = tmp_path_factory.mktemp("openapi-relay")
-    proc = subprocess.Popen(  # noqa: S603 - our own CLI, fixed arguments
+    proc = subprocess.Popen(
         [sys.executable, "-m", "relay.ops.cli", "serve", "--port", "0", "--data", str(data), "--log-level", "warning"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     assert proc.stdout is not None
