@@ -9,6 +9,7 @@ acks with the home's seq) is in tests/relay/federation/test_http_publish_fed.py.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
@@ -19,7 +20,9 @@ from typing import Any
 import httpx
 import pytest
 
+from collab.auctions import balances, grant
 from collab.capability import Capability
+from collab.client import Client
 from collab.events import Event, b64, now_ms
 from collab.keys import Keypair
 from relay.core.limits import Limits
@@ -226,8 +229,8 @@ async def _log(relay: Running, feed: str) -> list[str]:
 async def sqlite_relay(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """Factory of relays on SQLite only, for what does not depend on the backend."""
     async with contextlib.AsyncExitStack() as stack:
-        async def start(name: str, limits: Limits | None = None) -> Running:
-            return await stack.enter_async_context(serving(make_config(tmp_path / name, limits=limits)))
+        async def start(name: str, limits: Limits | None = None, **kw: Any) -> Running:
+            return await stack.enter_async_context(serving(make_config(tmp_path / name, limits=limits, **kw)))
         yield start
 
 
@@ -325,3 +328,39 @@ async def test_members_feed_over_http(sqlite_relay: Any) -> None:
     capped = Event.create(outsider, feed, "doc.update", {"update": b64(update_for("capped")), "cap": cap.to_wire()})
     assert (await post(relay, feed, capped)).json()["seq"] == 4
     assert len(await relay.relay.storage.read(feed, 0, 10)) == 4
+
+
+async def test_a_body_that_does_not_arrive_in_time_is_malformed(sqlite_relay: Any) -> None:
+    """A publish whose body stalls after its headers is answered ``malformed`` once
+    ``header_timeout`` has passed (a slow body holds nothing for longer)."""
+    relay: Running = await sqlite_relay("slow", Limits(header_timeout=0.5))
+    reader, writer = await asyncio.open_connection(relay.host, relay.port)
+    writer.write(f"POST /feeds/{FEED}/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 "Content-Length: 100\r\n\r\n{\"feed\":".encode())
+    await writer.drain()
+    answer = await asyncio.wait_for(reader.read(65536), 10)  # the answer comes without more bytes from us
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert json.loads(body)["error"] == "malformed" and "did not arrive" in json.loads(body)["message"]
+    writer.close()
+    assert await records(relay) == []
+
+
+async def test_gated_kinds_pass_the_coordinators_ledger_gate(sqlite_relay: Any) -> None:
+    """A bid over HTTP locks its stake in the ledger first (the coordinator's gate, as over
+    ``/ws``): an unfunded bidder gets 409 ``insufficient_funds`` and nothing is stored."""
+    op, requester, rich, poor = (Keypair.generate() for _ in range(4))
+    relay: Running = await sqlite_relay("gate", operators=(op.public_hex,))
+    async with Client(relay.url, op) as operator:
+        await grant(operator, rich.public_hex, 50)
+    feed = "auction/over-http"
+    opening = Event.create(requester, feed, "auction.open", {
+        "task": "t", "bid_deadline": now_ms() + 600_000, "result_window": 60_000, "min_stake": 1, "reward": 0,
+        "standby": 1, "scoring": "stake_trust", "ledger": "ledger/main", "trust": "vouch/global"})
+    assert (await post(relay, feed, opening)).json()["seq"] == 1
+    refused(await post(relay, feed, Event.create(poor, feed, "auction.bid", {"stake": 5})), 409, "insufficient_funds")
+    bid = Event.create(rich, feed, "auction.bid", {"stake": 30})
+    assert (await post(relay, feed, bid)).json() == {"id": bid.id, "seq": 2, "dup": False}
+    refused(await post(relay, feed, Event.create(rich, feed, "auction.bid", {"stake": 31})), 409, "conflict")
+    assert (await balances(relay.url))[rich.public_hex] == {"available": 20, "locked": 30}
+    assert len(await relay.relay.storage.read(feed, 0, 10)) == 2
