@@ -41,7 +41,8 @@ async def post(relay: Running, feed: str, body: Event | dict[str, Any] | bytes |
     if isinstance(body, Event):
         body = body.to_wire()
     content = json.dumps(body).encode() if isinstance(body, dict) else body
-    async with httpx.AsyncClient(timeout=30) as http:
+    # plain http:// to a local relay, no certificate involved: skip loading the CA bundle (~0.1 s a client)
+    async with httpx.AsyncClient(timeout=30, verify=False) as http:  # noqa: S501
         return await http.post(f"{relay.url}/feeds/{feed}/events", content=content,
                                headers={"content-type": "application/json", **(headers or {})})
 

@@ -2,18 +2,17 @@
 
 * The routes the Starlette app serves and the operations the document lists are the same set,
   both ways (a new route without its entry, or a stale entry, fails here).
-* schemathesis fuzzes every operation of the document against a live relay (a real
-  ``colony serve`` subprocess on port 0): no answer is a 5xx and every answer matches the
+* schemathesis fuzzes every operation of the document against a live relay (real uvicorn on
+  a free port, in a thread): no answer is a 5xx and every answer matches the
   schema its operation documents for its status.
 """
 from __future__ import annotations
 
-import os
+import asyncio
+import queue
 import re
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,6 @@ from relay.core.config import Config
 from relay.endpoints.openapi import document
 from relay.ops.runner import serving
 from tests.conftest import make_config
-from tests.procs import LISTEN_RE
 
 _CONVERTER = re.compile(r"\{(\w+)(:\w+)?\}")
 
@@ -77,29 +75,34 @@ async def test_the_route_serves_the_document(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def live_relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A ``colony serve --port 0`` subprocess (SQLite); its base URL."""
-    data = tmp_path_factory.mktemp("openapi-relay")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "relay.ops.cli", "serve", "--port", "0", "--data", str(data), "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stdout is not None
-    try:
-        deadline, url, seen = time.monotonic() + 30, None, b""
-        while url is None:
-            line = proc.stdout.readline()
-            seen += line
-            if not line or time.monotonic() > deadline:
-                raise RuntimeError(f"the relay did not start: {seen.decode(errors='replace')}")
-            m = LISTEN_RE.search(line)
-            url = m.group(1).decode() if m else None
-        yield url
-    finally:
-        proc.terminate()
+    """A relay (SQLite) on real uvicorn on a free port, in a thread of its own (schemathesis
+    calls it synchronously from the test's thread); its base URL."""
+    started: queue.Queue[str | BaseException] = queue.Queue()
+    stops: list[Callable[[], None]] = []
+
+    async def serve() -> None:
+        stop = asyncio.Event()
         try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+            async with serving(make_config(tmp_path_factory.mktemp("openapi-relay"))) as run:
+                loop = asyncio.get_running_loop()
+                stops.append(lambda: loop.call_soon_threadsafe(stop.set))
+                started.put(run.url)
+                await stop.wait()
+        except BaseException as exc:
+            started.put(exc)
+            raise
+
+    thread = threading.Thread(target=asyncio.run, args=(serve(),), name="openapi-relay")
+    thread.start()
+    got = started.get(timeout=60)
+    if isinstance(got, BaseException):
+        thread.join(10)
+        raise got
+    try:
+        yield got
+    finally:
+        stops[0]()
+        thread.join(30)
 
 
 @pytest.fixture(scope="module")
