@@ -17,6 +17,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from collab.events import FEED_RE, KIND_RE, MAX_TS
+
 from relay.coordination.views import ERROR_SCHEMA as ERROR, HEX64_SCHEMA as HEX64, UINT_SCHEMA as UINT
 from relay.coordination.views import doc_error as error, doc_json as json_body, doc_path as path_param
 from relay.coordination.views import doc_query as query
@@ -26,7 +28,9 @@ if TYPE_CHECKING:
     from relay.server import Relay
 
 HEX128 = {"type": "string", "pattern": "^[0-9a-f]{128}$"}
-FEED_ID = {"type": "string", "pattern": r"^[a-z][a-z0-9_-]{0,31}/[A-Za-z0-9._~:@+=-][A-Za-z0-9._~:@+=/-]{0,199}$"}
+FEED_ID = {"type": "string", "pattern": FEED_RE.pattern.replace("\\Z", "$")}  # JSON Schema regexes: no \Z
+KIND = {"type": "string", "pattern": KIND_RE.pattern.replace("\\Z", "$")}
+INT53 = {"type": "integer", "minimum": 0, "maximum": MAX_TS}
 NULLABLE_STR = {"type": ["string", "null"]}
 
 #: a signed event of the test vectors (tests/vectors/events.json, ``doc_update_1``): the
@@ -75,8 +79,8 @@ SCHEMAS: dict[str, Any] = {
     "Event": {
         "type": "object", "additionalProperties": False,
         "required": ["feed", "kind", "author", "ts", "ctx", "body", "sig", "id"],
-        "properties": {"feed": FEED_ID, "kind": {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,63}$"},
-                       "author": HEX64, "ts": UINT, "ctx": UINT, "body": {}, "sig": HEX128, "id": HEX64},
+        "properties": {"feed": FEED_ID, "kind": KIND, "author": HEX64, "ts": INT53, "ctx": INT53, "body": {},
+                       "sig": HEX128, "id": HEX64},
         "description": "a signed event (docs/protocol.md section 5)",
     },
     "Record": {

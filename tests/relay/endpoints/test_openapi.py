@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import re
 import threading
@@ -26,7 +27,8 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from relay.app import create_app
 from relay.core.config import Config
-from relay.endpoints.openapi import document
+from collab.events import Event
+from relay.endpoints.openapi import EXAMPLE_EVENT, document
 from relay.ops.runner import serving
 from tests.conftest import make_config
 
@@ -63,6 +65,13 @@ def test_every_route_is_documented_and_every_operation_is_served(tmp_path: Path)
             params = {p["name"] for p in op.get("parameters", ()) if p["in"] == "path"}
             assert params == {n for n, _ in names}, (path, method)
             assert op["responses"] and op["operationId"], (path, method)
+
+
+def test_the_documented_example_is_a_valid_signed_event() -> None:
+    """The publish example (what schemathesis sends first) is the vector ``doc_update_1``."""
+    vectors = json.loads((Path(__file__).resolve().parents[2] / "vectors" / "events.json").read_text())
+    wire = next(v for v in vectors["events"] if v["name"] == "doc_update_1")["event"]
+    assert Event.from_wire(EXAMPLE_EVENT).to_wire() == EXAMPLE_EVENT == wire
 
 
 async def test_the_route_serves_the_document(tmp_path: Path) -> None:
