@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection
 from starlette.responses import JSONResponse, Response
@@ -22,7 +23,7 @@ from relay.core.config import Config
 from relay.federation.endpoint import fed_endpoint
 from relay.endpoints.http import routes as http_routes
 from relay.endpoints.http_coord import routes as coord_routes
-from relay.endpoints.http_errors import FIXED_MESSAGES
+from relay.endpoints.http_errors import FIXED_MESSAGES, HTTP_CODES
 from relay.endpoints.http_publish import routes as publish_routes
 from relay.endpoints.openapi import routes as openapi_routes
 from relay.server import Relay
@@ -54,6 +55,16 @@ async def _colony_error(conn: HTTPConnection, exc: ColonyError) -> Response | No
     return JSONResponse({"error": exc.code, "message": message}, status_code=status, headers=headers)
 
 
+async def _http_error(conn: HTTPConnection, exc: HTTPException) -> Response | None:
+    """Starlette's own refusals (a path no route matches: 404; a method its route does not take:
+    405, with ``Allow``) in the API's error shape, codes from relay.endpoints.http_errors."""
+    if isinstance(conn, WebSocket):
+        await conn.close(1008)
+        return None
+    code = HTTP_CODES.get(exc.status_code, "internal" if exc.status_code >= 500 else "malformed")
+    return JSONResponse({"error": code, "message": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
 async def _internal_error(conn: HTTPConnection, exc: Exception) -> Response:
     """Anything else (a bug): a fixed body; Starlette then re-raises it, and the server logs it
     with its traceback."""
@@ -75,7 +86,8 @@ def create_app(config: Config | None = None, relay: Relay | None = None) -> Star
               WebSocketRoute("/yjs/{name:path}", yjs_endpoint), WebSocketRoute("/fed", fed_endpoint)]
     if web_dir.is_dir():
         routes.append(Mount("/", StaticFiles(directory=web_dir, html=True), name="web"))
-    handlers: dict[Any, Any] = {ColonyError: _colony_error, Exception: _internal_error}  # HTTP and WebSocket
+    handlers: dict[Any, Any] = {ColonyError: _colony_error, HTTPException: _http_error,  # HTTP and WebSocket
+                                Exception: _internal_error}
     app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RawSendMiddleware)],
                     exception_handlers=handlers)
     app.state.relay = relay

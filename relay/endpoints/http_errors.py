@@ -2,9 +2,10 @@
 
 Every error body is ``{"error": code, "message": text}`` (a publish's may add ``feed`` and
 ``id``, as an ``error`` frame does: section 13.3). The codes are those of ``/ws`` (section 13.1)
-plus a few only HTTP has (``not_found``, ``compacted``, ``too_many_connections``). 429 and 503
-carry ``Retry-After``. A code that is not about the caller's request (``unavailable``, ``busy``,
-``home_unreachable``, ``internal``) has a fixed message: never paths, peer URLs or exception text.
+plus a few only HTTP has (``not_found``, ``method_not_allowed``, ``compacted``,
+``too_many_connections``). 429 and 503 carry ``Retry-After``. A code that is not about the
+caller's request (``unavailable``, ``busy``, ``home_unreachable``, ``internal``) has a fixed
+message: never paths, peer URLs or exception text.
 """
 from __future__ import annotations
 
@@ -32,10 +33,14 @@ STATUS: dict[str, int] = {
     "busy": 503,
     "home_unreachable": 503,
     "not_found": 404,
+    "method_not_allowed": 405,
     "compacted": 410,
     "false_evidence": 400,      # /fed only: never an HTTP answer
     "internal": 500,
 }
+
+#: the codes of Starlette's own refusals, by status (relay.app renders them in this shape)
+HTTP_CODES = {401: "unauthorized", 403: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
 
 #: seconds a client is asked to wait (``Retry-After``) after a 429 or a 503
 RETRY_AFTER = 1
@@ -67,4 +72,4 @@ def error_response(code: str, message: str, **extra: Any) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-__all__ = ["FIXED_MESSAGES", "RETRY_AFTER", "STATUS", "error_response", "status_of"]
+__all__ = ["FIXED_MESSAGES", "HTTP_CODES", "RETRY_AFTER", "STATUS", "error_response", "status_of"]

@@ -61,6 +61,7 @@ BAD_REQUEST = error("a bad feed id or query parameter (`invalid`), or a malforme
 BAD_AUTH = error("a signed request whose signature does not verify (`bad_signature`) or is out of its time window "
                  "(`unauthorized`)")
 PRIVATE = error("a feed the caller may not read (`unauthorized`)")
+NO_ROUTE = error("no route matches the path (`not_found`), e.g. a parameter with a line break")
 
 
 def _limits_schema() -> dict[str, Any]:
@@ -181,7 +182,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/feeds/{feed}/events": {
         "get": _get("A page of the feed's records after `since`", {
             "200": json_body(RECORDS, "the records (and a base snapshot for a compacted feed)"),
-            "400": BAD_REQUEST, "401": BAD_AUTH, "403": PRIVATE, "503": UNAVAILABLE,
+            "400": BAD_REQUEST, "401": BAD_AUTH, "403": PRIVATE, "404": NO_ROUTE, "503": UNAVAILABLE,
         }, [FEED, query("since", {"type": "integer", "minimum": 0, "maximum": 2**53}, "records after this seq"),
             query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many (default 100)"),
             AUTH], op="feedEvents"),
@@ -195,6 +196,7 @@ PATHS: dict[str, dict[str, Any]] = {
                 "200": json_body(PUBLISHED, "stored (or stored before: `dup` true)"),
                 "400": error("`malformed`, `invalid` or `bad_signature`"),
                 "403": error("`unauthorized` (access policy, capability, relay-owned feed) or `limit_exceeded`"),
+                "404": NO_ROUTE,
                 "409": error("`conflict`, `late` or `insufficient_funds` (the feed's state refuses it)"),
                 "413": error("`too_large`: the body, the event or the document is over its limit"),
                 "429": retry_error("`rate_limited`"),
@@ -209,7 +211,7 @@ PATHS: dict[str, dict[str, Any]] = {
     }, [FEED, query("at", {"type": "integer", "minimum": 0, "maximum": 2**53}, "the seq (default: the head)"),
         AUTH], op="feedState")},
     "/route/{feed}": {"get": _get("Which member of the federation homes the feed", {
-        "200": json_body(ROUTE, "the home"), "400": BAD_REQUEST,
+        "200": json_body(ROUTE, "the home"), "400": BAD_REQUEST, "404": NO_ROUTE,
     }, [FEED], op="route")},
     "/openapi.json": {"get": _get("This document", {
         "200": json_body({"type": "object"}, "the OpenAPI document")}, op="openapi")},

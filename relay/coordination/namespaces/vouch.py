@@ -55,6 +55,7 @@ class VouchPlugin(Plugin):
         topic = doc_path("topic", {"type": "string"}, "the trust feed is vouch/<topic>", "global")
         key = doc_path("key", {"type": "string"}, "the key (64 hex)")
         bad = doc_error("a bad topic or key (`invalid`)")
+        no_route = doc_error("no route matches the path (`not_found`), e.g. a topic with a '/'")
         scale = {"const": 1_000_000_000}
         entry = {"type": "object", "required": ["key", "score"],
                  "properties": {"key": HEX64_SCHEMA, "score": UINT_SCHEMA}}
@@ -67,10 +68,11 @@ class VouchPlugin(Plugin):
         return {
             "/trust/{topic}": {"get": {
                 "operationId": "trust", "summary": "Every key's trust score, highest first", "parameters": [topic],
-                "responses": {"200": doc_json(table, "the scores (parts per billion)"), "400": bad}}},
+                "responses": {"200": doc_json(table, "the scores (parts per billion)"), "400": bad,
+                              "404": no_route}}},
             "/trust/{topic}/{key}": {"get": {
                 "operationId": "trustOf", "summary": "One key's trust score", "parameters": [topic, key],
-                "responses": {"200": doc_json(one, "the score"), "400": bad}}},
+                "responses": {"200": doc_json(one, "the score"), "400": bad, "404": no_route}}},
         }
 
     async def _scores(self, site: Site, topic: str) -> tuple[int, dict[str, int]]:

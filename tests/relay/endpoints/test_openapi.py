@@ -22,7 +22,9 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance, response_headers_conformance, response_schema_conformance, status_code_conformance,
+)
 from starlette.routing import Mount, Route, WebSocketRoute
 
 from relay.app import create_app
@@ -126,4 +128,5 @@ schema = schemathesis.pytest.from_fixture("relay_schema")
 @settings(max_examples=10, deadline=None, database=None, phases=[Phase.explicit, Phase.generate],
           suppress_health_check=list(HealthCheck))
 def test_the_api_conforms_to_its_document(case: schemathesis.Case) -> None:
-    case.call_and_validate(checks=[not_a_server_error, response_schema_conformance], timeout=30)
+    case.call_and_validate(checks=[not_a_server_error, response_schema_conformance, status_code_conformance,
+                                   content_type_conformance, response_headers_conformance], timeout=30)
