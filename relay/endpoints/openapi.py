@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
 from collab.events import FEED_RE, KIND_RE, MAX_TS
 
@@ -228,9 +228,10 @@ DESCRIPTION = (
 )
 
 
-def document(relay: Relay) -> dict[str, Any]:
-    """The OpenAPI document of ``relay``'s app: the core's paths and its plug-ins' paths."""
-    paths = {path: dict(ops) for path, ops in PATHS.items()}
+def document(relay: Relay, viewer: bool = True) -> dict[str, Any]:
+    """The OpenAPI document of ``relay``'s app: the core's paths (``/``, the viewer, only if it
+    is served) and its plug-ins' paths."""
+    paths = {path: dict(ops) for path, ops in PATHS.items() if viewer or path != "/"}
     for plugin in relay.plugins:
         for path, ops in plugin.openapi.items():
             paths.setdefault(path, {}).update(ops)
@@ -245,7 +246,8 @@ def document(relay: Relay) -> dict[str, Any]:
 async def openapi(request: Request) -> Response:
     body: bytes | None = getattr(request.app.state, "openapi", None)
     if body is None:  # built once per app: the routes do not change while it runs
-        body = request.app.state.openapi = bytes(JSONResponse(document(request.app.state.relay)).body)
+        viewer = any(isinstance(route, Mount) for route in request.app.routes)
+        body = request.app.state.openapi = bytes(JSONResponse(document(request.app.state.relay, viewer)).body)
     return Response(body, media_type="application/json")
 
 

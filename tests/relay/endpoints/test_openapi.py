@@ -58,6 +58,8 @@ def documented(doc: dict[str, Any]) -> set[tuple[str, str]]:
 
 
 def test_every_route_is_documented_and_every_operation_is_served(tmp_path: Path) -> None:
+    bare = create_app(Config(data_dir=tmp_path, web_dir=tmp_path / "no-viewer"))
+    assert served(bare) == documented(document(bare.state.relay, viewer=False))  # no "/" without a viewer
     app = create_app(Config(data_dir=tmp_path))
     doc = document(app.state.relay)
     assert served(app) == documented(doc)
