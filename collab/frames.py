@@ -49,7 +49,7 @@ _JSON_WS = " \t\r\n"
 MAX_RID_INT = 2**53 - 1
 
 
-def _sendable(value: Any) -> bool:
+def sendable(value: Any) -> bool:
     """False for a string holding a lone surrogate: it cannot be sent back as UTF-8."""
     if not isinstance(value, str):
         return True
@@ -75,15 +75,21 @@ def split(message: str | bytes) -> list[str]:
     return [part for part in message.split("\n") if part.strip(_JSON_WS)]
 
 
+def parse_value(text: str, what: str = "frame") -> Any:
+    """Parse untrusted JSON text strictly (``collab.canonical.parse_json``: no floats, NaN or
+    duplicate keys; nesting bounded by the interpreter); raise MalformedFrame naming ``what``."""
+    try:
+        return parse_json(text)
+    except (ValueError, CanonicalError, RecursionError) as exc:
+        raise MalformedFrame(f"{what} is not valid JSON: {exc}") from exc
+
+
 def parse(text: str, allowed: frozenset[str] | None = CLIENT_FRAMES) -> dict[str, Any]:
     """Parse one frame; raise MalformedFrame with a reason a developer can act on.
 
     ``allowed=None`` accepts any string type (a client skipping types it does not know).
     """
-    try:
-        frame = parse_json(text)
-    except (ValueError, CanonicalError, RecursionError) as exc:
-        raise MalformedFrame(f"frame is not valid JSON: {exc}") from exc
+    frame = parse_value(text)
     if not isinstance(frame, dict):
         raise MalformedFrame("frame must be a JSON object")
     t = frame.get("t")
@@ -91,7 +97,7 @@ def parse(text: str, allowed: frozenset[str] | None = CLIENT_FRAMES) -> dict[str
         raise MalformedFrame(f"unknown frame type {t!r}")
     rid = frame.get("rid")
     if rid is not None and not (
-        (isinstance(rid, str) and len(rid) <= 64 and _sendable(rid))
+        (isinstance(rid, str) and len(rid) <= 64 and sendable(rid))
         or (isinstance(rid, int) and not isinstance(rid, bool) and -MAX_RID_INT <= rid <= MAX_RID_INT)
     ):
         raise MalformedFrame("rid must be a string (<= 64 chars) or an integer (|rid| <= 2**53-1)")
@@ -100,7 +106,7 @@ def parse(text: str, allowed: frozenset[str] | None = CLIENT_FRAMES) -> dict[str
 
 def error(code: str, message: str, **extra: Any) -> dict[str, Any]:
     frame: dict[str, Any] = {"t": "error", "code": code, "message": message}
-    frame.update({k: v for k, v in extra.items() if v is not None and _sendable(v)})
+    frame.update({k: v for k, v in extra.items() if v is not None and sendable(v)})
     return frame
 
 

@@ -1,5 +1,5 @@
 """``GET /watch?prefix=P``: one watch (relay.core.watch) as a Server-Sent Events stream
-(docs/protocol.md 15.3).
+(docs/protocol.md 15.5).
 
 The request is checked before anything is sent (prefix, signed-read header, the per-address
 connection bound shared with the WebSockets); the stream then starts with a comment line, so a

@@ -9,7 +9,7 @@ frames. So the bounds are the outbox's: a stream that falls behind (``max_outbou
 after ``unwritable_timeout`` (the outbox's :class:`~relay.endpoints.outbox.Socket` here is
 :class:`HttpSocket`, uvicorn's HTTP connection under the response). Streams count against
 ``max_connections_per_ip`` with the WebSockets, and a comment line goes out every
-``stream_keepalive`` seconds. ``docs/protocol.md`` section 15.2 is normative.
+``stream_keepalive`` seconds. ``docs/protocol.md`` section 15.4 is normative.
 
 The outbox coalesces the texts queued in one turn into one message joined by ``\\n``; each
 event text here ends with one ``\\n`` and the transport ends every message with one more, so
@@ -149,7 +149,7 @@ class SseStream(OutboxSubscriber):
 
     # -- frames to events (relay.core.fanout.Subscriber) ---------------------------------------
     def event(self, frame: str) -> str | None:
-        """The SSE event for a native frame (docs/protocol.md 15.2), or None (not sent)."""
+        """The SSE event for a native frame (docs/protocol.md 15.4), or None (not sent)."""
         if frame.startswith(self._rec):  # the hot path: the record's text as stored, not parsed
             rec = frame[len(self._rec):-1]
             m = _SEQ.match(rec)

@@ -1,4 +1,4 @@
-"""``GET /watch?prefix=`` (docs/protocol.md 15.2), both backends: a Server-Sent Events stream of
+"""``GET /watch?prefix=`` (docs/protocol.md 15.5), both backends: a Server-Sent Events stream of
 announcements, anonymous (public feeds) or signed (15.1: the feeds its key may read too), its
 refusals, and its watch released when the client goes away."""
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``GET /feeds/{feed}/stream`` (docs/protocol.md 15.2): Server-Sent Events over real HTTP.
+"""``GET /feeds/{feed}/stream`` (docs/protocol.md 15.4): Server-Sent Events over real HTTP.
 
 Real relays (both backends, and a two-process Redis site of real subprocesses), a real HTTP
 client (httpx streaming, parsed as EventSource does: tests/sseclient.py), and for the stalled
