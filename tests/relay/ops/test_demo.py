@@ -1,6 +1,8 @@
-"""relay/ops/demo.py: the scripted agents co-edit ``doc/demo`` over real WebSockets and converge
-with the relay's document; the coordination scenes run beside them. (``colony demo`` end to end,
-with its own relay, is in tests/relay/ops/test_cli.py.)"""
+"""relay/ops/demo.py and demo_script.py: the scripted agents write ``doc/demo`` together over real
+WebSockets, two writers typing at the same time, and the merged document reads like collaborative
+writing (every heading once and in order, each followed by its paragraph, each comment right after
+the line it is about, no fragment twice); the coordination scenes run beside them. (``colony
+demo`` end to end, with its own relay, is in tests/relay/ops/test_cli.py.)"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,42 +11,103 @@ import httpx
 import pytest
 
 from collab.keys import Keypair
-from relay.ops.demo import FEED, SCRIPTS, _line_starts, _report, _team, run_agents
+from relay.ops.demo import FEED, _report, run_agents
+from relay.ops.demo_coord import Cast
+from relay.ops.demo_script import SECTIONS, TEAM, TITLE, assignments, check_document, expected, team
 from relay.ops.runner import serving
 from tests.conftest import Backend, make_config
 
 pytestmark = pytest.mark.timeout(120)
+FULL = team(5)
 
 
-def test_the_team_takes_the_scripted_roles_first() -> None:
-    assert _team(2) == list(SCRIPTS)[:2]
-    assert _team(0) == list(SCRIPTS)[:1]
-    assert _team(6) == [*SCRIPTS, "helper-4", "helper-5"]
+def test_the_team_takes_the_roles_first_and_every_demo_agent_has_its_own_name() -> None:
+    assert team(5) == list(TEAM) and team(2) == ["outliner", "writer"] and team(0) == ["outliner"]
+    assert team(7) == [*TEAM, "writer-2", "writer-3"]
+    cast = Cast()
+    everyone = [*team(7), *cast.names().values()]
+    assert len(set(everyone)) == len(everyone), everyone
+    assert len(set(cast.names())) == len(cast.names()) == 6  # six keys, six names
+    # two writers share the sections out, so they type in different sections at the same time
+    split = assignments(FULL)
+    assert {w: [s.heading for s in ss] for w, ss in split.items()} == {
+        "writer": ["Goals", "Storage"], "co-writer": ["Ordering", "Open questions"]}
+    assert assignments(["outliner"]) == {"outliner": list(SECTIONS)}
 
 
-def test_line_starts() -> None:
-    assert _line_starts("") == [0]
-    assert _line_starts("a\nbc\n") == [0, 2, 5]
+def structure_problems(text: str) -> list[str]:
+    """The issue's checks, written out independently of check_document."""
+    lines = text.split("\n")
+    out = []
+    heads = [ln for ln in lines if ln.startswith("## ")]
+    if heads != [s.line for s in SECTIONS]:
+        out.append(f"headings {heads}")
+    for s in SECTIONS:
+        i = lines.index(s.line) if s.line in lines else -1
+        if i < 0 or not lines[i + 1] or lines[i + 1].startswith(("#", ">")):
+            out.append(f"no paragraph under {s.line}")
+        elif lines[i + 2] != s.comment:  # the comment is right after the paragraph it is about
+            out.append(f"comment on {s.line}: {lines[i + 2]!r}")
+    body = [ln for ln in lines if ln]
+    if len(body) != len(set(body)):
+        out.append("a line appears twice")
+    return out
 
 
-def test_the_report_fails_unless_everyone_converged_and_the_scenes_passed(capsys: pytest.CaptureFixture[str]) -> None:
-    assert _report(["t", "t"], 4, "t", True) == 0
+def test_the_checks_accept_the_script_and_refuse_a_shuffle() -> None:
+    good = expected(FULL)
+    assert check_document(good, FULL) == [] and structure_problems(good) == []
+    assert good.startswith(TITLE + "\n\n## Goals\nAgents sign every event;")
+    assert "befor " not in good and "decay" not in good  # the editor's fixes are in
+    lines = good.split("\n")
+    swapped = "\n".join([lines[0], lines[1], lines[2], lines[4], lines[3], *lines[5:]])  # comment before its line
+    assert any("comment" in p for p in check_document(swapped, FULL)) and structure_problems(swapped)
+    doubled = good + "_(edited for clarity)_\n_(edited for clarity)_\n"  # the old demo's repeated fragments
+    assert any("twice" in p for p in check_document(doubled, FULL)) and structure_problems(doubled)
+    out_of_order = good.replace("## Ordering", "## Tmp").replace("## Storage", "## Ordering").replace("## Tmp", "## Storage")
+    assert check_document(out_of_order, FULL)
+    # a smaller team: no reviewer, no comments; no editor, the drafts stay
+    assert check_document(expected(team(3)), team(3)) == []
+    assert "> reviewer" not in expected(team(3)) and "befor it acks" in expected(team(3))
+
+
+def test_the_report_fails_unless_everyone_converged_on_the_script_and_the_scenes_passed(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    good = expected(FULL)
+    assert _report([good, good], 4, good, True, FULL) == 0
     assert "all agents converged" in capsys.readouterr().out
-    assert _report(["t", "u"], 4, "t", True) == 1
+    assert _report([good, "u"], 4, good, True, FULL) == 1
     assert "NOT CONVERGED" in capsys.readouterr().out
-    assert _report(["t"], 4, "t", False) == 1
-    assert _report(["t", RuntimeError("lost")], 4, "t", True) == 1
+    assert _report([good], 4, good, False, FULL) == 1
+    assert _report([good, RuntimeError("lost")], 4, good, True, FULL) == 1
     assert "1 agent(s) failed" in capsys.readouterr().out
+    assert _report(["x"], 4, "x", True, FULL) == 1
+    assert "NOT as scripted" in capsys.readouterr().out
 
 
-async def test_the_agents_converge_with_the_relays_document(tmp_path: Path, backend: Backend,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+async def test_the_agents_write_the_document_together(tmp_path: Path, backend: Backend,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
     operator = Keypair.generate()
     cfg = make_config(tmp_path, backend, operators=(operator.public_hex,))
     async with serving(cfg) as running:
-        assert await run_agents([running.url], operator, 3, 1.0, 0.1) == 0
+        assert await run_agents([running.url], operator, 5, None, 0.05) == 0
         out = capsys.readouterr().out
         assert "all agents converged" in out and "every scene ended as scripted" in out
+        assert "writer (Goals, Storage) and co-writer (Ordering, Open questions) type at the same time" in out
+        assert f"agents overview: {running.url}/#@agents" in out
         async with httpx.AsyncClient() as http:
-            text = (await http.get(f"{running.url}/feeds/{FEED}")).json()["state"]["text"]
-        assert text in out and "# Relay design note" in text
+            text = (await http.get(f"{running.url}/feeds/{FEED}/state")).json()["state"]["text"]
+            records = (await http.get(f"{running.url}/feeds/{FEED}/events?limit=1000")).json()["records"]
+            agents = (await http.get(f"{running.url}/agents?limit=100")).json()["agents"]
+    assert structure_problems(text) == [] and check_document(text, FULL) == []
+    assert text == expected(FULL) and text in out
+    # every agent of the demo has its own name (one profile per key, no name twice)
+    names = {a["key"]: a["name"] for a in agents}
+    assert sorted(names.values()) == sorted([*FULL, "planner", "ana", "bo", "cy", "dee", "eli"])
+    # concurrent: the writer's and the co-writer's edits interleave in the feed (w, c, w and c, w, c)
+    who = [names[r["event"]["author"]] for r in records]
+    pair = [n for n in who if n in ("writer", "co-writer")]
+    switches = sum(1 for a, b in zip(pair, pair[1:]) if a != b)
+    assert switches >= 3, pair
+    # the outline came first, in order, all by the outliner
+    assert who[:1 + len(SECTIONS)] == ["outliner"] * (1 + len(SECTIONS))
