@@ -26,7 +26,7 @@ from collab.keys import Keypair
 
 from relay.core.config import Config
 from relay.ops.demo_coord import AUCTION, TASK, Cast, run_scenes
-from relay.ops.demo_script import ROLES, check_document, concurrency, play, team
+from relay.ops.demo_script import ROLES, check_document, concurrency, play, team, typing_together
 from relay.ops.runner import serving
 
 FEED = "doc/demo"
@@ -37,7 +37,8 @@ def say(line: str) -> None:
 
 
 async def agent(url: str, name: str, names: list[str], pace: float, all_flushed: asyncio.Barrier,
-                relay_head: Callable[[], int], acked: list[int], timeout: float) -> str:
+                relay_head: Callable[[], int], acked: list[int], timeout: float,
+                together: asyncio.Barrier | None = None) -> str:
     """Play ``name``'s part of the script; then, once every agent's edits are acked, catch up and
     return the text."""
     key = Keypair.generate()
@@ -45,7 +46,7 @@ async def agent(url: str, name: str, names: list[str], pace: float, all_flushed:
         await register(client, name, ROLES.get(name, ROLES["writer"]), ["doc.edit"])
         async with Doc(client, FEED) as doc:
             await doc.synced(30)
-            await play(name, names, doc, pace, say, timeout)
+            await play(name, names, doc, pace, say, timeout, together)
             acked.append(await doc.flushed(30))
             await asyncio.wait_for(all_flushed.wait(), timeout)
             await doc.wait_seq(relay_head(), 30)
@@ -66,6 +67,7 @@ async def _edit_and_scenes(urls: list[str], cast: Cast, n_agents: int, pace: flo
     ``relay_head`` is the doc feed's head at the relay; None: the highest seq any agent was acked."""
     names = team(n_agents)
     barrier = asyncio.Barrier(len(names))
+    together = typing_together(names)
     acked: list[int] = []
 
     def head() -> int:
@@ -73,7 +75,7 @@ async def _edit_and_scenes(urls: list[str], cast: Cast, n_agents: int, pace: flo
 
     scenes = asyncio.create_task(run_scenes(urls[0], cast, pace))
     tasks = [asyncio.create_task(agent(urls[i % len(urls)], n, names, pace, barrier, head, acked,
-                                       script_timeout(pace)))
+                                       script_timeout(pace), together))
              for i, n in enumerate(names)]
     try:
         texts = await asyncio.gather(*tasks, return_exceptions=True)
@@ -130,6 +132,7 @@ async def _linger(start: float, duration: float | None) -> None:
     if duration is None:
         print("The script is done; the relay keeps serving. Press Ctrl-C to stop.", flush=True)
         await asyncio.Event().wait()
+        return
     await asyncio.sleep(max(0.0, start + duration - loop.time()))
 
 

@@ -88,6 +88,11 @@ def assignments(names: list[str]) -> dict[str, list[Section]]:
     return out
 
 
+def typing_together(names: list[str]) -> asyncio.Barrier:
+    """The barrier the writers pass before they type (``play``'s ``together``)."""
+    return asyncio.Barrier(sum(1 for ss in assignments(names).values() if ss))
+
+
 def concurrency(names: list[str]) -> str:
     """The banner's line on who types at the same moment."""
     parts = [f"{w} ({', '.join(s.heading for s in ss)})" for w, ss in assignments(names).items() if ss]
@@ -182,8 +187,12 @@ def _commented(s: Section) -> Callable[[str], bool]:
 
 
 async def play(name: str, names: list[str], doc: Doc, pace: float, say: Callable[[str], None],
-               timeout: float) -> None:
-    """Play ``name``'s part of the script on ``doc``; ``pace`` seconds between its edits."""
+               timeout: float, together: asyncio.Barrier | None = None) -> None:
+    """Play ``name``'s part of the script on ``doc``; ``pace`` seconds between its edits.
+
+    The writers pass ``together`` (one barrier for all of them, :func:`typing_together`) once the
+    outline is in their copy, so they start typing at the same moment even when they sit on
+    different relays whose copies see the outline at different times."""
     text = doc.text
     if name == names[0]:  # the outliner
         say(f"{name} starts the outline")
@@ -194,6 +203,8 @@ async def play(name: str, names: list[str], doc: Doc, pace: float, say: Callable
     if mine:
         outline = [s.line for s in SECTIONS]
         await wait_text(doc, lambda t: all(h + "\n" in t for h in outline), timeout)
+        if together is not None:
+            await asyncio.wait_for(together.wait(), timeout)
     for s in mine:
         say(f"{name} is typing under {s.line!r}")
         words = s.draft.split(" ")

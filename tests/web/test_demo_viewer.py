@@ -21,7 +21,7 @@ FULL = team(5)
 
 
 def link(out: str, label: str) -> str:
-    m = re.search(rf"^  {label}:\s+(\S+)$", out, re.M)
+    m = re.search(rf"^  {label}:\s+(\S+)$", out, re.MULTILINE)
     assert m, f"no {label!r} line in the banner"
     return m.group(1)
 

@@ -176,7 +176,8 @@ async def test_viewer_live_doc_participants_timeline_and_time_travel(relay: Runn
             by += [key] * len(part)
         checked = 0
         for a in agents:
-            for frag in [f"[{a.name} {i}]" for i in range(12)] + [f"{a.name} line {i}" for i in range(9) if agents[i % 3] is a]:
+            mine = [f"{a.name} line {i}" for i in range(9) if agents[i % 3] is a]
+            for frag in [f"[{a.name} {i}]" for i in range(12)] + mine:
                 at = final.find(frag)  # a later concurrent insert may have split it: check the intact ones
                 if at >= 0:
                     assert set(by[at:at + len(frag)]) == {a.key.public_hex}, frag

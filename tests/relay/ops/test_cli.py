@@ -129,7 +129,8 @@ async def test_demo_runs_and_converges(tmp_path: Path) -> None:
     assert body.startswith(expected(team(5)))  # the default team: outliner, two writers, reviewer, editor
     # the coordination scenes ran to their scripted ends (relay.ops.demo_coord)
     assert "every scene ended as scripted" in out
-    for line in ("relay awarded the review to ana", "dee wrote section 1 of 4 and checkpointed", "relay expired ana (stake slashed); bo was promoted",
+    for line in ("relay awarded the review to ana", "dee wrote section 1 of 4 and checkpointed",
+                 "relay expired ana (stake slashed); bo was promoted",
                  "planner accepted bo's review", "dee checkpointed 2 of 4 sections and crashed",
                  "relay flagged prose stalled; the planner reassigned it to eli",
                  "eli resumed prose from checkpoint {'sections': 2}", "task tree completed",

@@ -5,7 +5,8 @@ the line it is about, no fragment twice); the coordination scenes run beside the
 demo`` end to end, with its own relay, is in tests/relay/ops/test_cli.py.)"""
 from __future__ import annotations
 
-from pathlib import Path
+import itertools
+from typing import Any
 
 import httpx
 import pytest
@@ -14,8 +15,7 @@ from collab.keys import Keypair
 from relay.ops.demo import FEED, _report, run_agents
 from relay.ops.demo_coord import Cast
 from relay.ops.demo_script import SECTIONS, TEAM, TITLE, assignments, check_document, expected, team
-from relay.ops.runner import serving
-from tests.conftest import Backend, make_config
+from tests.conftest import Backend
 
 pytestmark = pytest.mark.timeout(120)
 FULL = team(5)
@@ -64,7 +64,8 @@ def test_the_checks_accept_the_script_and_refuse_a_shuffle() -> None:
     assert any("comment" in p for p in check_document(swapped, FULL)) and structure_problems(swapped)
     doubled = good + "_(edited for clarity)_\n_(edited for clarity)_\n"  # the old demo's repeated fragments
     assert any("twice" in p for p in check_document(doubled, FULL)) and structure_problems(doubled)
-    out_of_order = good.replace("## Ordering", "## Tmp").replace("## Storage", "## Ordering").replace("## Tmp", "## Storage")
+    out_of_order = (good.replace("## Ordering", "## Tmp").replace("## Storage", "## Ordering")
+                    .replace("## Tmp", "## Storage"))
     assert check_document(out_of_order, FULL)
     # a smaller team: no reviewer, no comments; no editor, the drafts stay
     assert check_document(expected(team(3)), team(3)) == []
@@ -85,29 +86,35 @@ def test_the_report_fails_unless_everyone_converged_on_the_script_and_the_scenes
     assert "NOT as scripted" in capsys.readouterr().out
 
 
-async def test_the_agents_write_the_document_together(tmp_path: Path, backend: Backend,
+async def test_the_agents_write_the_document_together(start_relay: Any, backend: Backend,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """On Redis the agents spread over two processes of one site (as in the Docker stack)."""
     operator = Keypair.generate()
-    cfg = make_config(tmp_path, backend, operators=(operator.public_hex,))
-    async with serving(cfg) as running:
-        assert await run_agents([running.url], operator, 5, None, 0.05) == 0
-        out = capsys.readouterr().out
-        assert "all agents converged" in out and "every scene ended as scripted" in out
-        assert "writer (Goals, Storage) and co-writer (Ordering, Open questions) type at the same time" in out
-        assert f"agents overview: {running.url}/#@agents" in out
-        async with httpx.AsyncClient() as http:
-            text = (await http.get(f"{running.url}/feeds/{FEED}/state")).json()["state"]["text"]
-            records = (await http.get(f"{running.url}/feeds/{FEED}/events?limit=1000")).json()["records"]
-            agents = (await http.get(f"{running.url}/agents?limit=100")).json()["agents"]
+    running = await start_relay("a", site="s", operators=(operator.public_hex,))
+    urls = [running.url]
+    if backend.name == "redis":
+        urls.append((await start_relay("b", site="s", operators=(operator.public_hex,))).url)
+    assert await run_agents(urls, operator, 5, None, 0.05) == 0
+    out = capsys.readouterr().out
+    assert "all agents converged" in out and "every scene ended as scripted" in out
+    assert "writer (Goals, Storage) and co-writer (Ordering, Open questions) type at the same time" in out
+    assert f"agents overview: {running.url}/#@agents" in out
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{running.url}/feeds/{FEED}/state")).json()["state"]["text"]
+        records = (await http.get(f"{running.url}/feeds/{FEED}/events?limit=1000")).json()["records"]
+        agents = (await http.get(f"{running.url}/agents?limit=100")).json()["agents"]
     assert structure_problems(text) == [] and check_document(text, FULL) == []
     assert text == expected(FULL) and text in out
     # every agent of the demo has its own name (one profile per key, no name twice)
     names = {a["key"]: a["name"] for a in agents}
     assert sorted(names.values()) == sorted([*FULL, "planner", "ana", "bo", "cy", "dee", "eli"])
-    # concurrent: the writer's and the co-writer's edits interleave in the feed (w, c, w and c, w, c)
     who = [names[r["event"]["author"]] for r in records]
-    pair = [n for n in who if n in ("writer", "co-writer")]
-    switches = sum(1 for a, b in zip(pair, pair[1:]) if a != b)
-    assert switches >= 3, pair
+    if len(urls) == 1:
+        # concurrent: the writer's and the co-writer's edits interleave in the feed (w, c, w and c, w, c).
+        # (Across two processes the other process's hand-off to the sequencer can delay a burst past
+        # this fast pace; there the document checks above are what counts.)
+        pair = [n for n in who if n in ("writer", "co-writer")]
+        switches = sum(1 for a, b in itertools.pairwise(pair) if a != b)
+        assert switches >= 3, " ".join(f"{n}@{r['rtime'] % 100000}" for n, r in zip(who, records, strict=True))
     # the outline came first, in order, all by the outliner
     assert who[:1 + len(SECTIONS)] == ["outliner"] * (1 + len(SECTIONS))
