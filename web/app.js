@@ -62,10 +62,28 @@
     const p = st.names.get(key) || P.agent(key);
     return p ? p.name : key && key === st.relayKey ? "relay" : short(key);
   }
-  function colour(key) {  // deterministic per key: hue from 3 bytes, lightness from one more
-    const h = parseInt(key.slice(0, 6), 16) % 360;
-    const l = 30 + (parseInt(key.slice(6, 8), 16) % 4) * 6;
-    return `hsl(${h} 62% ${l}%)`;
+  // Agent colours: the first PALETTE.length keys this page colours get distinct palette colours
+  // (slot from the key, the next free one on a collision), so the few agents a watcher compares
+  // (a document's authors, a feed's participants) never share one; later keys get a hue from the key.
+  const PALETTE = ["#1f6fd1", "#c62828", "#2e7d32", "#7b3fb5", "#d86a00", "#00838f", "#c2185b",
+                   "#8d5524", "#3949ab", "#5d6d00"];
+  const colours = new Map();  // key -> colour
+  const taken = new Set();     // palette slots in use
+  function colour(key) {
+    let c = colours.get(key);
+    if (c) return c;
+    const n = PALETTE.length;
+    let slot = parseInt(key.slice(0, 6), 16) % n;
+    for (let i = 0; i < n && taken.has(slot); i++) slot = (slot + 1) % n;
+    if (!taken.has(slot)) {
+      taken.add(slot);
+      c = PALETTE[slot];
+    } else {  // palette exhausted: hue from 3 bytes, lightness from one more
+      const h = parseInt(key.slice(0, 6), 16) % 360;
+      c = `hsl(${h} 62% ${30 + (parseInt(key.slice(6, 8), 16) % 4) * 6}%)`;
+    }
+    colours.set(key, c);
+    return c;
   }
   function el(tag, cls, text) {
     const e = document.createElement(tag);

@@ -117,8 +117,8 @@ async def _vouching(cast: Cast, planner: Client, bidders: dict[str, Client], wor
 
 async def _auction(cast: Cast, planner: Client, bidders: dict[str, Client], pace: float) -> None:
     async with Auction(planner, AUCTION) as req:
-        await req.open({"title": "review the design note"}, bid_window_ms=int(6000 * pace) + 500,
-                       result_window_ms=int(3000 * pace) + 500, min_stake=5, reward=15, standby=2)
+        await req.open({"title": "review the design note"}, bid_window_ms=int(6000 * pace) + 700,
+                       result_window_ms=int(3000 * pace) + 700, min_stake=5, reward=15, standby=2)
         await cast.step(f"planner opened {AUCTION} (reward 15)")
         views = {}
         for name, stake in (("ana", 40), ("bo", 25), ("cy", 10)):
@@ -148,7 +148,7 @@ async def _task_tree(cast: Cast, url: str, planner: Client, workers: dict[str, C
     async with TaskLeader(planner, TASK) as leader:
         await leader.open("quarterly report")
         await leader.spawn("numbers", eli, "collect the numbers", heartbeat_ms=30_000)
-        await leader.spawn("prose", dee, "write the prose", heartbeat_ms=int(2000 * pace) + 500)
+        await leader.spawn("prose", dee, "write the prose", heartbeat_ms=int(2000 * pace) + 700)
         leader.supervise(lambda sub: eli if sub.assignee == dee else None)
         await cast.step(f"planner opened {TASK}: numbers -> eli, prose -> dee")
         # dee works on its own connection, checkpoints, then crashes (the connection just dies)

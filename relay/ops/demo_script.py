@@ -217,7 +217,9 @@ async def play(name: str, names: list[str], doc: Doc, pace: float, say: Callable
         await asyncio.sleep(pace)
     if name == "reviewer":
         for s in SECTIONS:
-            t = await wait_text(doc, _paragraph_done(s), timeout)
+            await wait_text(doc, _paragraph_done(s), timeout)
+            await asyncio.sleep(pace)  # reads it first
+            t = str(text)
             text.insert(after_line(t, f"{s.line}\n{s.draft}"), s.comment + "\n")
             say(f"reviewer commented on {s.line!r}")
             await asyncio.sleep(pace)
@@ -225,7 +227,9 @@ async def play(name: str, names: list[str], doc: Doc, pace: float, say: Callable
         for s in SECTIONS:
             if s.edit is None:
                 continue
-            t = await wait_text(doc, _commented(s) if "reviewer" in names else _paragraph_done(s), timeout)
+            await wait_text(doc, _commented(s) if "reviewer" in names else _paragraph_done(s), timeout)
+            await asyncio.sleep(pace)  # reads it first
+            t = str(text)
             start = after_line(t, s.line)
             old, new = s.edit
             at = start + t[start:].index(old)

@@ -48,7 +48,8 @@ async def test_the_demo_document_shows_who_wrote_each_part(start_relay: Any, bro
     assert "".join(s["t"] for s in spans) == text
     assert all(s["key"] in names and s["c"] for s in spans)  # every part has a known author and a colour
     colour = {s["key"]: s["c"] for s in spans}
-    assert all(colour[s["key"]] == s["c"] for s in spans)  # one colour per author
+    assert all(colour[s["key"]] == s["c"] for s in spans)  # one colour per author,
+    assert len(set(colour.values())) == len(colour) == len(FULL)  # and no two authors share one
     by: list[str] = []  # the author of each character
     for s in spans:
         by += [names[s["key"]]] * len(s["t"])
