@@ -1,8 +1,9 @@
-"""relay/ops/demo.py and demo_script.py: the scripted agents write ``doc/demo`` together over real
+"""relay/ops/demo.py: the scripted agents write ``doc/demo`` together over real
 WebSockets, two writers typing at the same time, and the merged document reads like collaborative
 writing (every heading once and in order, each followed by its paragraph, each comment right after
-the line it is about, no fragment twice); the coordination scenes run beside them. (``colony
-demo`` end to end, with its own relay, is in tests/relay/ops/test_cli.py.)"""
+the line it is about, no fragment twice); the coordination scenes run beside them. (The script and
+its checks alone are in test_demo_script.py; ``colony demo`` end to end, with its own relay, in
+tests/relay/ops/test_cli.py.)"""
 from __future__ import annotations
 
 import itertools
@@ -13,63 +14,12 @@ import pytest
 
 from collab.keys import Keypair
 from relay.ops.demo import FEED, _report, run_agents
-from relay.ops.demo_coord import Cast
-from relay.ops.demo_script import SECTIONS, TEAM, TITLE, assignments, check_document, expected, team
+from relay.ops.demo_script import SECTIONS, check_document, expected, team
 from tests.conftest import Backend
+from tests.relay.ops.test_demo_script import structure_problems
 
 pytestmark = pytest.mark.timeout(120)
 FULL = team(5)
-
-
-def test_the_team_takes_the_roles_first_and_every_demo_agent_has_its_own_name() -> None:
-    assert team(5) == list(TEAM) and team(2) == ["outliner", "writer"] and team(0) == ["outliner"]
-    assert team(7) == [*TEAM, "writer-2", "writer-3"]
-    cast = Cast()
-    everyone = [*team(7), *cast.names().values()]
-    assert len(set(everyone)) == len(everyone), everyone
-    assert len(set(cast.names())) == len(cast.names()) == 6  # six keys, six names
-    # two writers share the sections out, so they type in different sections at the same time
-    split = assignments(FULL)
-    assert {w: [s.heading for s in ss] for w, ss in split.items()} == {
-        "writer": ["Goals", "Storage"], "co-writer": ["Ordering", "Open questions"]}
-    assert assignments(["outliner"]) == {"outliner": list(SECTIONS)}
-
-
-def structure_problems(text: str) -> list[str]:
-    """The issue's checks, written out independently of check_document."""
-    lines = text.split("\n")
-    out = []
-    heads = [ln for ln in lines if ln.startswith("## ")]
-    if heads != [s.line for s in SECTIONS]:
-        out.append(f"headings {heads}")
-    for s in SECTIONS:
-        i = lines.index(s.line) if s.line in lines else -1
-        if i < 0 or not lines[i + 1] or lines[i + 1].startswith(("#", ">")):
-            out.append(f"no paragraph under {s.line}")
-        elif lines[i + 2] != s.comment:  # the comment is right after the paragraph it is about
-            out.append(f"comment on {s.line}: {lines[i + 2]!r}")
-    body = [ln for ln in lines if ln]
-    if len(body) != len(set(body)):
-        out.append("a line appears twice")
-    return out
-
-
-def test_the_checks_accept_the_script_and_refuse_a_shuffle() -> None:
-    good = expected(FULL)
-    assert check_document(good, FULL) == [] and structure_problems(good) == []
-    assert good.startswith(TITLE + "\n\n## Goals\nAgents sign every event;")
-    assert "befor " not in good and "decay" not in good  # the editor's fixes are in
-    lines = good.split("\n")
-    swapped = "\n".join([lines[0], lines[1], lines[2], lines[4], lines[3], *lines[5:]])  # comment before its line
-    assert any("comment" in p for p in check_document(swapped, FULL)) and structure_problems(swapped)
-    doubled = good + "_(edited for clarity)_\n_(edited for clarity)_\n"  # the old demo's repeated fragments
-    assert any("twice" in p for p in check_document(doubled, FULL)) and structure_problems(doubled)
-    out_of_order = (good.replace("## Ordering", "## Tmp").replace("## Storage", "## Ordering")
-                    .replace("## Tmp", "## Storage"))
-    assert check_document(out_of_order, FULL)
-    # a smaller team: no reviewer, no comments; no editor, the drafts stay
-    assert check_document(expected(team(3)), team(3)) == []
-    assert "> reviewer" not in expected(team(3)) and "befor it acks" in expected(team(3))
 
 
 def test_the_report_fails_unless_everyone_converged_on_the_script_and_the_scenes_passed(
