@@ -28,8 +28,8 @@ async def test_an_unreachable_relay_exits_3_and_names_the_url(tmp_path: Path) ->
     Keypair.generate().save(key)
     url = closed_url()
     env = {"COLONY_RELAY": url, "COLONY_KEY": str(key)}
-    commands = [("publish", "chat/x", "msg", "{}"), ("doc", "cat", "doc/x"), ("auction", "list", "--json"),
-                ("balance", "--json"), ("tail", "doc/x"), ("replay", "doc/x"), ("grant", "doc/x")]
+    commands = [("publish", "chat/x", "msg", "{}"), ("auction", "list", "--json"), ("balance", "--json"),
+                ("tail", "doc/x"), ("grant", "doc/x")]  # one of each module's commands
     results = await asyncio.gather(*(colony(*c, env=env) for c in commands))
     for cmd, (rc, out, err) in zip(commands, results, strict=True):
         assert (rc, out) == (UNREACHABLE, ""), (cmd, rc, err)
@@ -41,12 +41,10 @@ async def test_bad_usage_exits_2(tmp_path: Path) -> None:
     results = await asyncio.gather(
         colony("publish", "chat/x", "msg", "{not json", env=env),  # a JSON argument that does not parse
         colony("auction", "bid", "auction/x", env=env),            # a missing argument
-        colony("auction", env=env),                                # no subcommand
-        colony("vouch", "ab" * 32, "5", env=env),                  # signs, but no key given
-        colony("dm", "send", "ab" * 32, "hi", "--key", str(tmp_path / "missing.key"), env=env))
+        colony("dm", "send", "ab" * 32, "hi", "--key", str(tmp_path / "missing.key"), env=env))  # no key
     for rc, out, err in results:
         assert rc == 2 and out == "", err
-    assert "not JSON" in results[0][2] and "--key" in results[3][2] and "cannot load key" in results[4][2]
+    assert "not JSON" in results[0][2] and "cannot load key" in results[2][2]
 
 
 async def test_help_names_the_exit_codes() -> None:

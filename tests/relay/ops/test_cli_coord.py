@@ -65,13 +65,8 @@ async def test_an_auction_from_the_shell(relay: Running, tmp_path: Path) -> None
         assert rc1 == 0 and st["status"] == "awarded" and st["assignee"] == bidder.public_hex
         assert st["result"]["result"] == {"patch": "..."}
         assert rc2 == 1 and err2.startswith("error: ")
-        (rc1, _, err1), (rc2, out2, _) = await asyncio.gather(
-            colony("auction", "reject", feed, "not good enough", env=req_env),
-            colony("balance", "--json", env=bid_env))
-        assert rc1 == 0, err1
-        assert rc2 == 0 and set(json.loads(out2)) == {"key", "ledger", "available", "locked"}
-        rc, out, _ = await colony("auction", "status", feed, env=req_env)
-        assert rc == 0 and out.splitlines()[0].startswith(f"{feed}: ") and "requester " + req.public_hex in out
+        rc, _, err = await colony("auction", "reject", feed, "not good enough", env=req_env)
+        assert rc == 0, err
         rc, out, _ = await colony("auction", "list", "--status", "any", env=req_env)
         assert rc == 0 and [line.split("  ")[:2] for line in out.splitlines()] == [[feed, "failed"],
                                                                                  [other, "open"]]
@@ -82,26 +77,26 @@ async def test_a_task_tree_from_the_shell(relay: Running, tmp_path: Path) -> Non
     worker, work_env = agent_env(tmp_path, relay, "worker.key")
     t = "task/cli"
     assert (await colony("task", "open", t, "build it", "--input", '{"spec": 1}', env=lead_env))[0] == 0
-    (rc1, _, err1), (rc2, _, err2) = await asyncio.gather(
+    (rc1, _, err1), (rc2, _, err2), (rc3, _, err3) = await asyncio.gather(
         colony("task", "spawn", t, "s1", worker.public_hex, "part one", "--input", "[1, 2]", env=lead_env),
-        colony("task", "spawn", t, "s2", worker.public_hex, "part two", env=lead_env))
+        colony("task", "spawn", t, "s2", worker.public_hex, "part two", env=lead_env),
+        colony("task", "finish", t, env=work_env))  # only the leader closes
     assert rc1 == rc2 == 0, err1 + err2
-    (rc1, out1, _), (rc2, out2, _), (rc3, out3, _) = await asyncio.gather(
+    assert rc3 == 1 and err3.startswith("error: ")
+    (rc1, out1, _), (rc2, out2, _), (rc3, _, err3) = await asyncio.gather(
         colony("task", "assigned", "--json", env=work_env),
-        colony("task", "resume", t, "s1", env=work_env),
-        colony("task", "progress", t, "s1", "1", "2", "--note", "half", env=work_env))
+        colony("task", "progress", t, "s1", "1", "2", "--note", "half", env=work_env),
+        colony("task", "checkpoint", t, "s1", '{"at": 1}', env=work_env))
     assert rc1 == 0 and sorted((x["sub"], x["title"]) for x in json.loads(out1)) == [("s1", "part one"),
                                                                                   ("s2", "part two")]
-    assert rc2 == 0 and "no checkpoint" in out2 and out2.splitlines()[-1] == "null"
-    assert rc3 == 0 and out3.startswith(f"{t}#")
-    assert (await colony("task", "checkpoint", t, "s1", '{"at": 1}', env=work_env))[0] == 0
-    rc, out, _ = await colony("task", "resume", t, "s1", "--json", env=work_env)
-    assert rc == 0 and json.loads(out)["checkpoint"] == {"at": 1}
-    (rc1, _, _), (rc2, _, _) = await asyncio.gather(colony("task", "done", t, "s1", '{"ok": true}', env=work_env),
-                                                    colony("task", "fail", t, "s2", "no time", env=work_env))
-    assert rc1 == rc2 == 0
-    rc, out, err = await colony("task", "finish", t, env=work_env)
-    assert rc == 1 and err.startswith("error: ")  # only the leader closes
+    assert rc2 == 0 and out2.startswith(f"{t}#")
+    assert rc3 == 0, err3
+    (rc1, out1, _), (rc2, _, _), (rc3, _, _) = await asyncio.gather(
+        colony("task", "resume", t, "s1", env=work_env),
+        colony("task", "done", t, "s1", '{"ok": true}', env=work_env),  # resume shows the checkpoint either way
+        colony("task", "fail", t, "s2", "no time", env=work_env))
+    assert rc1 == 0 and "checkpoint at seq" in out1 and out1.splitlines()[-1] == '{"at":1}'
+    assert rc2 == rc3 == 0
     assert (await colony("task", "finish", t, "--result", "shipped", env=lead_env))[0] == 0
     (rc1, out1, _), (rc2, out2, _), (rc3, out3, _) = await asyncio.gather(
         colony("task", "status", t, "--json", env=lead_env), colony("task", "status", t, env=lead_env),
