@@ -152,9 +152,14 @@ def agent_command(p: argparse.ArgumentParser, action: Callable[[Any, argparse.Na
     the command needs a key, or a predicate of the arguments saying whether it does (else a key is
     used only if given, to sign reads)."""
     def fn(args: argparse.Namespace) -> int:
-        from collab.agent import Agent
+        from collab.agent import Agent, http_base
+        from collab.errors import InvalidEvent
 
         url = relay_url(args)
+        try:
+            http_base(url)
+        except InvalidEvent as exc:
+            usage(f"--relay: {exc}")
         key = load_key(args) if (signs(args) if callable(signs) else signs) else optional_key(args)
         timeout = getattr(args, "timeout", DEFAULT_TIMEOUT)
 

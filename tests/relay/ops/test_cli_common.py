@@ -41,10 +41,11 @@ async def test_bad_usage_exits_2(tmp_path: Path) -> None:
     results = await asyncio.gather(
         colony("publish", "chat/x", "msg", "{not json", env=env),  # a JSON argument that does not parse
         colony("auction", "bid", "auction/x", env=env),            # a missing argument
+        colony("feeds", "--relay", "ftp://example.org", env=env),  # not a relay URL
         colony("dm", "send", "ab" * 32, "hi", "--key", str(tmp_path / "missing.key"), env=env))  # no key
     for rc, out, err in results:
         assert rc == 2 and out == "", err
-    assert "not JSON" in results[0][2] and "cannot load key" in results[2][2]
+    assert "not JSON" in results[0][2] and "http(s)://" in results[2][2] and "cannot load key" in results[3][2]
 
 
 async def test_help_names_the_exit_codes() -> None:
