@@ -25,6 +25,8 @@ GENESIS = "0" * 64
 
 # ``\Z``, not ``$``: ``$`` also matches before a trailing "\n", which let "doc/a\n" through.
 FEED_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}/[A-Za-z0-9._~:@+=-][A-Za-z0-9._~:@+=/-]{0,199}\Z")
+#: a watch prefix (docs/protocol.md 9.6): a prefix of some valid feed id, "" included
+PREFIX_RE = re.compile(r"^(?:[a-z][a-z0-9_-]{0,31}(?:/(?:[A-Za-z0-9._~:@+=-][A-Za-z0-9._~:@+=/-]{0,199})?)?)?\Z")
 KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}\Z")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
 HEX128_RE = re.compile(r"^[0-9a-f]{128}\Z")
@@ -57,6 +59,15 @@ def check_feed(feed: Any) -> str:
         raise InvalidEvent(f"a feed name's last segment may not be '{segments[-1]}' (it would clash with "
                            f"GET /feeds/{{feed}}/{segments[-1]})")
     return feed
+
+
+def check_prefix(prefix: Any) -> str:
+    """A watch prefix: a string some valid feed id starts with (``""``: every feed; ``auction/``:
+    one namespace; ``doc/spec-``: part of a name), so at most 233 characters of the feed id
+    charset; raise InvalidEvent otherwise."""
+    if not isinstance(prefix, str) or not PREFIX_RE.match(prefix) or "//" in prefix:
+        raise InvalidEvent("prefix must be the start of a feed id, like 'auction/' (see docs/protocol.md 9.6)")
+    return prefix
 
 
 def _is_int(v: Any) -> bool:

@@ -12,6 +12,8 @@ client -> relay
   unsub   {t, feed, rid?}
   pub     {t, event, rid?}
   ping    {t, rid?}
+  watch   {t, prefix, rid?}               announce new records of feeds whose id starts with prefix
+  unwatch {t, prefix, rid?}
 
 relay -> client
   challenge {t, nonce, relay}             first frame on every connection
@@ -24,6 +26,9 @@ relay -> client
   presence  {t, feed, op, keys}           op: "list" | "join" | "leave"
   unsubbed  {t, feed, rid?, reason?}      subscription ended (asked for, or access revoked)
   pong      {t, rid?}
+  watching  {t, prefix, rid?}             watch accepted (idempotent)
+  unwatched {t, prefix, rid?}
+  announce  {t, feed, seq, head, kind, rtime}  a record was stored in a watched feed
 """
 from __future__ import annotations
 
@@ -33,9 +38,10 @@ from typing import Any
 from .canonical import parse_json
 from .errors import CanonicalError, MalformedFrame
 
-CLIENT_FRAMES = frozenset(("hello", "sub", "unsub", "pub", "ping"))
+CLIENT_FRAMES = frozenset(("hello", "sub", "unsub", "pub", "ping", "watch", "unwatch"))
 RELAY_FRAMES = frozenset(
-    ("challenge", "welcome", "ok", "error", "rec", "snapshot", "synced", "presence", "unsubbed", "pong")
+    ("challenge", "welcome", "ok", "error", "rec", "snapshot", "synced", "presence", "unsubbed", "pong",
+     "watching", "unwatched", "announce")
 )
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
