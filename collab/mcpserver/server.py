@@ -26,8 +26,8 @@ from mcp.shared.exceptions import MCPError
 
 from ..errors import ColonyError
 from .advice import error_text
-from .resources import TEMPLATE, FeedFollower, feed_of, uri_of
-from .spec import ToolSpec, check_arguments
+from .resources import TEMPLATE, Announcements, FeedFollower, feed_info, feed_of, uri_of
+from .spec import MAX_WAIT_S, PREFIX_PATTERN, ToolSpec, check_arguments, number, obj, string, tool
 from .tools_content import TOOLS as CONTENT_TOOLS
 from .tools_coord import TOOLS as COORD_TOOLS
 
@@ -63,9 +63,10 @@ class ColonyMcp:
 
     def __init__(self, agent: Any, *, url: str = "", key: str = "", name: str = "colony") -> None:
         self.agent = agent
-        self.tools = {t.name: t for t in TOOLS}
-        self._listed = [_tool(t) for t in TOOLS]
-        self.follower = FeedFollower(agent, self._updated)
+        self.announcements = Announcements(agent.client)
+        self.tools = {t.name: t for t in [*TOOLS, *self._own_tools()]}
+        self._listed = [_tool(t) for t in self.tools.values()]
+        self.follower = FeedFollower(self.announcements, self._updated)
         self.bus = InMemorySubscriptionBus()
         self._listen = ListenHandler(self.bus)
         self._sessions: dict[str, set[ServerSession]] = {}  # uri -> handshake-era subscribers
@@ -81,6 +82,34 @@ class ColonyMcp:
         self._listen.close()
         self._sessions.clear()
         await self.follower.aclose()
+        await self.announcements.aclose()
+
+    def _own_tools(self) -> list[ToolSpec]:
+        """The tools made of this server's parts rather than of one Agent method."""
+
+        async def whoami(agent: Any, args: dict[str, Any]) -> dict[str, Any]:
+            return {"key": agent.me, "relay": agent.url}
+
+        async def wait_new(agent: Any, args: dict[str, Any]) -> dict[str, Any]:
+            return await self.announcements.wait_new_feeds(args.get("prefix", ""), float(args.get("timeout", 60)))
+
+        return [
+            tool("whoami", """
+Who you are here: {"key", "relay"}. `key` is your agent's public key (64 hex): other agents address you
+by it (subtask assignments, messages, vouches, auction awards), and it is the `author` of every event
+you write. `relay` is the relay's URL.
+""", obj(), call=whoami, read_only=True),
+            tool("feed_wait_new", """
+Wait until a new feed appears under a prefix (a feed whose id starts with `prefix` gets its first
+record), e.g. `auction/` to hear of new auctions to bid on, `doc/` for new documents. Blocks until one
+appears or `timeout` seconds pass (at most 300). Returns {"prefix", "feeds": [{"feed", "kind",
+"rtime"}], "timed_out"}: the new feeds, or `timed_out: true`; then call again to keep waiting. Feeds
+that existed before the call are not reported: list them with `feed_list`.
+""", obj(["prefix"], prefix=string("Feed id prefix, e.g. `auction/` (a namespace and a slash at least).",
+                                    max_length=200, min_length=2, pattern=PREFIX_PATTERN),
+           timeout=number("Seconds to wait at most (0-300).", maximum=MAX_WAIT_S, default=60)),
+                 call=wait_new, read_only=True),
+        ]
 
     # -- tools -----------------------------------------------------------------------------
     async def _list_tools(self, ctx: Ctx, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
@@ -144,7 +173,7 @@ class ColonyMcp:
         except ValueError as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
         try:
-            return dict(await self.agent.feed_info(feed))
+            return await feed_info(self.agent, feed)
         except (ColonyError, OSError, TimeoutError) as exc:
             raise MCPError(types.INTERNAL_ERROR, error_text(exc)) from None
 
@@ -160,10 +189,13 @@ class ColonyMcp:
             feed = feed_of(uri)
         except ValueError as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
-        sessions = self._sessions.setdefault(uri, set())
-        if ctx.session not in sessions:
-            sessions.add(ctx.session)
+        if ctx.session in self._sessions.get(uri, ()):
+            return types.EmptyResult()
+        try:
             await self.follower.acquire(feed)
+        except (ColonyError, OSError) as exc:  # e.g. limit_exceeded: too many watches on the connection
+            raise MCPError(types.INTERNAL_ERROR, error_text(exc)) from None
+        self._sessions.setdefault(uri, set()).add(ctx.session)
         return types.EmptyResult()
 
     async def _unsubscribe(self, ctx: Ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
@@ -191,11 +223,14 @@ class ColonyMcp:
                 feeds.append(feed_of(uri))
             except ValueError as exc:
                 raise MCPError(types.INVALID_PARAMS, str(exc)) from None
-        acquired: list[str] = []  # acquire counts the feed before it waits: release exactly those
+        acquired: list[str] = []  # release exactly the feeds acquired
         try:
             for feed in feeds:
+                try:
+                    await self.follower.acquire(feed)
+                except (ColonyError, OSError) as exc:
+                    raise MCPError(types.INTERNAL_ERROR, error_text(exc)) from None
                 acquired.append(feed)
-                await self.follower.acquire(feed)
             return await self._listen(ctx, params)
         finally:
             for feed in acquired:

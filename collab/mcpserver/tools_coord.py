@@ -5,6 +5,8 @@ model needs (who may call it, when, what a refusal means).
 """
 from __future__ import annotations
 
+from typing import Any
+
 from .spec import (
     MAX_NOTE,
     PREFIX_PATTERN,
@@ -20,6 +22,11 @@ from .spec import (
     tool,
 )
 
+async def _auction_list(agent: Any, args: dict[str, Any]) -> Any:
+    status = args.pop("status", "open")
+    return await agent.auction_list(**args, status=None if status == "any" else status)
+
+
 AUCTION = feed("The auction's feed id: `auction/<name>`, e.g. `auction/summarise-42`.")
 STAKE_MAX = 4_503_599_627
 
@@ -28,7 +35,7 @@ AUCTIONS = [
 Put a task up for auction (you are the requester). Other agents bid stake credits during the bid
 window; when it closes the relay awards the task to the best bid (stake weighted by trust), and the
 winner must deliver a result within the result window. Your `reward` is escrowed from your ledger
-balance now and paid to the winner when you accept the result. Returns {"feed", "seq", "bid_deadline"}.
+balance now and paid to the winner when you accept the result. Returns {"feed", "seq", "id", "dup"}.
 Then: wait (`feed_wait` on the auction), check `auction_status`, and `auction_accept` or
 `auction_reject` the delivered result. `insufficient_funds`: your balance does not cover the reward.
 """, obj(["feed", "task", "bid_window_ms", "result_window_ms"], feed=AUCTION,
@@ -39,17 +46,20 @@ Then: wait (`feed_wait` on the auction), check `auction_status`, and `auction_ac
          min_stake=integer("The smallest stake a bid may offer.", default=0, maximum=STAKE_MAX))),
 
     tool("auction_list", """
-List auctions, optionally only those in one status. Returns {"auctions": [{"feed", "status", "task",
-"requester", "bid_deadline", "bids", "assignee", ...}]}. Status `open` = taking bids; then `awarded`
-(the winner works), `completed`, `failed` or `unawarded` (nobody bid).
+List auctions in one status (default `open`: taking bids; `any` for all). Returns a list of {"feed",
+"status", "requester", "task", "reward", "min_stake", "bid_deadline" (relay time, ms), "bids" (how
+many), "assignee"}. After `open` come `awarded` (the winner works), then `completed` or `failed`; an
+auction nobody bid on ends `unawarded`.
 """, obj(prefix=string("Feed id prefix (default `auction/`).", max_length=200, pattern=PREFIX_PATTERN),
-         status=string("Only auctions in this status.", max_length=16,
-                       enum=["open", "awarded", "completed", "failed", "unawarded"])), read_only=True),
+         status=string("Only auctions in this status (default open; any: all).", max_length=16,
+                       enum=["open", "awarded", "completed", "failed", "unawarded", "any"]),
+         limit=integer("Look at most at this many auction feeds.", minimum=1, maximum=1000, default=100)),
+         call=_auction_list, read_only=True),
 
     tool("auction_bid", """
 Bid on an open auction by staking credits: the stake is locked from your balance, returned if you
 lose, and slashed (given to the requester) if you win and fail to deliver in time. A higher stake
-(and a higher trust score) ranks higher. One bid per agent per auction. Returns {"feed", "seq"}.
+(and a higher trust score) ranks higher. One bid per agent per auction. Returns {"feed", "seq", "id", "dup"}.
 Errors: `late` (bidding closed), `conflict` (you already bid), `insufficient_funds` (check
 `ledger_balance`), `invalid` (below the auction's min_stake), `unauthorized` (you are the requester).
 """, obj(["feed", "stake"], feed=AUCTION,
@@ -57,28 +67,29 @@ Errors: `late` (bidding closed), `conflict` (you already bid), `insufficient_fun
          note=string("Optional pitch to the requester.", max_length=MAX_NOTE))),
 
     tool("auction_status", """
-The state of one auction: {"feed", "status", "requester", "task", "bid_deadline", "bids", "winner",
-"assignee", "standby", "result_deadline", "result", ...}. `assignee` is who must deliver now; `result`
-is the delivered result once there is one (the requester then accepts or rejects it).
+The state of one auction, folded from its verified records: {"feed", "seq", "status", "requester",
+"task", "params", "deadlines": {"bid", "result"} (relay time, ms), "bids": [{"key", "stake", "seq"}],
+"ranking", "winner", "assignee", "standby", "result", "history"}. `assignee` is who must deliver now;
+`result` is the delivered result once there is one (the requester then accepts or rejects it).
 """, obj(["feed"], feed=AUCTION), read_only=True),
 
     tool("auction_deliver", """
 Deliver your result for an auction you won (you must be the current assignee, before the result
-deadline). Returns {"feed", "seq"}. The requester then accepts (you get the reward and your stake back,
+deadline). Returns {"feed", "seq", "id", "dup"}. The requester then accepts (you get the reward and your stake back,
 and your trust rises) or rejects (your stake is slashed). Errors: `conflict` (you are not the
 assignee, or you already delivered), `late` (the result deadline passed).
 """, obj(["feed", "result"], feed=AUCTION, result=anything("Your result: any JSON value."))),
 
     tool("auction_accept", """
 Accept the delivered result of your auction (requester only): the winner is paid the reward, stakes
-are released, the auction is `completed`. Returns {"feed", "seq"}. `conflict`: no result delivered yet
+are released, the auction is `completed`. Returns {"feed", "seq", "id", "dup"}. `conflict`: no result delivered yet
 (wait with `feed_wait`); `unauthorized`: you are not the requester.
 """, obj(["feed"], feed=AUCTION)),
 
     tool("auction_reject", """
 Reject the delivered result of your auction (requester only): the winner's stake is slashed to you and
 the next standby bidder becomes the assignee (or the auction fails if none is left). Returns
-{"feed", "seq"}. Say why in `reason`.
+{"feed", "seq", "id", "dup"}. Say why in `reason`.
 """, obj(["feed"], feed=AUCTION, reason=string("Why the result is rejected.", max_length=MAX_NOTE))),
 ]
 
@@ -89,7 +100,7 @@ SUB = string("The subtask id: 1-64 of A-Z a-z 0-9 . _ -", max_length=64, min_len
 TASKS = [
     tool("task_open", """
 Open a task tree on a new `task/` feed; you become its leader. Then `task_spawn` subtasks assigned
-to other agents (by key) and follow them with `task_status`. Returns {"feed", "seq"}. `conflict`: the
+to other agents (by key) and follow them with `task_status`. Returns {"feed", "seq", "id", "dup"}. `conflict`: the
 feed already holds a task (choose another name).
 """, obj(["feed", "title"], feed=TASK, title=string("What the whole task is.", max_length=200, min_length=1),
          input=anything("Optional input for the task (any JSON value)."))),
@@ -97,7 +108,7 @@ feed already holds a task (choose another name).
     tool("task_spawn", """
 Create a subtask of your task and assign it to an agent (leader only). The assignee sees it with
 `task_assigned` and must report (progress, checkpoint, done) at least every `heartbeat_ms`, or the
-relay flags it stalled. Returns {"feed", "seq"}. `unauthorized`: you are not the leader; `conflict`:
+relay flags it stalled. Returns {"feed", "seq", "id", "dup"}. `unauthorized`: you are not the leader; `conflict`:
 the subtask id exists or the task is closed.
 """, obj(["feed", "sub", "assignee", "title"], feed=TASK, sub=SUB,
          assignee=key("The agent who will do it"),
@@ -108,7 +119,7 @@ the subtask id exists or the task is closed.
 
     tool("task_progress", """
 Report progress on a subtask assigned to you: `done` of `total` units, with an optional note. Every
-report also counts as a heartbeat. Returns {"feed", "seq"}. `unauthorized`: the subtask is not
+report also counts as a heartbeat. Returns {"feed", "seq", "id", "dup"}. `unauthorized`: the subtask is not
 assigned to you (check `task_assigned`); `conflict`: it is already finished.
 """, obj(["feed", "sub", "done", "total"], feed=TASK, sub=SUB,
          done=integer("Units done so far (0..total)."), total=integer("Units in all (>0).", minimum=1),
@@ -116,46 +127,48 @@ assigned to you (check `task_assigned`); `conflict`: it is already finished.
 
     tool("task_checkpoint", """
 Save a checkpoint of your work on a subtask assigned to you: any JSON state from which you (or an
-agent the subtask is reassigned to) can resume with `task_resume`. Returns {"feed", "seq"}.
+agent the subtask is reassigned to) can resume with `task_resume`. Returns {"feed", "seq", "id", "dup"}.
 """, obj(["feed", "sub", "state"], feed=TASK, sub=SUB,
          state=anything("Your resumable state: any JSON value (keep it compact)."))),
 
     tool("task_done", """
-Finish a subtask assigned to you successfully, with its result. Returns {"feed", "seq"}. After this
+Finish a subtask assigned to you successfully, with its result. Returns {"feed", "seq", "id", "dup"}. After this
 no more reports are taken for it.
 """, obj(["feed", "sub"], feed=TASK, sub=SUB, result=anything("The subtask's result (any JSON value)."))),
 
     tool("task_fail", """
-Give up a subtask assigned to you, saying why; the leader may reassign it. Returns {"feed", "seq"}.
+Give up a subtask assigned to you, saying why; the leader may reassign it. Returns {"feed", "seq", "id", "dup"}.
 """, obj(["feed", "sub", "reason"], feed=TASK, sub=SUB,
          reason=string("Why it failed.", max_length=MAX_NOTE, min_length=1))),
 
     tool("task_finish", """
 Close your whole task (leader only) as completed, failed or cancelled, with an optional result.
-Returns {"feed", "seq"}. Nothing more can be reported on a closed task.
+Returns {"feed", "seq", "id", "dup"}. Nothing more can be reported on a closed task.
 """, obj(["feed"], feed=TASK,
          status=string("How it ended (default completed).", max_length=16,
                        enum=["completed", "failed", "cancelled"]),
          result=anything("The task's result (any JSON value)."))),
 
     tool("task_status", """
-The state of a task tree: {"feed", "leader", "title", "status", "subtasks": [{"sub", "assignee",
-"title", "status", "stalled", "progress", "checkpoint", "result", ...}], "progress": {"done", "total",
-"percent", "by_status"}}. Subtask statuses: submitted, working, input-required, completed, failed,
+The state of a task tree, folded from its verified records: {"feed", "leader", "title", "input",
+"status" (new, open, or how it closed), "result", "subtasks": [{"sub", "assignee", "title", "status",
+"stalled", "progress", "checkpoint", "result", ...}], "progress": {"done", "total", "percent",
+"by_status"}}. Subtask statuses: submitted, working, input-required, completed, failed,
 cancelled.
 """, obj(["feed"], feed=TASK), read_only=True),
 
     tool("task_assigned", """
-What am I assigned? The unfinished subtasks assigned to you in task feeds under a prefix: {"assigned":
-[{"feed", "sub", "title", "input", "status", "checkpoint", ...}]}. Work on each, report with
+What am I assigned? The unfinished subtasks assigned to you in task feeds under a prefix: a list of
+{"feed", "sub", "title", "status", "input", "heartbeat_ms", "checkpoint", "stalled"}. Work on each, report with
 `task_progress` / `task_checkpoint`, and end with `task_done` or `task_fail`.
-""", obj(prefix=string("Task feed prefix to look in (default `task/`).", max_length=200,
+""", obj(prefix=string("Task feed prefix to look in (default `task/`; it starts with `task/`).", max_length=200,
                        pattern=PREFIX_PATTERN)), read_only=True),
 
     tool("task_resume", """
-Resume a subtask assigned to you: returns {"feed", "sub", "title", "input", "status", "checkpoint",
-"progress"}, where `checkpoint` is the last saved state (by you or by the previous assignee) or null.
-Continue from it instead of starting over. Also reports a heartbeat (you are working on it).
+Resume a subtask assigned to you: returns {"feed", "sub", "assignee", "status", "title", "input",
+"checkpoint", "checkpoint_seq"}, where `checkpoint` is the last saved state (by you or by the previous
+assignee) or null (start fresh). Continue from it instead of starting over. `unauthorized`: the
+subtask is assigned to someone else; `invalid`: no such subtask.
 """, obj(["feed", "sub"], feed=TASK, sub=SUB)),
 ]
 
@@ -167,14 +180,15 @@ TRUST = [
 Vouch for (or against) another agent: weight from -1000 (distrust) to 1000 (full trust); 0 or a
 negative weight gives it no trust from you. Your latest vouch for an agent replaces earlier ones.
 Trust scores (EigenTrust over everyone's vouches and delivered auctions) rank auction bids.
-Returns {"feed", "seq"}. You cannot vouch for yourself (`invalid`).
+Returns {"feed", "seq", "id", "dup"}. You cannot vouch for yourself (`invalid`).
 """, obj(["subject", "weight"], subject=key("The agent you vouch for"),
          weight=integer("-1000..1000 (thousandths: 500 = half trust).", minimum=-1000, maximum=1000),
          topic=TOPIC, note=string("Why.", max_length=MAX_NOTE)), "vouch"),
 
     tool("trust_scores", """
-Trust scores in a topic: {"topic", "scores": {KEY: parts-per-billion}} summing to 1e9 over all known
-agents (a higher share = more trusted by agents that are themselves trusted).
+Trust scores in a topic: {"feed", "seq", "scale", "scores": [{"key", "score"}]}, highest first, in parts
+per `scale` (1e9) summing to `scale` over all known agents (a higher share = more trusted by agents that
+are themselves trusted, and by delivered auctions).
 """, obj(topic=TOPIC), "trust", read_only=True),
 ]
 
@@ -182,18 +196,19 @@ DIRECTORY = [
     tool("agent_profile", """
 Publish your profile in the agent directory so others can find you by capability: a name, a
 description and a list of capability tags (e.g. ["python", "summarise"]). Your latest profile replaces
-the earlier one. Returns {"feed", "seq"}.
+the earlier one. Returns {"key", "feed", "name", "description", "capabilities", "online"}.
 """, obj(["name"], name=string("Your display name.", max_length=64, min_length=1),
          description=string("What you do.", max_length=MAX_NOTE),
          capabilities=string_list("Capability tags, distinct, at most 32.")), "profile"),
 
     tool("agent_search", """
 Find agents in the directory: by capability tag, by text in their name or description, and/or only
-those online now. Returns {"agents": [{"key", "name", "description", "capabilities", "online"}]}. Use a
-key from here to assign a subtask, send a message or vouch.
+those online now. Returns a list of profiles {"key", "name", "description", "capabilities", "online",
+...}. Use a key from here to assign a subtask, send a message or vouch.
 """, obj(capability=string("A capability tag to match exactly.", max_length=64),
          text=string("Text to find in name or description (case-insensitive).", max_length=200),
-         online=boolean("Only agents online now.")), "agents", read_only=True),
+         online=boolean("Only agents online now (true) or offline (false); omit for both."),
+         limit=integer("At most this many agents.", minimum=1, maximum=1000, default=100)), "agents", read_only=True),
 ]
 
 TOOLS: list[ToolSpec] = [*AUCTIONS, *TASKS, *TRUST, *DIRECTORY]
