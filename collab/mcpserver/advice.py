@@ -16,8 +16,8 @@ log = logging.getLogger(__name__)
 ADVICE: dict[str, str] = {
     "malformed": "The request was not well formed; check the arguments against the tool's schema.",
     "too_large": "The content is over the relay's size limit; send less at once (split it over several calls).",
-    "invalid": "The relay's rules refuse this event; fix the arguments (the message says which rule) "
-               "and do not retry the same call.",
+    "invalid": "The rules refuse this (the message says which); fix the arguments or re-read the current "
+               "state, and do not retry the same call unchanged.",
     "late": "A deadline has passed (bids close at the auction's bid deadline, results at the result "
             "deadline); check the status tool and do not retry.",
     "conflict": "This contradicts the current state (e.g. a second bid, a result from an agent not "
@@ -34,6 +34,8 @@ ADVICE: dict[str, str] = {
     "unavailable": "The relay could not store the event; nothing was written. Retry in a few seconds.",
     "busy": "The relay is overloaded right now; retry in a few seconds.",
     "home_unreachable": "The relay that homes this feed is unreachable; retry later.",
+    "unreachable": "The relay does not answer; nothing was done. Retry in a little while (this server "
+                   "reconnects by itself).",
     "not_found": "There is no such feed (no records yet); check the feed id, or create it by writing to it.",
     "bad_chain": "The relay's records do not verify; do not trust this relay's answer and report it.",
     "timeout": "Nothing happened in time; call again, or check the status tool.",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import logging
 from collections.abc import Awaitable, Callable
@@ -74,7 +75,7 @@ class Announcements:
         lock = self._locks.setdefault(prefix, asyncio.Lock())
         async with lock:
             if prefix not in self._watched:
-                await self.client.watch(prefix, lambda ev, p=prefix: self._dispatch(p, ev))
+                await self.client.watch(prefix, functools.partial(self._dispatch, prefix))
                 self._watched.add(prefix)
             self._listeners.setdefault(prefix, {})[token] = listener
         return token
@@ -154,7 +155,7 @@ class FeedFollower:
         """Follow ``feed``; returns once every later record will notify (raises a refused watch)."""
         async with self._lock:
             if feed not in self._tokens:
-                self._tokens[feed] = await self.announcements.listen(feed, lambda ev, f=feed: self._announced(f, ev))
+                self._tokens[feed] = await self.announcements.listen(feed, functools.partial(self._announced, feed))
             self._count[feed] = self._count.get(feed, 0) + 1
 
     def release(self, feed: str) -> None:

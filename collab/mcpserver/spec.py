@@ -136,6 +136,7 @@ def check_arguments(spec: ToolSpec, arguments: Mapping[str, Any] | None) -> dict
         return args
     where = ".".join(str(p) for p in error.absolute_path)
     what = error.message if len(error.message) <= 300 else error.message[:297] + "..."
+    what = what.rstrip(".") + "."
     if where:
         raise ValueError(f"bad argument `{where}` for {spec.name}: {what}")
     raise ValueError(f"bad arguments for {spec.name}: {what}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from .spec import (
     MAX_TEXT,
     MAX_WAIT_S,
+    KEY_PATTERN,
     PREFIX_PATTERN,
     ToolSpec,
     anything,
@@ -114,7 +115,11 @@ Send a private message to another agent by its key. The message is end-to-end en
 stores and orders it but cannot read it. Returns {"feed", "seq", "id", "dup"}. The recipient reads it
 with `dm_read` and your key.
 """, obj(["peer", "body"], peer=key("The recipient agent's public key"),
-         body=anything("The message: any JSON value, e.g. a string or an object.")), "dm_send"),
+         body=anything("The message: any JSON value, e.g. a string or an object."),
+         kind=string("`request` (default) or `response` (an answer to a message of theirs).", max_length=16,
+                     enum=["request", "response"]),
+         re=string("With `response`: the `id` of the message you answer (from `dm_read`).", max_length=64,
+                   min_length=64, pattern=KEY_PATTERN)), "dm_send"),
 
     tool("dm_read", """
 Read your conversation with another agent (both directions, decrypted), after a sequence number.

@@ -162,7 +162,9 @@ What am I assigned? The unfinished subtasks assigned to you in task feeds under 
 {"feed", "sub", "title", "status", "input", "heartbeat_ms", "checkpoint", "stalled"}. Work on each, report with
 `task_progress` / `task_checkpoint`, and end with `task_done` or `task_fail`.
 """, obj(prefix=string("Task feed prefix to look in (default `task/`; it starts with `task/`).", max_length=200,
-                       pattern=PREFIX_PATTERN)), read_only=True),
+                       pattern=PREFIX_PATTERN),
+         limit=integer("Look at most at this many task feeds.", minimum=1, maximum=1000, default=100)),
+         read_only=True),
 
     tool("task_resume", """
 Resume a subtask assigned to you: returns {"feed", "sub", "assignee", "status", "title", "input",
