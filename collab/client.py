@@ -278,7 +278,7 @@ class Client(Reconnecting):
         self._send_sub(sub)
         return True
 
-    # -- watching (docs/protocol.md 9.6) ------------------------------------------------------
+    # -- watching (docs/protocol.md 9.4) ------------------------------------------------------
     async def watch(self, prefix: str, on_announce: OnAnnounce) -> None:
         """Call ``on_announce`` with an :class:`Announce` for every new record of every feed
         (that our key may read) whose id starts with ``prefix``; returns once the relay watches

@@ -25,7 +25,7 @@ GENESIS = "0" * 64
 
 # ``\Z``, not ``$``: ``$`` also matches before a trailing "\n", which let "doc/a\n" through.
 FEED_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}/[A-Za-z0-9._~:@+=-][A-Za-z0-9._~:@+=/-]{0,199}\Z")
-#: a watch prefix (docs/protocol.md 9.6): a prefix of some valid feed id, "" included
+#: a watch prefix (docs/protocol.md 9.4): a prefix of some valid feed id, "" included
 PREFIX_RE = re.compile(r"^(?:[a-z][a-z0-9_-]{0,31}(?:/(?:[A-Za-z0-9._~:@+=-][A-Za-z0-9._~:@+=/-]{0,199})?)?)?\Z")
 KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}\Z")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
@@ -66,7 +66,7 @@ def check_prefix(prefix: Any) -> str:
     one namespace; ``doc/spec-``: part of a name), so at most 233 characters of the feed id
     charset; raise InvalidEvent otherwise."""
     if not isinstance(prefix, str) or not PREFIX_RE.match(prefix) or "//" in prefix:
-        raise InvalidEvent("prefix must be the start of a feed id, like 'auction/' (see docs/protocol.md 9.6)")
+        raise InvalidEvent("prefix must be the start of a feed id, like 'auction/' (see docs/protocol.md 9.4)")
     return prefix
 
 

@@ -1,4 +1,4 @@
-"""The agent client's watches: feed-id prefixes it hears new records of (docs/protocol.md 9.6).
+"""The agent client's watches: feed-id prefixes it hears new records of (docs/protocol.md 9.4).
 
 :class:`Watches` is what :class:`collab.client.Client` keeps per prefix: the callback, the
 requests in flight (matched to the relay's ``watching`` / ``unwatched`` / ``error`` by

@@ -22,6 +22,7 @@ from relay.core.config import Config
 from relay.federation.endpoint import fed_endpoint
 from relay.endpoints.http import routes as http_routes
 from relay.endpoints.http_coord import routes as coord_routes
+from relay.endpoints.http_watch import routes as watch_routes
 from relay.server import Relay
 from relay.endpoints.ws import native_endpoint
 from relay.endpoints.wsdirect import RawSendMiddleware
@@ -75,8 +76,9 @@ def create_app(config: Config | None = None, relay: Relay | None = None) -> Star
             yield
 
     web_dir = relay.config.web_dir or WEB_DIR
-    routes = [*http_routes, *coord_routes, *relay.plugins.routes(), WebSocketRoute("/ws", native_endpoint),
-              WebSocketRoute("/yjs/{name:path}", yjs_endpoint), WebSocketRoute("/fed", fed_endpoint)]
+    routes = [*http_routes, *coord_routes, *watch_routes, *relay.plugins.routes(),
+              WebSocketRoute("/ws", native_endpoint), WebSocketRoute("/yjs/{name:path}", yjs_endpoint),
+              WebSocketRoute("/fed", fed_endpoint)]
     if web_dir.is_dir():
         routes.append(Mount("/", StaticFiles(directory=web_dir, html=True), name="web"))
     handlers: dict[Any, Any] = {ColonyError: _colony_error, Exception: _internal_error}  # HTTP and WebSocket

@@ -51,6 +51,7 @@ class Limits:
     max_doc_pending_bytes: int = 1 << 20    # a doc's updates waiting for dependencies, in bytes (too_large)
     max_doc_pending_updates: int = 256      # ... and how many of them (too_large)
     max_doc_pending_deletes: int = 4096     # ... and the deleted ranges among them (too_large)
+    max_watches: int = 16                   # prefixes one connection may watch (docs/protocol.md 9.4)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -175,6 +175,7 @@ _LIMIT_HELP = {
     "max_doc_pending_bytes": "bytes of a document's updates that may wait for dependencies (beyond: too_large)",
     "max_doc_pending_updates": "updates of a document that may wait for dependencies (beyond: too_large)",
     "max_doc_pending_deletes": "deleted ranges of a document that may wait for dependencies (beyond: too_large)",
+    "max_watches": "feed-id prefixes one connection may watch (watch frames; beyond: limit_exceeded)",
 }
 _SANDBOX_HELP = {
     "children": "Yjs sandbox: child processes that check Yjs updates before the relay applies them "
