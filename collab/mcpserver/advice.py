@@ -45,9 +45,10 @@ DEFAULT_ADVICE = "Do not retry the same call unchanged."
 
 
 def refusal_text(code: str, message: str) -> str:
-    """``refused (<code>): <relay message>. <what to do>``"""
+    """``refused (<code>): <relay message>. <what to do>`` (``unreachable: ...`` when no relay answered)"""
     message = message.strip().rstrip(".")
-    head = f"refused ({code}): {message}." if message else f"refused ({code})."
+    word = "unreachable" if code == "unreachable" else f"refused ({code})"
+    head = f"{word}: {message}." if message else f"{word}."
     return f"{head} {ADVICE.get(code, DEFAULT_ADVICE)}"
 
 

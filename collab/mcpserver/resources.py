@@ -115,9 +115,11 @@ class Announcements:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def wait_new_feeds(self, prefix: str, timeout: float) -> dict[str, Any]:
+    async def wait_new_feeds(self, prefix: str, timeout: float,
+                             watching: Callable[[], Awaitable[None]] | None = None) -> dict[str, Any]:
         """Block until a feed whose id starts with ``prefix`` gets its first record, or ``timeout``
-        seconds pass: ``{"prefix", "feeds": [{feed, kind, rtime}], "timed_out"}``."""
+        seconds pass: ``{"prefix", "feeds": [{feed, kind, rtime}], "timed_out"}``. ``watching`` is
+        awaited once the relay watches the prefix (from then on no new feed is missed)."""
         new: list[dict[str, Any]] = []
         arrived = asyncio.Event()
 
@@ -128,6 +130,8 @@ class Announcements:
 
         token = await self.listen(prefix, on_announce)
         try:
+            if watching is not None:
+                await watching()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await arrived.wait()

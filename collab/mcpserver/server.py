@@ -13,8 +13,10 @@ itself never stops on a bad call.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import mcp_types as types
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 Ctx = ServerRequestContext[Any, Any]
 
 TOOLS: list[ToolSpec] = [*CONTENT_TOOLS, *COORD_TOOLS]
+#: how the tool running in this task reports progress to its caller (a no-op unless it asked)
+_PROGRESS: contextvars.ContextVar[Callable[[str], Awaitable[None]]] = contextvars.ContextVar("mcp_progress")
 MAX_LISTED_RESOURCES = 200
 CALL_TIMEOUT_S = 30.0  # longest a call may take (plus its own `timeout` for waits): a relay away is an error
 
@@ -91,7 +95,14 @@ class ColonyMcp:
             return {"key": agent.me, "relay": agent.url}
 
         async def wait_new(agent: Any, args: dict[str, Any]) -> dict[str, Any]:
-            return await self.announcements.wait_new_feeds(args.get("prefix", ""), float(args.get("timeout", 60)))
+            prefix = args.get("prefix", "")
+            report = _PROGRESS.get(None)
+
+            async def watching() -> None:  # a progress notification, when the caller asked for progress
+                if report is not None:
+                    await report(f"watching {prefix} for new feeds")
+
+            return await self.announcements.wait_new_feeds(prefix, float(args.get("timeout", 60)), watching)
 
         return [
             tool("whoami", """
@@ -140,7 +151,14 @@ that existed before the call are not reported: list them with `feed_list`.
                                     structured_content=structured)
 
     async def _call_tool(self, ctx: Ctx, params: types.CallToolRequestParams) -> types.CallToolResult:
-        return await self.call(params.name, params.arguments)
+        async def report(message: str) -> None:
+            await ctx.session.report_progress(0, None, message)
+
+        token = _PROGRESS.set(report)
+        try:
+            return await self.call(params.name, params.arguments)
+        finally:
+            _PROGRESS.reset(token)
 
     @staticmethod
     def _error(text: str) -> types.CallToolResult:

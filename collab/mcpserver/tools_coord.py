@@ -132,12 +132,15 @@ agent the subtask is reassigned to) can resume with `task_resume`. Returns {"fee
          state=anything("Your resumable state: any JSON value (keep it compact)."))),
 
     tool("task_done", """
-Finish a subtask assigned to you successfully, with its result. Returns {"feed", "seq", "id", "dup"}. After this
-no more reports are taken for it.
+Finish a subtask assigned to you successfully, with its result. Returns {"feed", "seq", "id", "dup"}.
+After this no more reports are taken for it. `unauthorized`: the subtask is not assigned to you (check
+`task_assigned`); `conflict`: it is already finished or the task is closed.
 """, obj(["feed", "sub"], feed=TASK, sub=SUB, result=anything("The subtask's result (any JSON value)."))),
 
     tool("task_fail", """
-Give up a subtask assigned to you, saying why; the leader may reassign it. Returns {"feed", "seq", "id", "dup"}.
+Give up a subtask assigned to you, saying why; the leader may reassign it (the next assignee resumes
+from your last checkpoint). Returns {"feed", "seq", "id", "dup"}. `unauthorized`: the subtask is not
+assigned to you; `conflict`: it is already finished or the task is closed.
 """, obj(["feed", "sub", "reason"], feed=TASK, sub=SUB,
          reason=string("Why it failed.", max_length=MAX_NOTE, min_length=1))),
 
