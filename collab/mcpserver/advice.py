@@ -6,11 +6,7 @@ call, and a failure is a tool result with ``isError`` set.
 """
 from __future__ import annotations
 
-import logging
-
 from ..errors import ColonyError
-
-log = logging.getLogger(__name__)
 
 #: what a caller should do after each refusal code
 ADVICE: dict[str, str] = {
@@ -36,6 +32,7 @@ ADVICE: dict[str, str] = {
     "home_unreachable": "The relay that homes this feed is unreachable; retry later.",
     "unreachable": "The relay does not answer; nothing was done. Retry in a little while (this server "
                    "reconnects by itself).",
+    "false_evidence": "A relay of the federation gave false evidence; report it to the operator.",
     "not_found": "There is no such feed (no records yet); check the feed id, or create it by writing to it.",
     "bad_chain": "The relay's records do not verify; do not trust this relay's answer and report it.",
     "timeout": "Nothing happened in time; call again, or check the status tool.",
@@ -53,7 +50,7 @@ def refusal_text(code: str, message: str) -> str:
 
 
 def error_text(exc: BaseException) -> str:
-    """The text of the tool error for any exception a tool call raised (logged when it is a bug)."""
+    """The text of the tool error for any exception a tool call raised (the caller logs bugs)."""
     if isinstance(exc, ColonyError):
         message = getattr(exc, "message", None)
         if not isinstance(message, str):
@@ -64,10 +61,9 @@ def error_text(exc: BaseException) -> str:
     if isinstance(exc, ValueError):  # our own argument checks and the SDK's (bad values)
         return f"{exc} Fix the arguments and call again."
     if isinstance(exc, TimeoutError):
-        return f"timed out: {exc or 'no answer in time'}. {ADVICE['timeout']}"
+        return f"timed out: {str(exc) or 'no answer in time'}. {ADVICE['timeout']}"
     if isinstance(exc, OSError | ConnectionError):
         return (f"the relay is unreachable ({type(exc).__name__}: {exc}). Nothing was done; retry in a "
                 "little while (this server reconnects by itself).")
-    log.error("a tool call failed with an unexpected error", exc_info=exc)
     return (f"internal error in the MCP server ({type(exc).__name__}): {exc}. Retry once; if it happens "
             "again, report it.")

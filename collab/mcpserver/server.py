@@ -58,6 +58,13 @@ def _tool(spec: ToolSpec) -> types.Tool:
                                                         open_world_hint=True))
 
 
+def _connection_of(session: ServerSession) -> object:
+    """The MCP connection a request came on. mcp 2.x makes a ServerSession per request (its
+    notifications without a request id go out on the connection's own channel), and keeps the
+    connection object private; handshake-era subscriptions belong to the connection."""
+    return getattr(session, "_connection", session)
+
+
 def _text(result: Any) -> str:
     return json.dumps(result, ensure_ascii=False, default=str)
 
@@ -73,7 +80,7 @@ class ColonyMcp:
         self.follower = FeedFollower(self.announcements, self._updated)
         self.bus = InMemorySubscriptionBus()
         self._listen = ListenHandler(self.bus)
-        self._sessions: dict[str, set[ServerSession]] = {}  # uri -> handshake-era subscribers
+        self._sessions: dict[str, dict[object, ServerSession]] = {}  # uri -> {connection: a session of it}
         self.server: Server[Any] = Server(
             name, version="0.1.0", instructions=INSTRUCTIONS.format(key=key or "?", url=url or "?"),
             on_list_tools=self._list_tools, on_call_tool=self._call_tool,
@@ -207,27 +214,24 @@ that existed before the call are not reported: list them with `feed_list`.
             feed = feed_of(uri)
         except ValueError as exc:
             raise MCPError(types.INVALID_PARAMS, str(exc)) from None
-        if ctx.session in self._sessions.get(uri, ()):
+        conn = _connection_of(ctx.session)
+        if conn in self._sessions.get(uri, {}):
             return types.EmptyResult()
         try:
             await self.follower.acquire(feed)
         except (ColonyError, OSError) as exc:  # e.g. limit_exceeded: too many watches on the connection
             raise MCPError(types.INTERNAL_ERROR, error_text(exc)) from None
-        self._sessions.setdefault(uri, set()).add(ctx.session)
+        self._sessions.setdefault(uri, {})[conn] = ctx.session
         return types.EmptyResult()
 
     async def _unsubscribe(self, ctx: Ctx, params: types.UnsubscribeRequestParams) -> types.EmptyResult:
-        uri = str(params.uri)
-        sessions = self._sessions.get(uri)
-        if sessions is not None and ctx.session in sessions:
-            self._drop(uri, ctx.session)
+        self._drop(str(params.uri), _connection_of(ctx.session))
         return types.EmptyResult()
 
-    def _drop(self, uri: str, session: ServerSession) -> None:
+    def _drop(self, uri: str, conn: object) -> None:
         sessions = self._sessions.get(uri)
-        if sessions is None or session not in sessions:
+        if sessions is None or sessions.pop(conn, None) is None:
             return
-        sessions.discard(session)
         if not sessions:
             del self._sessions[uri]
         self.follower.release(feed_of(uri))
@@ -256,10 +260,10 @@ that existed before the call are not reported: list them with `feed_list`.
 
     async def _updated(self, feed: str) -> None:
         uri = uri_of(feed)
-        for session in list(self._sessions.get(uri, ())):
+        for conn, session in list(self._sessions.get(uri, {}).items()):
             try:
-                await session.send_resource_updated(uri)
+                await session.send_resource_updated(uri)  # on the connection's channel, not the request's
             except Exception:  # a session that went away: forget it (its transport is closed)
                 log.info("dropping a subscriber of %s whose session is gone", uri, exc_info=True)
-                self._drop(uri, session)
+                self._drop(uri, conn)
         await self.bus.publish(ResourceUpdated(uri=uri))
