@@ -18,6 +18,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..agent import Agent
+from ..client import Client
 from ..errors import ColonyError
 from ..events import GENESIS, check_feed
 from ..protocol import Announce
@@ -45,7 +47,7 @@ def uri_of(feed: str) -> str:
     return SCHEME + feed
 
 
-async def feed_info(agent: Any, feed: str) -> dict[str, Any]:
+async def feed_info(agent: Agent, feed: str) -> dict[str, Any]:
     """``GET /feeds/{feed}`` as the agent (a feed without records: seq 0 at the genesis head)."""
     check_feed(feed)
     empty = {"feed": feed, "seq": 0, "head": GENESIS, "rtime": None, "state": None}
@@ -60,7 +62,7 @@ class Announcements:
     watch is dropped. A per-prefix lock orders watch and unwatch, so a listener that arrives
     while the previous last one is leaving still finds the prefix watched."""
 
-    def __init__(self, client: Any) -> None:
+    def __init__(self, client: Client) -> None:
         self.client = client
         self._listeners: dict[str, dict[int, Listener]] = {}
         self._watched: set[str] = set()

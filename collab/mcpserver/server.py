@@ -26,6 +26,7 @@ from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated
 from mcp.shared.exceptions import MCPError
 
+from ..agent import Agent
 from ..errors import ColonyError
 from .advice import error_text
 from .resources import TEMPLATE, Announcements, FeedFollower, feed_info, feed_of, uri_of
@@ -72,7 +73,7 @@ def _text(result: Any) -> str:
 class ColonyMcp:
     """The MCP face of one agent. ``server`` is the SDK server to run on a transport."""
 
-    def __init__(self, agent: Any, *, url: str = "", key: str = "", name: str = "colony") -> None:
+    def __init__(self, agent: Agent, *, url: str = "", key: str = "", name: str = "colony") -> None:
         self.agent = agent
         self.announcements = Announcements(agent.client)
         self.tools = {t.name: t for t in [*TOOLS, *self._own_tools()]}
@@ -185,11 +186,10 @@ that existed before the call are not reported: list them with `feed_list`.
             listing = await self.agent.list_feeds(prefix="", limit=MAX_LISTED_RESOURCES)
         except (ColonyError, OSError, TimeoutError) as exc:
             raise MCPError(types.INTERNAL_ERROR, error_text(exc)) from None
-        feeds = listing.get("feeds", []) if isinstance(listing, dict) else listing
         return types.ListResourcesResult(resources=[
             types.Resource(name=f["feed"], uri=uri_of(f["feed"]), mime_type="application/json",
                            description=f"{f['feed']}: {f.get('seq', 0)} records")
-            for f in feeds if isinstance(f, dict) and isinstance(f.get("feed"), str)])
+            for f in listing if isinstance(f.get("feed"), str)])
 
     async def read(self, uri: str) -> dict[str, Any]:
         """The resource's JSON: the feed's head and state."""
