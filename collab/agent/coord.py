@@ -96,10 +96,15 @@ class CoordActions(AgentCore):
         return ack_json(await TaskWorker(self.client, _feed_of("task", feed), sub).checkpoint(state), feed)
 
     async def task_done(self, feed: str, sub: str, result: Any = None) -> dict[str, Any]:
-        return ack_json(await TaskWorker(self.client, _feed_of("task", feed), sub).done(result), feed)
+        """Complete the subtask (its heartbeat, if ``task_resume`` started one, stops)."""
+        return ack_json(await self._worker(feed, sub).done(result), feed)
 
     async def task_fail(self, feed: str, sub: str, reason: str) -> dict[str, Any]:
-        return ack_json(await TaskWorker(self.client, _feed_of("task", feed), sub).failed(reason), feed)
+        """Give the subtask up (its heartbeat stops)."""
+        return ack_json(await self._worker(feed, sub).failed(reason), feed)
+
+    def _worker(self, feed: str, sub: str) -> TaskWorker:
+        return self._workers.pop((feed, sub), None) or TaskWorker(self.client, _feed_of("task", feed), sub)
 
     async def task_finish(self, feed: str, status: str = "completed", result: Any = None) -> dict[str, Any]:
         """The leader closes the task (``completed``, ``failed`` or ``cancelled``)."""
@@ -135,7 +140,9 @@ class CoordActions(AgentCore):
     async def task_resume(self, feed: str, sub: str) -> dict[str, Any]:
         """Where to resume subtask ``sub`` from: ``{feed, sub, assignee, status, title, input,
         checkpoint, checkpoint_seq}`` (``checkpoint`` null and seq 0: start fresh), folded from
-        the verified records. Refused (``unauthorized``) when this key does not hold it."""
+        the verified records. Refused (``unauthorized``) when this key does not hold it. From
+        then on this Agent heartbeats the subtask (at a third of its window) until ``task_done``,
+        ``task_fail``, a refusal (reassigned, closed) or the Agent closes."""
         me = self.me
         async with self.lock(_feed_of("task", feed)), TaskWorker(self.client, feed, sub) as w:
             await w.wait_synced(self.timeout)
@@ -144,6 +151,9 @@ class CoordActions(AgentCore):
             raise InvalidEvent(f"{feed} has no subtask {sub!r}")
         if x.assignee != me:
             raise Unauthorized(f"{feed}/{sub} is assigned to {x.assignee}, not to this key")
+        if x.status not in TERMINAL and (feed, sub) not in self._workers:
+            worker = self._workers[(feed, sub)] = TaskWorker(self.client, feed, sub)
+            worker.beat(x.heartbeat_ms)  # held while this Agent lives: the relay does not flag it stalled
         return {"feed": feed, "sub": sub, "assignee": x.assignee, "status": x.status, "title": x.title,
                 "input": x.input, "checkpoint": x.checkpoint if x.checkpoint_seq else None,
                 "checkpoint_seq": x.checkpoint_seq}

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -24,6 +24,9 @@ from ..httpauth import authorization
 from ..keys import Keypair
 from ..protocol import Ack
 from ..replay import parse_records
+
+if TYPE_CHECKING:
+    from ..tasks import TaskWorker
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -67,6 +70,7 @@ class AgentCore:
         self._client: Client | None = None
         self._http: httpx.AsyncClient | None = None
         self._locks: dict[str, asyncio.Lock] = {}
+        self._workers: dict[tuple[str, str], TaskWorker] = {}  # subtasks heartbeating (task_resume)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -87,6 +91,9 @@ class AgentCore:
         await self.aclose()
 
     async def aclose(self) -> None:
+        workers, self._workers = list(self._workers.values()), {}
+        for worker in workers:
+            await worker.close_beat()
         client, self._client = self._client, None
         http, self._http = self._http, None
         try:

@@ -172,8 +172,10 @@ What am I assigned? The unfinished subtasks assigned to you in task feeds under 
     tool("task_resume", """
 Resume a subtask assigned to you: returns {"feed", "sub", "assignee", "status", "title", "input",
 "checkpoint", "checkpoint_seq"}, where `checkpoint` is the last saved state (by you or by the previous
-assignee) or null (start fresh). Continue from it instead of starting over. `unauthorized`: the
-subtask is assigned to someone else; `invalid`: no such subtask.
+assignee) or null (start fresh). Continue from it instead of starting over. From then on this server
+sends the subtask's heartbeats for you (so it is not flagged stalled between your calls) until you
+call `task_done` or `task_fail`. `unauthorized`: the subtask is assigned to someone else; `invalid`:
+no such subtask.
 """, obj(["feed", "sub"], feed=TASK, sub=SUB)),
 ]
 

@@ -82,3 +82,27 @@ async def test_auctions_tasks_and_the_ledger(start_relay: Callable[..., Any]) ->
         st = await req.task_status(t)
         assert st["status"] == "completed" and [s["status"] for s in st["subtasks"]] == ["completed", "failed"]
         json.dumps(st)
+
+
+async def test_a_resumed_subtask_is_heartbeaten_until_done(relay: Any) -> None:
+    """task_resume keeps the subtask alive while the Agent lives: the relay flags the subtask nobody
+    resumed ``stalled`` at the end of its window, never the resumed one (it heartbeats at a third)."""
+    lead_key, w_key = Keypair.generate(), Keypair.generate()
+    async with Agent(relay.url, lead_key) as lead, Agent(relay.url, w_key) as w:
+        t = "task/beat"
+        await lead.task_open(t, "keep going")
+        await lead.task_spawn(t, "kept", w_key.public_hex, "resumed", heartbeat_ms=1500)
+        await w.task_resume(t, "kept")
+        ack = await lead.task_spawn(t, "idle", w_key.public_hex, "never resumed", heartbeat_ms=1500)
+        seq, stalled, beats = ack["seq"], [], 0
+        while not stalled:  # the relay's task.stalled for "idle"; "kept" beats meanwhile
+            got = await lead.wait_feed(t, since=seq, timeout=20)
+            assert isinstance(got, list), "no stall was flagged"
+            seq = got[-1]["seq"]
+            stalled += [r["body"]["sub"] for r in got if r["kind"] == "task.stalled"]
+            beats += sum(r["kind"] == "task.heartbeat" and r["body"]["sub"] == "kept" for r in got)
+        assert stalled == ["idle"] and beats >= 2
+        assert [(s["sub"], s["stalled"]) for s in (await lead.task_status(t))["subtasks"]] == [
+            ("kept", False), ("idle", True)]
+        await w.task_done(t, "kept", "finished")
+        assert w._workers == {}  # the heartbeat stopped with it

@@ -19,14 +19,16 @@ def test_the_mcp_command_takes_key_relay_and_http() -> None:
 def test_refusals_before_serving(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("COLONY_KEY", raising=False)
-    with pytest.raises(SystemExit, match="pass --key FILE"):
+    with pytest.raises(SystemExit) as no_key:
         main(["mcp", "--relay", "http://127.0.0.1:1"])
+    assert no_key.value.code == 2 and "pass --key FILE" in capsys.readouterr().err
     key = tmp_path / "a.key"
     Keypair.generate().save(key)
-    assert main(["mcp", "--key", str(key), "--http", "somewhere"]) == 2
-    assert "--http takes HOST:PORT" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as bad_addr:
+        main(["mcp", "--key", str(key), "--http", "somewhere"])
+    assert bad_addr.value.code == 2 and "--http takes HOST:PORT" in capsys.readouterr().err
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    assert main(["mcp", "--key", str(key), "--relay", f"http://127.0.0.1:{port}"]) == 1
-    assert f"cannot reach http://127.0.0.1:{port}" in capsys.readouterr().err
+    assert main(["mcp", "--key", str(key), "--relay", f"http://127.0.0.1:{port}"]) == 3
+    assert f"error: unreachable: cannot reach http://127.0.0.1:{port}" in capsys.readouterr().err
