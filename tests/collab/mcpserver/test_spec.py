@@ -54,3 +54,17 @@ def test_bad_arguments_are_refused_naming_the_argument() -> None:
         check_arguments(BY_NAME["feed_wait"], {"feed": "chat/a", "timeout": 3600})
     with pytest.raises(ValueError, match=r"`peer`.*does not match"):
         check_arguments(BY_NAME["dm_send"], {"peer": "AB" * 32, "body": 1})
+
+
+def test_docs_list_every_tool_with_its_arguments() -> None:
+    """docs/agents.md's tool table: each tool once, its arguments as the schema has them (`?` optional)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).parents[3] / "docs" / "agents.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| (.+?) \| .+ \|$", text, re.MULTILINE))
+    want = {"whoami": "—", "feed_wait_new": "`prefix, timeout?`"}
+    for t in TOOLS:
+        req = set(t.schema.get("required", []))
+        want[t.name] = "`" + ", ".join(p if p in req else p + "?" for p in t.schema["properties"]) + "`"
+    assert rows == want
