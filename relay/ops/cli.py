@@ -139,9 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--create", action="store_true", help="create the key file (mode 0600) if it does not exist")
     p.set_defaults(fn=cmd_pubkey)
 
-    from relay.ops import cli_agent, cli_coord, cli_feeds, cli_peers, cli_watch
+    from relay.ops import cli_agent, cli_coord, cli_feeds, cli_mcp, cli_peers, cli_watch
 
-    for module in (cli_feeds, cli_coord, cli_peers, cli_watch, cli_agent):  # the agent commands (docs/agents.md)
+    for module in (cli_feeds, cli_coord, cli_peers, cli_watch, cli_agent, cli_mcp):  # agent commands (docs/agents.md)
         module.register(sub)
     return parser
 
