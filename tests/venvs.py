@@ -46,7 +46,7 @@ def venv(reqs: list[str], constraints: Path | None = None) -> Path:
     cmd = [str(tmp / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", *reqs]
     if constraints is not None:
         cmd += ["-c", str(constraints)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
     if done.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
         raise RuntimeError(f"pip install {' '.join(reqs)} failed:\n{done.stderr[-3000:]}")

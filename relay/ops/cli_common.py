@@ -198,6 +198,6 @@ def agent_command(p: argparse.ArgumentParser, action: Callable[[Any, argparse.Na
     p.set_defaults(fn=fn)
 
 
-__all__ = ["DEFAULT_RELAY", "EPILOG", "EXIT_CODES", "OK", "RELAY_EXTRA", "RELAY_STACK", "REFUSED", "UNREACHABLE",
+__all__ = ["DEFAULT_RELAY", "EPILOG", "EXIT_CODES", "OK", "REFUSED", "RELAY_EXTRA", "RELAY_STACK", "UNREACHABLE",
            "USAGE", "ack_line", "add_command", "agent_command", "client_args", "fail", "json_or_text", "json_value",
            "load_key", "one_line", "optional_key", "print_json", "relay_url", "run", "server_command", "usage"]
