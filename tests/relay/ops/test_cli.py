@@ -27,7 +27,12 @@ async def colony(*args: str, env: dict[str, str] | None = None, timeout: float =
         sys.executable, "-m", "relay.ops.cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:  # a command that hangs fails its test and leaves no process behind
+        proc.kill()
+        await proc.wait()
+        raise
     return proc.returncode or 0, out.decode(), err.decode()
 
 
