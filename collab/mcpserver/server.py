@@ -26,6 +26,7 @@ from mcp.server.session import ServerSession
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ResourceUpdated
 from mcp.shared.exceptions import MCPError
 
+from .. import __version__
 from ..agent import Agent
 from ..errors import ColonyError
 from .advice import error_text
@@ -83,7 +84,7 @@ class ColonyMcp:
         self._listen = ListenHandler(self.bus)
         self._sessions: dict[str, dict[object, ServerSession]] = {}  # uri -> {connection: a session of it}
         self.server: Server[Any] = Server(
-            name, version="0.1.0", instructions=INSTRUCTIONS.format(key=key or "?", url=url or "?"),
+            name, version=__version__, instructions=INSTRUCTIONS.format(key=key or "?", url=url or "?"),
             on_list_tools=self._list_tools, on_call_tool=self._call_tool,
             on_list_resources=self._list_resources, on_list_resource_templates=self._list_templates,
             on_read_resource=self._read_resource, on_subscribe_resource=self._subscribe,

@@ -15,10 +15,11 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+from collab import __version__
 from collab.keys import Keypair
 
 from relay.core.config import Config
-from relay.ops.cli_common import DEFAULT_RELAY, EPILOG
+from relay.ops.cli_common import DEFAULT_RELAY, EPILOG, server_command
 from relay.ops.cli_settings import (
     SETTINGS,
     SETTINGS_BY_NAME,
@@ -45,11 +46,16 @@ def _run(coro: Coroutine[Any, Any, int]) -> int:
 
 
 async def _serve(config: Config) -> int:
-
     from relay.app import create_app
-    from relay.ops.runner import GracefulServer, uvicorn_config
+    from relay.ops.runner import GracefulServer, bind_sockets, uvicorn_config
     from relay.server import Relay
 
+    try:  # before the relay starts: a taken port is one line, not a startup and a traceback
+        sockets = bind_sockets(config.host, config.port)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        print(f"colony: cannot listen on {config.host}:{config.port}: {reason}", file=sys.stderr, flush=True)
+        return 1
     relay = Relay(config)
     server = GracefulServer(uvicorn_config(create_app(config, relay), config), relay)  # SIGTERM drains first
 
@@ -62,7 +68,7 @@ async def _serve(config: Config) -> int:
               flush=True)
 
     announcer = asyncio.get_running_loop().create_task(announce())
-    await server.serve()
+    await server.serve(sockets)
     announcer.cancel()
     return 0 if server.started else 1
 
@@ -123,11 +129,12 @@ CommandFn = Callable[[argparse.Namespace], int]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="colony", description="Colony: a relay for agents that work together",
                                      epilog=EPILOG)
+    parser.add_argument("--version", action="version", version=f"colony {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run a relay (embedded SQLite storage, or a shared Redis)")
     add_serve_args(p)
-    p.set_defaults(fn=cmd_serve)
+    p.set_defaults(fn=server_command("serve", cmd_serve))
 
     p = sub.add_parser("keygen", help="create an Ed25519 agent key file (mode 0600)")
     p.add_argument("--out", required=True, help="where to write the key")

@@ -17,7 +17,7 @@ from typing import Any
 from collab.errors import ColonyError
 from collab.keys import Keypair
 
-from relay.ops.cli_common import DEFAULT_RELAY, EPILOG, load_key, relay_url, run
+from relay.ops.cli_common import DEFAULT_RELAY, EPILOG, load_key, relay_url, run, server_command
 
 
 def _relay_url(args: argparse.Namespace) -> str:
@@ -288,12 +288,12 @@ def register(sub: Any) -> None:
     p.add_argument("--relay-key", default=None, help="relay key file, to name the relay in the header "
                    "(default <data>/relay.key)")
     _store_args(p)
-    p.set_defaults(fn=lambda a: _run(_export(a)))
+    p.set_defaults(fn=server_command("export", lambda a: _run(_export(a))))
 
     p = sub.add_parser("import", help="verify an export file completely, then restore it into a store")
     p.add_argument("file")
     _store_args(p)
-    p.set_defaults(fn=lambda a: _run(_import(a)))
+    p.set_defaults(fn=server_command("import", lambda a: _run(_import(a))))
 
     p = sub.add_parser("compact", help="retention: fold old records of doc/ feeds into a signed base snapshot")
     p.add_argument("feeds", nargs="*", metavar="FEED")
@@ -301,7 +301,7 @@ def register(sub: Any) -> None:
     p.add_argument("--keep", type=int, required=True, metavar="N", help="records to keep after the base")
     p.add_argument("--relay-key", default=None, help="relay key file that signs the base (default <data>/relay.key)")
     _store_args(p)
-    p.set_defaults(fn=lambda a: _run(_compact(a)))
+    p.set_defaults(fn=server_command("compact", lambda a: _run(_compact(a))))
 
     p = sub.add_parser("demo", help="a relay with scripted agents co-editing a document")
     p.add_argument("--host", default="127.0.0.1")
@@ -339,4 +339,4 @@ def register(sub: Any) -> None:
         return _run(run_demo(a.host, a.port, Path(a.data) if a.data else None, a.agents, a.duration, a.pace,
                              operator))
 
-    p.set_defaults(fn=demo)
+    p.set_defaults(fn=server_command("demo", demo))

@@ -13,6 +13,7 @@ Exit codes:
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -29,6 +30,24 @@ OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
 EXIT_CODES = {OK: "ok", REFUSED: "refused by the relay (error: <code>: <message> on stderr)",
               USAGE: "usage error", UNREACHABLE: "the relay could not be reached (the URL is named)"}
 EPILOG = "exit codes: 0 ok, 1 refused by the relay (the code on stderr), 2 usage, 3 relay unreachable"
+
+
+# the `relay` extra (pyproject.toml): what `colony serve`, `demo`, `export`, `import` and `compact` need
+# beyond an agent's base install
+RELAY_STACK = ("starlette", "uvicorn", "uvloop", "httptools", "redis", "prometheus_client")
+RELAY_EXTRA = "pip install 'colony[relay]'"
+
+
+def server_command(name: str, fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``fn``, run only if the relay's server stack is installed; else one line naming the extra, exit 2."""
+    def checked(args: argparse.Namespace) -> int:
+        missing = [m for m in RELAY_STACK if importlib.util.find_spec(m) is None]
+        if missing:
+            print(f"colony {name}: the relay's server stack is not installed (no {', '.join(missing)}); "
+                  f"install it: {RELAY_EXTRA}", file=sys.stderr)
+            return USAGE
+        return fn(args)
+    return checked
 
 
 def usage(message: str) -> NoReturn:
@@ -179,6 +198,6 @@ def agent_command(p: argparse.ArgumentParser, action: Callable[[Any, argparse.Na
     p.set_defaults(fn=fn)
 
 
-__all__ = ["DEFAULT_RELAY", "EPILOG", "EXIT_CODES", "OK", "REFUSED", "UNREACHABLE", "USAGE", "ack_line",
-           "add_command", "agent_command", "client_args", "fail", "json_or_text", "json_value", "load_key",
-           "one_line", "optional_key", "print_json", "relay_url", "run", "usage"]
+__all__ = ["DEFAULT_RELAY", "EPILOG", "EXIT_CODES", "OK", "REFUSED", "RELAY_EXTRA", "RELAY_STACK", "UNREACHABLE",
+           "USAGE", "ack_line", "add_command", "agent_command", "client_args", "fail", "json_or_text", "json_value",
+           "load_key", "one_line", "optional_key", "print_json", "relay_url", "run", "server_command", "usage"]

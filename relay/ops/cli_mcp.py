@@ -18,7 +18,7 @@ def cmd_mcp(a: argparse.Namespace) -> int:
     try:
         from collab.mcpserver.run import parse_addr, serve
     except ImportError as exc:
-        print(f"colony mcp: the MCP SDK is missing ({exc}); install it: pip install 'mcp>=2.3,<3'", file=sys.stderr)
+        print(f"colony mcp: the MCP SDK is missing ({exc}); install it: pip install 'colony[mcp]'", file=sys.stderr)
         return USAGE
     if a.http is not None:
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -59,6 +60,29 @@ def uvicorn_config(app: object, config: Config, **overrides: object) -> uvicorn.
     }
     opts.update(overrides)
     return uvicorn.Config(app, **opts)  # type: ignore[arg-type]  # opts' values per key, app any ASGI app
+
+
+def bind_sockets(host: str, port: int) -> list[socket.socket]:
+    """Bind ``host:port`` as ``loop.create_server(host=, port=)`` would (every address the host
+    resolves to, SO_REUSEADDR, IPv6 sockets v6-only), before the relay starts: ``colony serve``
+    on a taken port then fails with one line instead of after the relay's startup. Hand the
+    sockets to :meth:`GracefulServer.serve`. Raises OSError (every socket closed) on failure."""
+    infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, addr in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind(addr)
+            sock.setblocking(False)
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
 
 
 class GracefulServer(uvicorn.Server):

@@ -272,7 +272,7 @@ def test_dockerfile_shape() -> None:
     text = DOCKERFILE.read_text()
     assert re.search(r"^FROM python:3\.11-slim", text, re.MULTILINE)
     assert re.search(r"^USER (?!root\b)\w+", text, re.MULTILINE)
-    assert re.search(r"^RUN pip install \.", text, re.MULTILINE)
+    assert re.search(r"^RUN pip install '\.\[relay\]'", text, re.MULTILINE)  # the relay's server stack
     assert _dockerfile_json("ENTRYPOINT") == ["colony"]
     assert _dockerfile_json("CMD") == ["serve", "--host", "0.0.0.0", "--port", "8765", "--data", "/data"]
     for src in re.findall(r"^COPY (\S+)", text, re.MULTILINE):  # everything copied exists in the build context

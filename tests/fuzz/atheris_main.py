@@ -5,7 +5,7 @@
 TARGET is a name of tests/fuzz/targets.py TARGETS, or ``yjs_sandbox`` (pycrdt in a child process
 behind the YjsChecker interface). collab/ and relay/ are instrumented for coverage. An input that
 breaks a property (an AssertionError, an exception outside the refusals) is written by libFuzzer
-as ``crash-<sha1>`` under ``-artifact_prefix``. Needs ``pip install -e '.[fuzz]'`` (scripts/fuzz).
+as ``crash-<sha1>`` under ``-artifact_prefix``. Needs ``pip install -e '.[relay,fuzz]'`` (scripts/fuzz).
 """
 from __future__ import annotations
 

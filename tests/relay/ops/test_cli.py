@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sqlite3
 import stat
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from collab import __version__
 from collab.keys import Keypair
 from relay.ops.demo_script import expected, team
 from tests.conftest import Backend
@@ -25,7 +27,12 @@ async def colony(*args: str, env: dict[str, str] | None = None, timeout: float =
         sys.executable, "-m", "relay.ops.cli", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         env={**os.environ, **(env or {})},
     )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:  # a command that hangs fails its test and leaves no process behind
+        proc.kill()
+        await proc.wait()
+        raise
     return proc.returncode or 0, out.decode(), err.decode()
 
 
@@ -44,6 +51,21 @@ async def test_keygen_writes_a_private_key(tmp_path: Path) -> None:
     assert Keypair.load(path).public_hex == out.strip()
     rc, _, err = await colony("keygen", "--out", str(path))
     assert rc == 2 and "exists" in err
+
+
+async def test_serve_on_a_taken_port_says_so_in_one_line_before_starting(tmp_path: Path) -> None:
+    with socket.socket() as holder:  # a real listener holds the port
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        rc, out, err = await colony("serve", "--port", str(port), "--data", str(tmp_path / "data"))
+    assert (rc, out) == (1, "")
+    assert err == f"colony: cannot listen on 127.0.0.1:{port}: address already in use\n"  # nothing else: no startup
+    assert not (tmp_path / "data").exists()  # the store was never opened
+
+
+async def test_version() -> None:
+    assert await colony("--version") == (0, f"colony {__version__}\n", "")
 
 
 async def test_append_cat_tail_replay(relay_proc: RelayProc, tmp_path: Path) -> None:

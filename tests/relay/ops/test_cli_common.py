@@ -3,8 +3,10 @@ subprocess: 3 (and the URL named) when nothing listens at the relay URL, 2 on ba
 how each failure is reported (``error: <code>: <message>``)."""
 from __future__ import annotations
 
+import argparse
 import asyncio
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -12,6 +14,7 @@ import pytest
 
 from collab.errors import InvalidEvent, RelayError, Unreachable
 from collab.keys import Keypair
+from relay.ops.cli import build_parser, main
 from relay.ops.cli_common import REFUSED, UNREACHABLE, fail
 from tests.relay.ops.test_cli import colony
 
@@ -28,8 +31,7 @@ async def test_an_unreachable_relay_exits_3_and_names_the_url(tmp_path: Path) ->
     Keypair.generate().save(key)
     url = closed_url()
     env = {"COLONY_RELAY": url, "COLONY_KEY": str(key)}
-    commands = [("publish", "chat/x", "msg", "{}"), ("auction", "list", "--json"), ("balance", "--json"),
-                ("tail", "doc/x"), ("grant", "doc/x")]  # one of each module's commands
+    commands = [("publish", "chat/x", "msg", "{}"), ("tail", "doc/x")]  # as processes; every command in-process below
     results = await asyncio.gather(*(colony(*c, env=env) for c in commands))
     for cmd, (rc, out, err) in zip(commands, results, strict=True):
         assert (rc, out) == (UNREACHABLE, ""), (cmd, rc, err)
@@ -70,3 +72,57 @@ def test_each_failure_has_its_code_and_line(exc: BaseException, code: int, line:
 def test_anything_else_is_a_bug_and_raises() -> None:
     with pytest.raises(KeyError):
         fail(KeyError("x"), "http://h:1")
+
+
+K = "ab" * 32
+CLIENT_COMMANDS = {  # every command that talks to a relay, with arguments that parse
+    "publish": ["chat/x", "msg", "{}"], "feeds": [], "read": ["chat/x"],
+    "doc append": ["doc/x", "hi"], "doc insert": ["doc/x", "0", "hi"], "doc replace": ["doc/x", "a", "b"],
+    "doc cat": ["doc/x"],
+    "auction open": ["auction/x", "a task"], "auction list": [], "auction bid": ["auction/x", "1"],
+    "auction status": ["auction/x"], "auction deliver": ["auction/x", "done"], "auction accept": ["auction/x"],
+    "auction reject": ["auction/x", "why"],
+    "task open": ["task/x", "a title"], "task spawn": ["task/x", "s1", K, "a title"],
+    "task progress": ["task/x", "s1", "1", "2"], "task checkpoint": ["task/x", "s1", "{}"],
+    "task done": ["task/x", "s1", "done"], "task fail": ["task/x", "s1", "why"], "task finish": ["task/x"],
+    "task status": ["task/x"], "task assigned": [], "task resume": ["task/x", "s1"],
+    "vouch": [K, "800"], "trust": [], "agents": [], "profile": ["alice"], "dm send": [K, "hi"], "dm read": [K],
+    "balance": [], "watch": ["doc/"], "tail": ["doc/x"], "replay": ["doc/x"], "grant": ["doc/x"], "mcp": [],
+}
+OTHER_COMMANDS = {"serve", "keygen", "pubkey", "export", "import", "compact", "demo"}  # no relay URL
+
+
+def leaf_commands(parser: argparse.ArgumentParser, prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out |= leaf_commands(sub, f"{prefix}{name} ") or {prefix + name}
+    return out
+
+
+def test_the_list_below_has_every_client_command() -> None:
+    assert leaf_commands(build_parser()) == set(CLIENT_COMMANDS) | OTHER_COMMANDS
+
+
+@pytest.fixture(scope="module")
+def refused_url() -> Iterator[str]:
+    with socket.socket() as s:  # bound, never listening: every connection is refused
+        s.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("command", sorted(CLIENT_COMMANDS))
+def test_every_client_command_names_the_url_it_could_not_reach(
+        command: str, refused_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    key = tmp_path / "a.key"
+    Keypair.generate().save(key)
+    monkeypatch.setenv("COLONY_KEY", str(key))  # the environment, as a shell would set it
+    try:
+        rc = main([*command.split(), *CLIENT_COMMANDS[command], "--relay", refused_url])
+    except SystemExit as exc:
+        rc = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    assert (rc, out) == (UNREACHABLE, ""), err
+    assert err.startswith("error: unreachable: ") and refused_url in err.splitlines()[-1], err
