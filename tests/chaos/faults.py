@@ -78,10 +78,14 @@ async def one(c: Cluster, rng: random.Random, log: FaultLog, t0: float, kind: st
 async def inject(c: Cluster, seed: int, seconds: float, log: FaultLog) -> None:
     """Faults one after another (sometimes two at once) for ``seconds``, then everything healed."""
     rng = random.Random(seed)
+    first = list(KINDS)
+    rng.shuffle(first)  # every kind once first (in the seed's order), then at random
     t0 = time.monotonic()
     while time.monotonic() - t0 < seconds:
         await _hold(rng.uniform(0.2, 2.0))
-        if rng.random() < 0.25:  # two faults overlapping: a process fault and a cut elsewhere
+        if first:
+            await one(c, rng, log, t0, first.pop())
+        elif rng.random() < 0.25:  # two faults overlapping: a process fault and a cut elsewhere
             sub = random.Random(rng.random())
             kind = rng.choice(("kill", "pause_relay"))
             first = rng.choice(c.nodes).name
