@@ -110,7 +110,6 @@ class Cluster:
 
 async def start_cluster(tmp: Path) -> Cluster:
     """Redis, the site's three processes and the federated relay, all up and listening."""
-    tmp.mkdir(parents=True, exist_ok=True)
     redis = await asyncio.to_thread(RedisServer.start, tmp / "redis", appendonly=True)
     c = Cluster(tmp, redis, Keypair.generate(), Keypair.generate(), Keypair.generate())
     try:

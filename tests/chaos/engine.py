@@ -97,7 +97,7 @@ async def run(seed: int, seconds: float, tmp: Path) -> Outcome:
         try:
             await settle(w, 120)
         except TimeoutError as exc:
-            bad, figures = [str(exc)], {}
+            bad, figures = [str(exc)], dict[str, int]()
         else:
             bad, figures = await invariants.check(w)
         print(f"chaos: setup {ready - t0:.1f} s, faults {faulted - ready:.1f} s, "

@@ -88,8 +88,8 @@ async def inject(c: Cluster, seed: int, seconds: float, log: FaultLog) -> None:
         elif rng.random() < 0.25:  # two faults overlapping: a process fault and a cut elsewhere
             sub = random.Random(rng.random())
             kind = rng.choice(("kill", "pause_relay"))
-            first = rng.choice(c.nodes).name
-            await asyncio.gather(one(c, rng, log, t0, kind, only=first), one(c, sub, log, t0, "cut", avoid=first))
+            target = rng.choice(c.nodes).name
+            await asyncio.gather(one(c, rng, log, t0, kind, only=target), one(c, sub, log, t0, "cut", avoid=target))
         else:
             await one(c, rng, log, t0)
     for n in c.nodes:  # belt and braces: nothing stays stopped or cut

@@ -72,9 +72,9 @@ async def check(w: Workload) -> tuple[list[str], dict[str, int]]:
             if [r.seq for r in logs[f]] != list(range(1, len(raw) + 1)):
                 bad.append(f"{f}: the stored seqs are not dense")
             others = [n for n in c.nodes if not (key is not None and n is c.fed)]  # dm/ feeds are not mirrored
-            for n in others[1:]:
-                if await fetch_records(n.url, f, client=http, key=key) != raw:
-                    bad.append(f"{f}: {n.name} serves another log than site0")
+            served = [await fetch_records(n.url, f, client=http, key=key) for n in others[1:]]
+            bad += [f"{f}: {n.name} serves another log than site0" for n, r in zip(others[1:], served, strict=True)
+                    if r != raw]
 
         acked = 0
         for client in w.clients:
