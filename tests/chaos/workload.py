@@ -166,7 +166,7 @@ class Workload:
             self.steps[kind] += 1
         except (ColonyError, TimeoutError):
             self.steps[f"{kind} given up"] += 1
-        except Exception as exc:  # not a refusal nor a timeout: shown in the report (an SDK bug?)
+        except Exception as exc:  # noqa: BLE001 -- not a refusal nor a timeout: shown in the report (an SDK bug?)
             self.steps[f"{kind} failed ({type(exc).__name__}: {str(exc)[:60]})"] += 1
 
     def _key(self, i: int) -> str:
