@@ -41,7 +41,7 @@ class Node:
         return self.proxy.url
 
     async def launch(self) -> None:
-        self.proc = await start_relay_proc(self.data, *self.args, timeout=60)
+        self.proc = await start_relay_proc(self.data, *self.args, timeout=60, log=self.data.parent / f"{self.name}.log")
         self.proxy.target_port = _port(self.proc.url)
 
     async def kill_and_restart(self) -> None:

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -53,7 +54,7 @@ async def quiet(w: Workload, http: httpx.AsyncClient) -> str | None:
     """None when every relay agrees and no auction has a timer left to fire."""
     differs = await invariants.converged(w, http)
     if differs:
-        return differs
+        return "; ".join(differs[:8])
     for f in sorted(x for x in w.feeds if x.startswith("auction/")):
         r = await http.get(f"{w.cluster.site[0].url}/feeds/{f}")
         if r.status_code == 200 and timer_pending(r.json().get("state") or {}):
@@ -116,10 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     seed = a.seed if a.seed is not None else random.SystemRandom().randrange(1, 2**31)
     logging.basicConfig(level=logging.CRITICAL)  # the SDK logs every reconnect; the report says what counts
     print(f"chaos: seed {seed}, {a.minutes:g} min of faults", flush=True)
-    with tempfile.TemporaryDirectory(prefix="colony-chaos-") as tmp:
-        out = asyncio.run(run(seed, a.minutes * 60, Path(tmp)))
+    tmp = Path(tempfile.mkdtemp(prefix="colony-chaos-"))
+    out = asyncio.run(run(seed, a.minutes * 60, tmp))
     print(out.report(), flush=True)
-    return 1 if out.violations else 0
+    if out.violations:
+        print(f"the relays' logs and data are kept in {tmp}", flush=True)
+        return 1
+    shutil.rmtree(tmp, ignore_errors=True)
+    return 0
 
 
 if __name__ == "__main__":

@@ -30,28 +30,28 @@ async def _heads(http: httpx.AsyncClient, url: str) -> dict[str, tuple[int, str]
     return {e["feed"]: (e["seq"], e["head"]) for e in r.json()["feeds"]}
 
 
-async def converged(w: Workload, http: httpx.AsyncClient) -> str | None:
-    """None once every relay lists the same heads and every watcher holds them; else what differs."""
+async def converged(w: Workload, http: httpx.AsyncClient) -> list[str]:
+    """What still differs (empty once every relay lists the same heads and every watcher holds them)."""
     nodes = w.cluster.nodes
     try:
         heads = [await _heads(http, n.url) for n in nodes]
     except (httpx.HTTPError, ValueError) as exc:
-        return f"GET /feeds failed: {exc!r}"
+        return [f"GET /feeds failed: {exc!r}"]
     site, fed = heads[:-1], heads[-1]
-    for n, h in zip(nodes[1:-1], site[1:], strict=True):
-        if h != site[0]:
-            return f"{n.name} lists other heads than site0"
-    public = {f for f in w.feeds if not f.startswith("dm/")}
-    for f in public:
-        if f in site[0] and fed.get(f) != site[0][f]:
-            return f"the federated relay has {f} at {fed.get(f)}, the site at {site[0][f]}"
+    out = [f"{n.name} lists other heads than site0: "
+           f"{sorted((f, h.get(f), site[0].get(f)) for f in set(h) | set(site[0]) if h.get(f) != site[0].get(f))[:3]}"
+           for n, h in zip(nodes[1:-1], site[1:], strict=True) if h != site[0]]
+    public = sorted(f for f in w.feeds if not f.startswith("dm/"))
+    out += [f"the federated relay has {f} at {fed.get(f)}, the site at {site[0][f]}"
+            for f in public if f in site[0] and fed.get(f) != site[0][f]]
     for name, watcher in w.watchers:
         for f in public:
             sub = watcher.subscription(f)
             want = site[0].get(f, (0, ""))[0]
             if sub is None or sub.seq != want:
-                return f"watcher on {name} holds {f} at {sub.seq if sub else None}, the site at {want}"
-    return None
+                out.append(f"watcher on {name} holds {f} at {sub.seq if sub else None} "
+                           f"(error {sub.error if sub else None!r}, connected {watcher.connected}), the site at {want}")
+    return out
 
 
 async def check(w: Workload) -> tuple[list[str], dict[str, int]]:

@@ -32,8 +32,9 @@ from tests.relay.test_scaleout import RecordingClient
 
 FAST = {"backoff_base": 0.05, "backoff_max": 1.0, "retry_limit": None}
 DOCS = ("doc/chaos-a", "doc/chaos-b")
-FIXED = (*DOCS, "ledger/main", "vouch/global")
 AGENTS, ON_FED = 6, 2  # the last ON_FED agents talk to the federated relay only
+NOTES = tuple(f"note/chaos-{i}" for i in range(AGENTS))  # each agent's pipelined bursts
+FIXED = (*DOCS, "ledger/main", "vouch/global", *NOTES)
 STEP = 20.0  # seconds an agent waits on one step before giving it up
 
 
@@ -115,7 +116,7 @@ class Workload:
                 if sub is None:
                     raise RuntimeError(f"watcher on {name} lost its subscription to {f}")
                 await sub.wait_synced(30)
-                if f != "vouch/global":  # no vouch yet
+                if f in DOCS or f == "ledger/main":  # the others have no record yet
                     await sub.wait_seq(1, 30)
 
     async def watch(self, feed: str) -> None:
@@ -135,11 +136,13 @@ class Workload:
         n = 0
         while not stop.is_set():
             n += 1
-            kind = rng.choices(("doc", "vouch", "dm", "auction", "task"), (6, 2, 2, 2, 1))[0]
+            kind = rng.choices(("doc", "burst", "vouch", "dm", "auction", "task"), (6, 2, 2, 2, 2, 1))[0]
             others = [j for j in range(AGENTS) if j != i]
             step: Awaitable[Any]
             if kind == "doc":
                 step = self._edit(i, rng, n)
+            elif kind == "burst":
+                step = self._burst(i, rng.randint(2, 12), n)
             elif kind == "vouch":
                 step = vouch(self.agents[i], self._key(rng.choice(others)), rng.randint(-200, 1000))
             elif kind == "dm":
@@ -179,6 +182,12 @@ class Workload:
         text = str(doc.text)
         doc.text.insert(rng.randint(0, len(text)), f"[{i}.{n}]")
         await doc.flushed(STEP)
+
+    async def _burst(self, i: int, k: int, n: int) -> None:
+        """``k`` events pipelined (submitted without waiting for each ack), as an agent streams."""
+        a = self.agents[i]
+        futs = [a.submit(a.create_event(NOTES[i], "note", {"n": n, "k": j})) for j in range(k)]
+        await asyncio.gather(*(asyncio.shield(f) for f in futs))
 
     async def _dm(self, i: int, j: int, n: int) -> None:
         ch = DirectChannel(self.agents[i], self._key(j))
