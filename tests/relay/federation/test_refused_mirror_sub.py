@@ -1,5 +1,6 @@
-"""A home that refuses a mirror subscription (its storage was down) must not leave the mirror
-waiting forever (found by the chaos run, tests/chaos: a federated relay never mirrored a feed
+"""A subscription refused with a transient code (the relay's storage was down) is made again:
+by a mirror (the first test) and by the SDK's client (the second). A home that refuses a mirror
+subscription must not leave the mirror waiting forever (found by the chaos run, tests/chaos: a federated relay never mirrored a feed
 whose subscription reached the site while Redis was paused or restarting).
 
 Relay B homes ``note/*`` on its own redis-server; relay A (SQLite) mirrors. With B's Redis
@@ -79,3 +80,32 @@ async def test_a_refused_mirror_subscription_is_made_again(tmp_path: Path, home_
             await eventually(lambda: [r.seq for r in got] == [1, 2, 3], 15,
                              "the agent on the mirror to get every record of the home's feed")
             assert link.refused_subs >= 1
+
+
+async def test_a_client_subscription_refused_as_unavailable_is_asked_again(
+        tmp_path: Path, home_redis: RedisServer) -> None:
+    """The agent's side of the same fault (also found by the chaos run): a relay on Redis refuses
+    a ``sub`` with ``unavailable`` while Redis is paused. The SDK used to end the subscription
+    for good (a watcher silently stopped following a feed); now it asks again after a backoff,
+    as it resends a publish refused with a transient code."""
+    cfg = make_config(tmp_path / "r", Backend("redis", home_redis.url, "subretry"), "r",
+                      limits=Limits(storage_timeout=1.0))
+    feed = "note/sub-retry"
+    async with (serving(cfg) as relay, Client(relay.url, Keypair.generate(), **FAST) as writer,
+                Client(relay.url, Keypair.generate(), retry_limit=0) as probe,
+                Client(relay.url, Keypair.generate(), **FAST) as reader):
+        got: list[Record] = []
+        assert home_redis.proc is not None
+        os.kill(home_redis.proc.pid, signal.SIGSTOP)
+        try:
+            sub = await reader.subscribe(feed, on_record=got.append)  # the relay cannot load the feed
+            await reader.ping(10)  # the sub is at the relay (a ping is answered after it)
+            with pytest.raises(RelayError) as err:  # sent after the sub: refused after it
+                await probe.publish("note/probe", "note", {})
+            assert err.value.code == "unavailable"
+        finally:
+            os.kill(home_redis.proc.pid, signal.SIGCONT)
+        for n in range(3):
+            await writer.publish(feed, "note", {"n": n})
+        await eventually(lambda: [r.seq for r in got] == [1, 2, 3], 15, "the reader to get every record")
+        assert sub.error is None and not sub.closed
