@@ -54,7 +54,7 @@ async def quiet(w: Workload, http: httpx.AsyncClient) -> str | None:
     """None when every relay agrees and no auction has a timer left to fire."""
     differs = await invariants.converged(w, http)
     if differs:
-        return "; ".join(differs[:8])
+        return f"{len(differs)} differences: " + "; ".join(differs[:12])
     for f in sorted(x for x in w.feeds if x.startswith("auction/")):
         r = await http.get(f"{w.cluster.site[0].url}/feeds/{f}")
         if r.status_code == 200 and timer_pending(r.json().get("state") or {}):

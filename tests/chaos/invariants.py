@@ -42,8 +42,8 @@ async def converged(w: Workload, http: httpx.AsyncClient) -> list[str]:
            f"{sorted((f, h.get(f), site[0].get(f)) for f in set(h) | set(site[0]) if h.get(f) != site[0].get(f))[:3]}"
            for n, h in zip(nodes[1:-1], site[1:], strict=True) if h != site[0]]
     public = sorted(f for f in w.feeds if not f.startswith("dm/"))
-    out += [f"the federated relay has {f} at {fed.get(f)}, the site at {site[0][f]}"
-            for f in public if f in site[0] and fed.get(f) != site[0][f]]
+    mirrors = [f"the federated relay has {f} at {fed.get(f)}, the site at {site[0][f]}"
+               for f in public if f in site[0] and fed.get(f) != site[0][f]]
     for name, watcher in w.watchers:
         for f in public:
             sub = watcher.subscription(f)
@@ -51,7 +51,7 @@ async def converged(w: Workload, http: httpx.AsyncClient) -> list[str]:
             if sub is None or sub.seq != want:
                 out.append(f"watcher on {name} holds {f} at {sub.seq if sub else None} "
                            f"(error {sub.error if sub else None!r}, connected {watcher.connected}), the site at {want}")
-    return out
+    return out + mirrors
 
 
 async def check(w: Workload) -> tuple[list[str], dict[str, int]]:
