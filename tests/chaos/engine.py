@@ -80,7 +80,7 @@ async def run(seed: int, seconds: float, tmp: Path) -> Outcome:
     t0 = time.monotonic()
     log = faults.FaultLog()
     cluster = await start_cluster(tmp)
-    w = Workload(cluster, seed)
+    w = Workload(cluster, seed, seconds)
     try:
         await w.start()
         ready = time.monotonic()

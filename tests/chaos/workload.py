@@ -36,6 +36,8 @@ AGENTS, ON_FED = 6, 2  # the last ON_FED agents talk to the federated relay only
 NOTES = tuple(f"note/chaos-{i}" for i in range(AGENTS))  # each agent's pipelined bursts
 FIXED = (*DOCS, "ledger/main", "vouch/global", *NOTES)
 STEP = 20.0  # seconds an agent waits on one step before giving it up
+PER_WATCHER = 90  # feeds one watcher connection follows (the relay's max_subscriptions is 100)
+NEW_FEEDS_PER_MIN = 100  # auctions and task trees (about 70 a minute): each relay's watchers have room for them
 
 
 Recorder = RecordingClient  # an agent's client: every ack (event id -> seq) and every event submitted
@@ -49,6 +51,7 @@ class Watcher(Client):
         self.conn = 0
         self.frames: dict[str, list[tuple[int, int, str]]] = {}  # feed -> (connection, seq, event id)
         self.snapshots: list[tuple[int, str]] = []  # (connection, feed)
+        self.following: list[str] = []
 
     def _connected(self, ws: Any) -> None:
         self.conn += 1
@@ -72,9 +75,11 @@ class Watcher(Client):
 class Workload:
     cluster: Cluster
     seed: int
+    seconds: float = 60.0  # how long the agents run (sizes the watchers' pools)
     agents: list[Recorder] = field(default_factory=list)
     operator: Recorder | None = None
-    watchers: list[tuple[str, Watcher]] = field(default_factory=list)
+    watchers: list[tuple[str, Watcher]] = field(default_factory=list)  # (relay, watcher): a pool per relay
+    follows: dict[str, list[tuple[str, Watcher]]] = field(default_factory=dict)  # feed -> one watcher per relay
     docs: dict[tuple[int, str], Doc] = field(default_factory=dict)
     feeds: set[str] = field(default_factory=set)   # every feed the workload touched (public ones watched)
     dms: dict[str, Keypair] = field(default_factory=dict)  # dm feed -> a member's key (to read it)
@@ -89,10 +94,12 @@ class Workload:
     async def start(self) -> None:
         c = self.cluster
         assert c.fed is not None
+        pool = 1 + int((len(FIXED) + self.seconds / 60 * NEW_FEEDS_PER_MIN) // PER_WATCHER)
         for n in c.nodes:  # the federated relay's mirrors carry the home's receipts: no pinned key there
-            w = Watcher(n.url, Keypair.generate(), relay_key=None if n is c.fed else c.site_key.public_hex, **FAST)
-            await self.stack.enter_async_context(w)
-            self.watchers.append((n.name, w))
+            for _ in range(pool):
+                w = Watcher(n.url, Keypair.generate(), relay_key=None if n is c.fed else c.site_key.public_hex, **FAST)
+                await self.stack.enter_async_context(w)
+                self.watchers.append((n.name, w))
         self.operator = op = Recorder(c.site_urls, c.operator, **FAST)
         await self.stack.enter_async_context(op)
         for i in range(AGENTS):
@@ -110,8 +117,8 @@ class Workload:
         for f in DOCS:  # a first edit: a watcher resuming a doc from 0 would get a snapshot, not records
             self.docs[0, f].text.insert(0, "[start]")
             await self.docs[0, f].flushed(30)
-        for name, w in self.watchers:
-            for f in FIXED:
+        for f in FIXED:
+            for name, w in self.follows[f]:
                 sub = w.subscription(f)
                 if sub is None:
                     raise RuntimeError(f"watcher on {name} lost its subscription to {f}")
@@ -120,11 +127,19 @@ class Workload:
                     await sub.wait_seq(1, 30)
 
     async def watch(self, feed: str) -> None:
-        """Every watcher follows ``feed`` from its start (the feed may not exist yet)."""
+        """One watcher of every relay follows ``feed`` from its start (the feed may not exist yet)."""
         if feed in self.feeds:
             return
         self.feeds.add(feed)
-        for _, w in self.watchers:
+        chosen: dict[str, Watcher] = {}
+        for name, w in self.watchers:
+            if name not in chosen and len(w.following) < PER_WATCHER:
+                chosen[name] = w
+        if len(chosen) < len(self.cluster.nodes):
+            raise RuntimeError(f"the watchers are full: {feed} is not followed everywhere (raise NEW_FEEDS_PER_MIN)")
+        self.follows[feed] = list(chosen.items())
+        for w in chosen.values():
+            w.following.append(feed)
             await w.subscribe(feed, on_record=lambda r: None)
 
     async def run(self, stop: asyncio.Event) -> None:
