@@ -460,23 +460,29 @@ class Client(Reconnecting):
         feed = self._sub_rids.pop(str(ev.rid), None) if ev.rid is not None else None
         sub = self._subs.get(feed) if feed else None
         if sub is not None:
-            n = self._sub_retries.get(sub.feed, 0)
-            if ev.code in RETRYABLE and (self.retry_limit is None or n < self.retry_limit):
-                self._sub_retries[sub.feed] = n + 1  # e.g. the relay's storage was down: ask again
-                link = self._link  # a reconnect meanwhile resubscribes by itself
-                asyncio.get_running_loop().call_later(
-                    self._backoff(n), lambda: self._link is link and self._resubscribe(sub))
-                return
-            self._sub_retries.pop(sub.feed, None)
-            self._drop_sub(sub, RelayError(ev.code, ev.message))
+            self._sub_refused(sub, ev.code, ev.message)
             return
         log.warning("relay error %s: %s", ev.code, ev.message)
 
+    def _sub_refused(self, sub: Subscription, code: str, message: str) -> None:
+        """The relay refused or ended ``sub``: ask again after a backoff if ``code`` is transient
+        (e.g. its storage was down), else end the subscription with the error."""
+        n = self._sub_retries.get(sub.feed, 0)
+        if code in RETRYABLE and (self.retry_limit is None or n < self.retry_limit):
+            self._sub_retries[sub.feed] = n + 1
+            sub.set_synced(False)
+            link = self._link  # a reconnect meanwhile resubscribes by itself
+            asyncio.get_running_loop().call_later(self._backoff(n),
+                                                  lambda: self._link is link and self._resubscribe(sub))
+            return
+        self._sub_retries.pop(sub.feed, None)
+        self._drop_sub(sub, RelayError(code, message))
+
     def _on_unsubbed(self, ev: Unsubbed) -> None:
-        if ev.rid is None:  # the relay ended it (access revoked, or it failed)
+        if ev.rid is None:  # the relay ended it (access revoked, its storage down, or it failed)
             sub = self._subs.get(ev.feed)
             if sub is not None:
-                self._drop_sub(sub, RelayError(ev.reason or "unsubbed", "the relay ended this subscription"))
+                self._sub_refused(sub, ev.reason or "unsubbed", "the relay ended this subscription")
             return
         for sub in self._subs.values():
             if sub.unsubbed(ev.rid):

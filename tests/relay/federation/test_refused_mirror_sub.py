@@ -1,7 +1,8 @@
 """A subscription refused with a transient code (the relay's storage was down) is made again:
 by a mirror (the first test) and by the SDK's client (the second). A home that refuses a mirror
-subscription must not leave the mirror waiting forever (found by the chaos run, tests/chaos: a federated relay never mirrored a feed
-whose subscription reached the site while Redis was paused or restarting).
+subscription must not leave the mirror waiting forever (found by the chaos run, tests/chaos: a
+federated relay never mirrored a feed whose subscription reached the site while Redis was paused
+or restarting).
 
 Relay B homes ``note/*`` on its own redis-server; relay A (SQLite) mirrors. With B's Redis
 paused, an agent subscribes to a B feed on A: A's mirror subscription reaches B, whose load of
