@@ -49,8 +49,9 @@ async def converged(w: Workload, http: httpx.AsyncClient) -> list[str]:
             sub = watcher.subscription(f)
             want = site[0].get(f, (0, ""))[0]
             if sub is None or sub.seq != want:
+                seqs = [q for _, q, _ in watcher.frames.get(f, [])]
                 out.append(f"watcher on {name} holds {f} at {sub.seq if sub else None} "
-                           f"(error {sub.error if sub else None!r}, connected {watcher.connected}), the site at {want}")
+                           f"(ended by {watcher.dropped.get(f)}, got seqs {seqs[-12:]}), the site at {want}")
     return out + mirrors
 
 

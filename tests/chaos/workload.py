@@ -52,6 +52,11 @@ class Watcher(Client):
         self.frames: dict[str, list[tuple[int, int, str]]] = {}  # feed -> (connection, seq, event id)
         self.snapshots: list[tuple[int, str]] = []  # (connection, feed)
         self.following: list[str] = []
+        self.dropped: dict[str, str] = {}  # feed -> why the client ended its subscription
+
+    def _drop_sub(self, sub: Any, error: BaseException | None) -> None:
+        self.dropped[sub.feed] = repr(error)
+        super()._drop_sub(sub, error)
 
     def _connected(self, ws: Any) -> None:
         self.conn += 1
