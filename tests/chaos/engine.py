@@ -95,12 +95,13 @@ async def run(seed: int, seconds: float, tmp: Path) -> Outcome:
             if not agents.done():
                 agents.cancel()
         faulted = time.monotonic()
+        unsettled: list[str] = []
         try:
             await settle(w, 120)
         except TimeoutError as exc:
-            bad, figures = [str(exc)], dict[str, int]()
-        else:
-            bad, figures = await invariants.check(w)
+            unsettled = [str(exc)]
+        bad, figures = await invariants.check(w)  # even unsettled: what was acked and lost
+        bad = unsettled + bad
         print(f"chaos: setup {ready - t0:.1f} s, faults {faulted - ready:.1f} s, "
               f"settle and check {time.monotonic() - faulted:.1f} s", flush=True)
     finally:
