@@ -3,7 +3,9 @@
 One :class:`Client` holds one WebSocket to a relay and survives its loss: it reconnects with
 capped exponential backoff (with jitter), says hello again, resubscribes every feed from the
 last seq it verified, and resends every event that was not acknowledged yet. Resending is
-safe because the relay deduplicates by event id (the ack then says ``dup``).
+safe because the relay deduplicates by event id (the ack then says ``dup``). A publish or a
+subscription refused with a transient code (``unavailable``, ``rate_limited``) is sent again
+after a backoff, up to ``retry_limit`` times (then the publish fails or the subscription ends).
 
 Memory stays bounded on both sides:
 
@@ -95,6 +97,7 @@ class Client(Reconnecting):
         self._signal = Signal()
         self._rids = itertools.count(1)
         self._sub_rids: dict[str, str] = {}
+        self._sub_retries: dict[str, int] = {}  # feed -> transient refusals of its sub in a row
         self._pings: dict[str, asyncio.Future[None]] = {}
         self._watches = Watches(self.protocol)
 
@@ -272,7 +275,8 @@ class Client(Reconnecting):
         sub.end(error)
 
     def _resubscribe(self, sub: Subscription) -> bool:
-        """A paused subscription drained: follow its feed again (if connected and still ours)."""
+        """Follow the feed again (a paused subscription drained, or a transient refusal's backoff
+        is over), if connected and still ours."""
         if not self.connected or self._subs.get(sub.feed) is not sub:
             return False
         self._send_sub(sub)
@@ -444,6 +448,7 @@ class Client(Reconnecting):
         elif isinstance(ev, Synced):
             for rid in [r for r, f in self._sub_rids.items() if f == ev.feed]:
                 del self._sub_rids[rid]  # accepted: an error can no longer follow
+            self._sub_retries.pop(ev.feed, None)
             sub = self._subs.get(ev.feed)
             if sub is not None:
                 sub.set_synced(True)
@@ -478,17 +483,31 @@ class Client(Reconnecting):
         feed = self._sub_rids.pop(str(ev.rid), None) if ev.rid is not None else None
         sub = self._subs.get(feed) if feed else None
         if sub is not None:
-            self._drop_sub(sub, RelayError(ev.code, ev.message))
+            self._sub_refused(sub, ev.code, ev.message)
             return
         if self._watches.on_error(ev):
             return
         log.warning("relay error %s: %s", ev.code, ev.message)
 
+    def _sub_refused(self, sub: Subscription, code: str, message: str) -> None:
+        """The relay refused or ended ``sub``: ask again after a backoff if ``code`` is transient
+        (e.g. its storage was down), else end the subscription with the error."""
+        n = self._sub_retries.get(sub.feed, 0)
+        if code in RETRYABLE and (self.retry_limit is None or n < self.retry_limit):
+            self._sub_retries[sub.feed] = n + 1
+            sub.set_synced(False)
+            link = self._link  # a reconnect meanwhile resubscribes by itself
+            asyncio.get_running_loop().call_later(self._backoff(n),
+                                                  lambda: self._link is link and self._resubscribe(sub))
+            return
+        self._sub_retries.pop(sub.feed, None)
+        self._drop_sub(sub, RelayError(code, message))
+
     def _on_unsubbed(self, ev: Unsubbed) -> None:
-        if ev.rid is None:  # the relay ended it (access revoked, or it failed)
+        if ev.rid is None:  # the relay ended it (access revoked, its storage down, or it failed)
             sub = self._subs.get(ev.feed)
             if sub is not None:
-                self._drop_sub(sub, RelayError(ev.reason or "unsubbed", "the relay ended this subscription"))
+                self._sub_refused(sub, ev.reason or "unsubbed", "the relay ended this subscription")
             return
         for sub in self._subs.values():
             if sub.unsubbed(ev.rid):

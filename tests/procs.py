@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -36,8 +37,9 @@ class RelayProc:
 
 
 async def start_relay_proc(data: Path, *args: str, timeout: float = 30.0, backend: object = None,
-                           site: str = "r") -> RelayProc:
-    """``backend`` (tests.conftest.Backend) adds ``--redis`` arguments for the Redis backend."""
+                           site: str = "r", log: Path | None = None) -> RelayProc:
+    """``backend`` (tests.conftest.Backend) adds ``--redis`` arguments for the Redis backend;
+    ``log``: a file the relay's output is appended to (else it is read and dropped)."""
     if backend is not None:
         args = (*backend.serve_args(site), *args)  # type: ignore[attr-defined]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -69,8 +71,11 @@ async def start_relay_proc(data: Path, *args: str, timeout: float = 30.0, backen
 
     async def drain() -> None:  # keep the pipe from filling up
         assert proc.stdout is not None
-        while await proc.stdout.read(65536):
-            pass
+        with open(log, "ab") if log is not None else contextlib.nullcontext() as out:  # noqa: ASYNC230
+            while chunk := await proc.stdout.read(65536):
+                if out is not None:
+                    out.write(chunk)
+                    out.flush()
 
     asyncio.get_running_loop().create_task(drain())
     return RelayProc(proc, url)

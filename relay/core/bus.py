@@ -267,7 +267,9 @@ class RedisBus(Bus):
             if link.connected:
                 await link.subscribe([ch])
             await asyncio.wait_for(asyncio.shield(fut), self.confirm_timeout)
-        except (TimeoutError, *self.unavailable) as exc:
+        except (TimeoutError, RuntimeError, *self.unavailable) as exc:
+            # RuntimeError: redis-py's "unable to perform operation on <TCPTransport closed=True>"
+            # when the pub/sub connection died under us (Redis killed); found by the chaos run
             log.warning("subscribing to %s not confirmed (%r); relying on resync", ch, exc)
 
     async def unwatch(self, feed: str) -> None:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from collab import frames
 from collab.access import Access
-from collab.errors import InvalidEvent, Unauthorized
+from collab.errors import InvalidEvent, Unauthorized, Unavailable
 from collab.events import Snapshot
 from collab.feedcore import FeedCore, record_frame
 from collab.keys import Keypair
@@ -178,10 +178,11 @@ class Fanout:
                 self._go_live(sub, st, since, last_hash)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception as exc:
             log.exception("catch-up of a subscriber to %s failed", self.feed)
             self.unsubscribe(sub)
-            sub.deliver(frames.encode({"t": "unsubbed", "feed": self.feed, "reason": "internal"}))
+            reason = "unavailable" if isinstance(exc, Unavailable) else "internal"  # storage down: ask again
+            sub.deliver(frames.encode({"t": "unsubbed", "feed": self.feed, "reason": reason}))
 
     def unsubscribe(self, sub: Subscriber) -> bool:
         st = self.subs.pop(sub, None)

@@ -76,9 +76,12 @@ class Link(Reconnecting):
         self.url = fed_url(peer.url)
         self.on_heads: list[Callable[[list[dict[str, Any]]], Any]] = []  # add_on_heads: the peer's heads
         self.on_connect: list[Callable[[], Any]] = []  # add_on_connect: after every handshake
+        self.on_refused: list[Callable[[str, str], Any]] = []  # add_on_refused: (feed, code) of a refused sub
+        self.refused_subs = 0  # mirror subscriptions the peer refused (e.g. its storage was down)
         self.last_error: str | None = None  # why the last attempt or connection ended (health, tests)
         self.connects = 0  # successful handshakes so far
         self._subs: dict[str, _Sub] = {}
+        self._sub_rids: dict[str, str] = {}  # feed -> rid of its last sub frame (an error answering it ends it)
         self._pending: dict[str, asyncio.Future[tuple[int, bool]]] = {}
         self._rids = itertools.count(1)
         self._ws: ClientConnection | None = None
@@ -151,12 +154,19 @@ class Link(Reconnecting):
             self._send_sub(sub)
 
     def unsubscribe(self, feed: str) -> None:
+        self._sub_rids.pop(feed, None)
         if self._subs.pop(feed, None) is not None and self.connected:
             self._send({"t": "unsub", "feed": feed})
 
     def add_on_connect(self, callback: Callable[[], Any]) -> None:
         """Call ``callback()`` after every handshake (a coroutine it returns is run)."""
         self.on_connect.append(callback)
+
+    def add_on_refused(self, callback: Callable[[str, str], Any]) -> None:
+        """Call ``callback(feed, code)`` when the peer refuses a mirror subscription (an ``error``
+        answering its ``sub``): the subscription is dropped, not resent; its owner decides when to
+        subscribe again (without an owner it is simply gone, as the peer said)."""
+        self.on_refused.append(callback)
 
     def add_on_heads(self, callback: Callable[[list[dict[str, Any]]], Any]) -> None:
         """Call ``callback(heads)`` with every ``heads`` frame the peer sends."""
@@ -180,7 +190,8 @@ class Link(Reconnecting):
 
     # -- internals ---------------------------------------------------------------------------
     def _send_sub(self, sub: _Sub) -> None:
-        self._send({"t": "sub", "feed": sub.feed, "since": sub.since(), "rid": f"s{next(self._rids)}"})
+        rid = self._sub_rids[sub.feed] = f"s{next(self._rids)}"
+        self._send({"t": "sub", "feed": sub.feed, "since": sub.since(), "rid": rid})
 
     def _send(self, frame: dict[str, Any]) -> None:
         """Queue on the current connection (what was queued for an earlier one was answered or failed)."""
@@ -325,8 +336,10 @@ class Link(Reconnecting):
     def _answer(self, frame: dict[str, Any]) -> None:
         rid = frame.get("rid")
         fut = self._pending.get(rid) if isinstance(rid, str) else None
+        if fut is None and frame["t"] == "error" and self._sub_refused(rid, frame):
+            return
         if fut is None or fut.done():
-            if frame["t"] == "error":  # e.g. a sub refused
+            if frame["t"] == "error":
                 log.warning("peer %s refused a request: %s %s (feed %s)", self.url, frame.get("code"),
                             frame.get("message"), frame.get("feed"))
         elif frame["t"] == "ok":
@@ -339,6 +352,25 @@ class Link(Reconnecting):
             code, msg = frame.get("code"), frame.get("message")
             fut.set_exception(RelayError(code if isinstance(code, str) else "internal",
                                          msg if isinstance(msg, str) else ""))
+
+    def _sub_refused(self, rid: Any, frame: dict[str, Any]) -> bool:
+        """An error answering the last ``sub`` of a feed: that subscription is over (else the
+        mirror would wait forever for records the peer will not send, until the link drops)."""
+        feed = next((f for f, r in self._sub_rids.items() if r == rid), None) if isinstance(rid, str) else None
+        if feed is None:
+            return False
+        del self._sub_rids[feed]
+        self._subs.pop(feed, None)
+        self.refused_subs += 1
+        code = frame.get("code") if isinstance(frame.get("code"), str) else "internal"
+        log.warning("peer %s refused the mirror subscription of %s: %s %s", self.url, feed, code,
+                    frame.get("message"))
+        for callback in list(self.on_refused):
+            try:
+                callback(feed, str(code))
+            except Exception:
+                log.exception("an on_refused callback of the link to %s failed", self.url)
+        return True
 
     async def _deliver_records(self) -> None:
         """Hand records to their subscriptions in arrival order (awaiting async callbacks)."""

@@ -103,6 +103,7 @@ class Mirrors:
         for link in self.links.values():
             link.add_on_connect(lambda *_a, _l=link: self._spawn(self._reensure(_l.peer.key, backoff=False)))
             link.add_on_heads(functools.partial(self.on_heads, link.peer.key))
+            link.add_on_refused(functools.partial(self._sub_refused, link))
         self.http = httpx.AsyncClient(timeout=max(2.0, self.sync_interval * 4))
         self._loop_task = asyncio.get_running_loop().create_task(self._run(), name="mirrors")
 
@@ -316,6 +317,13 @@ class Mirrors:
         else:  # our storage failed: no alarm, no drop; subscribe again from the stored head later
             self._halt(m)
             log.warning("storing mirrored %s#%d failed (%r); resubscribing later", m.feed, rec.seq, exc)
+
+    def _sub_refused(self, link: Any, feed: str, code: str) -> None:
+        """The home refused our subscription (e.g. ``unavailable``: its storage was down): the sync
+        tick subscribes again after the backoff."""
+        m = self.feeds.get(feed)
+        if m is not None and m.link is link:
+            self.refuse_feed(m, f"the home refused the subscription ({code})")
 
     async def _refuse(self, m: _Feed, kind: str, seq: int, ours: dict[str, Any] | None, theirs: Any,
                       reason: str) -> None:

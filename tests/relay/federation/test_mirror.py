@@ -52,6 +52,9 @@ class FakeLink:
     def add_on_heads(self, callback: Callable[..., Any]) -> None:
         self.on_heads.append(callback)
 
+    def add_on_refused(self, callback: Callable[..., Any]) -> None:
+        self.on_refused = callback
+
     async def _note(self, call: tuple[str, Any]) -> None:
         async with self._cond:
             self.calls.append(call)
