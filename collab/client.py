@@ -18,10 +18,9 @@ Memory stays bounded on both sides:
   blocks, so a slow consumer of one feed never stalls acks or other feeds. Subscriptions
   with callbacks only (``max_queue=0``, the default when a callback is given) never queue.
 
-All socket I/O is here; parsing and verification are in :mod:`collab.protocol`, the
-consumer side of a feed in :mod:`collab.subscription`, the outbox in
-:mod:`collab.publish_queue`, and the reconnect loop, backoff and writer (shared with the
-relay's federation link) in :mod:`collab.reconnect`.
+All socket I/O is here; parsing and verification are in :mod:`collab.protocol`, a feed's
+consumer side in :mod:`collab.subscription`, the outbox in :mod:`collab.publish_queue`, the
+reconnect loop, backoff and writer (shared with the federation link) in :mod:`collab.reconnect`.
 """
 from __future__ import annotations
 
@@ -31,7 +30,6 @@ import logging
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
@@ -47,6 +45,7 @@ from .protocol import (
 )
 from .reconnect import Next, Reconnecting, Writer, close_politely
 from .subscription import Signal, Subscription, until
+from .urls import ws_url
 from .watch import OnAnnounce, Watches
 
 log = logging.getLogger(__name__)
@@ -55,24 +54,12 @@ RETRYABLE = frozenset(("unavailable", "rate_limited"))
 DEFAULT_QUEUE = 1024
 
 
-def ws_url(url: str) -> str:
-    """``http(s)://host[:port][/prefix]`` -> ``ws(s)://host[:port][/prefix]/ws``; ws URLs as given."""
-    parts = urlsplit(url)
-    if parts.scheme in ("ws", "wss"):
-        return url
-    if parts.scheme not in ("http", "https"):
-        raise InvalidEvent(f"relay URL must be http(s):// or ws(s)://, not {url!r}")
-    scheme = "ws" if parts.scheme == "http" else "wss"
-    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + "/ws", parts.query, ""))
-
-
 class Client(Reconnecting):
     """A reconnecting, verifying connection to one relay. Use as ``async with Client(...)``.
 
-    The first connection is attempted once and its failure raises from ``__aenter__``;
-    later losses are repaired automatically when ``reconnect`` is true. A ``relay_key``
-    pins the relay identity: a challenge (or record) from another key is refused for good.
-    """
+    The first connection is attempted once and its failure raises from ``__aenter__``; later
+    losses are repaired automatically when ``reconnect`` is true. A ``relay_key`` pins the relay
+    identity: a challenge (or record) from another key is refused for good."""
 
     def __init__(self, url: str | Sequence[str], key: Keypair | None = None, *, reconnect: bool = True,
                  relay_key: str | None = None, backoff_base: float = 0.1, backoff_max: float = 5.0,
@@ -97,7 +84,6 @@ class Client(Reconnecting):
         self._signal = Signal()
         self._rids = itertools.count(1)
         self._sub_rids: dict[str, str] = {}
-        self._sub_retries: dict[str, int] = {}  # feed -> transient refusals of its sub in a row
         self._pings: dict[str, asyncio.Future[None]] = {}
         self._watches = Watches(self.protocol)
 
@@ -121,8 +107,7 @@ class Client(Reconnecting):
             raise
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, t: TracebackType | None) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:
@@ -448,7 +433,6 @@ class Client(Reconnecting):
         elif isinstance(ev, Synced):
             for rid in [r for r, f in self._sub_rids.items() if f == ev.feed]:
                 del self._sub_rids[rid]  # accepted: an error can no longer follow
-            self._sub_retries.pop(ev.feed, None)
             sub = self._subs.get(ev.feed)
             if sub is not None:
                 sub.set_synced(True)
@@ -492,15 +476,14 @@ class Client(Reconnecting):
     def _sub_refused(self, sub: Subscription, code: str, message: str) -> None:
         """The relay refused or ended ``sub``: ask again after a backoff if ``code`` is transient
         (e.g. its storage was down), else end the subscription with the error."""
-        n = self._sub_retries.get(sub.feed, 0)
+        n = sub.refusals
         if code in RETRYABLE and (self.retry_limit is None or n < self.retry_limit):
-            self._sub_retries[sub.feed] = n + 1
+            sub.refusals = n + 1
             sub.set_synced(False)
             link = self._link  # a reconnect meanwhile resubscribes by itself
             asyncio.get_running_loop().call_later(self._backoff(n),
                                                   lambda: self._link is link and self._resubscribe(sub))
             return
-        self._sub_retries.pop(sub.feed, None)
         self._drop_sub(sub, RelayError(code, message))
 
     def _on_unsubbed(self, ev: Unsubbed) -> None:

@@ -80,6 +80,7 @@ class Subscription:
         self._signal = Signal()
         self._paused = False
         self._unsub_rid: str | None = None
+        self.refusals = 0  # transient refusals of its sub in a row (the client retries them); 0 once synced
 
     @property
     def paused(self) -> bool:
@@ -189,6 +190,8 @@ class Subscription:
 
     def set_synced(self, value: bool) -> None:
         self.synced = value
+        if value:
+            self.refusals = 0
         self._signal.notify()
 
     def end(self, error: BaseException | None) -> None:

@@ -18,7 +18,8 @@ connections.
 from __future__ import annotations
 
 from .coord import CoordActions
-from .core import DEFAULT_TIMEOUT, AgentCore, ack_json, http_base, record_json
+from ..urls import http_base
+from .core import DEFAULT_TIMEOUT, AgentCore, ack_json, record_json
 from .feeds import FeedActions
 from .peers import PeerActions
 

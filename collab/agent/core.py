@@ -12,7 +12,6 @@ import contextlib
 from collections.abc import Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
-from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from websockets.exceptions import InvalidHandshake
@@ -24,23 +23,12 @@ from ..httpauth import authorization
 from ..keys import Keypair
 from ..protocol import Ack
 from ..replay import parse_records
+from ..urls import http_base
 
 if TYPE_CHECKING:
     from ..tasks import TaskWorker
 
 DEFAULT_TIMEOUT = 30.0
-
-
-def http_base(url: str) -> str:
-    """The relay's HTTP base URL: ``ws(s)://host/prefix/ws`` -> ``http(s)://host/prefix``."""
-    parts = urlsplit(url)
-    if parts.scheme in ("ws", "wss"):
-        path = parts.path.rstrip("/")
-        path = path.removesuffix("/ws")
-        return urlunsplit(("http" if parts.scheme == "ws" else "https", parts.netloc, path, "", ""))
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise InvalidEvent(f"relay URL must be http(s):// or ws(s)://, not {url!r}")
-    return url.rstrip("/")
 
 
 def ack_json(ack: Ack, feed: str) -> dict[str, Any]:
