@@ -40,11 +40,12 @@ from .events import Event, Record, Snapshot, check_feed
 from .keys import Keypair
 from .publish_queue import PublishQueue
 from .protocol import (
-    Ack, Challenge, ClientProtocol, ErrorReply, Pong, Presence, ProtocolEvent, RecordReceived,
-    SnapshotReceived, Synced, Unsubbed, Welcome,
+    Ack, Announce, Challenge, ClientProtocol, ErrorReply, Pong, Presence, ProtocolEvent, RecordReceived,
+    SnapshotReceived, Synced, Unsubbed, Unwatched, Watching, Welcome,
 )
 from .reconnect import Next, Reconnecting, Writer, close_politely
 from .subscription import Signal, Subscription, until
+from .watch import OnAnnounce, Watches
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class Client(Reconnecting):
         self._rids = itertools.count(1)
         self._sub_rids: dict[str, str] = {}
         self._pings: dict[str, asyncio.Future[None]] = {}
+        self._watches = Watches(self.protocol)
 
     @property
     def url(self) -> str:
@@ -276,6 +278,20 @@ class Client(Reconnecting):
         self._send_sub(sub)
         return True
 
+    # -- watching (docs/protocol.md 9.4) ------------------------------------------------------
+    async def watch(self, prefix: str, on_announce: OnAnnounce) -> None:
+        """Call ``on_announce`` with an :class:`Announce` for every new record of every feed
+        (that our key may read) whose id starts with ``prefix``; returns once the relay watches
+        (raises its RelayError, e.g. ``limit_exceeded``). Watched again after every reconnect."""
+        self._check_open()
+        await self._watches.add(prefix, on_announce, self._link.send if self.connected and self._link else None)
+
+    async def unwatch(self, prefix: str) -> None:
+        """Stop watching ``prefix`` (its callback is not called from now on)."""
+        fut = self._watches.remove(prefix, self._link.send if self.connected and self._link else None)
+        if fut is not None:
+            await fut
+
     # -- misc -----------------------------------------------------------------------------
     async def ping(self, timeout: float | None = None) -> None:
         """Round trip to the relay (it answers after every frame we sent before)."""
@@ -363,6 +379,7 @@ class Client(Reconnecting):
         for sub in self._subs.values():
             if sub.reconnected():
                 self._send_sub(sub)
+        self._watches.connected(self._link.send)
         self._pump()
         self._signal.notify()
 
@@ -373,6 +390,7 @@ class Client(Reconnecting):
         self.connected = False
         self.protocol.connection_lost()
         self._sub_rids.clear()
+        self._watches.connection_lost()
         for sub in self._subs.values():
             sub.set_synced(False)
         for fut in self._pings.values():
@@ -384,6 +402,7 @@ class Client(Reconnecting):
         if self._fatal is None and not self._closing:
             self._fatal = exc
         self._outbox.fail_all(exc)
+        self._watches.fail(exc)
         if end_subs:
             for sub in list(self._subs.values()):
                 sub.end(exc)
@@ -434,6 +453,10 @@ class Client(Reconnecting):
                 sub.deliver_presence(ev)
         elif isinstance(ev, Unsubbed):
             self._on_unsubbed(ev)
+        elif isinstance(ev, Announce):
+            self._watches.on_announce(ev)
+        elif isinstance(ev, (Watching, Unwatched)):
+            self._watches.on_reply(ev)
         elif isinstance(ev, Pong):
             fut = self._pings.get(str(ev.rid))
             if fut is not None and not fut.done():
@@ -457,6 +480,8 @@ class Client(Reconnecting):
         if sub is not None:
             self._drop_sub(sub, RelayError(ev.code, ev.message))
             return
+        if self._watches.on_error(ev):
+            return
         log.warning("relay error %s: %s", ev.code, ev.message)
 
     def _on_unsubbed(self, ev: Unsubbed) -> None:
@@ -470,4 +495,4 @@ class Client(Reconnecting):
                 return
 
 
-__all__ = ["Ack", "Client", "Presence", "Subscription", "ws_url"]
+__all__ = ["Ack", "Announce", "Client", "Presence", "Subscription", "ws_url"]

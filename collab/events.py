@@ -25,14 +25,16 @@ GENESIS = "0" * 64
 
 # ``\Z``, not ``$``: ``$`` also matches before a trailing "\n", which let "doc/a\n" through.
 FEED_RE = re.compile(r"^[a-z][a-z0-9_-]{0,31}/[A-Za-z0-9._~:@+=-][A-Za-z0-9._~:@+=/-]{0,199}\Z")
+#: a watch prefix (docs/protocol.md 9.4): a prefix of some valid feed id, "" included
+PREFIX_RE = re.compile(r"^(?:[a-z][a-z0-9_-]{0,31}(?:/(?:[A-Za-z0-9._~:@+=-][A-Za-z0-9._~:@+=/-]{0,199})?)?)?\Z")
 KIND_RE = re.compile(r"^[a-z][a-z0-9_.-]{0,63}\Z")
 HEX64_RE = re.compile(r"^[0-9a-f]{64}\Z")
 HEX128_RE = re.compile(r"^[0-9a-f]{128}\Z")
 #: name segments a feed id may not have: dot segments are rewritten by URL normalisation, and a
-#: last segment ``events`` or ``state`` makes ``GET /feeds/{feed}`` collide with
-#: ``GET /feeds/{feed}/events`` and ``GET /feeds/{feed}/state``
+#: last segment ``events``, ``state`` or ``stream`` makes ``GET /feeds/{feed}`` collide with
+#: ``GET /feeds/{feed}/events``, ``GET /feeds/{feed}/state`` and ``GET /feeds/{feed}/stream``
 RESERVED_SEGMENTS = frozenset((".", ".."))
-RESERVED_LAST_SEGMENTS = frozenset(("events", "state"))
+RESERVED_LAST_SEGMENTS = frozenset(("events", "state", "stream"))
 EVENT_FIELDS = frozenset(("feed", "kind", "author", "ts", "ctx", "body", "sig", "id"))
 RECORD_FIELDS = frozenset(("seq", "prev", "rtime", "relay", "rsig", "event"))
 SNAPSHOT_FIELDS = frozenset(("feed", "seq", "head", "state", "relay", "rsig"))
@@ -57,6 +59,15 @@ def check_feed(feed: Any) -> str:
         raise InvalidEvent(f"a feed name's last segment may not be '{segments[-1]}' (it would clash with "
                            f"GET /feeds/{{feed}}/{segments[-1]})")
     return feed
+
+
+def check_prefix(prefix: Any) -> str:
+    """A watch prefix: a string some valid feed id starts with (``""``: every feed; ``auction/``:
+    one namespace; ``doc/spec-``: part of a name), so at most 233 characters of the feed id
+    charset; raise InvalidEvent otherwise."""
+    if not isinstance(prefix, str) or not PREFIX_RE.match(prefix) or "//" in prefix:
+        raise InvalidEvent("prefix must be the start of a feed id, like 'auction/' (see docs/protocol.md 9.4)")
+    return prefix
 
 
 def _is_int(v: Any) -> bool:

@@ -12,6 +12,8 @@ client -> relay
   unsub   {t, feed, rid?}
   pub     {t, event, rid?}
   ping    {t, rid?}
+  watch   {t, prefix, rid?}               announce new records of feeds whose id starts with prefix
+  unwatch {t, prefix, rid?}
 
 relay -> client
   challenge {t, nonce, relay}             first frame on every connection
@@ -24,6 +26,9 @@ relay -> client
   presence  {t, feed, op, keys}           op: "list" | "join" | "leave"
   unsubbed  {t, feed, rid?, reason?}      subscription ended (asked for, or access revoked)
   pong      {t, rid?}
+  watching  {t, prefix, rid?}             watch accepted (idempotent)
+  unwatched {t, prefix, rid?}
+  announce  {t, feed, seq, head, kind, rtime}  a record was stored in a watched feed
 """
 from __future__ import annotations
 
@@ -33,9 +38,10 @@ from typing import Any
 from .canonical import parse_json
 from .errors import CanonicalError, MalformedFrame
 
-CLIENT_FRAMES = frozenset(("hello", "sub", "unsub", "pub", "ping"))
+CLIENT_FRAMES = frozenset(("hello", "sub", "unsub", "pub", "ping", "watch", "unwatch"))
 RELAY_FRAMES = frozenset(
-    ("challenge", "welcome", "ok", "error", "rec", "snapshot", "synced", "presence", "unsubbed", "pong")
+    ("challenge", "welcome", "ok", "error", "rec", "snapshot", "synced", "presence", "unsubbed", "pong",
+     "watching", "unwatched", "announce")
 )
 
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -43,7 +49,7 @@ _JSON_WS = " \t\r\n"
 MAX_RID_INT = 2**53 - 1
 
 
-def _sendable(value: Any) -> bool:
+def sendable(value: Any) -> bool:
     """False for a string holding a lone surrogate: it cannot be sent back as UTF-8."""
     if not isinstance(value, str):
         return True
@@ -69,15 +75,21 @@ def split(message: str | bytes) -> list[str]:
     return [part for part in message.split("\n") if part.strip(_JSON_WS)]
 
 
+def parse_value(text: str, what: str = "frame") -> Any:
+    """Parse untrusted JSON text strictly (``collab.canonical.parse_json``: no floats, NaN or
+    duplicate keys; nesting bounded by the interpreter); raise MalformedFrame naming ``what``."""
+    try:
+        return parse_json(text)
+    except (ValueError, CanonicalError, RecursionError) as exc:
+        raise MalformedFrame(f"{what} is not valid JSON: {exc}") from exc
+
+
 def parse(text: str, allowed: frozenset[str] | None = CLIENT_FRAMES) -> dict[str, Any]:
     """Parse one frame; raise MalformedFrame with a reason a developer can act on.
 
     ``allowed=None`` accepts any string type (a client skipping types it does not know).
     """
-    try:
-        frame = parse_json(text)
-    except (ValueError, CanonicalError, RecursionError) as exc:
-        raise MalformedFrame(f"frame is not valid JSON: {exc}") from exc
+    frame = parse_value(text)
     if not isinstance(frame, dict):
         raise MalformedFrame("frame must be a JSON object")
     t = frame.get("t")
@@ -85,7 +97,7 @@ def parse(text: str, allowed: frozenset[str] | None = CLIENT_FRAMES) -> dict[str
         raise MalformedFrame(f"unknown frame type {t!r}")
     rid = frame.get("rid")
     if rid is not None and not (
-        (isinstance(rid, str) and len(rid) <= 64 and _sendable(rid))
+        (isinstance(rid, str) and len(rid) <= 64 and sendable(rid))
         or (isinstance(rid, int) and not isinstance(rid, bool) and -MAX_RID_INT <= rid <= MAX_RID_INT)
     ):
         raise MalformedFrame("rid must be a string (<= 64 chars) or an integer (|rid| <= 2**53-1)")
@@ -94,7 +106,7 @@ def parse(text: str, allowed: frozenset[str] | None = CLIENT_FRAMES) -> dict[str
 
 def error(code: str, message: str, **extra: Any) -> dict[str, Any]:
     frame: dict[str, Any] = {"t": "error", "code": code, "message": message}
-    frame.update({k: v for k, v in extra.items() if v is not None and _sendable(v)})
+    frame.update({k: v for k, v in extra.items() if v is not None and sendable(v)})
     return frame
 
 

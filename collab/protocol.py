@@ -18,7 +18,9 @@ from typing import Any
 
 from . import frames
 from .errors import ChainError, ColonyError, InvalidEvent, MalformedFrame, ProtocolError
-from .events import GENESIS, Event, Record, Snapshot, check_feed, hello_bytes
+from .events import (
+    GENESIS, HEX64_RE, KIND_RE, Event, Record, Snapshot, check_feed, check_prefix, hello_bytes,
+)
 from .feedcore_chain import link
 from .keys import Keypair
 
@@ -92,8 +94,53 @@ class Pong:
     rid: Any = None
 
 
+@dataclass(frozen=True, slots=True)
+class Announce:
+    """A record was stored in a feed whose id starts with a prefix we watch (docs/protocol.md
+    9.6): its feed, seq, record hash (the feed's new head), event kind and relay time. Not
+    verified (it carries no signature): subscribe to the feed, or read it, for the record."""
+
+    feed: str
+    seq: int
+    head: str
+    kind: str
+    rtime: int
+
+    @classmethod
+    def from_wire(cls, f: dict[str, Any]) -> Announce:
+        """Check an announcement's members (a ``announce`` frame, or an SSE ``/watch`` event's data)."""
+        feed, seq, head, kind, rtime = f.get("feed"), f.get("seq"), f.get("head"), f.get("kind"), f.get("rtime")
+        try:
+            feed = check_feed(feed)
+        except InvalidEvent as exc:
+            raise MalformedFrame(f"announce needs a feed id: {exc}") from exc
+        if not (isinstance(seq, int) and _is_int(seq) and seq >= 1 and isinstance(rtime, int) and _is_int(rtime)
+                and rtime >= 0):
+            raise MalformedFrame("announce needs a positive seq and a non-negative rtime")
+        if not (isinstance(head, str) and HEX64_RE.match(head) and isinstance(kind, str) and KIND_RE.match(kind)):
+            raise MalformedFrame("announce needs head (64 hex) and a kind")
+        return cls(feed, seq, head, kind, rtime)
+
+
+@dataclass(frozen=True, slots=True)
+class Watching:
+    """The relay accepted ``watch {prefix}``: announcements of it follow."""
+
+    prefix: str
+    rid: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Unwatched:
+    """The relay ended a watch (``unwatch {prefix}`` answered)."""
+
+    prefix: str
+    rid: Any = None
+
+
 ProtocolEvent = (
     Challenge | Welcome | Ack | ErrorReply | RecordReceived | SnapshotReceived | Synced | Presence | Unsubbed | Pong
+    | Announce | Watching | Unwatched
 )
 
 
@@ -170,6 +217,12 @@ class ClientProtocol:
     def ping(self, rid: Any = None) -> str:
         return frames.encode(frames.with_rid({"t": "ping"}, rid))
 
+    def watch(self, prefix: str, rid: Any = None) -> str:
+        return frames.encode(frames.with_rid({"t": "watch", "prefix": check_prefix(prefix)}, rid))
+
+    def unwatch(self, prefix: str, rid: Any = None) -> str:
+        return frames.encode(frames.with_rid({"t": "unwatch", "prefix": check_prefix(prefix)}, rid))
+
     # -- incoming frames ------------------------------------------------------------------
     def receive(self, message: str | bytes) -> list[ProtocolEvent]:
         """Parse a whole message (a batch). Raises on the first bad frame; see receive_frame."""
@@ -217,6 +270,12 @@ class ClientProtocol:
             return Welcome(_str(f, "key"))
         if t == "unsubbed":
             return Unsubbed(_str(f, "feed"), _opt_str(f, "reason"), f.get("rid"))
+        if t == "announce":
+            return Announce.from_wire(f)
+        if t == "watching":
+            return Watching(_str(f, "prefix"), f.get("rid"))
+        if t == "unwatched":
+            return Unwatched(_str(f, "prefix"), f.get("rid"))
         return Pong(f.get("rid"))
 
     def _feed_frame(self, t: str, feed: str, f: dict[str, Any]) -> ProtocolEvent | None:
@@ -273,13 +332,17 @@ def _str(f: dict[str, Any], name: str) -> str:
     return v
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _opt_str(f: dict[str, Any], name: str) -> str | None:
     v = f.get(name)
     return v if isinstance(v, str) else None
 
 
 __all__ = [
-    "Ack", "Challenge", "ClientProtocol", "Cursor", "ErrorReply", "Pong", "Presence", "ProtocolEvent", "RecordReceived",
-    "SnapshotReceived", "Synced", "Unsubbed", "Welcome",
+    "Ack", "Announce", "Challenge", "ClientProtocol", "Cursor", "ErrorReply", "Pong", "Presence", "ProtocolEvent",
+    "RecordReceived", "SnapshotReceived", "Synced", "Unsubbed", "Unwatched", "Watching", "Welcome",
 ]
 

@@ -76,7 +76,8 @@ class Raw:
     async def request(self, frame: dict[str, Any], rid: str, timeout: float = 10.0) -> dict[str, Any]:
         frame = {**frame, "rid": rid}
         await self.send(frame)
-        return await self.wait(lambda f: f.get("rid") == rid and f["t"] in ("ok", "error", "pong", "unsubbed"), timeout)
+        replies = ("ok", "error", "pong", "unsubbed", "watching", "unwatched")
+        return await self.wait(lambda f: f.get("rid") == rid and f["t"] in replies, timeout)
 
     async def close(self) -> None:
         await self.ws.close()

@@ -6,7 +6,9 @@
 //   Every record is verified here (web/colony.js: Ed25519 + SHA-256 via WebCrypto): the
 //   author's signature and event id, the relay's receipt, and the hash chain link.
 // - Documents: the text comes from GET /feeds/{feed}/state, fetched at most every DOC_EVERY ms
-//   while records arrive; the time-travel slider asks the same endpoint with ?at=SEQ.
+//   while records arrive; the time-travel slider asks the same endpoint with ?at=SEQ. The live
+//   text is coloured by author (each agent's colour, as on its chip): web/authors.js merges the
+//   feed's records with Yjs and maps each Yjs client id to the key that signed it.
 // - Names: agents publish profiles in agent/<key> feeds (kind agent.profile, body {name, ...});
 //   a profile counts only when <key> itself signed it.
 // - Coordination feeds (auction/, ledger/, vouch/, task/, agent/, dm/) show a state panel and the
@@ -18,6 +20,7 @@
 (() => {
   const C = window.Colony;
   const P = window.ColonyPanels;
+  const A = window.ColonyAuthors;
   const $ = (sel) => document.querySelector(sel);
   const ROW = 24;            // px per timeline row (fixed: the list is virtualized)
   const PAGE = 1000;         // records per HTTP page (the relay's maximum)
@@ -45,6 +48,7 @@
     T: null,                 // timeline of the current feed
     tt: { live: true, at: 0, timer: 0, ctl: null },
     doc: null,               // live document fetch throttle
+    authors: null,           // web/authors.js Tracker of the current doc feed
     crypto: "checking",      // "ok" | "unavailable" | "checking"
     panel: null,             // {state, info} of the current non-document feed
     overview: false,         // the Agents overview is shown instead of the feed
@@ -58,10 +62,28 @@
     const p = st.names.get(key) || P.agent(key);
     return p ? p.name : key && key === st.relayKey ? "relay" : short(key);
   }
-  function colour(key) {  // deterministic per key: hue from 3 bytes, lightness from one more
-    const h = parseInt(key.slice(0, 6), 16) % 360;
-    const l = 30 + (parseInt(key.slice(6, 8), 16) % 4) * 6;
-    return `hsl(${h} 62% ${l}%)`;
+  // Agent colours: the first PALETTE.length keys this page colours get distinct palette colours
+  // (slot from the key, the next free one on a collision), so the few agents a watcher compares
+  // (a document's authors, a feed's participants) never share one; later keys get a hue from the key.
+  const PALETTE = ["#1f6fd1", "#c62828", "#2e7d32", "#7b3fb5", "#d86a00", "#00838f", "#c2185b",
+                   "#8d5524", "#3949ab", "#5d6d00"];
+  const colours = new Map();  // key -> colour
+  const taken = new Set();     // palette slots in use
+  function colour(key) {
+    let c = colours.get(key);
+    if (c) return c;
+    const n = PALETTE.length;
+    let slot = parseInt(key.slice(0, 6), 16) % n;
+    for (let i = 0; i < n && taken.has(slot); i++) slot = (slot + 1) % n;
+    if (!taken.has(slot)) {
+      taken.add(slot);
+      c = PALETTE[slot];
+    } else {  // palette exhausted: hue from 3 bytes, lightness from one more
+      const h = parseInt(key.slice(0, 6), 16) % 360;
+      c = `hsl(${h} 62% ${30 + (parseInt(key.slice(6, 8), 16) % 4) * 6}%)`;
+    }
+    colours.set(key, c);
+    return c;
   }
   function el(tag, cls, text) {
     const e = document.createElement(tag);
@@ -499,9 +521,47 @@
   function showDoc(state, at, mode) {
     const pre = $("#doc");
     const text = state && typeof state.text === "string" ? state.text : JSON.stringify(state, null, 2);
-    setText(pre, text);
+    const tr = mode === "live" && typeof (state && state.text) === "string" ? st.authors : null;
+    const runs = tr && tr.runsAt(at, text);
+    if (runs) showRuns(pre, runs);
+    else if (pre.dataset.authored === "yes" || pre.textContent !== text) {
+      pre.textContent = text;
+      pre.dataset.authored = "no";
+      setText($("#doc-authors"), "");
+    }
     pre.dataset.seq = String(at);
     pre.dataset.mode = mode;
+    if (tr && !runs) {
+      tr.catchUp(at).then((ok) => {
+        if (ok && tr === st.authors && st.tt.live && pre.dataset.seq === String(at) && tr.runsAt(at, text)) {
+          showDoc(state, at, mode);
+        }
+      });
+    }
+  }
+
+  function showRuns(pre, runs) {  // the text as spans, one per run of one author
+    const spans = runs.map(([text, key]) => {
+      const s = el("span", key ? "au" : "au unknown", text);
+      if (key) {
+        s.dataset.author = key;
+        s.style.setProperty("--c", colour(key));
+        s.title = nameOf(key);
+      }
+      return s;
+    });
+    pre.replaceChildren(...spans);
+    pre.dataset.authored = "yes";
+    const chars = new Map();
+    for (const [text, key] of runs) if (key) chars.set(key, (chars.get(key) || 0) + text.length);
+    const legend = $("#doc-authors");
+    legend.replaceChildren(...(chars.size ? [el("span", "muted", "written by")] : []), ...[...chars.keys()].map((k) => {
+      const c = el("span", "chip", nameOf(k));
+      c.dataset.key = k;
+      c.style.setProperty("--c", colour(k));
+      c.title = `${k} · ${chars.get(k)} characters`;
+      return c;
+    }));
   }
 
   function docChanged() {  // a record arrived: refresh the text, at most every DOC_EVERY ms
@@ -623,6 +683,7 @@
     st.T = newTimeline(feed);
     st.tt = { live: true, at: 0, timer: 0, ctl: null };
     st.doc = { feed, timer: 0, inflight: false, dirty: false, last: 0 };
+    st.authors = isDocFeed(feed) ? new A.Tracker(feed) : null;
     setText($("#feed-title"), feed);
     st.info = null;
     $("#detail").hidden = true;

@@ -230,7 +230,7 @@
 
   const FEED_RE = /^[a-z][a-z0-9_-]{0,31}\/[A-Za-z0-9._~:@+=-][A-Za-z0-9._~:@+=\/-]{0,199}$/;
   const KIND_RE = /^[a-z][a-z0-9_.-]{0,63}$/;
-  const RESERVED_LAST = new Set(["events", "state"]);
+  const RESERVED_LAST = new Set(["events", "state", "stream"]);
 
   /** Feed id rules of section 4.1. */
   function validFeed(feed) {

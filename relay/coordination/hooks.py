@@ -110,6 +110,12 @@ class Plugin:
         """HTTP views of this namespace."""
         return ()
 
+    @property
+    def openapi(self) -> dict[str, dict[str, Any]]:
+        """The OpenAPI paths of :attr:`routes` (path -> method -> operation; relay.endpoints.openapi
+        merges them into ``GET /openapi.json``)."""
+        return {}
+
     async def gate(self, ctx: Context, event: Event, session_key: str | None) -> tuple[int, bool]:
         """Sequence ``event`` (one of ``gated_kinds``) with whatever must happen first."""
         raise InvalidEvent(f"{self.namespace or type(self).__name__} gates no {event.kind}")

@@ -19,6 +19,7 @@ import logging
 import time
 from typing import Any
 
+from collab.access import Access
 from collab.errors import Busy
 from collab.events import Event
 from collab.feedcore import RecordListener
@@ -34,6 +35,7 @@ from relay.core.presence import PresenceStore
 from relay.core.routes import PublishRoutes
 from relay.core.worker import FeedRuntime
 from relay.core.routing import Member, Routing
+from relay.core.watch import WATCH_FEED, Watches
 from relay.core.metrics import Metrics
 from relay.storage.base import Storage
 
@@ -62,6 +64,9 @@ class Hub:
         self._unwatching: set[asyncio.Task[None]] = set()
         self.quota = FeedQuota(config.limits, exempt=relay_key.public_hex)  # feeds created per key
         self._alarm_tasks: set[asyncio.Task[None]] = set()
+        # watchers of feed-id prefixes (relay.core.watch): told of every record committed here
+        self.watches = Watches(self.bus, self._access_of, lambda: storage.last_append)
+        self.listeners.append(self.watches.on_record)
 
     # -- the detours, read-only (register them on ``routes``) -------------------------------
     @property
@@ -138,6 +143,9 @@ class Hub:
 
     def on_bus(self, feed: str, payload: str) -> None:
         """Another process appended to ``feed`` (or sent a notice about it)."""
+        if feed == WATCH_FEED:
+            self.watches.received(payload)
+            return
         rt = self.feeds.get(feed)
         if rt is None:
             return
@@ -145,6 +153,10 @@ class Hub:
             rt.ingest(payload)
         else:
             rt.on_notice(payload)
+
+    def _access_of(self, feed: str) -> Access | None:
+        rt = self.feeds.get(feed)
+        return rt.access if rt is not None else None
 
     async def resync(self) -> None:
         for rt in list(self.feeds.values()):
@@ -326,6 +338,7 @@ class Hub:
                 await rt.save_snapshot()
             except Exception:
                 log.exception("snapshot of %s at shutdown failed", rt.feed)
+        await self.watches.close()  # what the drained feeds committed is announced
         await self.sandbox.close()
 
 

@@ -30,9 +30,10 @@ class Limits:
     subs_per_sec: float = 10.0              # sustained `sub` rate per connection
     subs_burst: int = 200                   # `sub` bucket size per connection (room for max_subscriptions at once)
     presence_interval: float = 0.25         # presence changes of a feed within this many seconds go out as one
-    max_connections_per_ip: int = 256       # open WebSockets (/ws, /yjs, /fed) per client IP
+    max_connections_per_ip: int = 256       # open WebSockets (/ws, /yjs, /fed) and SSE streams per client IP
     header_timeout: float = 10.0            # seconds for a request's (or upgrade's) HTTP headers to arrive
     first_message_timeout: float = 30.0     # seconds for a WebSocket's first message after the handshake
+    stream_keepalive: float = 15.0          # seconds between keep-alive comments on an SSE stream
     # federation peers (a /fed link is bounded like an agent connection; docs/federation.md)
     peer_max_subscriptions: int = 10_000    # mirror subscriptions per inbound /fed link
     peer_frames_per_sec: float = 10_000.0   # frames per inbound /fed link (fwd, sub, unsub, heads)
@@ -51,6 +52,7 @@ class Limits:
     max_doc_pending_bytes: int = 1 << 20    # a doc's updates waiting for dependencies, in bytes (too_large)
     max_doc_pending_updates: int = 256      # ... and how many of them (too_large)
     max_doc_pending_deletes: int = 4096     # ... and the deleted ranges among them (too_large)
+    max_watches: int = 16                   # prefixes one connection may watch (docs/protocol.md 9.4)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

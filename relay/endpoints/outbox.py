@@ -112,6 +112,12 @@ class Outbox:
         return cls(transport, limits.max_outbound_frames, max_bytes=limits.max_outbound_bytes,
                    unwritable_timeout=limits.unwritable_timeout, **kw)
 
+    @property
+    def finished(self) -> asyncio.Task[None]:
+        """The writer task: done once the connection is closed for good (an endpoint that has
+        nothing to receive, an SSE stream, waits on it)."""
+        return self._task
+
     def _pending_bytes(self) -> int:
         """Bytes held for this connection: queued here plus the transport's write buffer."""
         sock = self.sock

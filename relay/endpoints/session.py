@@ -20,7 +20,7 @@ from collab.errors import (
     BadSignature, ColonyError, InvalidEvent, LimitExceeded, MalformedFrame, RateLimited, TooLarge,
     Unavailable,
 )
-from collab.events import HEX64_RE, HEX128_RE, Event, check_feed, hello_bytes
+from collab.events import HEX64_RE, HEX128_RE, Event, check_feed, check_prefix, hello_bytes
 from collab.keys import verify
 
 from relay.core.hub import Hub
@@ -125,6 +125,20 @@ class Session(OutboxSubscriber):
             self._hello(frame)
         elif t == "ping":
             self.send(frames.with_rid({"t": "pong"}, frame.get("rid")))
+        elif t == "watch":  # docs/protocol.md 9.4 (relay.core.watch)
+            prefix = check_prefix(frame.get("prefix"))
+            await self.hub.watches.add(self, prefix, self.limits.max_watches)
+            if self.out.closed:  # the connection ended meanwhile
+                self.hub.watches.remove_all(self)
+            self.send(frames.with_rid({"t": "watching", "prefix": prefix}, frame.get("rid")))
+        elif t == "unwatch":
+            prefix = check_prefix(frame.get("prefix"))
+            self.hub.watches.remove(self, prefix)
+            self.send(frames.with_rid({"t": "unwatched", "prefix": prefix}, frame.get("rid")))
+
+    def announce(self, body: str) -> None:
+        """A watched feed has a new record (relay.core.watch.Watcher)."""
+        self.out.put('{"t":"announce",' + body[1:])
 
     def _hello(self, frame: dict[str, Any]) -> None:
         key, sig = frame.get("key"), frame.get("sig")
@@ -206,6 +220,7 @@ class Session(OutboxSubscriber):
         for feed in list(self.subs):
             self.hub.unsubscribe(self, feed)
         self.subs.clear()
+        self.hub.watches.remove_all(self)
         self.out.close(1000, "closed")
 
 

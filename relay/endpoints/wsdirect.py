@@ -146,6 +146,16 @@ def abort_transport(proto: Any) -> None:
     transport.abort()
 
 
+def bound_send_buffer(transport: Any, send_buffer: int) -> None:
+    """Cap the kernel's send buffer of ``transport``'s socket at ``send_buffer`` bytes when that is
+    below what the kernel would grow it to by itself (bytes it holds for a peer that stops reading
+    then count against the same budget as the relay's own queue)."""
+    if 0 < send_buffer < _CEILING:
+        sock = transport.get_extra_info("socket")
+        with contextlib.suppress(OSError, AttributeError, TypeError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer // 2)  # Linux doubles it
+
+
 def _abort_if_stuck(proto: Any) -> None:
     if not proto.disconnected and proto.transport.get_write_buffer_size() > 0:
         log.info("aborting a connection whose close frame did not go out in time (%s)", proto.client)
@@ -182,10 +192,7 @@ class GuardedProtocol(_Base):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        if 0 < self.send_buffer < _CEILING:
-            sock = transport.get_extra_info("socket")
-            with contextlib.suppress(OSError, AttributeError, TypeError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.send_buffer // 2)  # Linux doubles it
+        bound_send_buffer(transport, self.send_buffer)
 
     def keepalive_timeout(self) -> None:
         stuck = not self.disconnected and self.transport.get_write_buffer_size() > 0

@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         cli_agent = None  # type: ignore[assignment]  # an optional module: None when it cannot load
     if cli_agent is not None:
         cli_agent.register(sub)
+        from relay.ops import cli_watch
+
+        cli_watch.register(sub)
     return parser
 
 

@@ -401,9 +401,13 @@ def register(sub: Any) -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--data", default=None, help="data directory (default: a fresh temporary one)")
-    p.add_argument("--agents", type=int, default=4)
-    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
-    p.add_argument("--pace", type=float, default=1.0, help="seconds between an agent's edits")
+    p.add_argument("--agents", type=int, default=5,
+                   help="doc agents: outliner, writer, co-writer, reviewer, editor, then extra writers")
+    p.add_argument("--duration", type=float, default=None,
+                   help="stop this many seconds after the start, or when the script ends if later "
+                        "(default: keep serving after the script until Ctrl-C; with --relay: end with it)")
+    p.add_argument("--pace", type=float, default=1.0, metavar="SECONDS",
+                   help="seconds between an agent's steps (1 for a person watching; the tests use 0.05)")
     p.add_argument("--relay", action="append", default=None, metavar="URL",
                    help="run only the scripted agents against this running relay (repeatable: the doc "
                         "agents spread over the relays; the coordination scenes use the first); needs "

@@ -156,9 +156,12 @@ _LIMIT_HELP = {
     "subs_per_sec": "sustained subscribe rate per connection (subscriptions/second, token bucket)",
     "subs_burst": "subscribe burst per connection (token bucket size)",
     "presence_interval": "seconds over which a feed's presence changes are coalesced into one frame",
-    "max_connections_per_ip": "open WebSocket connections (/ws, /yjs, /fed) per client IP",
-    "header_timeout": "seconds a client has to send a request's HTTP headers before it is disconnected",
+    "max_connections_per_ip": "open WebSocket connections (/ws, /yjs, /fed), SSE streams and HTTP publishes waiting "
+                              "for their answer, per client IP",
+    "header_timeout": "seconds a client has to send a request's HTTP headers before it is disconnected, "
+                      "and then the body of an HTTP publish",
     "first_message_timeout": "seconds a WebSocket client has to send its first message before it is closed",
+    "stream_keepalive": "seconds between keep-alive comments on an SSE stream (GET /feeds/{feed}/stream)",
     "peer_max_subscriptions": "federation: mirror subscriptions one peer's /fed link may hold",
     "peer_frames_per_sec": "federation: frames per second from one peer (fwd, sub, unsub, heads; token bucket)",
     "peer_frames_burst": "federation: frame burst from one peer (token bucket size)",
@@ -175,6 +178,7 @@ _LIMIT_HELP = {
     "max_doc_pending_bytes": "bytes of a document's updates that may wait for dependencies (beyond: too_large)",
     "max_doc_pending_updates": "updates of a document that may wait for dependencies (beyond: too_large)",
     "max_doc_pending_deletes": "deleted ranges of a document that may wait for dependencies (beyond: too_large)",
+    "max_watches": "feed-id prefixes one connection may watch (watch frames; beyond: limit_exceeded)",
 }
 _SANDBOX_HELP = {
     "children": "Yjs sandbox: child processes that check Yjs updates before the relay applies them "

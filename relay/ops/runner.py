@@ -16,6 +16,8 @@ import uvicorn
 
 from relay.app import create_app
 from relay.core.config import Config
+from relay.endpoints.outbox import CLOSE_GOING_AWAY
+from relay.endpoints.sse import SseStream
 from relay.endpoints.wsdirect import GuardedProtocol
 from relay.ops.deadlines import header_deadline_protocol
 from relay.server import Relay
@@ -101,6 +103,14 @@ class GracefulServer(uvicorn.Server):
             await asyncio.wait((serving,))  # it is ending: surface uvicorn's own error, if any
             serving.result()
             raise RuntimeError("uvicorn stopped before it started listening")
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        """End the event streams first (``end`` going_away): they are HTTP responses, which
+        uvicorn would wait for until ``timeout_graceful_shutdown`` and then cut."""
+        streams = [s for s in list(self.relay.sessions) if isinstance(s, SseStream)]
+        await asyncio.gather(*(s.out.aclose(CLOSE_GOING_AWAY, "relay shutting down") for s in streams),
+                             return_exceptions=True)
+        await super().shutdown(sockets)
 
     def handle_exit(self, sig: int, frame: Any) -> None:
         if self._draining is None and self.started and self._loop is not None:

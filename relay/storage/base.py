@@ -68,6 +68,9 @@ class Storage(ABC):
     """Durable log of records per feed, with snapshots. Use as an async context manager."""
 
     name = "abstract"
+    #: (feed, last seq) of this process's last successful :meth:`append` on a shared backend
+    #: (set by it; read by relay.core.watch: only the appending process announces a record)
+    last_append: tuple[str, int] | None = None
 
     async def __aenter__(self) -> Storage:
         await self.open()

@@ -281,6 +281,8 @@ class RedisStorage(Storage):
         self.appends += 1
         if expected_seq == 0:
             await self._call("register", r.zadd(f"{self.prefix}:feeds", {feed: 0}, nx=True))
+        # after the last await: the caller commits (and announces) these before any other append
+        self.last_append = (feed, records[-1][0].seq)
 
     # -- reading ---------------------------------------------------------------------------
     async def head(self, feed: str) -> FeedHead | None:

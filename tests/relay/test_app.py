@@ -67,3 +67,17 @@ async def test_the_relay_lives_as_long_as_the_app(tmp_path: Path) -> None:
         assert (await relay.storage.health())["ok"]
     assert relay.closing
     assert create_app().state.relay.config.port == 8765  # a default relay (not started) when given nothing
+
+
+async def test_a_path_or_method_no_route_takes_gets_the_json_error_shape(tmp_path: Path) -> None:
+    """Starlette's own refusals answer like the API (docs/protocol.md 15.2): 404 ``not_found`` for
+    a path no route matches (the viewer's missing files too), 405 ``method_not_allowed`` with
+    ``Allow`` for a method its route does not take."""
+    async with serving(make_config(tmp_path)) as running, httpx.AsyncClient() as http:
+        for path in ("/nope.js", "/feeds/doc/a%0Ab/events"):  # a line break matches no feed route
+            resp = await http.post(f"{running.url}{path}", content=b"{}") if "feeds" in path else \
+                await http.get(f"{running.url}{path}")
+            assert resp.status_code == 404 and resp.json() == {"error": "not_found", "message": "Not Found"}, path
+        resp = await http.post(f"{running.url}/feeds/doc/a", content=b"{}")
+        assert resp.status_code == 405 and resp.json()["error"] == "method_not_allowed"
+        assert set(resp.headers["allow"].split(", ")) == {"GET", "HEAD"}

@@ -328,7 +328,8 @@ def gen_ids() -> dict[str, Any]:
         ("doc/.", "dot segment"), ("doc/..", "dot-dot segment"), ("doc/a/../b", "dot-dot segment"),
         ("doc/a/./b", "dot segment"), ("doc/events", "last segment 'events'"),
         ("doc/a/events", "last segment 'events'"), ("doc/state", "last segment 'state'"),
-        ("doc/a/state", "last segment 'state'"), ("", "empty"),
+        ("doc/a/state", "last segment 'state'"), ("doc/stream", "last segment 'stream'"),
+        ("doc/a/stream", "last segment 'stream'"), ("", "empty"),
     ]
     valid_kinds = ["doc.update", "feed.policy", "acl.grant", "a", "chat.msg", "x_y-z.0", "k" * 64]
     invalid_kinds = [("", "empty"), ("Doc.update", "uppercase"), ("1abc", "must start with a letter"),
@@ -654,6 +655,13 @@ def gen_frames() -> dict[str, Any]:
         ("hello_missing_sig", '{"t":"hello","key":"' + ALICE.pub + '"}', "malformed"),
         ("hello_wrong_nonce", '{"t":"hello","key":"' + ALICE.pub + '","sig":"' + bad_hello_sig + '"}',
          "bad_signature"),
+        ("watch_prefix_missing", '{"t":"watch"}', "invalid"),
+        ("watch_prefix_uppercase", '{"t":"watch","prefix":"Auction/"}', "invalid"),
+        ("watch_prefix_leading_slash", '{"t":"watch","prefix":"/a"}', "invalid"),
+        ("watch_prefix_double_slash", '{"t":"watch","prefix":"a//"}', "invalid"),
+        ("watch_prefix_not_string", '{"t":"watch","prefix":1}', "invalid"),
+        ("watch_prefix_too_long", '{"t":"watch","prefix":"a/' + "x" * 201 + '"}', "invalid"),
+        ("unwatch_bad_prefix", '{"t":"unwatch","prefix":"A"}', "invalid"),
     ]
     return {
         "description": "Client frames sent alone as one WebSocket text message on a fresh, unauthenticated "
@@ -732,6 +740,18 @@ def gen_first_replies() -> list[dict[str, Any]]:
         ("pub_access_after_validation", ("pub: a valid event to a signed feed from an anonymous connection: "
                                          "auth_required, with the event's feed and id"), pub(ev, rid=7),
          err("auth_required", rid=7, feed="chat/lobby", id=ev["id"])),
+        ("watch_accepted", "watch: a prefix of feed ids; the reply echoes it",
+         '{"t":"watch","prefix":"auction/","rid":"w"}', {"t": "watching", "prefix": "auction/", "rid": "w"}),
+        ("watch_everything", "watch: the empty prefix watches every feed the connection may read",
+         '{"t":"watch","prefix":"","rid":"e"}', {"t": "watching", "prefix": "", "rid": "e"}),
+        ("watch_part_of_a_namespace", "watch: any start of a feed id, even within the namespace",
+         '{"t":"watch","prefix":"auc"}', {"t": "watching", "prefix": "auc"}),
+        ("watch_prefix_null", "watch: prefix null (a required member) is as missing: invalid, no feed",
+         '{"t":"watch","prefix":null,"rid":8}', err("invalid", rid=8)),
+        ("watch_feed_not_echoed", "watch: a bad prefix; the error carries rid only",
+         '{"t":"watch","prefix":"Doc/","feed":"doc/a","rid":9}', err("invalid", rid=9)),
+        ("unwatch_not_watched", "unwatch of a prefix not watched is answered unwatched anyway",
+         '{"t":"unwatch","prefix":"doc/","rid":"u"}', {"t": "unwatched", "prefix": "doc/", "rid": "u"}),
     ]
     return [{"name": n, "note": note, "text": t, "reply": r} for n, note, t, r in cases]
 

@@ -166,6 +166,25 @@ async def test_viewer_live_doc_participants_timeline_and_time_travel(relay: Runn
         agents[1].doc.text.insert(0, "LIVE EDIT\n")  # type: ignore[union-attr]
         final = await settle(agents, relay)
         await wait_js(page, "t => document.querySelector('#doc').textContent === t", final)
+        # who wrote what (web/authors.js): every character in its author's span, even the
+        # concurrent inserts at random places
+        await wait_js(page, "t => { const d = document.querySelector('#doc'); "
+                            "return d.dataset.authored === 'yes' && d.textContent === t; }", final)
+        spans = await page.eval_on_selector_all("#doc span.au", "ss => ss.map(s => [s.textContent, s.dataset.author])")
+        by: list[str] = []
+        for part, key in spans:
+            by += [key] * len(part)
+        checked = 0
+        for a in agents:
+            mine = [f"{a.name} line {i}" for i in range(9) if agents[i % 3] is a]
+            for frag in [f"[{a.name} {i}]" for i in range(12)] + mine:
+                at = final.find(frag)  # a later concurrent insert may have split it: check the intact ones
+                if at >= 0:
+                    assert set(by[at:at + len(frag)]) == {a.key.public_hex}, frag
+                    checked += 1
+        assert checked > 30
+        at = final.index("LIVE EDIT\n")
+        assert set(by[at:at + 10]) == {agents[1].key.public_hex}
         await wait_js(page, "h => document.querySelector('#tl-rows .row').dataset.seq == h",
                       relay.relay.hub.feeds[feed].seq)
 

@@ -6,6 +6,7 @@ the Yjs endpoint reads agents' names from it too.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -15,7 +16,9 @@ from collab.errors import InvalidEvent
 
 from relay.coordination.directory import Directory
 from relay.coordination.hooks import Plugin, Site
-from relay.coordination.views import error, query_bool, query_int
+from relay.coordination.views import (
+    HEX64_SCHEMA, UINT_SCHEMA, doc_error, doc_json, doc_path, doc_query, error, query_bool, query_int,
+)
 
 
 def _directory(request: Request) -> Directory:
@@ -53,3 +56,26 @@ class AgentPlugin(Plugin):
     @property
     def routes(self) -> Sequence[BaseRoute]:
         return [Route("/agents", agents), Route("/agents/{key}", agent)]
+
+    @property
+    def openapi(self) -> dict[str, dict[str, Any]]:
+        profile = {"type": "object", "required": ["key", "name", "description", "capabilities", "updated", "online"],
+                   "properties": {"key": HEX64_SCHEMA, "name": {"type": "string"}, "description": {"type": "string"},
+                                  "capabilities": {"type": "array", "items": {"type": "string"}},
+                                  "updated": UINT_SCHEMA, "online": {"type": "boolean"}}}
+        page = {"type": "object", "required": ["total", "agents"],
+                "properties": {"total": UINT_SCHEMA, "agents": {"type": "array", "items": profile}}}
+        return {
+            "/agents": {"get": {"operationId": "agents", "summary": "Agent profiles (the directory)", "parameters": [
+                doc_query("capability", {"type": "string"}, "only agents offering this capability"),
+                doc_query("q", {"type": "string"}, "only agents whose name or description contains this"),
+                doc_query("online", {"enum": ["true", "false", "1", "0", "yes", "no"]}, "only agents (not) online"),
+                doc_query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "at most this many (100)"),
+                doc_query("offset", {"type": "integer", "minimum": 0, "maximum": 10**9}, "skip this many"),
+            ], "responses": {"200": doc_json(page, "a page of profiles"),
+                             "400": doc_error("a bad query parameter (`invalid`)")}}},
+            "/agents/{key}": {"get": {"operationId": "agent", "summary": "One agent's profile", "parameters": [
+                doc_path("key", {"type": "string"}, "the agent's key (64 hex)")],
+                "responses": {"200": doc_json(profile, "the profile"),
+                              "404": doc_error("no profile for this key (`not_found`)")}}},
+        }

@@ -18,7 +18,7 @@ from collab.events import HEX64_RE, Event, check_feed
 from collab.trust import TrustParams, scores
 
 from relay.coordination.hooks import Context, Plugin, Site
-from relay.coordination.views import error
+from relay.coordination.views import HEX64_SCHEMA, UINT_SCHEMA, doc_error, doc_json, doc_path, error
 
 PREFIX = "vouch/"
 
@@ -49,6 +49,31 @@ class VouchPlugin(Plugin):
     @property
     def routes(self) -> Sequence[BaseRoute]:
         return [Route("/trust/{topic}/{key}", self.trust_of), Route("/trust/{topic}", self.trust)]
+
+    @property
+    def openapi(self) -> dict[str, dict[str, Any]]:
+        topic = doc_path("topic", {"type": "string"}, "the trust feed is vouch/<topic>", "global")
+        key = doc_path("key", {"type": "string"}, "the key (64 hex)")
+        bad = doc_error("a bad topic or key (`invalid`)")
+        no_route = doc_error("no route matches the path (`not_found`), e.g. a topic with a '/'")
+        scale = {"const": 1_000_000_000}
+        entry = {"type": "object", "required": ["key", "score"],
+                 "properties": {"key": HEX64_SCHEMA, "score": UINT_SCHEMA}}
+        table = {"type": "object", "required": ["feed", "seq", "scale", "scores"],
+                 "properties": {"feed": {"type": "string"}, "seq": UINT_SCHEMA, "scale": scale,
+                                "scores": {"type": "array", "items": entry}}}
+        one = {"type": "object", "required": ["feed", "seq", "key", "score", "scale"],
+               "properties": {"feed": {"type": "string"}, "seq": UINT_SCHEMA, "key": HEX64_SCHEMA,
+                              "score": UINT_SCHEMA, "scale": scale}}
+        return {
+            "/trust/{topic}": {"get": {
+                "operationId": "trust", "summary": "Every key's trust score, highest first", "parameters": [topic],
+                "responses": {"200": doc_json(table, "the scores (parts per billion)"), "400": bad,
+                              "404": no_route}}},
+            "/trust/{topic}/{key}": {"get": {
+                "operationId": "trustOf", "summary": "One key's trust score", "parameters": [topic, key],
+                "responses": {"200": doc_json(one, "the score"), "400": bad, "404": no_route}}},
+        }
 
     async def _scores(self, site: Site, topic: str) -> tuple[int, dict[str, int]]:
         feed = check_feed(PREFIX + topic)

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(120)
 async def test_every_scene_ends_as_scripted(tmp_path: Path) -> None:
     cast = Cast()
     async with serving(make_config(tmp_path, operators=(cast.operator.public_hex,))) as running:
-        assert await run_scenes(running.url, cast, pace=0.1)
+        assert await run_scenes(running.url, cast, pace=0.05)
     assert not any("FAILED" in line for line in cast.log)
     assert cast.log[0].startswith("operator granted 100 credits")
     assert cast.log[-1].startswith("trust (ppb): ")
@@ -28,6 +28,6 @@ async def test_without_the_relays_operator_key_the_grant_is_refused_and_nothing_
     cast = Cast(operator=Keypair.generate())
     async with serving(make_config(tmp_path)) as running:  # the cast's operator is not the relay's
         with pytest.raises(RelayError) as info:
-            await run_scenes(running.url, cast, pace=0.1)
+            await run_scenes(running.url, cast, pace=0.05)
     assert info.value.code == "unauthorized"
     assert cast.log == []  # it stopped at the grant, before any scene
