@@ -24,6 +24,7 @@ ColonyError
 │   ├── HomeUnreachable      the feed's home relay (federation) is out of reach -> ``home_unreachable``
 │   └── Busy                 the relay holds ``max_loaded_feeds`` feeds, none idle -> ``busy``
 ├── RelayError               the relay answered a request with an error frame (client side)
+├── Unreachable              no relay answers at a URL: refused, DNS, TLS or timeout (client side)
 ├── EnginePanic              collab.namespaces.doc: the Yjs engine panicked encoding a document this
 │                            process holds (the relay reloads the feed and quarantines the culprit)
 ├── HeadMoved                relay.storage.base: the feed head moved under an append (CAS lost)
@@ -146,6 +147,18 @@ class RelayError(ColonyError):
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
         self.message = message
+
+
+class Unreachable(ColonyError):
+    """No relay answers at ``url`` (connection refused, name not resolved, handshake or timeout).
+    Client side only: a peer never sends this code; ``colony`` exits 3 on it."""
+
+    code = "unreachable"
+
+    def __init__(self, url: str, reason: str = "") -> None:
+        super().__init__(f"cannot reach {url}" + (f": {reason}" if reason else ""))
+        self.url = url
+        self.reason = reason
 
 
 ERROR_CODES = (

@@ -164,12 +164,16 @@ class ClientProtocol:
     authenticated: bool = False
     cursors: dict[str, Cursor] = field(default_factory=dict)
     duplicates: int = 0  # records dropped because they were at or below the cursor
+    #: feed -> our unsubs the relay has not answered yet: its frames for the feed until then belong
+    #: to the subscription that ended, even when the feed was subscribed again meanwhile
+    draining: dict[str, int] = field(default_factory=dict)
 
     # -- connection lifecycle -------------------------------------------------------------
     def connection_lost(self) -> None:
         """Forget per-connection state; cursors stay so subscriptions resume by seq."""
         self.nonce = None
         self.authenticated = False
+        self.draining.clear()  # a new connection has nothing in flight
         for cur in self.cursors.values():
             cur.synced = False
 
@@ -209,6 +213,7 @@ class ClientProtocol:
 
     def unsub(self, feed: str, rid: Any = None) -> str:
         self.forget(feed)
+        self.draining[check_feed(feed)] = self.draining.get(feed, 0) + 1
         return frames.encode(frames.with_rid({"t": "unsub", "feed": check_feed(feed)}, rid))
 
     def pub(self, event: Event, rid: Any = None) -> str:
@@ -269,7 +274,14 @@ class ClientProtocol:
             self.authenticated = True
             return Welcome(_str(f, "key"))
         if t == "unsubbed":
-            return Unsubbed(_str(f, "feed"), _opt_str(f, "reason"), f.get("rid"))
+            feed, reason = _str(f, "feed"), _opt_str(f, "reason")
+            left = self.draining.get(feed, 0) - 1
+            if reason is None and left >= 0:  # the answer to an unsub of ours (the relay's own carry a reason)
+                if left:
+                    self.draining[feed] = left
+                else:
+                    del self.draining[feed]
+            return Unsubbed(feed, reason, f.get("rid"))
         if t == "announce":
             return Announce.from_wire(f)
         if t == "watching":
@@ -280,8 +292,8 @@ class ClientProtocol:
 
     def _feed_frame(self, t: str, feed: str, f: dict[str, Any]) -> ProtocolEvent | None:
         cur = self.cursors.get(feed)
-        if cur is None:
-            return None  # in flight after an unsub: not ours any more
+        if cur is None or self.draining.get(feed):
+            return None  # in flight after an unsub: not ours any more (a new sub's frames follow its unsubbed)
         if t == "rec":
             rec = Record.from_wire(f.get("rec"))
             if rec.feed != feed:

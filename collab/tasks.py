@@ -157,8 +157,14 @@ class TaskWorker(FeedView[TaskState]):
         me = self.client.key.public_hex if self.client.key else None
         st = await self.wait_for(lambda s: self.sub in s.subs and s.subs[self.sub].assignee == me, timeout)
         x = st.subs[self.sub]
-        self._beat = asyncio.get_running_loop().create_task(self._heartbeat(max(0.1, x.heartbeat_ms / 3000)))
+        self.beat(x.heartbeat_ms)
         return x.checkpoint if x.checkpoint_seq else None
+
+    def beat(self, heartbeat_ms: int) -> None:
+        """Heartbeat at a third of the subtask's window until done, failed, refused or closed
+        (``start_work`` starts it; an agent that resumed otherwise may start it itself)."""
+        if self._beat is None:
+            self._beat = asyncio.get_running_loop().create_task(self._heartbeat(max(0.1, heartbeat_ms / 3000)))
 
     async def _heartbeat(self, every: float) -> None:
         while True:

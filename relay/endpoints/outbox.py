@@ -77,20 +77,34 @@ class Socket(Protocol):
         """Abort in ``timeout`` seconds if bytes written by then (a close frame) are still unsent."""
 
 
+class Direct(Protocol):
+    """Writes a message already framed for the wire straight to the connection's transport when
+    that is safe (False: queue it instead). :class:`relay.endpoints.wsdirect.DirectWriter` for a
+    WebSocket, ``relay.endpoints.sse.HttpSocket`` (HTTP chunks) for an event stream."""
+
+    frames_ok: bool
+
+    def write(self, frame: bytes) -> bool: ...
+    def force_close(self, code: int, reason: str) -> bool: ...
+
+
 class Outbox:
     """Bounded queue of outgoing messages (text frames and binary messages) with one writer task."""
 
     def __init__(self, transport: Transport, max_frames: int, *, max_bytes: int = _DEFAULT.max_outbound_bytes,
                  unwritable_timeout: float = _DEFAULT.unwritable_timeout, slow_reason: str = SLOW_REASON,
-                 flush_codes: Iterable[int] = (CLOSE_GOING_AWAY,), sock: Socket | None = None) -> None:
+                 flush_codes: Iterable[int] = (CLOSE_GOING_AWAY,), sock: Socket | None = None,
+                 direct: Direct | None = None) -> None:
         self.transport = transport
         self.max_frames = max_frames
         self.max_bytes = max_bytes
         self.unwritable_timeout = unwritable_timeout
         self.slow_reason = slow_reason
         self.flush_codes = frozenset(flush_codes)
-        direct = DirectWriter.of(transport)
-        self.sock: Socket | None = sock if sock is not None else direct
+        ws = DirectWriter.of(transport)
+        self.sock: Socket | None = sock if sock is not None else ws
+        if direct is None:
+            direct = ws
         self.direct = direct if direct is not None and direct.frames_ok else None
         self.frames: deque[str | bytes] = deque()
         self.held = 0          # length of what ``frames`` holds (a shared frame counts for each connection)
@@ -355,4 +369,5 @@ class OutboxSubscriber:
         self.out.put(frames.encode(frame))
 
 
-__all__ = ["CLOSE_GOING_AWAY", "CLOSE_SLOW", "MAX_COALESCE_BYTES", "Outbox", "OutboxSubscriber", "Socket", "Transport"]
+__all__ = ["CLOSE_GOING_AWAY", "CLOSE_SLOW", "MAX_COALESCE_BYTES", "Direct", "Outbox", "OutboxSubscriber", "Socket",
+           "Transport"]

@@ -98,6 +98,27 @@ class HttpSocket:
     def abort(self) -> None:
         abort_transport(self._cycle)
 
+    # -- the outbox's direct path (relay.endpoints.outbox.Direct) -------------------------------
+    frames_ok = True
+
+    def write(self, frame: bytes) -> bool:
+        """Write ``frame``, one whole HTTP chunk (``len CRLF body CRLF``), straight to the
+        transport while the response is an open chunked body that takes bytes; False otherwise
+        (the outbox then queues the body and sends it through ASGI)."""
+        c = self._cycle
+        if (c.disconnected or c.flow.write_paused or not c.response_started or c.response_complete
+                or c.chunked_encoding is not True):
+            return False
+        transport = c.transport
+        if transport.is_closing():
+            return False
+        transport.write(frame)
+        return True
+
+    def force_close(self, code: int, reason: str) -> bool:
+        """(The outbox's last resort for a WebSocket.) A stream's end goes through ASGI only."""
+        return False
+
     def abort_unless_drained(self, timeout: float) -> None:
         asyncio.get_running_loop().call_later(timeout, self._abort_if_stuck)
 
@@ -140,9 +161,9 @@ class SseStream(OutboxSubscriber):
                  sock: HttpSocket | None) -> None:
         self.relay, self.feed, self.key, self.cap = relay, feed, key, cap
         self.reads_any = cap is not None  # a capability holder: read rights checked here (its expiry)
-        self.out = Outbox.of(transport, relay.config.limits, slow_reason=SLOW_REASON, sock=sock,
+        self.out = Outbox.of(transport, relay.config.limits, slow_reason=SLOW_REASON, sock=sock, direct=sock,
                              flush_codes=(CLOSE_GOING_AWAY, END_UNAUTHORIZED, CLOSE_INTERNAL))
-        self._rec = '{"t":"rec","feed":' + json.dumps(feed) + ',"rec":'
+        self.rec_prefix = '{"t":"rec","feed":' + json.dumps(feed) + ',"rec":'
         self._expiry: asyncio.TimerHandle | None = None
         if cap is not None:
             self._watch_expiry()
@@ -150,8 +171,8 @@ class SseStream(OutboxSubscriber):
     # -- frames to events (relay.core.fanout.Subscriber) ---------------------------------------
     def event(self, frame: str) -> str | None:
         """The SSE event for a native frame (docs/protocol.md 15.4), or None (not sent)."""
-        if frame.startswith(self._rec):  # the hot path: the record's text as stored, not parsed
-            rec = frame[len(self._rec):-1]
+        if frame.startswith(self.rec_prefix):  # the hot path: the record's text as stored, not parsed
+            rec = frame[len(self.rec_prefix):-1]
             m = _SEQ.match(rec)
             seq = int(m.group(1)) if m else json.loads(rec)["seq"]
             return f"event: rec\nid: {seq}\ndata: {rec}\n"
@@ -178,8 +199,15 @@ class SseStream(OutboxSubscriber):
             self.out.put(text)
 
     def deliver_shared(self, msg: SharedText) -> None:
-        for frame in msg.parts:
-            self.deliver(frame)
+        """A batch of record frames every subscriber of the feed gets: rendered as SSE once for
+        all the feed's streams (:func:`_rendered`), written straight to the socket as one HTTP
+        chunk when nothing is queued ahead of it, else queued as one message."""
+        rendered = _rendered(msg, self)
+        if rendered is None:
+            for frame in msg.parts:
+                self.deliver(frame)
+        else:
+            self.out.put_framed(*rendered)
 
     async def deliver_wait(self, frame: str) -> None:
         text = self.event(frame)
@@ -209,6 +237,27 @@ class SseStream(OutboxSubscriber):
             self._expiry.cancel()
         self.relay.hub.unsubscribe(self, self.feed)
         self.out.close(1000, "closed")
+
+
+#: the last batch rendered (:func:`_rendered`): the fan-out hands one batch to every stream of
+#: its feed in turn, so one slot keeps the work to once per batch
+_last: list[Any] = [None, None]
+
+
+def _rendered(msg: SharedText, stream: SseStream) -> tuple[bytes, bytes] | None:
+    """The SSE body of a batch of record frames (its events, each followed by a blank line) and
+    the same as one HTTP chunk; None when a part is not a record frame of ``stream``'s feed."""
+    if _last[0] is msg:
+        return _last[1]
+    events = []
+    for frame in msg.parts:
+        if not frame.startswith(stream.rec_prefix):
+            return None
+        events.append(stream.event(frame))
+    body = ("\n".join(events) + "\n").encode()  # type: ignore[arg-type]
+    out = (body, b"%x\r\n%b\r\n" % (len(body), body))
+    _last[0], _last[1] = msg, out
+    return out
 
 
 def _error(status: int, code: str, message: str, **headers: str) -> JSONResponse:

@@ -1,7 +1,10 @@
 """The ``colony`` command line: run a relay, manage keys, and talk to a relay as an agent.
 
 The settings of ``colony serve`` (their table, parsing and resolution into a Config) live in
-:mod:`relay.ops.cli_settings`; the agent commands in :mod:`relay.ops.cli_agent`."""
+:mod:`relay.ops.cli_settings`; the agent commands in :mod:`relay.ops.cli_feeds` (publish, feeds,
+read, doc), :mod:`relay.ops.cli_coord` (auction, task), :mod:`relay.ops.cli_peers` (vouch, trust,
+agents, profile, dm, balance) and :mod:`relay.ops.cli_agent` (tail, replay, grant, export, import,
+compact, demo); their options and exit codes in :mod:`relay.ops.cli_common`."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +18,7 @@ from typing import Any
 from collab.keys import Keypair
 
 from relay.core.config import Config
+from relay.ops.cli_common import DEFAULT_RELAY, EPILOG
 from relay.ops.cli_settings import (
     SETTINGS,
     SETTINGS_BY_NAME,
@@ -29,7 +33,6 @@ from relay.ops.cli_settings import (
 __all__ = ["DEFAULT_RELAY", "SETTINGS", "SETTINGS_BY_NAME", "ConfigError", "Setting", "add_serve_args", "build_parser",
            "config_from", "main", "resolve_settings"]
 
-DEFAULT_RELAY = "http://127.0.0.1:8765"
 
 
 def _run(coro: Coroutine[Any, Any, int]) -> int:
@@ -118,7 +121,8 @@ CommandFn = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="colony", description="Colony: a relay for agents that work together")
+    parser = argparse.ArgumentParser(prog="colony", description="Colony: a relay for agents that work together",
+                                     epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("serve", help="run a relay (embedded SQLite storage, or a shared Redis)")
@@ -135,15 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--create", action="store_true", help="create the key file (mode 0600) if it does not exist")
     p.set_defaults(fn=cmd_pubkey)
 
-    try:
-        from relay.ops import cli_agent
-    except ImportError:
-        cli_agent = None  # type: ignore[assignment]  # an optional module: None when it cannot load
-    if cli_agent is not None:
-        cli_agent.register(sub)
-        from relay.ops import cli_watch
+    from relay.ops import cli_agent, cli_coord, cli_feeds, cli_mcp, cli_peers, cli_watch
 
-        cli_watch.register(sub)
+    for module in (cli_feeds, cli_coord, cli_peers, cli_watch, cli_agent, cli_mcp):  # agent commands (docs/agents.md)
+        module.register(sub)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""Agent-side ``colony`` commands: ``doc append``, ``doc cat``, ``tail``, ``replay``, ``grant``, ``demo``.
+"""Agent-side ``colony`` commands: ``tail``, ``replay``, ``grant``, ``demo``; and the store commands ``export``,
+``import``, ``compact``. (``doc``, ``publish`` and the namespace commands: relay/ops/cli_feeds.py and its siblings.)
 
 They talk to a relay like any agent does (``collab.client``), so they double as examples.
 """
@@ -16,108 +17,29 @@ from typing import Any
 from collab.errors import ColonyError
 from collab.keys import Keypair
 
-DEFAULT_RELAY = "http://127.0.0.1:8765"
+from relay.ops.cli_common import DEFAULT_RELAY, EPILOG, load_key, relay_url, run
 
 
 def _relay_url(args: argparse.Namespace) -> str:
-    return args.relay or os.environ.get("COLONY_RELAY") or DEFAULT_RELAY
+    return relay_url(args)
 
 
 def _key(args: argparse.Namespace) -> Keypair:
-    path = args.key or os.environ.get("COLONY_KEY")
-    if not path:
-        raise SystemExit("colony: this command signs events: pass --key FILE or set COLONY_KEY "
-                         "(create one with `colony keygen --out FILE`)")
-    try:
-        return Keypair.load(path)
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"colony: cannot load key {path}: {exc}") from None
+    return load_key(args)
 
 
-def _run(coro: Any) -> int:
-    from relay.ops.cli import _run as run
+def _run(coro: Any, url: str | None = None) -> int:
+    """Run a command. One that talks to the relay at ``url`` exits with the codes of
+    relay.ops.cli_common (1 refused, 3 unreachable); a store command (no url) exits 1 on failure."""
+    if url is not None:
+        return run(coro, url)
+    from relay.ops.cli import _run as run_loop
 
     try:
-        return run(coro)
-    except ColonyError as exc:
+        return run_loop(coro)
+    except (ColonyError, OSError) as exc:
         print(f"colony: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(f"colony: cannot reach the relay: {exc}", file=sys.stderr)
-        return 1
-
-
-# -- doc -------------------------------------------------------------------------------------
-async def _doc_append(url: str, key: Keypair, feed: str, text: str, timeout: float) -> int:
-    from collab.client import Client
-    from collab.doc import Doc
-
-    async with Client(url, key, reconnect=False) as client:
-        async with Doc(client, feed) as doc:
-            await doc.synced(timeout)
-            with doc.ydoc.transaction():
-                doc.text.insert(len(doc.text), text)
-            seq = await doc.flushed(timeout)
-    print(seq)
-    return 0
-
-
-def roots_json(data: bytes) -> dict[str, Any]:
-    """Every root of a Yjs document as JSON. Root types are not self-describing in a Yjs
-    update, so each root is read on a scratch copy as Map, Text, Array, then XML, and the
-    first view that shows content wins."""
-    from pycrdt import Array, Doc, Map, Text, XmlFragment
-
-    probe: Doc[Any] = Doc()
-    probe.apply_update(data)
-    out: dict[str, Any] = {}
-    for name in sorted(probe.keys()):
-        value: Any = None
-        for typ in (Map, Text, Array, XmlFragment):
-            scratch: Doc[Any] = Doc()
-            scratch.apply_update(data)
-            root = scratch.get(name, type=typ)
-            if typ is Map and len(root):
-                value = root.to_py()
-            elif typ is Text and str(root):
-                value = str(root)
-            elif typ is Array and len(root):
-                value = root.to_py()
-            elif typ is XmlFragment:
-                value = str(root)
-            if value not in (None, "", [], {}):
-                break
-        out[name] = value
-    return out
-
-
-async def _doc_cat(url: str, feed: str, as_json: bool, timeout: float) -> int:
-    from pycrdt import Doc, Text
-
-    from collab.client import Client
-
-    ydoc: Doc[Any] = Doc()
-    state = {"seq": 0, "head": ""}
-
-    def on_snapshot(snap: Any) -> None:
-        ydoc.apply_update(snap.state)
-
-    def on_record(rec: Any) -> None:
-        if rec.event.kind == "doc.update":
-            from collab.events import unb64
-
-            ydoc.apply_update(unb64(rec.event.body["update"]))
-
-    async with Client(url, None, reconnect=False) as client:
-        sub = await client.subscribe(feed, on_record=on_record, on_snapshot=on_snapshot)
-        await sub.wait_synced(timeout)
-        state = {"seq": sub.seq, "head": sub.head}
-    if as_json:
-        print(json.dumps({"feed": feed, **state, "roots": roots_json(ydoc.get_update())}, ensure_ascii=False, indent=2))
-    else:
-        sys.stdout.write(str(ydoc.get("text", type=Text)))
-        sys.stdout.write("\n")
-    return 0
 
 
 # -- tail ------------------------------------------------------------------------------------
@@ -332,32 +254,15 @@ def _client_args(p: argparse.ArgumentParser, key: bool = True) -> None:
 
 
 def register(sub: Any) -> None:
-    doc = sub.add_parser("doc", help="read and edit collaborative documents")
-    dsub = doc.add_subparsers(dest="doc_command", required=True)
-
-    p = dsub.add_parser("append", help="append TEXT to the document's main text as one signed edit")
-    p.add_argument("feed")
-    p.add_argument("text")
-    p.add_argument("--timeout", type=float, default=30.0)
-    _client_args(p)
-    p.set_defaults(fn=lambda a: _run(_doc_append(_relay_url(a), _key(a), a.feed, a.text, a.timeout)))
-
-    p = dsub.add_parser("cat", help="print the merged text (root Y.Text 'text')")
-    p.add_argument("feed")
-    p.add_argument("--json", action="store_true", help="print every root of the document as JSON")
-    p.add_argument("--timeout", type=float, default=30.0)
-    _client_args(p, key=False)
-    p.set_defaults(fn=lambda a: _run(_doc_cat(_relay_url(a), a.feed, a.json, a.timeout)))
-
-    p = sub.add_parser("tail", help="print a feed's records live as they are sequenced")
+    p = sub.add_parser("tail", epilog=EPILOG, help="print a feed's records live as they are sequenced")
     p.add_argument("feed")
     p.add_argument("--since", type=int, default=None, help="start after this seq (default: the current head)")
     p.add_argument("--count", type=int, default=None, help="exit after this many records")
     p.add_argument("--json", action="store_true", help="one record per line as wire JSON")
     _client_args(p, key=False)
-    p.set_defaults(fn=lambda a: _run(_tail(_relay_url(a), a.feed, a.since, a.count, a.json)))
+    p.set_defaults(fn=lambda a: _run(_tail(_relay_url(a), a.feed, a.since, a.count, a.json), _relay_url(a)))
 
-    p = sub.add_parser("replay", help="rebuild a feed locally from its log; --verify checks everything")
+    p = sub.add_parser("replay", epilog=EPILOG, help="rebuild a feed locally from its log; --verify checks everything")
     p.add_argument("feed")
     p.add_argument("--at", type=int, default=None, help="stop at this seq")
     p.add_argument("--verify", action="store_true", help="exit non-zero if any signature, link or rule fails")
@@ -366,14 +271,15 @@ def register(sub: Any) -> None:
     p.add_argument("--key", default=None,
                    help="read as this agent key (a members or dm/ feed it may read; default: anonymous)")
     p.set_defaults(fn=lambda a: _run(_replay(_relay_url(a), a.feed, a.at, a.verify, a.json,
-                                             _key(a) if a.key else None)))
+                                             _key(a) if a.key else None), _relay_url(a)))
 
-    p = sub.add_parser("grant", help="print a capability token that lets Yjs clients read (and --write) a doc")
+    p = sub.add_parser("grant", epilog=EPILOG,
+                       help="print a capability token that lets Yjs clients read (and --write) a doc")
     p.add_argument("feed", help="a doc/ feed you own (one without records is created, owned by your key)")
     p.add_argument("--write", action="store_true", help="grant write as well as read (default: read only)")
     p.add_argument("--ttl", type=float, default=3600.0, metavar="SECONDS", help="validity (default 3600)")
     _client_args(p)
-    p.set_defaults(fn=lambda a: _run(_grant(_relay_url(a), _key(a), a.feed, a.write, a.ttl)))
+    p.set_defaults(fn=lambda a: _run(_grant(_relay_url(a), _key(a), a.feed, a.write, a.ttl), _relay_url(a)))
 
     p = sub.add_parser("export", help="back up feeds from a relay's store to a JSON Lines file")
     p.add_argument("feeds", nargs="*", metavar="FEED")

@@ -11,14 +11,13 @@ import argparse
 import asyncio
 import datetime as dt
 import json
-import os
 import sys
 from typing import Any
 
-from collab.errors import ColonyError, InvalidEvent, RelayError
+from collab.errors import InvalidEvent, Unreachable
 from collab.keys import Keypair
 
-EXIT_REFUSED, EXIT_USAGE, EXIT_UNREACHABLE = 1, 2, 3
+from relay.ops.cli_common import add_command, client_args, optional_key, relay_url, run, usage
 
 
 def line(ev: Any, as_json: bool) -> str:
@@ -52,51 +51,30 @@ async def watch(url: str, key: Keypair | None, prefix: str, count: int | None, a
             await client.watch(prefix, on_announce)
             print(f"# watching {prefix!r} on {url}", file=sys.stderr, flush=True)
             await done
-    except RelayError as exc:
-        print(f"colony: the relay refused: {exc.code}: {exc.message}", file=sys.stderr)
-        return EXIT_REFUSED
-    except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as exc:
-        print(f"colony: cannot reach the relay at {url}: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    except ColonyError as exc:
-        print(f"colony: {exc}", file=sys.stderr)
-        return EXIT_REFUSED
+    except (InvalidHandshake, InvalidURI) as exc:  # OSError and the relay's refusals: cli_common.fail
+        raise Unreachable(url, str(exc)) from exc
     return 0
 
 
 def cmd_watch(a: argparse.Namespace) -> int:
     from collab.events import check_prefix
-    from relay.ops.cli import _run
-    from relay.ops.cli_agent import _relay_url
 
     try:
         check_prefix(a.prefix)
     except InvalidEvent as exc:
-        print(f"colony watch: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        usage(f"watch: {exc}")
     if a.count is not None and a.count < 1:
-        print("colony watch: --count must be at least 1", file=sys.stderr)
-        return EXIT_USAGE
-    path = a.key or os.environ.get("COLONY_KEY")
-    try:
-        key = Keypair.load(path) if path else None
-    except (OSError, ValueError) as exc:
-        print(f"colony watch: cannot load key {path}: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    return _run(watch(_relay_url(a), key, a.prefix, a.count, a.json))
+        usage("watch: --count must be at least 1")
+    url = relay_url(a)
+    return run(watch(url, optional_key(a), a.prefix, a.count, a.json), url)
 
 
 def register(sub: Any) -> None:
-    from relay.ops.cli_agent import DEFAULT_RELAY
-
-    p = sub.add_parser("watch", help="print every new record of the feeds whose id starts with PREFIX",
-                       description="Print an announcement (feed, seq, head, kind, rtime) of every new record of "
-                                   "every feed whose id starts with PREFIX that the key may read. Exit 0 done, "
-                                   "1 refused by the relay, 2 usage, 3 relay unreachable.")
+    p = add_command(sub, "watch", "print an announcement (feed, seq, head, kind, rtime) of every new record of "
+                                  "every feed whose id starts with PREFIX that the key may read")
     p.add_argument("prefix", metavar="PREFIX", help="the start of the feed ids, e.g. auction/ (\"\": every feed)")
-    p.add_argument("--relay", default=None, help=f"relay base URL (default $COLONY_RELAY or {DEFAULT_RELAY})")
-    p.add_argument("--key", default=None, help="agent key file, to hear of the members and dm/ feeds it reads "
-                   "(default $COLONY_KEY; none: anonymous, public feeds only)")
+    client_args(p, key="agent key file, to hear of the members and dm/ feeds it reads (default $COLONY_KEY; "
+                       "none: anonymous, public feeds only)", as_json=False, timeout=False)
     p.add_argument("--json", action="store_true", help="one announcement per line as JSON")
     p.add_argument("--count", type=int, default=None, metavar="N", help="exit after N announcements")
     p.set_defaults(fn=cmd_watch)

@@ -172,6 +172,27 @@ def test_cursor_survives_connection_loss_and_drives_the_resubscribe() -> None:
     assert p.receive(rec_frame(chain(3)[2])) == []  # untracked feed: in flight after unsub
 
 
+def test_frames_in_flight_after_an_unsub_never_reach_a_new_subscription_to_the_feed() -> None:
+    """unsub then sub again at once (an agent reading a doc twice): the relay answers in order, so
+    records it sent the old subscription before its `unsubbed` are ignored, not checked against
+    the new cursor (they would look like a gap)."""
+    p = proto()
+    recs = chain(6)
+    p.receive("\n".join(rec_frame(r) for r in recs[:4]))
+    p.unsub(FEED, rid="u1")
+    p.sub(FEED, since=0, rid="s2")
+    assert p.receive(rec_frame(recs[4])) == []  # live, for the old subscription
+    assert p.receive('{"t":"unsubbed","feed":"chat/room","rid":"u1"}') == [Unsubbed(FEED, None, "u1")]
+    assert FEED not in p.draining
+    assert [e.record.seq for e in p.receive("\n".join(rec_frame(r) for r in recs))] == [1, 2, 3, 4, 5, 6]  # type: ignore[union-attr]
+    # the relay's own unsubbed (with a reason) answers none of ours
+    p.unsub(FEED)
+    p.receive('{"t":"unsubbed","feed":"chat/room","reason":"unauthorized"}')
+    assert p.draining == {FEED: 1}
+    p.connection_lost()
+    assert p.draining == {}
+
+
 def test_replies_and_notices_parse_into_events() -> None:
     p = proto()
     text = "\n".join([

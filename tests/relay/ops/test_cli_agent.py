@@ -15,7 +15,7 @@ from pycrdt import Array, Doc, Map, Text
 from collab.capability import Capability
 from collab.client import Client
 from collab.keys import Keypair
-from relay.ops.cli_agent import roots_json
+from relay.ops.cli_feeds import roots_json
 from relay.ops.runner import Running, serving
 from tests.conftest import make_config
 from tests.relay.ops.test_cli import colony
