@@ -32,45 +32,59 @@ class _Closer:
 async def run_sse(c: SubClient, url: str) -> None:
     """Subscriber ``c`` over SSE: every ``rec`` event's marker (the event id: the last ``"id":"``
     of the record, whose ``event`` member holds it) and its receive time; ``synced`` sets
-    ``c.synced``. Parsed from raw bytes, like the WebSocket subscriber (no JSON decoding)."""
-    import httpx
-
-    client = httpx.AsyncClient(base_url=_http_base(url), timeout=httpx.Timeout(30.0, read=None))
-    c.ws = _Closer(client.aclose)
+    ``c.synced``. HTTP/1.1 by hand and parsed from raw bytes, like the WebSocket subscriber (no
+    JSON decoding; an HTTP client library would make the load generator, not the relay, set the
+    latency). The chunked framing's size lines are skipped: the relay sends whole events per chunk."""
+    hostport = _http_base(url).split("://", 1)[1]
+    host, port = hostport.rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    c.ws = _Closer(_closer(writer))
+    writer.write(f"GET /feeds/{c.feed}/stream?since=0 HTTP/1.1\r\nHost: {hostport}\r\n"
+                 "Accept: text/event-stream\r\n\r\n".encode())
+    status = await reader.readuntil(b"\r\n")
+    if b" 200 " not in status:
+        c.errors.append(f"stream refused: {status!r}")
+        return
+    await reader.readuntil(b"\r\n\r\n")  # the headers
     marks, times = c.marks, c.times
+    event = b""
+    buf = b""
     try:
-        async with client.stream("GET", f"/feeds/{c.feed}/stream", params={"since": 0}) as resp:
-            if resp.status_code != 200:
-                c.errors.append(f"stream refused: {resp.status_code} {(await resp.aread())[:200]!r}")
+        while True:
+            chunk = await reader.read(1 << 16)
+            if not chunk:
                 return
-            event = b""
-            buf = b""
-            async for chunk in resp.aiter_raw():
-                t = now_ns()
-                c.messages += 1
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                for line in lines:
-                    if line.startswith(b"data:"):
-                        if event == b"rec":
-                            c.frames += 1
-                            i = line.rfind(b'"id":"')
-                            marks.append(line[i + 6:i + 70])
-                            times.append(t)
-                        elif event == b"synced":
-                            c.frames += 1
-                            c.synced.set()
-                        elif event in (b"error", b"end"):
-                            c.errors.append(line[:300].decode("utf-8", "replace"))
-                    elif line.startswith(b"event:"):
-                        event = line[6:].strip()
-                    elif not line:
-                        event = b""
-    except (httpx.ReadError, httpx.RemoteProtocolError, httpx.StreamClosed):
-        pass  # the end of the run (the harness closes the client), or the server cut the stream
+            t = now_ns()
+            c.messages += 1
+            buf += chunk
+            *lines, buf = buf.split(b"\n")
+            for line in lines:
+                if line.startswith(b"data:"):
+                    if event == b"rec":
+                        c.frames += 1
+                        i = line.rfind(b'"id":"')
+                        marks.append(line[i + 6:i + 70])
+                        times.append(t)
+                    elif event == b"synced":
+                        c.frames += 1
+                        c.synced.set()
+                    elif event == b"end":
+                        c.errors.append(line[:300].decode("utf-8", "replace"))
+                elif line.startswith(b"event:"):
+                    event = line[6:].strip()
+                elif not line or line.endswith(b"\r"):  # a blank line, or the chunked framing
+                    event = b"" if not line else event
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass  # the end of the run, or the server cut the stream
     except Exception as exc:
         c.errors.append(f"subscriber failed: {exc!r}")
         raise
+
+
+def _closer(writer: asyncio.StreamWriter) -> Any:
+    async def close() -> None:
+        writer.close()
+    return close
 
 
 class _Conn:
