@@ -16,6 +16,9 @@ ROOM = "/bench"
 COLONY = "colony"
 PEER = "pycrdt-websocket"
 SYSTEMS = (PEER, COLONY)
+#: Colony's HTTP doors (bench_http.py): writers POST /feeds/{feed}/events, subscribers read
+#: GET /feeds/{feed}/stream (Server-Sent Events); the server is the same ``colony serve``
+COLONY_HTTP = "colony-http"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 MARK_RE = re.compile(rb"w\d\dn\d{8};")
 NS = 1_000_000_000
@@ -38,6 +41,7 @@ class Scenario:
     duration: float  # measured seconds
     warmup: float  # seconds of load before the measured window
     docs: int = 1  # doc feeds: writer k publishes to and subscriber i reads doc_feed(k or i, docs)
+    feed: str = FEED  # the (base) feed; outside ``doc/`` writers publish generic ``bench.note`` events
 
 
 def doc_of(idx: int, docs: int) -> int:
@@ -45,10 +49,10 @@ def doc_of(idx: int, docs: int) -> int:
     return idx % docs
 
 
-def doc_feed(idx: int, docs: int) -> str:
-    """The feed of writer or subscriber ``idx``: :data:`FEED` with one doc (so results stay
-    comparable with the single-doc runs), else ``doc/bench-{idx % docs}``."""
-    return FEED if docs <= 1 else f"{FEED}-{doc_of(idx, docs)}"
+def doc_feed(idx: int, docs: int, base: str = FEED) -> str:
+    """The feed of writer or subscriber ``idx``: ``base`` (:data:`FEED`) with one doc (so results
+    stay comparable with the single-doc runs), else ``doc/bench-{idx % docs}``."""
+    return base if docs <= 1 else f"{base}-{doc_of(idx, docs)}"
 
 
 def now_ns() -> int:

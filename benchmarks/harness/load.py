@@ -13,7 +13,7 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
-from .common import COLONY, FEED, MARK_RE, NS, PEER, Scenario, doc_feed, doc_of, now_ns
+from .common import COLONY, COLONY_HTTP, FEED, MARK_RE, NS, PEER, Scenario, doc_feed, doc_of, now_ns
 
 log = logging.getLogger(__name__)
 
@@ -138,20 +138,25 @@ def _pick(url: str | list[str], idx: int) -> str:
 
 
 def subscriber_proc(conn: Any, system: str, url: str | list[str], indices: list[int], compression: str | None,
-                    prime: bool, room_ready: Any, docs: int = 1) -> None:
+                    prime: bool, room_ready: Any, docs: int = 1, feed: str = FEED) -> None:
     if system == PEER and not prime:
         room_ready.wait(60)
-    _run_loop(_subscriber_main(conn, system, url, indices, compression, prime, room_ready, docs))
+    _run_loop(_subscriber_main(conn, system, url, indices, compression, prime, room_ready, docs, feed))
 
 
 async def _subscriber_main(conn: Any, system: str, url: str | list[str], indices: list[int], compression: str | None,
-                           prime: bool, room_ready: Any, docs: int = 1) -> None:
-    clients = [SubClient(i, doc_feed(i, docs)) for i in indices]
+                           prime: bool, room_ready: Any, docs: int = 1, feed: str = FEED) -> None:
+    from .load_http import run_sse
+
+    clients = [SubClient(i, doc_feed(i, docs, feed)) for i in indices]
     tasks: list[asyncio.Task[None]] = []
 
     def launch(c: SubClient) -> asyncio.Task[None]:
         u = _pick(url, c.idx)
-        coro = c.run_colony(u, compression) if system == COLONY else c.run_peer(u, compression)
+        if system == COLONY_HTTP:
+            coro = run_sse(c, u)
+        else:
+            coro = c.run_colony(u, compression) if system == COLONY else c.run_peer(u, compression)
         t = asyncio.get_running_loop().create_task(coro)
         tasks.append(t)
         return t
@@ -317,12 +322,21 @@ class Writer:
             self.errors.append(f"writer's reader failed: {exc!r}")  # in the result; the task fails with it
             raise
 
-    async def publish_colony(self) -> None:
-        from collab import frames
+    def next_event(self) -> Any:
+        """The next signed event: a Yjs update on a ``doc/`` feed, else a generic ``bench.note``."""
         from collab.events import Event, b64
 
-        _, update = self.next_update()
-        ev = Event.create(self.kp, self.feed, "doc.update", {"update": b64(update)})
+        if self.feed.startswith("doc/"):
+            _, update = self.next_update()
+            return Event.create(self.kp, self.feed, "doc.update", {"update": b64(update)})
+        marker = b"w%02dn%08d;" % (self.idx, self.n)
+        self.n += 1
+        return Event.create(self.kp, self.feed, "bench.note", {"m": marker.decode()})
+
+    async def publish_colony(self) -> None:
+        from collab import frames
+
+        ev = self.next_event()
         data = frames.encode({"t": "pub", "event": ev.to_wire()})
         m = ev.id.encode()
         self.inflight += 1
@@ -380,9 +394,13 @@ def writer_proc(conn: Any, system: str, url: str | list[str], n: int, sc: Scenar
 
 async def _writer_main(conn: Any, system: str, url: str | list[str], n: int, sc: Scenario,
                        compression: str | None) -> None:
-    writers = [Writer(i, _pick(url, i), compression, doc_feed(i, sc.docs)) for i in range(n)]
+    from .load_http import HttpWriter
+
+    cls = HttpWriter if system == COLONY_HTTP else Writer
+    writers = [cls(i, _pick(url, i), compression, doc_feed(i, sc.docs, sc.feed)) for i in range(n)]
     try:
-        await asyncio.gather(*(w.open_colony() if system == COLONY else w.open_peer() for w in writers))
+        await asyncio.gather(*(w.open_colony() if system in (COLONY, COLONY_HTTP) else w.open_peer()
+                               for w in writers))
     except Exception as exc:
         log.exception("writers failed to connect")
         conn.send(("error", repr(exc)))  # the parent reports the run as failed
@@ -412,7 +430,7 @@ async def _writer_main(conn: Any, system: str, url: str | list[str], n: int, sc:
         return True
 
     async def run(w: Writer) -> None:
-        publish = w.publish_colony if system == COLONY else w.publish_peer
+        publish = w.publish_colony if system in (COLONY, COLONY_HTTP) else w.publish_peer
         if sc.rate is not None:
             interval = int(NS / sc.rate)
             nxt = t_start + (w.idx * interval) // max(1, n)  # spread writers over the interval

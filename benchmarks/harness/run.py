@@ -71,7 +71,7 @@ def run_workload(system: str, sc: Scenario, compression: str | None, servers: li
         for gi, idxs in enumerate(groups):
             parent, child = ctx.Pipe()
             p = ctx.Process(target=subscriber_proc,
-                            args=(child, system, url, idxs, compression, gi == 0, room_ready, sc.docs),
+                            args=(child, system, url, idxs, compression, gi == 0, room_ready, sc.docs, sc.feed),
                             daemon=True, name=f"bench-sub-{gi}")
             p.start()
             procs.append(p)
@@ -175,7 +175,7 @@ def run_workload(system: str, sc: Scenario, compression: str | None, servers: li
         cs = [c for c in clients if c["doc"] == d]
         ms = wres["by_doc"].get(d, [])
         per_doc.append({
-            "doc": d, "feed": doc_feed(d, sc.docs), "subscribers": len(cs),
+            "doc": d, "feed": doc_feed(d, sc.docs, sc.feed), "subscribers": len(cs),
             "writers": sum(1 for k in range(sc.writers) if doc_of(k, sc.docs) == d),
             "published": len(ms), "refused": sum(1 for m in ms if m in refused),
             "published_in_window": sum(1 for m in ms if t0 <= sent[m] < t1),
