@@ -19,9 +19,6 @@ SEED = 9  # fixed: a failure here re-runs with scripts/chaos --minutes 1 --seed 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.xfail(strict=False, reason="open finding (docs/reliability.md, Faults at random): now and then a "
-                   "watcher's subscription on a site process ends and the relays never converge (1 run in 5); "
-                   "no acked event was lost in any run")
 async def test_sixty_seconds_of_random_faults_lose_nothing(tmp_path: Path) -> None:
     out = await run(SEED, 60, tmp_path)
     print(out.report())
