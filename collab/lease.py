@@ -136,7 +136,7 @@ class Lease(FeedView[LeaseState]):
     async def _renew_loop(self) -> None:
         while not self.lost.is_set():
             wait = min(self.renew_every, max(0.0, self.valid_until - time.monotonic()))
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.lost.wait(), wait)  # the renewal cadence, or the loss
             if self.lost.is_set():
                 return
@@ -147,7 +147,7 @@ class Lease(FeedView[LeaseState]):
                 await asyncio.wait_for(self.renew(), max(0.01, self.valid_until - time.monotonic()))
             except ColonyError:
                 return  # renew() marked the loss
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self._lose("no renewal acked before the TTL ended")
                 return
 

@@ -1,11 +1,11 @@
 """Task trees from the leader's and the workers' side (docs/coordination.md, "Task trees").
 
-A leader spawns subtasks (a leader may lead through a lease, collab.lease: its events then
-carry the lease's fence, and a standby that is granted the lease takes the tree over) on ``task/<id>``; a worker reports heartbeats, progress and
-checkpoints; the relay flags a subtask ``stalled`` when its heartbeat window passes. The
-leader's :meth:`TaskLeader.supervise` escalates each stall: it reassigns the subtask to
-another agent, who resumes from the last checkpoint (:meth:`TaskWorker.start` returns it),
-or puts it up for auction and reassigns it to the winner.
+A leader spawns subtasks on ``task/<id>`` (a leader may lead through a lease, collab.lease: its
+events then carry the lease's fence, and a standby granted the lease takes the tree over); a
+worker reports heartbeats, progress and checkpoints; the relay flags a subtask ``stalled``
+when its heartbeat window passes. The leader's :meth:`TaskLeader.supervise` escalates each
+stall: it reassigns the subtask to another agent, who resumes from the last checkpoint
+(:meth:`TaskWorker.start` returns it), or puts it up for auction and reassigns it to the winner.
 """
 from __future__ import annotations
 

@@ -145,9 +145,8 @@ def check_body(kind: str, body: Any) -> None:
         raise InvalidEvent(f"{kind} body fields wrong (missing {sorted(missing)}, unknown {sorted(extra)})")
     if "fence" in body:
         parse_fence(body["fence"])
-    if kind == "task.open" and "lease" in body:
-        if namespace_of(check_feed(body["lease"])) != "lease":
-            raise InvalidEvent("lease must be a lease/ feed")
+    if kind == "task.open" and "lease" in body and namespace_of(check_feed(body["lease"])) != "lease":
+        raise InvalidEvent("lease must be a lease/ feed")
     if "sub" in required:
         _subid(body, "sub")
     if kind in ("task.open", "task.spawn"):

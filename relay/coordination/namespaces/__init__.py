@@ -23,4 +23,5 @@ def default_plugins() -> Plugins:
                     LeasePlugin()])
 
 
-__all__ = ["AgentPlugin", "AuctionPlugin", "DmPlugin", "LeasePlugin", "LedgerPlugin", "TaskPlugin", "VouchPlugin", "default_plugins"]
+__all__ = ["AgentPlugin", "AuctionPlugin", "DmPlugin", "LeasePlugin", "LedgerPlugin", "TaskPlugin", "VouchPlugin",
+           "default_plugins"]

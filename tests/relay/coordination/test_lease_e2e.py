@@ -98,7 +98,7 @@ async def test_twenty_candidates_one_holder_and_failover_after_sigkill(relay: An
                 await Lease(c, feed, ttl_ms=ttl).start()
                 await c.publish(feed, "lease.campaign", {"ttl_ms": ttl})
             st = await view.wait_for(lambda s: len(s.candidates) == 19, 10)
-            by_key = {k.public_hex: p for k, p in zip(keys, procs)}
+            by_key = {k.public_hex: p for k, p in zip(keys, procs, strict=True)}
             for rnd in range(5):
                 holder = st.holder
                 assert holder in by_key and st.epoch == rnd + 1
