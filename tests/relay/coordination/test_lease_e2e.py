@@ -152,15 +152,17 @@ async def test_paused_holder_cannot_write_under_its_old_epoch(relay: Any) -> Non
         await writer.kill()
 
 
-async def test_task_tree_led_through_a_lease_survives_its_leaders_death(relay: Any) -> None:
-    feed, tree = "lease/tree-lead", "task/tree"
+async def tree_survives_its_leaders_death(lead_url: str, standby_url: str, feed: str) -> None:
+    """A leader process (on ``lead_url``) opens a tree led through ``feed`` and is SIGKILLed; the
+    standby (on ``standby_url``) is granted the lease, escalates the stalled subtask and finishes."""
+    tree = feed.replace("lease/", "task/")
     worker, standby_key = Keypair.generate(), Keypair.generate()
     idle = Keypair.generate()  # assigned part b, never works: it stalls and is escalated
-    lead = await Agent.start(relay.url, feed, Keypair.generate(), 5, 1000, "lead", tree,
+    lead = await Agent.start(lead_url, feed, Keypair.generate(), 5, 1000, "lead", tree,
                              "a", worker.public_hex, "b", idle.public_hex)
     try:
         await lead.line(lambda x: x == "opened")
-        async with Client(relay.url, standby_key, **FAST) as sc, Client(relay.url, worker, **FAST) as wc:
+        async with Client(standby_url, standby_key, **FAST) as sc, Client(standby_url, worker, **FAST) as wc:
             standby = Lease(sc, feed, ttl_ms=3000)
             await standby.start()
             await standby.campaign()
@@ -188,3 +190,18 @@ async def test_task_tree_led_through_a_lease_survives_its_leaders_death(relay: A
             await standby.close()
     finally:
         await lead.kill()
+    kinds = [r["event"]["kind"] for r in await fetch_records(standby_url, feed)]
+    assert kinds.count("lease.granted") == 2 and kinds.count("lease.expired") == 1  # each made once
+    await replay_verify(standby_url, feed)
+
+
+@sqlite_only
+async def test_task_tree_led_through_a_lease_survives_its_leaders_death(relay: Any) -> None:
+    await tree_survives_its_leaders_death(relay.url, relay.url, "lease/tree-lead")
+
+
+@pytest.mark.parametrize("backend", ["redis"], indirect=True)  # one site, two relay processes
+async def test_on_a_two_process_site_the_standby_takes_the_tree_over(start_relay: Callable[..., Any]) -> None:
+    a = await start_relay("a", site="s")
+    b = await start_relay("b", site="s")
+    await tree_survives_its_leaders_death(a.url, b.url, "lease/site-tree")
