@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import random
@@ -48,6 +49,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.harness.procs import proc_cpu_s  # noqa: E402
 from benchmarks.harness.stats import lat_summary  # noqa: E402
 from collab.client import Client  # noqa: E402
+from collab.errors import RelayError  # noqa: E402
 from collab.events import Event, now_ms  # noqa: E402
 from collab.keys import Keypair  # noqa: E402
 from collab.lease import Lease  # noqa: E402
@@ -76,7 +78,7 @@ def start_relay(data: Path) -> tuple[subprocess.Popen[str], str]:
         m = LISTEN_RE.search(line)
         if m:
             out = proc.stdout
-            threading.Thread(target=lambda: [None for _ in out], daemon=True).start()  # never block on the pipe
+            threading.Thread(target=lambda out=out: [None for _ in out], daemon=True).start()  # never block on the pipe
             return proc, m.group(1)
 
 
@@ -89,31 +91,35 @@ class Holder:
         self.task: asyncio.Task[None] | None = None
         self.renewals = 0
 
-    async def start(self, epoch: int) -> None:
-        self.client = await Client(self.url, self.key, backoff_base=0.05, backoff_max=0.5).__aenter__()
+    def start(self, epoch: int) -> None:
         self.task = asyncio.ensure_future(self._renew(epoch))
 
     async def _renew(self, epoch: int) -> None:
-        assert self.client is not None
-        while True:
-            await asyncio.sleep(self.ttl_ms / 3000)  # the renewal cadence (collab.lease.Lease's)
-            await self.client.publish(self.feed, "lease.renew", {"epoch": epoch})
-            self.renewals += 1
+        self.client = await Client(self.url, self.key, backoff_base=0.05, backoff_max=0.5).__aenter__()
+        try:
+            while True:  # renew at once (as collab.lease.Lease does on its grant), then every TTL/3
+                await self.client.publish(self.feed, "lease.renew", {"epoch": epoch})
+                self.renewals += 1
+                await asyncio.sleep(self.ttl_ms / 3000)  # the renewal cadence
+        except RelayError as exc:  # lost the lease (the benchmark set-up was too slow): say so
+            print(f"{self.feed}: renewal refused: {exc}", file=sys.stderr)
 
     async def kill(self) -> None:
         if self.task is not None:
             self.task.cancel()
+            with contextlib.suppress(BaseException):
+                await self.task
         if self.client is not None:
             await self.client.aclose()
 
 
-async def colony_run(L: int, C: int, ttl_ms: int, F: int, window_s: float) -> dict[str, Any]:
+async def colony_run(n_leases: int, n_cands: int, ttl_ms: int, n_fail: int, window_s: float) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-lease-"))
     proc, url = start_relay(tmp / "data")
     holders: dict[str, Holder] = {}
     grants: asyncio.Queue[tuple[str, str, int, int]] = asyncio.Queue()
     try:
-        keys = {f"lease/b{i}": [Keypair.generate() for _ in range(C)] for i in range(L)}
+        keys = {f"lease/b{i}": [Keypair.generate() for _ in range(n_cands)] for i in range(n_leases)}
         by_hex = {k.public_hex: k for ks in keys.values() for k in ks}
         watcher = await Client(url, Keypair.generate()).__aenter__()
         views: list[Lease] = []
@@ -132,18 +138,25 @@ async def colony_run(L: int, C: int, ttl_ms: int, F: int, window_s: float) -> di
                 ev = Event.create(key, feed, "lease.campaign", {"ttl_ms": ttl_ms})
                 r = await http.post(f"/feeds/{feed}/events", json=ev.to_wire())
                 r.raise_for_status()
-            for c in range(C):  # campaign order: candidate 0 of every lease first
+            for c in range(n_cands):  # campaign order: candidate 0 of every lease first
                 await asyncio.gather(*(campaign(feed, ks[c]) for feed, ks in keys.items()))
+
+        changed = asyncio.Event()
 
         async def follow() -> None:  # whoever is granted starts renewing
             while True:
                 feed, holder, epoch, _ = await grants.get()
                 h = holders[feed] = Holder(url, by_hex[holder], feed, ttl_ms)
-                await h.start(epoch)
+                h.start(epoch)
+                changed.set()
+
+        async def until(pred: Any) -> None:
+            while not pred():
+                changed.clear()
+                await changed.wait()
 
         follower = asyncio.ensure_future(follow())
-        while len(holders) < L:
-            await asyncio.sleep(0.05)
+        await until(lambda: len(holders) == n_leases)
         await asyncio.sleep(ttl_ms / 1000)  # every holder into its renewal rhythm
         cpu0, n0 = proc_cpu_s(proc.pid), sum(h.renewals for h in holders.values())
         t0 = time.monotonic()
@@ -155,14 +168,13 @@ async def colony_run(L: int, C: int, ttl_ms: int, F: int, window_s: float) -> di
 
         failovers: list[int] = []
         feeds = list(keys)
-        for i in range(F):
-            feed = feeds[i % L]
+        for i in range(n_fail):
+            feed = feeds[i % n_leases]
             await asyncio.sleep(random.uniform(0, ttl_ms / 3000))  # a random phase of the renewal cycle
             old = holders[feed]
             killed = now_ms()
             await old.kill()
-            while holders[feed] is old:
-                await asyncio.sleep(0.01)
+            await until(lambda feed=feed, old=old: holders[feed] is not old)
             view = views[feeds.index(feed)]
             failovers.append(view.state.granted - killed)
         follower.cancel()
@@ -171,7 +183,7 @@ async def colony_run(L: int, C: int, ttl_ms: int, F: int, window_s: float) -> di
         for view in views:
             await view.close()
         await watcher.aclose()
-        return {"leases": L, "candidates": C, "ttl_ms": ttl_ms, "renewals": renewals,
+        return {"leases": n_leases, "candidates": n_cands, "ttl_ms": ttl_ms, "renewals": renewals,
                 "renewals_per_s": renewals / elapsed,
                 "relay_cpu_per_renewal_us": cpu_per_renewal_us,
                 "failover_ms": lat_summary([v * 1_000_000 for v in failovers]), "failovers": failovers}
@@ -182,15 +194,7 @@ async def colony_run(L: int, C: int, ttl_ms: int, F: int, window_s: float) -> di
 
 
 # -- etcd ----------------------------------------------------------------------------------------------
-def b64(s: str) -> str:
-    return base64.b64encode(s.encode()).decode()
-
-
-async def etcd_run(L: int, C: int, ttl_ms: int, F: int) -> dict[str, Any]:
-    etcd = shutil.which("etcd")
-    if etcd is None:
-        return {"error": "etcd is not installed (apt-get install etcd-server)"}
-    tmp = Path(tempfile.mkdtemp(prefix="bench-etcd-"))
+def start_etcd(etcd: str, tmp: Path) -> tuple[subprocess.Popen[bytes], str, str]:
     cport, pport = free_port(), free_port()
     curl = f"http://127.0.0.1:{cport}"
     proc = subprocess.Popen([etcd, "--data-dir", str(tmp / "etcd"), "--listen-client-urls", curl,
@@ -198,9 +202,24 @@ async def etcd_run(L: int, C: int, ttl_ms: int, F: int) -> dict[str, Any]:
                              "--initial-advertise-peer-urls", f"http://127.0.0.1:{pport}",
                              "--initial-cluster", f"default=http://127.0.0.1:{pport}", "--log-level", "error"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    version = subprocess.run([etcd, "--version"], capture_output=True, text=True, check=False).stdout
+    return proc, curl, version.split("\n")[0]
+
+
+def b64(s: str) -> str:
+    return base64.b64encode(s.encode()).decode()
+
+
+async def etcd_run(n_leases: int, n_cands: int, ttl_ms: int, n_fail: int) -> dict[str, Any]:
+    etcd = shutil.which("etcd")
+    if etcd is None:
+        return {"error": "etcd is not installed (apt-get install etcd-server)"}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-etcd-"))
+    proc, curl, version = start_etcd(etcd, tmp)
     try:
-        limits = httpx.Limits(max_connections=L * C + 64, max_keepalive_connections=L * C + 64)
-        async with httpx.AsyncClient(base_url=curl, timeout=None, limits=limits) as http:
+        conns = n_leases * n_cands + 64
+        limits = httpx.Limits(max_connections=conns, max_keepalive_connections=conns)
+        async with httpx.AsyncClient(base_url=curl, timeout=httpx.Timeout(3600.0), limits=limits) as http:
             for _ in range(200):
                 try:
                     if (await http.get("/health")).status_code == 200:
@@ -228,14 +247,14 @@ async def etcd_run(L: int, C: int, ttl_ms: int, F: int) -> dict[str, Any]:
                 leader[name] = (lease, time.monotonic())
                 elected.set()
 
-            names = [f"bench/e{i}" for i in range(L)]
-            tasks = [asyncio.ensure_future(candidate(n, c)) for c in range(C) for n in names]
-            while len(leader) < L:
+            names = [f"bench/e{i}" for i in range(n_leases)]
+            tasks = [asyncio.ensure_future(candidate(n, c)) for c in range(n_cands) for n in names]
+            while len(leader) < n_leases:
                 elected.clear()
                 await elected.wait()
             failovers: list[int] = []
-            for i in range(F):
-                name = names[i % L]
+            for i in range(n_fail):
+                name = names[i % n_leases]
                 await asyncio.sleep(random.uniform(0, ttl_s / 3))
                 lease, _ = leader[name]
                 alive.pop(lease).cancel()  # the leader dies: its keep-alives stop
@@ -247,8 +266,7 @@ async def etcd_run(L: int, C: int, ttl_ms: int, F: int) -> dict[str, Any]:
             for t in [*tasks, *alive.values()]:
                 t.cancel()
             await asyncio.gather(*tasks, *alive.values(), return_exceptions=True)
-        version = subprocess.run([etcd, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-        return {"version": version, "leases": L, "candidates": C, "ttl_ms": ttl_s * 1000,
+        return {"version": version, "leases": n_leases, "candidates": n_cands, "ttl_ms": ttl_s * 1000,
                 "failover_ms": lat_summary([v * 1_000_000 for v in failovers]), "failovers": failovers}
     finally:
         proc.terminate()
@@ -256,7 +274,14 @@ async def etcd_run(L: int, C: int, ttl_ms: int, F: int) -> dict[str, Any]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-async def main() -> int:
+async def run(a: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {"colony": await colony_run(a.leases, a.candidates, a.ttl_ms, a.failovers, a.window)}
+    if not a.no_etcd:
+        out["etcd"] = await etcd_run(a.leases, a.candidates, a.ttl_ms, a.failovers)
+    return out
+
+
+def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--leases", type=int, default=100)
     ap.add_argument("--candidates", type=int, default=10)
@@ -269,9 +294,7 @@ async def main() -> int:
     a = ap.parse_args()
     if a.quick:
         a.leases, a.candidates, a.ttl_ms, a.failovers, a.window = 6, 3, 2000, 3, 1.0
-    out: dict[str, Any] = {"colony": await colony_run(a.leases, a.candidates, a.ttl_ms, a.failovers, a.window)}
-    if not a.no_etcd:
-        out["etcd"] = await etcd_run(a.leases, a.candidates, a.ttl_ms, a.failovers)
+    out = asyncio.run(run(a))
     for name, r in out.items():
         if "error" in r:
             print(f"{name}: {r['error']}")
@@ -287,4 +310,4 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(asyncio.run(main()))
+    sys.exit(main())
