@@ -90,6 +90,7 @@ class Holder:
         self.client: Client | None = None
         self.task: asyncio.Task[None] | None = None
         self.renewals = 0
+        self.killed = False  # by the benchmark (a planned failover)
 
     def start(self, epoch: int) -> None:
         self.task = asyncio.ensure_future(self._renew(epoch))
@@ -117,6 +118,8 @@ async def colony_run(n_leases: int, n_cands: int, ttl_ms: int, n_fail: int, wind
     tmp = Path(tempfile.mkdtemp(prefix="bench-lease-"))
     proc, url = start_relay(tmp / "data")
     holders: dict[str, Holder] = {}
+    expired: list[str] = []  # leases whose holder was replaced other than by a benchmark kill
+    reaped: list[asyncio.Future[None]] = []
     grants: asyncio.Queue[tuple[str, str, int, int]] = asyncio.Queue()
     try:
         keys = {f"lease/b{i}": [Keypair.generate() for _ in range(n_cands)] for i in range(n_leases)}
@@ -133,19 +136,15 @@ async def colony_run(n_leases: int, n_cands: int, ttl_ms: int, n_fail: int, wind
             view.listeners.append(on)
             await view.start()
             views.append(view)
-        async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=32)) as http:
-            async def campaign(feed: str, key: Keypair) -> None:
-                ev = Event.create(key, feed, "lease.campaign", {"ttl_ms": ttl_ms})
-                r = await http.post(f"/feeds/{feed}/events", json=ev.to_wire())
-                r.raise_for_status()
-            for c in range(n_cands):  # campaign order: candidate 0 of every lease first
-                await asyncio.gather(*(campaign(feed, ks[c]) for feed, ks in keys.items()))
-
         changed = asyncio.Event()
 
         async def follow() -> None:  # whoever is granted starts renewing
             while True:
                 feed, holder, epoch, _ = await grants.get()
+                prev = holders.get(feed)
+                if prev is not None and not prev.killed:  # expired unplanned (a machine too slow for the TTL)
+                    expired.append(feed)
+                    reaped.append(asyncio.ensure_future(prev.kill()))
                 h = holders[feed] = Holder(url, by_hex[holder], feed, ttl_ms)
                 h.start(epoch)
                 changed.set()
@@ -155,7 +154,15 @@ async def colony_run(n_leases: int, n_cands: int, ttl_ms: int, n_fail: int, wind
                 changed.clear()
                 await changed.wait()
 
-        follower = asyncio.ensure_future(follow())
+        follower = asyncio.ensure_future(follow())  # before the campaigns: grants come at once
+        async with httpx.AsyncClient(base_url=url, timeout=30, limits=httpx.Limits(max_connections=32)) as http:
+            async def campaign(feed: str, key: Keypair) -> None:
+                ev = Event.create(key, feed, "lease.campaign", {"ttl_ms": ttl_ms})
+                r = await http.post(f"/feeds/{feed}/events", json=ev.to_wire())
+                r.raise_for_status()
+            for c in range(n_cands):  # campaign order: candidate 0 of every lease first
+                await asyncio.gather(*(campaign(feed, ks[c]) for feed, ks in keys.items()))
+
         await until(lambda: len(holders) == n_leases)
         await asyncio.sleep(ttl_ms / 1000)  # every holder into its renewal rhythm
         cpu0, n0 = proc_cpu_s(proc.pid), sum(h.renewals for h in holders.values())
@@ -172,6 +179,7 @@ async def colony_run(n_leases: int, n_cands: int, ttl_ms: int, n_fail: int, wind
             feed = feeds[i % n_leases]
             await asyncio.sleep(random.uniform(0, ttl_ms / 3000))  # a random phase of the renewal cycle
             old = holders[feed]
+            old.killed = True
             killed = now_ms()
             await old.kill()
             await until(lambda feed=feed, old=old: holders[feed] is not old)
@@ -184,6 +192,7 @@ async def colony_run(n_leases: int, n_cands: int, ttl_ms: int, n_fail: int, wind
             await view.close()
         await watcher.aclose()
         return {"leases": n_leases, "candidates": n_cands, "ttl_ms": ttl_ms, "renewals": renewals,
+                "unplanned_expiries": len(expired),
                 "renewals_per_s": renewals / elapsed,
                 "relay_cpu_per_renewal_us": cpu_per_renewal_us,
                 "failover_ms": lat_summary([v * 1_000_000 for v in failovers]), "failovers": failovers}
