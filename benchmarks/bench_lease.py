@@ -283,10 +283,23 @@ async def etcd_run(n_leases: int, n_cands: int, ttl_ms: int, n_fail: int) -> dic
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def show(name: str, r: dict[str, Any]) -> None:
+    if "error" in r:
+        print(f"{name}: {r['error']}", flush=True)
+        return
+    f = r["failover_ms"]
+    cpu = r.get("relay_cpu_per_renewal_us")
+    print(f"{name}: L={r['leases']} C={r['candidates']} TTL={r['ttl_ms']} ms  failover p50 {f['p50']:.0f} ms "
+          f"p99 {f['p99']:.0f} ms max {f['max']:.0f} ms (n={len(r['failovers'])})"
+          + (f"  relay CPU/renewal {cpu:.0f} us ({r['renewals']} renewals)" if cpu is not None else ""), flush=True)
+
+
 async def run(a: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"colony": await colony_run(a.leases, a.candidates, a.ttl_ms, a.failovers, a.window)}
+    show("colony", out["colony"])
     if not a.no_etcd:
-        out["etcd"] = await etcd_run(a.leases, a.candidates, a.ttl_ms, a.failovers)
+        out["etcd"] = await etcd_run(a.etcd_leases or a.leases, a.candidates, a.ttl_ms, a.failovers)
+        show("etcd", out["etcd"])
     return out
 
 
@@ -299,20 +312,13 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=10.0, help="seconds of steady renewals measured for CPU")
     ap.add_argument("--quick", action="store_true", help="L=6, C=3, TTL 2000 ms, F=3, window 1 s")
     ap.add_argument("--no-etcd", action="store_true")
+    ap.add_argument("--etcd-leases", type=int, default=None,
+                    help="elections on etcd (default: --leases; each candidate holds one gateway request open)")
     ap.add_argument("--json", default=None, metavar="FILE")
     a = ap.parse_args()
     if a.quick:
         a.leases, a.candidates, a.ttl_ms, a.failovers, a.window = 6, 3, 2000, 3, 1.0
     out = asyncio.run(run(a))
-    for name, r in out.items():
-        if "error" in r:
-            print(f"{name}: {r['error']}")
-            continue
-        f = r["failover_ms"]
-        cpu = r.get("relay_cpu_per_renewal_us")
-        print(f"{name}: L={r['leases']} C={r['candidates']} TTL={r['ttl_ms']} ms  failover p50 {f['p50']:.0f} ms "
-              f"p99 {f['p99']:.0f} ms max {f['max']:.0f} ms (n={len(r['failovers'])})"
-              + (f"  relay CPU/renewal {cpu:.0f} us ({r['renewals']} renewals)" if cpu is not None else ""))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))
     return 0
