@@ -8,6 +8,7 @@ ColonyError
 │   │   ├── CanonicalError   a value outside the canonical JSON domain (also a ValueError)
 │   │   ├── Late             past the deadline the namespace judges by rtime -> ``late``
 │   │   ├── Conflict         clashes with the feed's state (a second bid)    -> ``conflict``
+│   │   │   └── StaleEpoch   a fence names a lease epoch its author no longer holds -> ``stale_epoch``
 │   │   └── InsufficientFunds  the ledger balance does not cover a stake    -> ``insufficient_funds``
 │   ├── BadSignature         signature, id or receipt does not verify        -> ``bad_signature``
 │   ├── AuthRequired         publish before an authenticated hello           -> ``auth_required``
@@ -91,6 +92,13 @@ class Conflict(InvalidEvent):
     """The event contradicts the feed's state: a second live bid, a result from a non-assignee."""
 
     code = "conflict"
+
+
+class StaleEpoch(Conflict):
+    """A fenced event (``body.fence``) whose author does not hold that lease at that epoch now
+    (deposed, expired, resigned, or an epoch a later one superseded): docs/coordination.md, "Leases"."""
+
+    code = "stale_epoch"
 
 
 class InsufficientFunds(InvalidEvent):

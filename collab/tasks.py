@@ -1,10 +1,11 @@
 """Task trees from the leader's and the workers' side (docs/coordination.md, "Task trees").
 
-A leader spawns subtasks on ``task/<id>``; a worker reports heartbeats, progress and
-checkpoints; the relay flags a subtask ``stalled`` when its heartbeat window passes. The
-leader's :meth:`TaskLeader.supervise` escalates each stall: it reassigns the subtask to
-another agent, who resumes from the last checkpoint (:meth:`TaskWorker.start` returns it),
-or puts it up for auction and reassigns it to the winner.
+A leader spawns subtasks on ``task/<id>`` (a leader may lead through a lease, collab.lease: its
+events then carry the lease's fence, and a standby granted the lease takes the tree over); a
+worker reports heartbeats, progress and checkpoints; the relay flags a subtask ``stalled``
+when its heartbeat window passes. The leader's :meth:`TaskLeader.supervise` escalates each
+stall: it reassigns the subtask to another agent, who resumes from the last checkpoint
+(:meth:`TaskWorker.start` returns it), or puts it up for auction and reassigns it to the winner.
 """
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from .namespaces.task import TERMINAL, SubState, TaskNamespace, TaskState, progr
 
 if TYPE_CHECKING:
     from .client import Client
+    from .lease import Lease
     from .protocol import Ack
 
 log = logging.getLogger(__name__)
@@ -33,8 +35,9 @@ Chooser = Callable[[SubState], str | Awaitable[str | None] | None]
 class TaskLeader(FeedView[TaskState]):
     """The leader's handle on ``task/<id>``: spawn, watch progress, escalate stalls, close."""
 
-    def __init__(self, client: Client, feed: str) -> None:
+    def __init__(self, client: Client, feed: str, lease: Lease | None = None) -> None:
         super().__init__(client, feed, TaskNamespace())
+        self.lease = lease  # led through a lease: every leader event carries its fence
         self._supervisor: asyncio.Task[None] | None = None
         self.escalations: list[tuple[str, str, str]] = []  # (sub, from key, to key)
 
@@ -51,11 +54,18 @@ class TaskLeader(FeedView[TaskState]):
             self._supervisor = None
         await super().close()
 
+    async def _lead(self, kind: str, body: dict[str, Any]) -> Ack:
+        if self.lease is not None:
+            body = self.lease.fenced(body)
+        return await self.client.publish(self.feed, kind, body)
+
     async def open(self, title: str, input: Any = None) -> Ack:
         body: dict[str, Any] = {"title": title}
+        if self.lease is not None:
+            body["lease"] = self.lease.feed
         if input is not None:
             body["input"] = input
-        return await self.client.publish(self.feed, "task.open", body)
+        return await self._lead("task.open", body)
 
     async def spawn(self, sub: str, assignee: str, title: str, *, input: Any = None, heartbeat_ms: int = 30_000,
                     parent: str | None = None) -> Ack:
@@ -64,25 +74,25 @@ class TaskLeader(FeedView[TaskState]):
             body["input"] = input
         if parent is not None:
             body["parent"] = parent
-        return await self.client.publish(self.feed, "task.spawn", body)
+        return await self._lead("task.spawn", body)
 
     async def reassign(self, sub: str, assignee: str, auction: str | None = None) -> Ack:
         body: dict[str, Any] = {"sub": sub, "assignee": assignee}
         if auction is not None:
             body["auction"] = auction
-        return await self.client.publish(self.feed, "task.reassign", body)
+        return await self._lead("task.reassign", body)
 
     async def reply(self, sub: str, answer: Any) -> Ack:
-        return await self.client.publish(self.feed, "task.reply", {"sub": sub, "answer": answer})
+        return await self._lead("task.reply", {"sub": sub, "answer": answer})
 
     async def cancel(self, sub: str) -> Ack:
-        return await self.client.publish(self.feed, "task.cancel", {"sub": sub})
+        return await self._lead("task.cancel", {"sub": sub})
 
     async def finish(self, status: str = "completed", result: Any = None) -> Ack:
         body: dict[str, Any] = {"status": status}
         if result is not None:
             body["result"] = result
-        return await self.client.publish(self.feed, "task.close", body)
+        return await self._lead("task.close", body)
 
     def progress(self) -> dict[str, Any]:
         """Aggregate progress over the subtasks (counts per status, done/total, percent)."""

@@ -2,7 +2,7 @@
 //
 // - render(ns, state, box, nameOf, ctx) draws a feed's state (the namespace's view() from
 //   GET /feeds/{feed}, docs/coordination.md) into box: auction/, ledger/, vouch/, task/,
-//   agent/, dm/ (any other namespace with a state: its JSON). It redraws the whole panel each
+//   lease/, agent/, dm/ (any other namespace with a state: its JSON). It redraws the whole panel each
 //   time: app.js calls it at most every few hundred ms while records arrive.
 // - The directory (GET /agents, every page) and trust scores (GET /trust/global) are polled
 //   with loadDirectory(); agent(key) answers names from it, so names show everywhere, and
@@ -374,7 +374,42 @@
     return out;
   }
 
-  const RENDER = { auction, ledger, vouch, task, agent: agentCard, dm };
+  // lease/: leader election (docs/coordination.md, "Leases"): holder, epoch, time left, the
+  // standby queue in grant order, and the holders so far with their epochs.
+  function tickLeft(e) {  // by this machine's clock against the relay's deadline
+    e.textContent = `${(Math.max(0, Number(e.dataset.deadline) - Date.now()) / 1000).toFixed(1)} s`;
+  }
+  setInterval(() => document.querySelectorAll(".lease-left[data-deadline]").forEach(tickLeft), 250);
+  function lease(s, nameOf, ctx) {
+    const out = [];
+    const head = el("div", "phead");
+    head.append(badge(s.holder ? "held" : "free", s.holder ? "working" : "submitted"),
+      el("span", "ptitle", s.feed || ctx.feed || "lease"));
+    out.push(head);
+    const left = el("span", "lease-left", "–");
+    if (s.holder && typeof s.deadline === "number") { left.dataset.deadline = String(s.deadline); tickLeft(left); }
+    out.push(kv([
+      ["holder", s.holder ? who(s.holder, nameOf) : "nobody"],
+      ["epoch", int(s.epoch)],
+      ["time left", left],
+      ["ttl", s.holder ? `${int(s.ttl_ms)} ms` : undefined],
+      ["granted", s.holder ? time(s.granted) : undefined],
+    ]));
+    const standby = arr(s.standby);
+    out.push(section(`Standby queue (${standby.length})`, standby.length
+      ? table("standby", ["#", "agent", "priority", "ttl"],
+        standby.map((c, i) => [String(i + 1), who(c.key, nameOf), int(c.priority), `${int(c.ttl_ms)} ms`]))
+      : el("div", "muted", "no candidates waiting")));
+    const hist = arr(s.history).slice().reverse();
+    out.push(section(`Holders (${hist.length})`, hist.length
+      ? table("holders", ["epoch", "holder", "granted", "ended", "how"],
+        hist.map((h) => [int(h.epoch), who(h.holder, nameOf), time(h.granted), h.ended ? time(h.ended) : "–",
+          h.end ? badge(h.end, h.end === "expired" ? "failed" : "completed") : badge("holding", "working")]))
+      : el("div", "muted", "never granted yet")));
+    return out;
+  }
+
+  const RENDER = { auction, ledger, vouch, task, lease, agent: agentCard, dm };
 
   // Draws state into box; false when there is nothing to show (then box is emptied).
   function render(ns, state, box, nameOf, ctx = {}) {

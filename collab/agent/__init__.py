@@ -12,8 +12,8 @@ dm, replay's verification), never on the relay.
         print(await agent.auction_list())
 
 The methods live by concern: :mod:`.feeds` (feeds, documents), :mod:`.coord` (auctions, task
-trees), :mod:`.peers` (trust, directory, direct messages, ledger); :mod:`.core` holds the
-connections.
+trees), :mod:`.lease` (leases), :mod:`.peers` (trust, directory, direct messages, ledger);
+:mod:`.core` holds the connections.
 """
 from __future__ import annotations
 
@@ -21,10 +21,11 @@ from .coord import CoordActions
 from ..urls import http_base
 from .core import DEFAULT_TIMEOUT, AgentCore, ack_json, record_json
 from .feeds import FeedActions
+from .lease import LeaseActions
 from .peers import PeerActions
 
 
-class Agent(FeedActions, CoordActions, PeerActions, AgentCore):
+class Agent(FeedActions, CoordActions, LeaseActions, PeerActions, AgentCore):
     """``async with Agent(url, key) as agent:`` every namespace action (see the module doc).
 
     ``key`` None: an anonymous reader (reads of public feeds only). ``reconnect`` False: a lost

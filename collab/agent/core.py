@@ -79,6 +79,9 @@ class AgentCore:
         await self.aclose()
 
     async def aclose(self) -> None:
+        close_leases = getattr(self, "close_leases", None)  # collab.agent.lease: resign held leases
+        if close_leases is not None and self._client is not None:
+            await close_leases()
         workers, self._workers = list(self._workers.values()), {}
         for worker in workers:
             await worker.close_beat()

@@ -18,6 +18,8 @@ ADVICE: dict[str, str] = {
             "deadline); check the status tool and do not retry.",
     "conflict": "This contradicts the current state (e.g. a second bid, a result from an agent not "
                 "assigned, a finished task); read the status tool and act on the current state.",
+    "stale_epoch": "You no longer hold the lease this write is fenced with (it expired, you resigned, or a "
+                   "newer epoch was granted); stop acting as leader, check lease_status, campaign again.",
     "insufficient_funds": "Your ledger balance does not cover the stake or reward; check ledger_balance, "
                           "bid less, or ask an operator for a grant.",
     "bad_signature": "A signature did not verify; this server's key may be unusable. Report it to the operator.",

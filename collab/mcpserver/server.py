@@ -34,12 +34,13 @@ from .resources import TEMPLATE, Announcements, FeedFollower, feed_info, feed_of
 from .spec import MAX_WAIT_S, PREFIX_PATTERN, ToolSpec, check_arguments, number, obj, string, tool
 from .tools_content import TOOLS as CONTENT_TOOLS
 from .tools_coord import TOOLS as COORD_TOOLS
+from .tools_lease import TOOLS as LEASE_TOOLS
 
 log = logging.getLogger(__name__)
 
 Ctx = ServerRequestContext[Any, Any]
 
-TOOLS: list[ToolSpec] = [*CONTENT_TOOLS, *COORD_TOOLS]
+TOOLS: list[ToolSpec] = [*CONTENT_TOOLS, *COORD_TOOLS, *LEASE_TOOLS]
 #: how the tool running in this task reports progress to its caller (a no-op unless it asked)
 _PROGRESS: contextvars.ContextVar[Callable[[str], Awaitable[None]]] = contextvars.ContextVar("mcp_progress")
 MAX_LISTED_RESOURCES = 200

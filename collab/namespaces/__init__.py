@@ -16,6 +16,7 @@ from .dm import DmNamespace
 from .doc import DocNamespace, DocState
 from .doc_pending import DEFAULT_BOUND, PendingBound
 from .generic import GenericNamespace
+from .lease import LeaseNamespace
 from .ledger import LedgerNamespace
 from .relaylog import RelayLogNamespace
 from .task import TaskNamespace
@@ -30,7 +31,8 @@ def default_registry(doc_pending: PendingBound | None = DEFAULT_BOUND, *, engine
     running the engine in-process."""
     reg = Registry(GenericNamespace())
     for ns in (DocNamespace(doc_pending, engine_checks=engine_checks), LedgerNamespace(), AuctionNamespace(),
-               VouchNamespace(), TaskNamespace(), AgentNamespace(), DmNamespace(), RelayLogNamespace()):
+               VouchNamespace(), TaskNamespace(), AgentNamespace(), DmNamespace(), RelayLogNamespace(),
+               LeaseNamespace()):
         reg.register(ns)
     return reg
 
@@ -43,6 +45,7 @@ __all__ = [
     "DocNamespace",
     "DocState",
     "GenericNamespace",
+    "LeaseNamespace",
     "LedgerNamespace",
     "Namespace",
     "PendingBound",

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from ..canonical import canonical, parse_json
-from ..errors import ColonyError, Conflict, InvalidEvent, Unauthorized
+from ..errors import ColonyError, Conflict, InvalidEvent, StaleEpoch, Unauthorized
 from ..events import HEX64_RE, Event, Record, check_feed, namespace_of
 from .base import Admission, Namespace
+from .lease import parse_fence
 
 log = logging.getLogger(__name__)
 
@@ -40,9 +41,10 @@ REPORT_KINDS = frozenset(("task.heartbeat", "task.progress", "task.checkpoint", 
 KINDS = LEADER_KINDS | REPORT_KINDS | {"task.open", "task.stalled"}
 
 #: kind -> (required body fields, optional body fields); anything else is refused
+#: (every kind may also carry a ``fence``, collab.namespaces.lease; ``task.open`` a ``lease``)
 FIELDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
-    k: (frozenset(req.split()), frozenset(opt.split())) for k, req, opt in (
-        ("task.open", "title", "input"),
+    k: (frozenset(req.split()), frozenset(opt.split()) | {"fence"}) for k, req, opt in (
+        ("task.open", "title", "input lease"),
         ("task.spawn", "sub assignee title", "input heartbeat_ms parent"),
         ("task.heartbeat", "sub", ""),
         ("task.progress", "sub done total", "note"),
@@ -102,6 +104,8 @@ class TaskState:
     closed_at: int = 0
     seq: int = 0
     subs: dict[str, SubState] = field(default_factory=dict)
+    lease: str | None = None  # the lease whose holder leads this task (docs/coordination.md, "Leases")
+    fence_epoch: int = 0  # the highest lease epoch a leader event carried
 
     @property
     def closed(self) -> bool:
@@ -139,6 +143,10 @@ def check_body(kind: str, body: Any) -> None:
     missing, extra = required - set(body), set(body) - required - optional
     if missing or extra:
         raise InvalidEvent(f"{kind} body fields wrong (missing {sorted(missing)}, unknown {sorted(extra)})")
+    if "fence" in body:
+        parse_fence(body["fence"])
+    if kind == "task.open" and "lease" in body and namespace_of(check_feed(body["lease"])) != "lease":
+        raise InvalidEvent("lease must be a lease/ feed")
     if "sub" in required:
         _subid(body, "sub")
     if kind in ("task.open", "task.spawn"):
@@ -184,10 +192,16 @@ def check(state: TaskState, event: Event, adm: Admission) -> None:
     if kind == "task.open":
         if state.leader is not None:
             raise Conflict("the task is already open")
+        if "lease" in body and (fence := body.get("fence")) is not None and fence["lease"] != body["lease"]:
+            raise InvalidEvent("a leased task.open carries a fence naming its lease")
+        if "lease" in body and "fence" not in body:
+            raise InvalidEvent("a leased task.open carries a fence naming its lease")
         return
     if state.leader is None:
         raise InvalidEvent("the first event of a task feed must be task.open")
-    if kind in LEADER_KINDS and event.author != state.leader:
+    if kind in LEADER_KINDS and state.lease is not None:
+        _check_leadership(state, event)
+    elif kind in LEADER_KINDS and event.author != state.leader:
         raise Unauthorized(f"only the task's leader may {kind}")
     if kind == "task.stalled" and event.author != adm.relay:
         raise Unauthorized("only the sequencing relay may emit task.stalled")
@@ -227,13 +241,27 @@ def check(state: TaskState, event: Event, adm: Admission) -> None:
                                f"{sub.last_seen + sub.heartbeat_ms}")
 
 
+def _check_leadership(state: TaskState, event: Event) -> None:
+    """A leased task's leader kinds carry a fence naming its lease (the relay checked that the
+    author holds it at that epoch); an epoch below the highest seen is refused, the same epoch
+    must come from the same leader, a higher one makes its author the leader."""
+    fence = event.body.get("fence")
+    if fence is None or fence["lease"] != state.lease:
+        raise Unauthorized(f"the task is led through {state.lease}: {event.kind} carries its fence")
+    if fence["epoch"] < state.fence_epoch or (fence["epoch"] == state.fence_epoch and event.author != state.leader):
+        raise StaleEpoch(f"epoch {fence['epoch']} of {state.lease} is older than the task's leader's")
+
+
 # -- fold ----------------------------------------------------------------------------------------
 def fold(state: TaskState, event: Event, rtime: int, seq: int) -> TaskState:
     """The new state after an admissible ``event`` sequenced at ``seq``/``rtime``."""
     kind, b = event.kind, event.body
     if kind == "task.open":
         return replace(state, leader=event.author, title=b["title"], input=b.get("input"), status=OPEN,
-                       opened_at=rtime, seq=seq)
+                       opened_at=rtime, seq=seq, lease=b.get("lease"),
+                       fence_epoch=b["fence"]["epoch"] if "lease" in b else 0)
+    if kind in LEADER_KINDS and state.lease is not None and b["fence"]["epoch"] > state.fence_epoch:
+        state = replace(state, leader=event.author, fence_epoch=b["fence"]["epoch"])
     if kind == "task.close":
         return replace(state, status=b["status"], result=b.get("result"), closed_at=rtime, seq=seq)
     if kind == "task.spawn":
@@ -335,7 +363,8 @@ class TaskNamespace(Namespace[TaskState]):
         return TaskState(**d, subs=subs)
 
     def view(self, state: TaskState) -> Any:
-        return {"leader": state.leader, "title": state.title, "input": state.input, "status": state.status,
+        return {"leader": state.leader, "lease": state.lease, "fence_epoch": state.fence_epoch or None,
+                "title": state.title, "input": state.input, "status": state.status,
                 "result": state.result, "opened": state.opened_at or None, "closed": state.closed_at or None,
                 "seq": state.seq, "subtasks": [_sub_view(s) for s in state.subs.values()],
                 "progress": progress(state)}

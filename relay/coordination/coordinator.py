@@ -32,6 +32,7 @@ from collab.errors import ColonyError
 from collab.events import Event, Record, namespace_of, now_ms
 from collab.feedcore import FeedCore
 
+from relay.coordination.fence import publish_fenced
 from relay.coordination.hooks import Plugin, Plugins, TrustSettings
 from relay.coordination.namespaces import default_plugins
 from relay.core.hub import Hub
@@ -76,6 +77,7 @@ class Coordinator:
         self.hub.listeners.append(self._on_record)
         self.hub.routes.register_gate(self.plugins.gated_kinds, self.gate)
         self.hub.routes.register_opening(self.opening)
+        self.hub.routes.register_fence(self.fenced)
         self._worker = asyncio.get_running_loop().create_task(self._follow(), name="coordinator")
         for ns in self.plugins.followed_namespaces():
             for head in await self.hub.storage.feeds(ns + "/", 100_000):
@@ -91,6 +93,7 @@ class Coordinator:
             self.hub.listeners.remove(self._on_record)
         self.hub.routes.unregister_gate()
         self.hub.routes.register_opening(None)
+        self.hub.routes.register_fence(None)
         for handles in self._timers.values():
             for h in handles:
                 h.cancel()
@@ -150,6 +153,10 @@ class Coordinator:
     async def gate(self, event: Event, session_key: str | None) -> tuple[int, bool]:
         """Sequence ``event`` through the plug-in that gates its kind (a ledger lock first, ...)."""
         return await self.plugins.gate_for(event.kind).gate(self, event, session_key)
+
+    async def fenced(self, event: Event, session_key: str | None) -> tuple[int, bool]:
+        """Check a fenced event's lease epoch, then gate or sequence it (relay.coordination.fence)."""
+        return await publish_fenced(self, event, session_key)
 
     def opening(self, feed: str) -> Event | None:
         """The event the relay opens the relay-owned ``feed`` with (its plug-in's, if any)."""

@@ -32,7 +32,7 @@ from relay.core.config import Config
 from relay.core.fanout import Subscriber
 from relay.core.limits import FeedQuota
 from relay.core.presence import PresenceStore
-from relay.core.routes import PublishRoutes
+from relay.core.routes import PublishRoutes, fenced
 from relay.core.worker import FeedRuntime
 from relay.core.routing import Member, Routing
 from relay.core.watch import WATCH_FEED, Watches
@@ -181,11 +181,18 @@ class Hub:
 
     # -- publishing and subscribing ----------------------------------------------------------
     async def publish(self, event: Event, session_key: str | None) -> tuple[int, bool]:
-        """THE publish call: forward if another relay homes the feed, gate for gated kinds,
-        else sequence here."""
+        """THE publish call: forward if another relay homes the feed, check a fence, gate for
+        gated kinds, else sequence here."""
         routes = self.routes
         if routes.forward is not None and not routes.routing.is_home(event.feed):
             return await routes.forward(event, session_key)
+        if routes.fence is not None and fenced(event):
+            return await routes.fence(event, session_key)
+        return await self.publish_here(event, session_key)
+
+    async def publish_here(self, event: Event, session_key: str | None) -> tuple[int, bool]:
+        """Gate or sequence ``event`` on this relay (after its fence, if any, was checked)."""
+        routes = self.routes
         if routes.gate is not None and event.kind in routes.gated_kinds:
             return await routes.gate(event, session_key)
         return await self.runtime_publish(event, session_key)

@@ -9,10 +9,12 @@ components register their detours here instead of setting attributes on the hub:
 * the coordinator (``relay.coordination.coordinator``) registers a gate for the kinds that must
   pass it first (a bid locks ledger stake before it is sequenced), and the opening events of
   relay-owned feeds (a ledger opens with its operators; the feed's worker seals it as seq 1);
+* the coordinator also registers the fence check: a publish whose body carries a ``fence``
+  is admitted only while its author holds that lease epoch (``relay.coordination.fence``);
 * the relay's lifecycle says when it starts draining (new publishes are refused).
 
-``Hub.publish`` consults them in that order: forward if another relay homes the feed, gate for
-gated kinds, else sequence here.
+``Hub.publish`` consults them in that order: forward if another relay homes the feed, check the
+fence of a fenced event, gate for gated kinds, else sequence here.
 """
 from __future__ import annotations
 
@@ -36,7 +38,8 @@ Opening = Callable[[str], Event | None]
 class PublishRoutes:
     """The registry of publish detours one hub consults (see the module docstring)."""
 
-    __slots__ = ("draining", "ensure_mirror", "forward", "gate", "gated_kinds", "opening", "peer_heads", "routing")
+    __slots__ = ("draining", "ensure_mirror", "fence", "forward", "gate", "gated_kinds", "opening", "peer_heads",
+                 "routing")
 
     def __init__(self, routing: Routing) -> None:
         self.routing = routing
@@ -46,6 +49,7 @@ class PublishRoutes:
         self.gate: PublishCall | None = None
         self.gated_kinds: frozenset[str] = frozenset()
         self.opening: Opening | None = None
+        self.fence: PublishCall | None = None
         self.draining = False  # the relay is stopping: new publishes are refused (Relay.drain)
 
     def register_federation(self, routing: Routing, forward: PublishCall, ensure_mirror: EnsureMirror,
@@ -65,6 +69,11 @@ class PublishRoutes:
     def unregister_gate(self) -> None:
         self.gate, self.gated_kinds = None, frozenset()
 
+    def register_fence(self, fence: PublishCall | None) -> None:
+        """Fenced publishes (``body.fence``) go through ``fence`` (which checks the lease, then
+        calls ``Hub.publish_here``); None removes it."""
+        self.fence = fence
+
     def register_opening(self, opening: Opening | None) -> None:
         """The opening events of relay-owned feeds come from ``opening`` (None: the default)."""
         self.opening = opening
@@ -78,4 +87,10 @@ class PublishRoutes:
 
     def detours(self, event: Event) -> bool:
         """Whether a publish of ``event`` is forwarded or gated rather than sequenced here directly."""
-        return (self.gate is not None and event.kind in self.gated_kinds) or self.remote(event.feed)
+        return ((self.gate is not None and event.kind in self.gated_kinds) or self.remote(event.feed)
+                or (self.fence is not None and fenced(event)))
+
+
+def fenced(event: Event) -> bool:
+    """Whether ``event`` carries a fence (``body.fence``, docs/coordination.md "Leases")."""
+    return isinstance(event.body, dict) and "fence" in event.body

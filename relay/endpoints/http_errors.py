@@ -26,6 +26,7 @@ STATUS: dict[str, int] = {
     "limit_exceeded": 403,
     "late": 409,
     "conflict": 409,
+    "stale_epoch": 409,
     "insufficient_funds": 409,
     "rate_limited": 429,
     "too_many_connections": 429,

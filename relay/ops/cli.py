@@ -2,9 +2,10 @@
 
 The settings of ``colony serve`` (their table, parsing and resolution into a Config) live in
 :mod:`relay.ops.cli_settings`; the agent commands in :mod:`relay.ops.cli_feeds` (publish, feeds,
-read, doc), :mod:`relay.ops.cli_coord` (auction, task), :mod:`relay.ops.cli_peers` (vouch, trust,
-agents, profile, dm, balance) and :mod:`relay.ops.cli_agent` (tail, replay, grant, export, import,
-compact, demo); their options and exit codes in :mod:`relay.ops.cli_common`."""
+read, doc), :mod:`relay.ops.cli_coord` (auction, task), :mod:`relay.ops.cli_lease` (lease),
+:mod:`relay.ops.cli_peers` (vouch, trust, agents, profile, dm, balance) and
+:mod:`relay.ops.cli_agent` (tail, replay, grant, export, import, compact, demo); their options
+and exit codes in :mod:`relay.ops.cli_common`."""
 from __future__ import annotations
 
 import argparse
@@ -146,9 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--create", action="store_true", help="create the key file (mode 0600) if it does not exist")
     p.set_defaults(fn=cmd_pubkey)
 
-    from relay.ops import cli_agent, cli_coord, cli_feeds, cli_mcp, cli_peers, cli_watch
+    from relay.ops import cli_agent, cli_coord, cli_feeds, cli_lease, cli_mcp, cli_peers, cli_watch
 
-    for module in (cli_feeds, cli_coord, cli_peers, cli_watch, cli_agent, cli_mcp):  # agent commands (docs/agents.md)
+    # agent commands (docs/agents.md)
+    for module in (cli_feeds, cli_coord, cli_lease, cli_peers, cli_watch, cli_agent, cli_mcp):
         module.register(sub)
     return parser
 

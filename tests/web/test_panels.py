@@ -228,6 +228,38 @@ async def test_task_panel_shows_subtasks_progress_checkpoints_and_stalls_live(wo
     await assert_not_reloaded(page, errors)
 
 
+async def test_lease_panel_shows_holder_epoch_standby_and_history_live(world: Agents, browser: Any,  # noqa: F811
+                                                                     tmp_path: Path) -> None:
+    from collab.lease import Lease
+
+    ann, ben, cat = [await world.add(n, ["lead"]) for n in ("ann", "ben", "cat")]
+    feed = "lease/panel"
+    first = Lease(ann, feed, ttl_ms=60_000)
+    await first.start()
+    await first.campaign()
+    await first.acquire(10)
+    await ben.publish(feed, "lease.campaign", {"ttl_ms": 5000})
+    await cat.publish(feed, "lease.campaign", {"ttl_ms": 5000, "priority": 3})
+
+    page, errors = await open_viewer(browser, relay_url(world) + "/#" + feed)
+    got = await wait_rows(page, "standby", "(rows) => rows.length === 2 && rows.every(r => !SHORT.test(r[1]))")
+    assert [r[1:3] for r in got] == [["cat", "3"], ["ben", "0"]]  # grant order: priority, then campaign order
+    text = await panel_text(page)
+    assert "held" in text and "ann" in text and "time left" in text and "60,000 ms" in text
+    got = await rows(page, "holders")
+    assert [[r[0], r[1], r[4]] for r in got] == [["1", "ann", "holding"]]
+    await page.screenshot(path=tmp_path / "panel-lease.png")
+
+    await mark_page(page)
+    await first.release()  # ann resigns: cat (priority 3) is granted epoch 2 at once
+    got = await wait_rows(page, "holders", "(rows) => rows.length === 2 && !SHORT.test(rows[0][1])")
+    assert [[r[0], r[1], r[4]] for r in got] == [["2", "cat", "holding"], ["1", "ann", "resigned"]]
+    assert [r[1] for r in await rows(page, "standby")] == ["ben"]
+    await page.screenshot(path=tmp_path / "panel-lease-live.png")
+    await first.close()
+    await assert_not_reloaded(page, errors)
+
+
 def relay_url(world: Agents) -> str:
     return world.relay.url
 

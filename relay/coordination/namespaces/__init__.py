@@ -11,6 +11,7 @@ from relay.coordination.hooks import Plugins
 from relay.coordination.namespaces.agent import AgentPlugin
 from relay.coordination.namespaces.auction import AuctionPlugin
 from relay.coordination.namespaces.dm import DmPlugin
+from relay.coordination.namespaces.lease import LeasePlugin
 from relay.coordination.namespaces.ledger import LedgerPlugin
 from relay.coordination.namespaces.task import TaskPlugin
 from relay.coordination.namespaces.vouch import VouchPlugin
@@ -18,7 +19,9 @@ from relay.coordination.namespaces.vouch import VouchPlugin
 
 def default_plugins() -> Plugins:
     """A fresh set of the built-in plug-ins (they keep per-relay caches: one set per relay)."""
-    return Plugins([LedgerPlugin(), AuctionPlugin(), VouchPlugin(), TaskPlugin(), AgentPlugin(), DmPlugin()])
+    return Plugins([LedgerPlugin(), AuctionPlugin(), VouchPlugin(), TaskPlugin(), AgentPlugin(), DmPlugin(),
+                    LeasePlugin()])
 
 
-__all__ = ["AgentPlugin", "AuctionPlugin", "DmPlugin", "LedgerPlugin", "TaskPlugin", "VouchPlugin", "default_plugins"]
+__all__ = ["AgentPlugin", "AuctionPlugin", "DmPlugin", "LeasePlugin", "LedgerPlugin", "TaskPlugin", "VouchPlugin",
+           "default_plugins"]

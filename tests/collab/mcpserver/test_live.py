@@ -193,6 +193,14 @@ async def tasks(a: Tracked, b: Tracked) -> None:
     assert (await b.call("task_status", feed="task/build"))["status"] == "completed"
 
 
+async def leases(a: Tracked, b: Tracked) -> None:
+    held = await a.call("lease_campaign", feed="lease/lead", ttl_ms=5000, wait_s=10)
+    assert held["holding"] and held["fence"] == {"lease": "lease/lead", "epoch": 1}
+    assert (await b.call("lease_status", feed="lease/lead"))["holder"] == a.me
+    await a.call("lease_resign", feed="lease/lead")
+    assert (await b.call("lease_status", feed="lease/lead"))["holder"] is None
+
+
 async def errors(x: McpAgent, y: McpAgent) -> None:
     """Bad arguments and refusals are tool errors naming what is wrong; the server keeps serving."""
     assert "bad argument `stake`" in await x.fail("auction_bid", feed="auction/keep", stake="lots")
@@ -234,6 +242,7 @@ async def test_mcp_agents_over_a_live_relay(tmp_path: Path, transport: str) -> N
             await peers(a, b)
             await auctions(relay.url, a, b, c, d)
             await tasks(a, b)
+            await leases(a, b)
             assert called == ALL_TOOLS, f"not called: {sorted(ALL_TOOLS - called)}"
             await errors(ag["a"], ag["b"])
 

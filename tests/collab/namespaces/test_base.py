@@ -58,7 +58,7 @@ def test_the_registry_maps_a_feeds_namespace_and_falls_back() -> None:
 
 def test_the_default_registry_knows_every_built_in_namespace() -> None:
     reg = default_registry()
-    assert reg.names() == sorted(["agent", "auction", "dm", "doc", "ledger", "relay", "task", "vouch"])
+    assert reg.names() == sorted(["agent", "auction", "dm", "doc", "lease", "ledger", "relay", "task", "vouch"])
     for name in reg.names():
         assert reg.for_feed(f"{name}/x").name == name
     assert reg.for_feed("misc/x").name == "*"

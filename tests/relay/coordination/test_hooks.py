@@ -151,9 +151,9 @@ async def test_a_namespace_from_a_test_module_runs_its_relay_hooks(tmp_path: Pat
 # -- the registry ------------------------------------------------------------------------------------
 def test_the_default_plugins_cover_the_coordination_namespaces() -> None:
     plugins = default_plugins()
-    assert plugins.names() == ["agent", "auction", "dm", "ledger", "task", "vouch"]
+    assert plugins.names() == ["agent", "auction", "dm", "lease", "ledger", "task", "vouch"]
     assert plugins.gated_kinds == {"auction.open", "auction.bid"}
-    assert plugins.followed_namespaces() == ["auction", "task"]
+    assert plugins.followed_namespaces() == ["auction", "lease", "task"]
     assert plugins.gate_for("auction.bid") is plugins.get("auction")
     assert plugins.followed("auction/x") is plugins.get("auction")
     assert plugins.followed("vouch/global") is None and plugins.followed("doc/x") is None
