@@ -242,6 +242,7 @@
       if (!old || old.name !== name || old.description !== description) {
         st.names.set(key, { name, description });
         schedule("feeds", "people", "timeline", "panel");
+        renameAuthor(key);
       }
       return;
     }
@@ -537,6 +538,14 @@
           showDoc(state, at, mode);
         }
       });
+    }
+  }
+
+  function renameAuthor(key) {  // a name arrived after the document was coloured: relabel its parts
+    const name = nameOf(key);
+    for (const e of document.querySelectorAll("#doc-authors .chip, #doc span.au")) {
+      if (e.dataset.key === key) e.textContent = name;
+      else if (e.dataset.author === key) e.title = name;
     }
   }
 

@@ -73,6 +73,9 @@ async def test_the_demo_document_shows_who_wrote_each_part(start_relay: Any, bro
             assert authors(paragraph[:paragraph.index(new)], at) <= {split[s.heading]}
         assert authors(s.comment, at) == {"reviewer"}
     # the legend above the text names every author in its colour
+    # (names arrive from the directory after the colours: wait for them, a key prefix shows until then)
+    await wait_js(page, "n => [...document.querySelectorAll('#doc-authors .chip')].map(c => c.textContent)"
+                        ".sort().join('|') === n", "|".join(sorted(FULL)))
     legend = await page.eval_on_selector_all("#doc-authors .chip", "cs => cs.map(c => c.textContent)")
     assert sorted(legend) == sorted(FULL)
     await page.screenshot(path=tmp_path / "demo-doc.png")
