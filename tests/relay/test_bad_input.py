@@ -216,8 +216,8 @@ async def test_bad_hello_signature(world: World) -> None:
 @pytest.mark.parametrize("update", [
     b"\x01\x02garbage",
     b"\xff" * 12,
-    update_for("truncated")[:-3],
-])
+    update_for("truncated")[:-3],  # (a random client id: named ids keep the collection the same everywhere)
+], ids=["garbage", "all-ff", "truncated"])
 async def test_undecodable_yjs_update_is_invalid_and_never_poisons_the_doc(world: World, update: bytes) -> None:
     before = await records(world.relay)
     async with httpx.AsyncClient() as http:
