@@ -88,6 +88,7 @@ CLIENT_COMMANDS = {  # every command that talks to a relay, with arguments that 
     "task status": ["task/x"], "task assigned": [], "task resume": ["task/x", "s1"],
     "vouch": [K, "800"], "trust": [], "agents": [], "profile": ["alice"], "dm send": [K, "hi"], "dm read": [K],
     "balance": [], "watch": ["doc/"], "tail": ["doc/x"], "replay": ["doc/x"], "grant": ["doc/x"], "mcp": [],
+    "lease campaign": ["lease/x"], "lease status": ["lease/x"], "lease resign": ["lease/x"], "lease watch": ["lease/x"],
 }
 OTHER_COMMANDS = {"serve", "keygen", "pubkey", "export", "import", "compact", "demo"}  # no relay URL
 
