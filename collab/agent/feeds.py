@@ -73,9 +73,9 @@ class FeedActions(AgentCore):
         return out or {"feed": feed, "since": since, "timeout": True}
 
     # -- documents ---------------------------------------------------------------------------
-    async def doc_read(self, feed: str) -> dict[str, Any]:
-        """``{feed, seq, text}``: the merged root Y.Text "text" (seq 0: the feed has no records).
-        Needs no key: it follows the feed like any reader."""
+    async def doc_state(self, feed: str) -> tuple[YDoc[Any], int, str | None]:
+        """The merged document of ``feed`` as a pycrdt Doc, with the seq and head it covers (seq 0:
+        the feed has no records). Needs no key: it follows the feed like any reader."""
         _doc_feed(feed)
         ydoc: YDoc[Any] = YDoc()
 
@@ -91,9 +91,14 @@ class FeedActions(AgentCore):
             sub = await self.client.subscribe(feed, on_record=on_record, on_snapshot=on_snapshot)
             try:
                 await sub.wait_synced(self.timeout)
-                seq = sub.seq
+                seq, head = sub.seq, sub.head
             finally:
                 await sub.close()
+        return ydoc, seq, head
+
+    async def doc_read(self, feed: str) -> dict[str, Any]:
+        """``{feed, seq, text}``: the merged root Y.Text "text" (seq 0: the feed has no records)."""
+        ydoc, seq, _ = await self.doc_state(feed)
         return {"feed": feed, "seq": seq, "text": str(ydoc.get(TEXT_ROOT, type=Text))}
 
     async def doc_append(self, feed: str, text: str) -> dict[str, Any]:

@@ -71,27 +71,9 @@ async def _read(agent: Any, a: argparse.Namespace) -> Any:
 
 async def _doc_cat(agent: Any, a: argparse.Namespace) -> dict[str, Any]:
     """The merged document: ``{feed, seq, head, text, roots}``; a feed without records is refused."""
-    from pycrdt import Doc, Text
+    from pycrdt import Text
 
-    from collab.errors import InvalidEvent
-    from collab.events import Record, Snapshot, check_feed, namespace_of, unb64
-
-    if namespace_of(check_feed(a.feed)) != "doc":
-        raise InvalidEvent(f"documents are doc/ feeds, not {a.feed!r}")
-    ydoc: Doc[Any] = Doc()
-
-    def on_snapshot(snap: Snapshot) -> None:
-        if snap.state:
-            ydoc.apply_update(snap.state)
-
-    def on_record(rec: Record) -> None:
-        if rec.event.kind == "doc.update":
-            ydoc.apply_update(unb64(rec.event.body["update"]))
-
-    sub = await agent.client.subscribe(a.feed, on_record=on_record, on_snapshot=on_snapshot)
-    await sub.wait_synced(a.timeout)
-    seq, head = sub.seq, sub.head
-    await sub.close()
+    ydoc, seq, head = await agent.doc_state(a.feed)
     if seq == 0:
         raise RelayError("not_found", f"{a.feed} has no records: there is no document to print")
     return {"feed": a.feed, "seq": seq, "head": head, "text": str(ydoc.get("text", type=Text)),
