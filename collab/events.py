@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .canonical import canonical
+from .canonical import MAX_SAFE_INT, _encode_str, canonical
 from .errors import BadSignature, CanonicalError, InvalidEvent
 from .keys import Keypair, verify
 
@@ -74,9 +74,25 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _plain(*values: Any) -> bool:
+    """Whether ``values`` are ASCII strs and safe ints only: their canonical text is then
+    ``_encode_str(s)`` and ``str(i)``, written out below without the general encoder."""
+    for v in values:
+        cls = type(v)
+        if cls is str:
+            if not v.isascii():
+                return False
+        elif cls is not int or not -MAX_SAFE_INT <= v <= MAX_SAFE_INT:
+            return False
+    return True
+
+
 def event_signing_bytes(feed: str, kind: str, author: str, ts: int, ctx: int, body: Any) -> bytes:
-    payload = {"author": author, "body": body, "ctx": ctx, "feed": feed, "kind": kind, "ts": ts}
     try:
+        if _plain(feed, kind, author, ts, ctx):  # the members in canonical (sorted) order
+            return EVENT_DOMAIN + (f'{{"author":{_encode_str(author)},"body":').encode() + canonical(body, 1) + (
+                f',"ctx":{ctx},"feed":{_encode_str(feed)},"kind":{_encode_str(kind)},"ts":{ts}}}').encode()
+        payload = {"author": author, "body": body, "ctx": ctx, "feed": feed, "kind": kind, "ts": ts}
         return EVENT_DOMAIN + canonical(payload)
     except CanonicalError as exc:
         raise InvalidEvent(f"body is not canonical JSON: {exc}") from exc
@@ -166,6 +182,10 @@ class Event:
 
 
 def receipt_bytes(feed: str, seq: int, prev: str, event_id: str, rtime: int, relay: str) -> bytes:
+    if _plain(feed, seq, prev, event_id, rtime, relay):  # the members in canonical (sorted) order
+        return RECORD_DOMAIN + (f'{{"event":{_encode_str(event_id)},"feed":{_encode_str(feed)},'
+                                f'"prev":{_encode_str(prev)},"relay":{_encode_str(relay)},"rtime":{rtime},'
+                                f'"seq":{seq}}}').encode()
     return RECORD_DOMAIN + canonical(
         {"event": event_id, "feed": feed, "prev": prev, "relay": relay, "rtime": rtime, "seq": seq}
     )
