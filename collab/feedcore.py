@@ -39,6 +39,13 @@ def record_frame(feed: str, record_json: str) -> str:
     return '{"t":"rec","feed":' + json.dumps(feed) + ',"rec":' + record_json + "}"
 
 
+def record_line(rec: Record) -> str:
+    """The wire JSON of a record the relay sealed (``frames.encode(rec.to_wire())``, the same
+    text), with its own members written out: they are hex and integers, never escaped."""
+    return (f'{{"seq":{rec.seq},"prev":"{rec.prev}","rtime":{rec.rtime},"relay":"{rec.relay}","rsig":"{rec.rsig}",'
+            f'"event":{frames.encode(rec.event.to_wire())}}}')
+
+
 def narrows(before: Access, after: Access) -> bool:
     """Whether ``after`` may refuse a reader ``before`` let read (a switch to ``members``, a
     revoke, a grant with ``read: false``): the fan-out must then cut (:class:`Committed`)."""
@@ -272,7 +279,7 @@ class FeedCore:
             if tentative and ev.kind not in CONTROL_KINDS:
                 state = ns.apply(state, rec)  # later events in this batch see this one
             in_batch[ev.id] = seq
-            out.records.append((i, rec, frames.encode(rec.to_wire())))
+            out.records.append((i, rec, record_line(rec)))
         return out
 
     def _open(self, opening: Event, relay_key: Keypair, now: int,
@@ -285,7 +292,7 @@ class FeedCore:
         state = self.state
         if self.tentative and opening.kind not in CONTROL_KINDS:
             state = self.ns.apply(state, rec)
-        return rec, frames.encode(rec.to_wire()), apply_access(self.access, opening, 1), state
+        return rec, record_line(rec), apply_access(self.access, opening, 1), state
 
 
 def fold_records(ns: Namespace[Any], feed: str, records: Iterable[Record]) -> FeedCore:
