@@ -133,6 +133,16 @@ class Event:
     @classmethod
     def from_wire(cls, d: Any, verify_sig: bool = True) -> Event:
         """Validate an untrusted wire object; raise InvalidEvent or BadSignature."""
+        event, signing = cls.unverified(d)
+        if verify_sig and not verify(bytes.fromhex(event.author), signing, bytes.fromhex(event.sig)):
+            raise BadSignature("signature does not verify for author")
+        return event
+
+    @classmethod
+    def unverified(cls, d: Any) -> tuple[Event, bytes]:
+        """Validate an untrusted wire object but its signature (its id included); return the
+        event and its signing bytes, for a signature check elsewhere (``relay.core.verifier``).
+        Raise InvalidEvent or BadSignature (a wrong id)."""
         if not isinstance(d, dict):
             raise InvalidEvent("event must be an object")
         if set(d) != EVENT_FIELDS:
@@ -157,9 +167,7 @@ class Event:
         signing = event_signing_bytes(feed, kind, author, ts, ctx, d["body"])
         if hashlib.sha256(signing).hexdigest() != eid:
             raise BadSignature("id is not the SHA-256 of the signed bytes")
-        if verify_sig and not verify(bytes.fromhex(author), signing, bytes.fromhex(sig)):
-            raise BadSignature("signature does not verify for author")
-        return cls(feed, kind, author, ts, ctx, d["body"], sig, eid, len(signing))
+        return cls(feed, kind, author, ts, ctx, d["body"], sig, eid, len(signing)), signing
 
     def to_wire(self) -> dict[str, Any]:
         return {

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from collab.access import Access
-from collab.errors import Busy
+from collab.errors import BadSignature, Busy
 from collab.events import Event
 from collab.feedcore import RecordListener
 from collab.keys import Keypair
@@ -33,6 +33,7 @@ from relay.core.fanout import Subscriber
 from relay.core.limits import FeedQuota
 from relay.core.presence import PresenceStore
 from relay.core.routes import PublishRoutes, fenced
+from relay.core.verifier import Verifier
 from relay.core.worker import FeedRuntime
 from relay.core.routing import Member, Routing
 from relay.core.watch import WATCH_FEED, Watches
@@ -57,8 +58,10 @@ class Hub:
         self.feeds: dict[str, FeedRuntime] = {}
         self.metrics = Metrics()  # relay.endpoints.metrics: bumped by the feed workers and sessions
         self.sandbox = Sandbox(config.sandbox)  # the Yjs engine's child processes (started on first use)
+        self.verifier = Verifier(config.verify_in_child)  # signature checks off the event loop (submit)
         self._loading: dict[str, asyncio.Future[FeedRuntime]] = {}
-        self._early: dict[str, list[tuple[Event, str | None, asyncio.Future[tuple[int, bool]]]]] = {}
+        self._early: dict[str, list[tuple[Event, str | None, asyncio.Future[tuple[int, bool]],
+                                          asyncio.Future[bool] | None]]] = {}
         self._early_tasks: set[asyncio.Task[None]] = set()
         self.listeners: list[RecordListener] = []  # called with every record committed here
         self._unwatching: set[asyncio.Task[None]] = set()
@@ -197,17 +200,22 @@ class Hub:
             return await routes.gate(event, session_key)
         return await self.runtime_publish(event, session_key)
 
-    def submit(self, event: Event, session_key: str | None) -> asyncio.Future[tuple[int, bool]]:
+    def submit(self, event: Event, session_key: str | None,
+               signed: bytes | None = None) -> asyncio.Future[tuple[int, bool]]:
         """:meth:`publish` for endpoints that answer when the future resolves. An event of a
         loaded feed that takes no detour goes straight into its worker's queue (no task per
         event on the hot path); anything else runs :meth:`publish` as a task. Either way one
-        connection's publishes to a feed are queued in the order they were submitted."""
+        connection's publishes to a feed are queued in the order they were submitted.
+        ``signed``: the event's signing bytes when its signature is not checked yet
+        (``Event.unverified``): the :attr:`verifier` checks it, and nothing is sequenced,
+        forwarded or gated before it passes (else the publish is refused ``bad_signature``)."""
+        check = self.verifier.check(event, signed) if signed is not None else None
         if self.routes.detours(event):
-            return asyncio.ensure_future(self.publish(event, session_key))
+            return asyncio.ensure_future(self._publish_checked(event, session_key, check))
         feed = event.feed
         rt = self.feeds.get(feed)
         if rt is not None and feed not in self._early:
-            return rt.publish(event, session_key)
+            return rt.publish(event, session_key, check)
         # The feed is not loaded yet: queue behind the publishes already waiting for it, so
         # the ones submitted after it loads cannot overtake them (a doc writer's later edits
         # would then wait for their dependencies).
@@ -218,22 +226,28 @@ class Hub:
             task = asyncio.ensure_future(self._publish_early(feed))
             self._early_tasks.add(task)
             task.add_done_callback(self._early_tasks.discard)
-        early.append((event, session_key, fut))
+        early.append((event, session_key, fut, check))
         return fut
+
+    async def _publish_checked(self, event: Event, session_key: str | None,
+                               check: asyncio.Future[bool] | None) -> tuple[int, bool]:
+        if check is not None and not await check:
+            raise BadSignature("signature does not verify for author")
+        return await self.publish(event, session_key)
 
     async def _publish_early(self, feed: str) -> None:
         """Load ``feed``, then queue what was submitted meanwhile on its worker, in order."""
         try:
             rt = await self.runtime(feed)
         except BaseException as exc:
-            for _, _, fut in self._early.pop(feed, []):
+            for _, _, fut, _ in self._early.pop(feed, []):
                 if not fut.done():
                     fut.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for event, session_key, fut in self._early.pop(feed, []):
-            _chain(rt.publish(event, session_key), fut)
+        for event, session_key, fut, check in self._early.pop(feed, []):
+            _chain(rt.publish(event, session_key, check), fut)
 
     async def runtime_publish(self, event: Event, session_key: str | None) -> tuple[int, bool]:
         """Sequence ``event`` in its feed, bypassing the gate (the gate itself calls this)."""
@@ -347,6 +361,7 @@ class Hub:
                 log.exception("snapshot of %s at shutdown failed", rt.feed)
         await self.watches.close()  # what the drained feeds committed is announced
         await self.sandbox.close()
+        await self.verifier.close()
 
 
 def _chain(src: asyncio.Future[tuple[int, bool]], dst: asyncio.Future[tuple[int, bool]]) -> None:

@@ -20,6 +20,7 @@ class Publish:
     session_key: str | None
     fut: asyncio.Future[tuple[int, bool]]
     t0: float = 0.0  # perf_counter() at enqueue (the publish -> ack latency metric)
+    check: asyncio.Future[bool] | None = None  # its signature check, when still under way (relay.core.verifier)
 
 
 @dataclass(slots=True)

@@ -19,7 +19,7 @@ from typing import Any
 
 from collab import frames
 from collab.access import Access
-from collab.errors import ColonyError, RateLimited, Unavailable
+from collab.errors import BadSignature, ColonyError, RateLimited, Unavailable
 from collab.events import Event, Record, now_ms
 from collab.feedcore import ID_CACHE, FeedCore, RecordListener, record_frame
 from collab.keys import Keypair
@@ -190,9 +190,12 @@ class FeedRuntime:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._work(), name=f"feed:{self.feed}")
 
-    def publish(self, event: Event, session_key: str | None) -> asyncio.Future[tuple[int, bool]]:
+    def publish(self, event: Event, session_key: str | None,
+                check: asyncio.Future[bool] | None = None) -> asyncio.Future[tuple[int, bool]]:
+        """Queue ``event``; ``check``: its signature check when it is still under way (the event
+        is refused ``bad_signature`` unless it resolves True; nothing is sequenced before)."""
         fut: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
-        self._jobs.append(Publish(event, session_key, fut, time.perf_counter()))
+        self._jobs.append(Publish(event, session_key, fut, time.perf_counter(), check))
         self._kick()
         return fut
 
@@ -279,6 +282,8 @@ class FeedRuntime:
                 batch.append(p)
                 size += p.event.size
             try:
+                if any(p.check is not None for p in batch):
+                    batch = await self._signed(batch)
                 await self._sequence(batch)
             except Exception as exc:
                 if not isinstance(exc, ColonyError):
@@ -286,6 +291,16 @@ class FeedRuntime:
                     exc = Unavailable("could not store the event; retry")
                 for p in batch:
                     fail(p.fut, exc)
+
+    async def _signed(self, batch: list[Publish]) -> list[Publish]:
+        """The publishes of ``batch`` whose signature checks pass (the others are refused)."""
+        passed = []
+        for p in batch:
+            if p.check is not None and not await p.check:
+                fail(p.fut, BadSignature("signature does not verify for author"))
+            else:
+                passed.append(p)
+        return passed
 
     async def _ingest(self, payload: str) -> None:
         last = payload[payload.rfind("\n") + 1:]

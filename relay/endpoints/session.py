@@ -187,7 +187,7 @@ class Session(OutboxSubscriber):
         if not self.ip_limiter.allow(self.ip):
             raise RateLimited("too many events from this address; slow down")
         raw = frame.get("event")
-        event = Event.from_wire(raw)
+        event, signed = Event.unverified(raw)  # the signature is checked off the loop (Hub.submit)
         try:  # from here on, an error names the event's feed (docs/protocol.md 13.3)
             if event.size > self.limits.max_event_bytes:
                 raise TooLarge(f"event is {event.size} bytes; the limit is {self.limits.max_event_bytes}")
@@ -205,7 +205,7 @@ class Session(OutboxSubscriber):
             self.send(frames.error(exc.code, str(exc), rid=rid, feed=event.feed, id=event.id))
             return
         # the hub routes it (forwarded to its home, gated, or sequenced here), in submission order
-        fut = self.hub.submit(event, self.key)
+        fut = self.hub.submit(event, self.key, signed)
         fut.add_done_callback(lambda f: self._acked(f, event, rid, charged))
 
     def _acked(self, fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any, charged: bool = False) -> None:
@@ -220,6 +220,8 @@ class Session(OutboxSubscriber):
         if refused is not None:
             self.hub.metrics.rejected.inc(refused)
         elif charged and frame.get("dup"):  # a duplicate after all (found in storage): it costs nothing
+            self.key_limiter.refund(event.author)
+        if refused == "bad_signature" and charged:  # not the author's event after all
             self.key_limiter.refund(event.author)
         self.send(frame)
 

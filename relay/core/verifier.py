@@ -1,0 +1,241 @@
+"""Ed25519 verification of published events off the event loop, in a child process.
+
+A signature check costs about 40 µs of CPU, the largest single item of a publish
+(docs/benchmarks.md, issue 17). The event loop hands the signatures of every publish it parsed
+during one loop turn to a child process (``relay.core.verifier_child``) as one request and
+carries on; the child answers one byte per signature. A thread would not do: the check releases
+the GIL, but taking it back between two checks waits for the busy event loop (the GIL's switch
+interval), so a verifying thread crawls exactly when the relay is loaded.
+
+Nothing is sequenced before its signature is checked: a feed's worker waits for the checks of
+its batch (``relay.core.worker``). When the child is not there (starting, gone, overrunning
+``timeout``), the batch is checked in-process, by the same function, so every signature is
+checked either way; the child is then started again (at most once per ``RESTART_DELAY``).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from collections import deque
+
+from collab.events import Event
+from collab.keys import verify
+
+from relay.core.verifier_child import LEN, READY
+
+log = logging.getLogger(__name__)
+
+RESTART_DELAY = 1.0  # seconds between two starts of the child
+Batch = list[tuple[Event, bytes, "asyncio.Future[bool]"]]
+
+
+def check_here(event: Event, signed: bytes) -> bool:
+    """The check the child makes (``collab.keys.verify``), in this process."""
+    return verify(bytes.fromhex(event.author), signed, bytes.fromhex(event.sig))
+
+
+def _item(event: Event, signed: bytes) -> bytes:
+    return bytes.fromhex(event.author) + bytes.fromhex(event.sig) + LEN.pack(len(signed)) + signed
+
+
+class Verifier:
+    """Checks event signatures in a child process, one request per event-loop turn."""
+
+    def __init__(self, enabled: bool = True, timeout: float = 5.0) -> None:
+        self.enabled = enabled  # False: every check in-process (still batched per loop turn)
+        self.timeout = timeout
+        self.local_batches = 0  # batches checked in-process (the child not ready, gone or late)
+        self.restarts = 0
+        self._queue: Batch = []
+        self._inflight: deque[Batch] = deque()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._ready = False
+        self.up = asyncio.Event()  # set while the child answers (it said it is ready)
+        self.down = asyncio.Event()  # set once a child was lost, until the next one is ready
+        self._closed = False
+        self._next_start = 0.0
+        self._buf = b""
+        self._out = b""
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def check(self, event: Event, signed: bytes) -> asyncio.Future[bool]:
+        """Whether ``event``'s signature verifies over ``signed`` (its signing bytes)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        if not self._queue:
+            loop.call_soon(self._flush)
+        self._queue.append((event, signed, fut))
+        return fut
+
+    # -- batches -----------------------------------------------------------------------------
+    def _flush(self) -> None:
+        batch, self._queue = self._queue, []
+        if not batch:
+            return
+        if not self._ready:
+            if self.enabled and not self._closed and self._proc is None:
+                self._start()
+            self._here(batch)
+            return
+        payload = b"".join(_item(ev, signed) for ev, signed, _ in batch)
+        self._inflight.append(batch)
+        self._send(LEN.pack(len(payload)) + payload)
+        self._arm()
+
+    def _here(self, batch: Batch) -> None:
+        self.local_batches += 1
+        for ev, signed, fut in batch:
+            if not fut.done():
+                fut.set_result(check_here(ev, signed))
+
+    def _answer(self, payload: bytes) -> None:
+        if not self._ready:
+            if payload == READY:
+                self._ready = True
+                self.up.set()
+                self.down.clear()
+                return
+            self._lost("it did not start properly")
+            return
+        if not self._inflight:
+            self._lost("it answered a request never sent")
+            return
+        batch = self._inflight.popleft()
+        if len(payload) != len(batch):
+            self._here(batch)
+            self._lost("its answer does not match the request")
+            return
+        for (_, _, fut), ok in zip(batch, payload, strict=True):
+            if not fut.done():
+                fut.set_result(ok == 1)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._arm()
+
+    def _arm(self) -> None:
+        if self._timer is None and self._inflight and self._loop is not None:
+            self._timer = self._loop.call_later(self.timeout, self._lost, f"it took over {self.timeout:g} s")
+
+    # -- the child ---------------------------------------------------------------------------
+    def _start(self) -> None:
+        loop = self._loop = asyncio.get_running_loop()
+        if loop.time() < self._next_start:
+            return
+        self._next_start = loop.time() + RESTART_DELAY
+        try:  # a vfork/exec, as the Yjs sandbox starts its children; the argv is ours
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "relay.core.verifier_child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        except OSError:
+            log.warning("could not start the signature verifier; checking signatures in-process", exc_info=True)
+            return
+        if proc.stdin is None or proc.stdout is None:  # pragma: no cover - PIPE gives both
+            proc.kill()
+            return
+        os.set_blocking(proc.stdin.fileno(), False)
+        os.set_blocking(proc.stdout.fileno(), False)
+        self._proc, self._buf, self._out = proc, b"", b""
+        loop.add_reader(proc.stdout.fileno(), self._readable, proc)
+
+    def _readable(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc is not self._proc or proc.stdout is None:
+            return
+        try:
+            data = os.read(proc.stdout.fileno(), 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._lost("it ended")
+            return
+        buf = self._buf + data
+        while len(buf) >= 4:
+            (n,) = LEN.unpack_from(buf)
+            if len(buf) < 4 + n:
+                break
+            payload, buf = buf[4:4 + n], buf[4 + n:]
+            self._buf = buf
+            self._answer(payload)
+            if proc is not self._proc:  # lost meanwhile
+                return
+        self._buf = buf
+
+    def _send(self, data: bytes) -> None:
+        proc = self._proc
+        if proc is None or proc.stdin is None or self._loop is None:
+            self._lost("it has no input")
+            return
+        if self._out:
+            self._out += data
+            return
+        try:
+            n = os.write(proc.stdin.fileno(), data)
+        except BlockingIOError:
+            n = 0
+        except OSError:
+            self._lost("it stopped reading")
+            return
+        self._out = data[n:]
+        if self._out:
+            self._loop.add_writer(proc.stdin.fileno(), self._writable, proc)
+
+    def _writable(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc is not self._proc or proc.stdin is None or self._loop is None:
+            return
+        try:
+            self._out = self._out[os.write(proc.stdin.fileno(), self._out):]
+        except BlockingIOError:
+            return
+        except OSError:
+            self._lost("it stopped reading")
+            return
+        if not self._out:
+            self._loop.remove_writer(proc.stdin.fileno())
+
+    def _lost(self, why: str) -> None:
+        """The child is unusable: check what it was asked in-process, drop it (started again on
+        a later batch)."""
+        proc, self._proc, self._ready = self._proc, None, False
+        self.up.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if proc is not None:
+            self.down.set()
+            if not self._closed:
+                log.warning("the signature verifier child is gone (%s); checking in-process meanwhile", why)
+                self.restarts += 1
+            self._drop(proc)
+        while self._inflight:
+            self._here(self._inflight.popleft())
+
+    def _drop(self, proc: subprocess.Popen[bytes]) -> None:
+        if self._loop is not None:
+            for f in (proc.stdout, proc.stdin):
+                if f is not None and not f.closed:
+                    self._loop.remove_reader(f.fileno())
+                    self._loop.remove_writer(f.fileno())
+        if proc.poll() is None:
+            proc.kill()
+        for f in (proc.stdin, proc.stdout):
+            if f is not None:
+                f.close()
+        self._out = b""
+
+    async def close(self) -> None:
+        """Answer what is pending (in-process) and stop the child."""
+        self._closed = True
+        proc = self._proc
+        self._lost("closing")
+        if self._queue:
+            self._flush()
+        if proc is not None:
+            await asyncio.to_thread(proc.wait)
+
+
+__all__ = ["Verifier", "check_here"]

@@ -1,0 +1,59 @@
+"""The signature verifier's child process: ``python -m relay.core.verifier_child``.
+
+Reads request frames on stdin and answers each with one reply frame on stdout (a frame: a
+4-byte big-endian length, then the payload). A request is a batch of signatures to check, each
+``public key (32 bytes) | signature (64) | message length (4, big-endian) | message``; the reply
+holds one byte per signature, 1 when :func:`collab.keys.verify` accepts it (the strict rules
+of docs/protocol.md 5.3), else 0. The parent (``relay.core.verifier``) is the only peer: it sends
+what it read off the wire, and anything this process fails on ends it (the parent then checks
+the batch itself).
+"""
+from __future__ import annotations
+
+import os
+import struct
+import sys
+
+from collab.keys import verify
+
+READY = b"ready"
+LEN = struct.Struct(">I")
+
+
+def check_batch(payload: bytes) -> bytes:
+    """One byte per signature of the request ``payload``: 1 valid, 0 not."""
+    out = bytearray()
+    pos, end = 0, len(payload)
+    while pos < end:
+        public, sig = payload[pos:pos + 32], payload[pos + 32:pos + 96]
+        (n,) = LEN.unpack_from(payload, pos + 96)
+        msg = payload[pos + 100:pos + 100 + n]
+        pos += 100 + n
+        out.append(1 if verify(public, msg, sig) else 0)
+    return bytes(out)
+
+
+def _write(fd: int, payload: bytes) -> None:
+    out = LEN.pack(len(payload)) + payload
+    while out:
+        out = out[os.write(fd, out):]
+
+
+def serve(stdin: int, stdout: int) -> None:
+    _write(stdout, READY)
+    buf = b""
+    while True:
+        data = os.read(stdin, 1 << 20)
+        if not data:
+            return
+        buf += data
+        while len(buf) >= 4:
+            (n,) = LEN.unpack_from(buf)
+            if len(buf) < 4 + n:
+                break
+            payload, buf = buf[4:4 + n], buf[4 + n:]
+            _write(stdout, check_batch(payload))
+
+
+if __name__ == "__main__":
+    serve(sys.stdin.fileno(), sys.stdout.fileno())
