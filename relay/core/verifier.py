@@ -1,9 +1,11 @@
 """Ed25519 verification of published events off the event loop, in a child process.
 
 A signature check costs about 40 µs of CPU, the largest single item of a publish
-(docs/benchmarks.md, issue 17). The event loop hands the signatures of every publish it parsed
-during one loop turn to a child process (``relay.core.verifier_child``) as one request and
-carries on; the child answers one byte per signature. A thread would not do: the check releases
+(docs/benchmarks.md, issue 17). The event loop hands the signatures of the publishes it parsed
+to a child process (``relay.core.verifier_child``) as one request and carries on; the child
+answers one byte per signature. One request is in flight at a time: what is submitted while
+the child works goes as the next request when the answer comes (under load, batches grow
+instead of system calls per event). A thread would not do: the check releases
 the GIL, but taking it back between two checks waits for the busy event loop (the GIL's switch
 interval), so a verifying thread crawls exactly when the relay is loaded.
 
@@ -73,6 +75,8 @@ class Verifier:
 
     # -- batches -----------------------------------------------------------------------------
     def _flush(self) -> None:
+        if self._inflight and self._ready:  # one request at a time: what queues meanwhile goes
+            return                          # as the next one, when this one is answered
         batch, self._queue = self._queue, []
         if not batch:
             return
@@ -115,7 +119,7 @@ class Verifier:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._arm()
+        self._flush()
 
     def _arm(self) -> None:
         if self._timer is None and self._inflight and self._loop is not None:
@@ -213,6 +217,8 @@ class Verifier:
             self._drop(proc)
         while self._inflight:
             self._here(self._inflight.popleft())
+        if self._queue:  # held back behind the request in flight
+            self._flush()
 
     def _drop(self, proc: subprocess.Popen[bytes]) -> None:
         if self._loop is not None:
