@@ -223,6 +223,17 @@ class Record:
                    hashlib.sha256(rb).hexdigest())
 
     @classmethod
+    def unsigned(cls, relay: str, event: Event, seq: int, prev: str, rtime: int) -> tuple[Record, bytes]:
+        """The record :meth:`seal` makes but its signature (``rsig`` empty: :meth:`signed` adds
+        it; the hash does not depend on it), and the receipt bytes to sign."""
+        rb = receipt_bytes(event.feed, seq, prev, event.id, rtime, relay)
+        return cls(seq, prev, rtime, relay, "", event, hashlib.sha256(rb).hexdigest()), rb
+
+    def signed(self, rsig: bytes) -> Record:
+        """This record with the relay's signature ``rsig`` of its receipt bytes."""
+        return Record(self.seq, self.prev, self.rtime, self.relay, rsig.hex(), self.event, self.hash)
+
+    @classmethod
     def from_wire(cls, d: Any, verify_sigs: bool = True) -> Record:
         """Validate an untrusted record: event signature and id, and the relay's receipt."""
         if not isinstance(d, dict) or set(d) != RECORD_FIELDS:

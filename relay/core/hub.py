@@ -58,7 +58,8 @@ class Hub:
         self.feeds: dict[str, FeedRuntime] = {}
         self.metrics = Metrics()  # relay.endpoints.metrics: bumped by the feed workers and sessions
         self.sandbox = Sandbox(config.sandbox)  # the Yjs engine's child processes (started on first use)
-        self.verifier = Verifier(config.verify_in_child)  # signature checks off the event loop (submit)
+        # signature checks (submit) and receipt signatures (the workers) off the event loop
+        self.verifier = Verifier(config.verify_in_child, key=relay_key)
         self._loading: dict[str, asyncio.Future[FeedRuntime]] = {}
         self._early: dict[str, list[tuple[Event, str | None, asyncio.Future[tuple[int, bool]],
                                           asyncio.Future[bool] | None]]] = {}
@@ -126,7 +127,8 @@ class Hub:
             await self._make_room()
             rt = FeedRuntime(feed, self.registry.for_feed(feed), self.storage, self.config, self.metrics,
                              self.relay_key, self.presence, self.listeners, quota=self.quota,
-                             sandbox=self.sandbox, alarm=self.quarantine_alarm, opener=self.opening)
+                             sandbox=self.sandbox, alarm=self.quarantine_alarm, opener=self.opening,
+                             signer=self.verifier if self.config.verify_in_child else None)
             await self.bus.watch(feed)  # before loading: nothing appended meanwhile can slip by
             await rt.load()
             if self.presence.shared:  # participants on other processes: in the first list already

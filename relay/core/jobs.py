@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from collab.errors import BadSignature
 from collab.events import Event
 
 from relay.core.mirrorstore import MirrorJob
@@ -70,4 +71,18 @@ def fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
         fut.set_exception(exc)
 
 
-__all__ = ["Ingest", "Job", "Publish", "Recover", "Subscribe", "Sync", "fail", "ok", "wire_seq"]
+
+
+async def signature_checked(batch: list[Publish]) -> list[Publish]:
+    """The publishes of ``batch`` whose signature checks pass, once they are done (most are by
+    the time their batch comes up); the others are refused ``bad_signature``."""
+    passed = []
+    for p in batch:
+        if p.check is not None and not await p.check:
+            fail(p.fut, BadSignature("signature does not verify for author"))
+        else:
+            passed.append(p)
+    return passed
+
+
+__all__ = ["Ingest", "Job", "Publish", "Recover", "Subscribe", "Sync", "fail", "ok", "signature_checked", "wire_seq"]

@@ -1,4 +1,4 @@
-"""Ed25519 verification of published events off the event loop, in a child process.
+"""Ed25519 off the event loop, in a child process: publish signatures checked, receipts signed.
 
 A signature check costs about 40 µs of CPU, the largest single item of a publish
 (docs/benchmarks.md, issue 17). The event loop hands the signatures of the publishes it parsed
@@ -13,6 +13,11 @@ Nothing is sequenced before its signature is checked: a feed's worker waits for 
 its batch (``relay.core.worker``). When the child is not there (starting, gone, overrunning
 ``timeout``), the batch is checked in-process, by the same function, so every signature is
 checked either way; the child is then started again (at most once per ``RESTART_DELAY``).
+
+The same child signs the receipts of the records a feed's worker seals (:meth:`Verifier.sign`,
+about 15 µs each): the worker seals a batch unsigned (the hash chain does not depend on the
+signatures), has them signed here while the Yjs sandbox checks the batch, and puts them on the
+records before the append. The child gets the relay's seed as its first request, over its pipe.
 """
 from __future__ import annotations
 
@@ -22,9 +27,10 @@ import os
 import subprocess
 import sys
 from collections import deque
+from typing import Any
 
 from collab.events import Event
-from collab.keys import verify
+from collab.keys import Keypair, verify
 
 from relay.core.verifier_child import LEN, READY
 
@@ -46,13 +52,15 @@ def _item(event: Event, signed: bytes) -> bytes:
 class Verifier:
     """Checks event signatures in a child process, one request per event-loop turn."""
 
-    def __init__(self, enabled: bool = True, timeout: float = 5.0) -> None:
+    def __init__(self, enabled: bool = True, timeout: float = 5.0, key: Keypair | None = None) -> None:
         self.enabled = enabled  # False: every check in-process (still batched per loop turn)
         self.timeout = timeout
+        self.key = key  # the relay's key: receipts to sign (None: no signing here)
+        self._signs: deque[tuple[list[bytes], asyncio.Future[list[bytes]]]] = deque()
         self.local_batches = 0  # batches checked in-process (the child not ready, gone or late)
         self.restarts = 0
         self._queue: Batch = []
-        self._inflight: deque[Batch] = deque()
+        self._inflight: deque[tuple[bytes, Any]] = deque()  # (request kind, what it answers)
         self._proc: subprocess.Popen[bytes] | None = None
         self._ready = False
         self.up = asyncio.Event()  # set while the child answers (it said it is ready)
@@ -73,21 +81,40 @@ class Verifier:
         self._queue.append((event, signed, fut))
         return fut
 
+    def sign(self, receipts: list[bytes]) -> asyncio.Future[list[bytes]]:
+        """The relay key's signatures of ``receipts`` (in order), made in the child while the
+        event loop goes on (``collab.feedcore.FeedCore.seal`` with ``sign=False``)."""
+        if self.key is None:
+            raise RuntimeError("this verifier has no key to sign with")
+        fut: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+        self._signs.append((receipts, fut))
+        self._flush()
+        return fut
+
     # -- batches -----------------------------------------------------------------------------
     def _flush(self) -> None:
         if self._inflight and self._ready:  # one request at a time: what queues meanwhile goes
             return                          # as the next one, when this one is answered
-        batch, self._queue = self._queue, []
-        if not batch:
-            return
         if not self._ready:
-            if self.enabled and not self._closed and self._proc is None:
+            if self.enabled and not self._closed and self._proc is None and (self._queue or self._signs):
                 self._start()
-            self._here(batch)
+            while self._signs:
+                self._sign_here(*self._signs.popleft())
+            batch, self._queue = self._queue, []
+            if batch:
+                self._here(batch)
             return
-        payload = b"".join(_item(ev, signed) for ev, signed, _ in batch)
-        self._inflight.append(batch)
-        self._send(LEN.pack(len(payload)) + payload)
+        if self._signs:  # a worker waits for these: first
+            receipts, fut = self._signs.popleft()
+            self._request(b"S", (receipts, fut), b"".join(LEN.pack(len(r)) + r for r in receipts))
+            return
+        batch, self._queue = self._queue, []
+        if batch:
+            self._request(b"V", batch, b"".join(_item(ev, signed) for ev, signed, _ in batch))
+
+    def _request(self, kind: bytes, what: Any, body: bytes) -> None:
+        self._inflight.append((kind, what))
+        self._send(LEN.pack(len(body) + 1) + kind + body)
         self._arm()
 
     def _here(self, batch: Batch) -> None:
@@ -95,6 +122,16 @@ class Verifier:
         for ev, signed, fut in batch:
             if not fut.done():
                 fut.set_result(check_here(ev, signed))
+
+    def _sign_here(self, receipts: list[bytes], fut: asyncio.Future[list[bytes]]) -> None:
+        if not fut.done() and self.key is not None:
+            fut.set_result([self.key.sign(r) for r in receipts])
+
+    def _redo_here(self, kind: bytes, what: Any) -> None:
+        if kind == b"V":
+            self._here(what)
+        elif kind == b"S":
+            self._sign_here(*what)
 
     def _answer(self, payload: bytes) -> None:
         if not self._ready:
@@ -108,17 +145,22 @@ class Verifier:
         if not self._inflight:
             self._lost("it answered a request never sent")
             return
-        batch = self._inflight.popleft()
-        if len(payload) != len(batch):
-            self._here(batch)
-            self._lost("its answer does not match the request")
-            return
-        for (_, _, fut), ok in zip(batch, payload, strict=True):
-            if not fut.done():
-                fut.set_result(ok == 1)
+        kind, what = self._inflight.popleft()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if kind == b"V" and len(payload) == len(what):
+            for (_, _, fut), ok in zip(what, payload, strict=True):
+                if not fut.done():
+                    fut.set_result(ok == 1)
+        elif kind == b"S" and len(payload) == 64 * len(what[0]):
+            fut = what[1]
+            if not fut.done():
+                fut.set_result([payload[i:i + 64] for i in range(0, len(payload), 64)])
+        elif kind != b"K" or payload != b"k":
+            self._redo_here(kind, what)
+            self._lost("its answer does not match the request")
+            return
         self._flush()
 
     def _arm(self) -> None:
@@ -144,6 +186,9 @@ class Verifier:
         os.set_blocking(proc.stdout.fileno(), False)
         self._proc, self._buf, self._out = proc, b"", b""
         loop.add_reader(proc.stdout.fileno(), self._readable, proc)
+        if self.key is not None:  # its first request, answered once it is ready
+            self._inflight.append((b"K", None))
+            self._send(LEN.pack(33) + b"K" + self.key.seed)
 
     def _readable(self, proc: subprocess.Popen[bytes]) -> None:
         if proc is not self._proc or proc.stdout is None:
@@ -216,8 +261,8 @@ class Verifier:
                 self.restarts += 1
             self._drop(proc)
         while self._inflight:
-            self._here(self._inflight.popleft())
-        if self._queue:  # held back behind the request in flight
+            self._redo_here(*self._inflight.popleft())
+        if self._queue or self._signs:  # held back behind the request in flight
             self._flush()
 
     def _drop(self, proc: subprocess.Popen[bytes]) -> None:
@@ -238,8 +283,7 @@ class Verifier:
         self._closed = True
         proc = self._proc
         self._lost("closing")
-        if self._queue:
-            self._flush()
+        self._flush()
         if proc is not None:
             await asyncio.to_thread(proc.wait)
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from collab import frames
 from collab.access import Access
-from collab.errors import BadSignature, ColonyError, RateLimited, Unavailable
+from collab.errors import ColonyError, RateLimited, Unavailable
 from collab.events import Event, Record, now_ms
 from collab.feedcore import ID_CACHE, FeedCore, RecordListener, record_frame
 from collab.keys import Keypair
@@ -30,10 +30,11 @@ from collab.sandbox_supervisor import Sandbox, Verdict
 from relay.core.config import Config
 from relay.core.fanout import Fanout, Subscriber
 from relay.core.limits import FeedQuota, TokenBucket
-from relay.core.jobs import Ingest, Job, Publish, Recover, Subscribe, Sync, fail, ok, wire_seq
+from relay.core.jobs import Ingest, Job, Publish, Recover, Subscribe, Sync, fail, ok, signature_checked, wire_seq
 from relay.core.mirrorstore import MirrorJob, store_mirrored
 from relay.core.presence import Participants, PresenceStore
 from relay.core.metrics import Metrics
+from relay.core.verifier import Verifier
 from relay.core.vetting import Vetting
 from relay.storage.base import HeadMoved, Storage, StoredSnapshot
 
@@ -52,8 +53,9 @@ class FeedRuntime:
                  relay_key: Keypair, presence: PresenceStore, listeners: Sequence[RecordListener] = (),
                  quota: FeedQuota | None = None, sandbox: Sandbox | None = None,
                  alarm: Callable[[dict[str, Any]], None] | None = None,
-                 opener: Callable[[str], Event | None] | None = None) -> None:
+                 opener: Callable[[str], Event | None] | None = None, signer: Verifier | None = None) -> None:
         self.feed, self.ns = feed, ns
+        self.signer = signer  # signs the receipts off the event loop (else the seal signs them)
         self._opener = opener  # a relay-owned feed's opening event (the namespace's plug-in), or None
         self.quota = quota  # feeds created per key (the hub's, shared by every feed); None: no quota
         lim = config.limits
@@ -283,7 +285,7 @@ class FeedRuntime:
                 size += p.event.size
             try:
                 if any(p.check is not None for p in batch):
-                    batch = await self._signed(batch)
+                    batch = await signature_checked(batch)
                 await self._sequence(batch)
             except Exception as exc:
                 if not isinstance(exc, ColonyError):
@@ -291,16 +293,6 @@ class FeedRuntime:
                     exc = Unavailable("could not store the event; retry")
                 for p in batch:
                     fail(p.fut, exc)
-
-    async def _signed(self, batch: list[Publish]) -> list[Publish]:
-        """The publishes of ``batch`` whose signature checks pass (the others are refused)."""
-        passed = []
-        for p in batch:
-            if p.check is not None and not await p.check:
-                fail(p.fut, BadSignature("signature does not verify for author"))
-            else:
-                passed.append(p)
-        return passed
 
     async def _ingest(self, payload: str) -> None:
         last = payload[payload.rfind("\n") + 1:]
@@ -374,7 +366,8 @@ class FeedRuntime:
             # every record of the batch carries this rtime; deadlines are judged on it
             sealed = core.seal([(p.event, p.session_key) for p in batch], self.relay_key, now_ms(),
                                self.config.limits.max_event_bytes, stored, self.max_bytes,
-                               self.opening() if core.seq == 0 and self.ns.relay_owned else None)
+                               self.opening() if core.seq == 0 and self.ns.relay_owned else None,
+                               sign=self.signer is None)
             for i, answer in sealed.answers:
                 if isinstance(answer, tuple):
                     ok(batch[i].fut, answer)
@@ -383,6 +376,7 @@ class FeedRuntime:
             accepted = sealed.records
             if not accepted:
                 return
+            signing = self.signer.sign(sealed.receipts) if self.signer is not None else None
             # the whole document is encoded in the sandbox before the snapshot this batch brings
             full = core.seq + len(accepted) - self.snapshot_seq >= self.config.snapshot_every
             try:
@@ -404,6 +398,8 @@ class FeedRuntime:
                     for i, _, _ in accepted:
                         fail(batch[i].fut, refused)
                     return
+            if signing is not None:
+                sealed.sign_with(await signing)
             lines = sealed.lines()  # with the relay's opening record first, if it opens the feed
             try:
                 await self.storage.append(self.feed, core.seq, lines)

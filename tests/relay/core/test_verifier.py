@@ -72,3 +72,21 @@ async def test_turned_off_it_checks_in_process() -> None:
     assert await answers(v, items) == [good for _, _, good in items]
     assert v._proc is None and v.local_batches == 1
     await v.close()
+
+
+async def test_the_child_signs_receipts_with_the_relay_key() -> None:
+    relay = Keypair.from_seed(b"R" * 32)
+    receipts = [b"receipt %d" % i for i in range(5)]
+    v = Verifier(key=relay)
+    try:
+        here = await v.sign(receipts)  # before the child is up: signed in-process
+        await wait_ready(v)
+        local = v.local_batches
+        assert await v.sign(receipts) == here == [relay.sign(r) for r in receipts]
+        signs = [v.sign(receipts[:i]) for i in range(1, 4)]  # queued behind one another
+        assert await asyncio.gather(*signs) == [[relay.sign(r) for r in receipts[:i]] for i in range(1, 4)]
+        assert v.local_batches == local
+        v._proc.kill()  # type: ignore[union-attr]
+        assert await v.sign(receipts) == here  # in-process while it is gone
+    finally:
+        await v.close()
