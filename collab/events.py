@@ -39,6 +39,7 @@ EVENT_FIELDS = frozenset(("feed", "kind", "author", "ts", "ctx", "body", "sig", 
 RECORD_FIELDS = frozenset(("seq", "prev", "rtime", "relay", "rsig", "event"))
 SNAPSHOT_FIELDS = frozenset(("feed", "seq", "head", "state", "relay", "rsig"))
 MAX_TS = 2**53 - 1
+BAD_SIGNATURE = "signature does not verify for author"  # the message of a publish refused bad_signature
 
 
 def now_ms() -> int:
@@ -135,7 +136,7 @@ class Event:
         """Validate an untrusted wire object; raise InvalidEvent or BadSignature."""
         event, signing = cls.unverified(d)
         if verify_sig and not verify(bytes.fromhex(event.author), signing, bytes.fromhex(event.sig)):
-            raise BadSignature("signature does not verify for author")
+            raise BadSignature(BAD_SIGNATURE)
         return event
 
     @classmethod

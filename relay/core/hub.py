@@ -21,7 +21,7 @@ from typing import Any
 
 from collab.access import Access
 from collab.errors import BadSignature, Busy
-from collab.events import Event
+from collab.events import BAD_SIGNATURE, Event
 from collab.feedcore import RecordListener
 from collab.keys import Keypair
 from collab.namespaces import Registry
@@ -234,7 +234,7 @@ class Hub:
     async def _publish_checked(self, event: Event, session_key: str | None,
                                check: asyncio.Future[bool] | None) -> tuple[int, bool]:
         if check is not None and not await check:
-            raise BadSignature("signature does not verify for author")
+            raise BadSignature(BAD_SIGNATURE)
         return await self.publish(event, session_key)
 
     async def _publish_early(self, feed: str) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from collab.errors import BadSignature
-from collab.events import Event
+from collab.events import BAD_SIGNATURE, Event
 
 from relay.core.mirrorstore import MirrorJob
 
@@ -79,7 +79,7 @@ async def signature_checked(batch: list[Publish]) -> list[Publish]:
     passed = []
     for p in batch:
         if p.check is not None and not await p.check:
-            fail(p.fut, BadSignature("signature does not verify for author"))
+            fail(p.fut, BadSignature(BAD_SIGNATURE))
         else:
             passed.append(p)
     return passed

@@ -21,11 +21,12 @@ from collab.errors import (
     BadSignature, ColonyError, InvalidEvent, LimitExceeded, MalformedFrame, RateLimited, TooLarge,
     Unavailable,
 )
-from collab.events import HEX64_RE, HEX128_RE, Event, check_feed, check_prefix, hello_bytes
+from collab.events import BAD_SIGNATURE, HEX64_RE, HEX128_RE, Event, check_feed, check_prefix, hello_bytes
 from collab.keys import verify
 
 from relay.core.hub import Hub
 from relay.core.limits import Limits, RateLimiter, TokenBucket
+from relay.core.verifier import check_here
 from relay.endpoints.outbox import CLOSE_GOING_AWAY, Outbox, OutboxSubscriber, Transport
 
 log = logging.getLogger(__name__)
@@ -201,8 +202,10 @@ class Session(OutboxSubscriber):
             elif not self.pub_bucket.take():
                 raise RateLimited("too many duplicate or relayed events on this connection; slow down")
         except ColonyError as exc:
-            self.hub.metrics.rejected.inc(exc.code)
-            self.send(frames.error(exc.code, str(exc), rid=rid, feed=event.feed, id=event.id))
+            refusal = exc if check_here(event, signed) else BadSignature(BAD_SIGNATURE)  # checked first (13.3)
+            self.hub.metrics.rejected.inc(refusal.code)
+            feed = None if refusal.code == "bad_signature" else event.feed  # no feed before validation passed
+            self.send(frames.error(refusal.code, str(refusal), rid=rid, feed=feed, id=event.id))
             return
         # the hub routes it (forwarded to its home, gated, or sequenced here), in submission order
         fut = self.hub.submit(event, self.key, signed)
@@ -217,6 +220,8 @@ class Session(OutboxSubscriber):
                 self.out.put(f'{{"t":"ok","feed":"{event.feed}","id":"{event.id}","seq":{seq}' + tail)
                 return
         frame, refused = publish_answer(fut, event, rid)
+        if refused == "bad_signature":  # refused in the event's validation: no feed (docs/protocol.md 13.3)
+            frame.pop("feed", None)
         if refused is not None:
             self.hub.metrics.rejected.inc(refused)
         elif charged and frame.get("dup"):  # a duplicate after all (found in storage): it costs nothing
