@@ -35,6 +35,8 @@ import socket
 import struct
 from typing import Any
 
+from relay.endpoints.wslean import Flag, ReceiveQueue
+
 try:  # the protocol the relay runs (relay.ops.runner pins ws="websockets-sansio")
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
     from websockets.protocol import State
@@ -186,9 +188,22 @@ class GuardedProtocol(_Base):
 
     send_buffer = 0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # lean stand-ins for asyncio's Queue and Event: an idle connection holds neither deques
+        # nor waiter lists (relay.endpoints.wslean)
+        self.queue = ReceiveQueue()
+        self.writable = Flag()
+        self.writable.set()
+
     @classmethod
     def bounded(cls, send_buffer: int) -> type[GuardedProtocol]:
         return type(cls.__name__, (cls,), {"send_buffer": send_buffer})
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete and getattr(self, "response", None) is not None:  # the handshake's request and
+            self.request = self.response = None  # response (headers) are not needed any more
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
