@@ -261,7 +261,8 @@ def main() -> int:
                 run = run_one(system, tmp / f"{system}-{r}", args, code_dirs.get(system))
                 run["load"] = load()
                 results.setdefault(system, {"runs": []})["runs"].append(run)
-                print(f"[conns] {system} run {r + 1}: {run['connections']} agents connected in {run['connect_s']:.1f} s "
+                print(f"[conns] {system} run {r + 1}: {run['connections']} agents connected in "
+                      f"{run['connect_s']:.1f} s "
                       f"({run['connects_per_s']:.0f}/s, handshake p99 {run['handshake_ms']['p99']:.0f} ms); "
                       f"{run['kb_per_connection']:.1f} KiB per idle connection "
                       f"({run['rss_before_kb']} -> {run['rss_after_kb']} KiB); fan-out to {run['agents']}: "

@@ -1,7 +1,8 @@
 """Many lean agent connections in one client process (``bench_conns.py``).
 
-Each connection is an ``asyncio.Protocol`` around websockets' sans-I/O ``ClientProtocol``: no
-task and no reader buffer of its own, so one process holds thousands of them cheaply. A
+Each connection is a plain ``asyncio.Protocol`` that does the WebSocket handshake and framing
+itself (RFC 6455, client side): no task per connection and little CPU per message, so one
+process holds thousands of them and timestamps deliveries without falling behind the relay. A
 connection does what every agent does: it answers the relay's ``challenge`` with a ``hello``
 signed by its own Ed25519 key (``collab.events.hello_bytes``), then subscribes to its own feed
 (``note/own-<i>``) and to the shared feed, and counts as connected once both ``synced`` frames
@@ -16,6 +17,7 @@ plus order errors), then ``close``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import resource
@@ -53,19 +55,35 @@ class Stats:
             self.last[seq] = t
 
 
-class AgentConn(asyncio.Protocol):
-    """One agent connection (see the module docstring)."""
+def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
+    """One final, masked client frame (RFC 6455 section 5.2)."""
+    n = len(payload)
+    if n < 126:
+        head = bytes((0x80 | opcode, 0x80 | n))
+    elif n < 65536:
+        head = bytes((0x80 | opcode, 0x80 | 126)) + n.to_bytes(2, "big")
+    else:
+        head = bytes((0x80 | opcode, 0x80 | 127)) + n.to_bytes(8, "big")
+    mask = os.urandom(4)
+    if not n:
+        return head + mask
+    m = (mask * (n // 4 + 1))[:n]
+    return head + mask + (int.from_bytes(payload, "big") ^ int.from_bytes(m, "big")).to_bytes(n, "big")
 
-    __slots__ = ("closing", "done", "failed", "host", "i", "key", "last_seq", "path", "proto", "stats", "synced",
-                 "transport")
+
+class AgentConn(asyncio.Protocol):
+    """One agent connection (see the module docstring). The WebSocket handshake and framing are
+    done here, minimally (server frames are unmasked and unfragmented; pings are answered),
+    so that the client processes spend little CPU per delivery next to the relay."""
+
+    __slots__ = ("buf", "closing", "done", "failed", "host", "i", "key", "last_seq", "open", "path", "stats",
+                 "synced", "transport")
 
     def __init__(self, i: int, host: str, path: str, key: Any, stats: Stats, done: asyncio.Future[None]) -> None:
-        from websockets.client import ClientProtocol
-        from websockets.uri import parse_uri
-
         self.i, self.host, self.path, self.key, self.stats, self.done = i, host, path, key, stats, done
-        self.proto = ClientProtocol(parse_uri(f"ws://{host}{path}"), max_size=None)
         self.transport: Any = None
+        self.buf = bytearray()
+        self.open = False
         self.synced = 0
         self.last_seq = 0   # the last shared-feed seq received (records arrive in order)
         self.failed = False
@@ -74,31 +92,62 @@ class AgentConn(asyncio.Protocol):
     # -- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
-        self.proto.send_request(self.proto.connect())
-        self._flush()
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write((f"GET {self.path} HTTP/1.1\r\nHost: {self.host}\r\nUpgrade: websocket\r\n"
+                         f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                         ).encode())
 
     def data_received(self, data: bytes) -> None:
         t = time.monotonic_ns()
-        proto = self.proto
-        proto.receive_data(data)
-        for ev in proto.events_received():
-            payload = getattr(ev, "data", None)
-            if payload is not None and ev.opcode.value in (1, 2):  # text or binary (the handshake response has none)
+        buf = self.buf
+        buf += data
+        pos = 0
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                self._fail(f"connection {self.i}: handshake refused: {bytes(buf[:200])!r}")
+                self.transport.close()
+                return
+            self.open = True
+            pos = end + 4
+        size = len(buf)
+        while size - pos >= 2:
+            b0, n = buf[pos], buf[pos + 1] & 0x7F
+            h = 2
+            if n == 126:
+                if size - pos < 4:
+                    break
+                n, h = int.from_bytes(buf[pos + 2:pos + 4], "big"), 4
+            elif n == 127:
+                if size - pos < 10:
+                    break
+                n, h = int.from_bytes(buf[pos + 2:pos + 10], "big"), 10
+            if size - pos < h + n:
+                break
+            payload = bytes(buf[pos + h:pos + h + n])
+            pos += h + n
+            op = b0 & 0x0F
+            if op in (1, 2):
                 self._message(payload, t)
-        self._flush()
+            elif op == 9:  # ping: pong with the same payload
+                self.transport.write(client_frame(payload, 0xA))
+            elif op == 8 and not self.closing:  # the relay closes: answer, then the socket goes
+                self.closing = True
+                self.stats.errors.append(f"connection {self.i} closed by the relay: {payload[:100]!r}")
+                self.transport.write(client_frame(payload[:2], 0x8))
+                self.transport.close()
+        if pos:
+            del buf[:pos]
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.done.done():
             self._fail(f"connection {self.i} lost before it synced: {exc!r}")
-        elif not self.failed and self.transport is not None and not self.closing:
+        elif not self.failed and not self.closing:
             self.stats.errors.append(f"connection {self.i} lost: {exc!r}")
 
     # -- the agent -------------------------------------------------------------------------
-    def _flush(self) -> None:
-        out = self.proto.data_to_send()
-        if out and self.transport is not None and not self.transport.is_closing():
-            self.transport.write(b"".join(out))
-
     def _fail(self, why: str) -> None:
         self.failed = True
         self.stats.errors.append(why)
@@ -106,7 +155,7 @@ class AgentConn(asyncio.Protocol):
             self.done.set_exception(RuntimeError(why))
 
     def _send(self, text: str) -> None:
-        self.proto.send_text(text.encode())
+        self.transport.write(client_frame(text.encode()))
 
     def _message(self, msg: bytes, t: int) -> None:
         for part in msg.split(b"\n"):
@@ -183,7 +232,7 @@ async def _main(pipe: Any, host: str, port: int, indices: list[int], parallel: i
     stats = Stats()
     try:
         conns, took = await _connect_all(host, port, indices, parallel, stats)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure is reported to the benchmark, which fails the run
         pipe.send(("error", f"{exc!r}; {stats.errors[:3]}"))
         return
     pipe.send(("connected", len(conns), took))

@@ -21,6 +21,7 @@ from collab.feedcore import FeedCore, record_frame
 from collab.keys import Keypair
 
 from relay.core.config import Config
+from relay.core.memory import release_soon
 from relay.core.presence import Participants, PresenceStore
 from relay.core.wsframe import SharedText
 from relay.core.metrics import Metrics
@@ -34,6 +35,7 @@ SHARED_MAX_BYTES = 256 << 10  # a batch up to this size goes out as one message 
 #: of an open presence window, built once for all who joined in it: a feed with thousands of
 #: participants would otherwise encode a list of all of them for each one that joins
 SHARED_PRESENCE_AT = 64
+RELEASE_AFTER = 256 << 10  # a presence list this large asks for freed memory to go back (relay.core.memory)
 
 
 class Subscriber(Protocol):
@@ -139,6 +141,8 @@ class Fanout:
             if self.subs.get(sub) is st:
                 shared = shared or SharedText([self.people.list_frame()])
                 sub.deliver_shared(shared)
+        if shared is not None and len(shared.parts[0]) >= RELEASE_AFTER:
+            release_soon()  # sockets that could not take it at once hold copies for a while
 
     def drop_unreadable(self, access: Access | None = None) -> None:
         """End the subscriptions that may not read under ``access`` (default: the feed's own)."""
@@ -206,6 +210,7 @@ class Fanout:
                     since, last_hash = row.seq, row.hash
             if self.subs.get(sub) is st:
                 self._go_live(sub, st, since, last_hash)
+                st.task = None  # done: the subscription keeps no finished task
         except asyncio.CancelledError:
             raise
         except Exception as exc:

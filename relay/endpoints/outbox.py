@@ -51,6 +51,9 @@ MAX_COALESCE_BYTES = 256 << 10
 CLOSE_TIMEOUT = 2.0   # seconds aclose waits for the backlog and the close to go out
 SLOW_REASON = "slow consumer: resubscribe with since=<last seq>"
 _DEFAULT = Limits()
+#: the queue of every outbox that holds nothing (never appended to): an idle connection has no
+#: deque of its own (each costs about 600 bytes; docs/benchmarks.md, "Many agents per process")
+_IDLE: deque[str | bytes] = deque(maxlen=0)
 
 
 class Transport(Protocol):
@@ -107,7 +110,7 @@ class Outbox:
         if direct is None:
             direct = ws
         self.direct = direct if direct is not None and direct.frames_ok else None
-        self.frames: deque[str | bytes] = deque()
+        self.frames: deque[str | bytes] = _IDLE  # a deque of its own while something is queued
         self.held = 0          # length of what ``frames`` holds (a shared frame counts for each connection)
         self.aborted = False   # cut at the transport: no close frame
         self._binary = 0       # binary messages in ``frames`` (none: text frames only, the fast path)
@@ -170,6 +173,8 @@ class Outbox:
             self.cut()
             return False
         frames = self.frames
+        if frames is _IDLE:
+            frames = self.frames = deque()
         frames.append(frame)
         self.held += len(frame)
         if self._task is None:
@@ -185,6 +190,8 @@ class Outbox:
         if self._over(len(msg)):
             self.cut()
             return False
+        if self.frames is _IDLE:
+            self.frames = deque()
         self.frames.append(msg)
         self.held += len(msg)
         self._binary += 1
@@ -366,6 +373,7 @@ class Outbox:
                     return False
                 if not frames:  # nothing more queued (checked with no await before returning)
                     self._task = None
+                    self.frames = _IDLE
                     return True
         except asyncio.CancelledError:
             raise
