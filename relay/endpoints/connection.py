@@ -73,6 +73,7 @@ async def receive_pump(websocket: WebSocket, conn: Connection, what: str,
                 return
             text = msg.get("text")
             await conn.handle_message(text if text is not None else (msg.get("bytes") or b""))
+            del msg, text  # an idle connection keeps no copy of its last message
             if clock() - turn > PUMP_SLICE:
                 await asyncio.sleep(0)  # let the others run (queued messages do not wait in receive)
                 turn = clock()
