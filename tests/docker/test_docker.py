@@ -159,7 +159,7 @@ def test_compose_references_exist(compose: dict[str, Any]) -> None:
     # builds it once and never tries to pull it)
     builders = [name for name, svc in services.items() if "build" in svc]
     assert builders == ["keys"], builders
-    assert all(svc.get("image") == COLONY_IMAGE for name, svc in services.items() if name not in ("redis",))
+    assert all(svc.get("image") == COLONY_IMAGE for name, svc in services.items() if name != "redis")
     ports = {name: svc.get("ports") for name, svc in services.items()}
     assert ports["relay-a"] == ["8701:8765"] and ports["relay-b"] == ["8702:8765"]
     for relay in ("relay-a", "relay-b", "relay-c"):
@@ -265,7 +265,8 @@ def test_compose_shell_commands_resolve_keys_into_valid_serve_settings(compose: 
     # the banner names what a person opens: each relay's published host port, in --relay order
     shown = [demo[i + 1] for i, w in enumerate(demo) if w == "--show-url"]
     published = [services[r]["ports"][0].split(":")[0] for r in ("relay-a", "relay-b", "relay-c")]
-    assert shown == [f"http://localhost:{p}" for p in published] == [f"http://localhost:{p}" for p in (8701, 8702, 8703)]
+    assert published == ["8701", "8702", "8703"]
+    assert shown == [f"http://localhost:{p}" for p in published]
     assert demo[demo.index("--operator-key") + 1] == "/keys/operator.key"
 
 
@@ -354,7 +355,8 @@ def test_dockerfile_shape() -> None:
     # a venv (PEP 668), the relay's server stack, at the versions the suite passed with
     env = _dockerfile_env()
     assert env["VIRTUAL_ENV"] == "/opt/colony" and env["PATH"].startswith("/opt/colony/bin:")
-    assert re.search(r'^RUN python3 -m venv "\$VIRTUAL_ENV" && pip install -r constraints/docker.txt$', text, re.MULTILINE)
+    venv = r'^RUN python3 -m venv "\$VIRTUAL_ENV" && pip install -r constraints/docker.txt$'
+    assert re.search(venv, text, re.MULTILINE)
     assert re.search(r"^RUN pip install -c constraints/docker.txt '\.\[relay\]'", text, re.MULTILINE)
     # whatever command a container runs, serve listens wide on COLONY_PORT and stores under /data
     assert {k: env.get(k) for k in ("COLONY_HOST", "COLONY_PORT", "COLONY_DATA")} == {

@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from collab.client import Client
+from collab.errors import ColonyError
 from collab.events import Record
 from collab.keys import Keypair
 from collab.replay import fetch_log
@@ -192,7 +193,7 @@ async def _publish_through_sigterm(container: str, events: Events) -> list[tuple
             while True:
                 try:
                     ack = await client.publish(DRAIN_FEED, "note.text", {"text": f"{n}.{i}"})
-                except Exception:  # the drain closed the connection (or refused the rest): stop
+                except (ColonyError, OSError):  # the drain closed the connection (or refused the rest): stop
                     return
                 acked.append((ack.id, ack.seq))
                 i += 1
