@@ -460,10 +460,16 @@ async def test_demo_against_running_relay(tmp_path: Path) -> None:
     try:
         rc, _, err = await _colony("demo", "--relay", relay.url)
         assert rc == 2 and "--operator-key" in err
+        rc, _, err = await _colony("demo", "--relay", relay.url, "--operator-key", str(key), "--show-url", "a",
+                                   "--show-url", "b")
+        assert rc == 2 and "one --show-url per --relay" in err
+        shown = "http://localhost:8701"  # what a person opens (a published port), printed in the banner
         rc, out, err = await _colony("demo", "--relay", relay.url, "--operator-key", str(key), "--pace", "0.05",
-                                     timeout=90)
+                                     "--show-url", shown, timeout=90)
         assert rc == 0, out + err
         assert f"scripted agents against {relay.url}" in out and "relay on" not in out
+        assert f"watch it live:   {shown}/#doc/demo" in out and f"on {shown}:" in out
+        assert f"{relay.url}/#" not in out and f"--relay {relay.url}" not in out
         assert "all agents converged" in out
         body = out.split("all agents converged) ---\n", 1)[1]
         assert "# Relay design note" in body and "reviewer" in body
