@@ -76,11 +76,13 @@ def _pip_build_args() -> list[str]:
 def _ports_free() -> None:
     for service, port in PORTS.items():
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as docker-proxy binds: TIME_WAIT is no owner
             try:
                 s.bind(("0.0.0.0", port))
             except OSError as exc:
                 pytest.fail(f"host port {port} is taken ({exc.strerror}): docker/compose.yml publishes {service} "
-                            f"there (8701-8703); stop what listens on it and run again")
+                            f"there (8701-8703); stop what listens on it (a stack left running? `docker ps`) "
+                            "and run again")
 
 
 class Events:
@@ -221,6 +223,8 @@ async def test_stack_up_demo_feeds_drain_down() -> None:
     t0 = time.monotonic()
     _ok(["docker", "build", "-q", "-f", "docker/Dockerfile", "-t", "colony:local",
          "--build-arg", f"PYTHON_IMAGE={images['COLONY_PYTHON_IMAGE']}", *_pip_build_args(), "."], 600)
+    # the previous build's image, untagged now, shares all but its code layers: drop it
+    _ok(["docker", "image", "prune", "-f", "--filter", "label=org.opencontainers.image.title=colony"], 120)
     project = f"colonytest{uuid.uuid4().hex[:8]}"
     env = {**os.environ, "COLONY_REDIS_IMAGE": images["COLONY_REDIS_IMAGE"], "COLONY_DEMO_PACE": PACE}
     compose = [*_compose_program(), "-p", project, "-f", str(COMPOSE)]
