@@ -248,6 +248,13 @@ async def test_stack_up_demo_feeds_drain_down() -> None:
             assert f"on http://localhost:{port}:" in logs, logs[:3000]
         assert "watch it live:   http://localhost:8701/#doc/demo" in logs and "relay-a:8765/#" not in logs
 
+        # no container, one-shot or not, has an anonymous volume (a VOLUME in the image would give
+        # every one-shot container one, and `docker compose run`/`up` would leave them behind)
+        ids = _ok(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={project}"]).split()
+        for info in json.loads(_ok(["docker", "inspect", *ids])):
+            anonymous = [m for m in info["Mounts"] if m["Type"] == "volume" and not m["Name"].startswith(project + "_")]
+            assert not anonymous, f"{info['Name']}: anonymous volumes {anonymous}"
+
         # 2. the same verified feeds on the three relays, and the scenes completed
         states = {feed: (await _same_on_every_relay(feed))["state"] for feed in FEEDS}
         assert states["auction/review-design-note"]["status"] == "completed"
@@ -255,6 +262,7 @@ async def test_stack_up_demo_feeds_drain_down() -> None:
         assert task["status"] == "completed" and all(s["status"] == "completed" for s in task["subtasks"])
         assert len(task["subtasks"]) >= 2
         assert states["ledger/main"]["balances"] and not states["ledger/main"]["locks"]
+        assert states["vouch/global"], "the agents vouched for each other"
         rc, text, err = await _colony("doc", "cat", "doc/demo", "--relay", "http://localhost:8703")
         assert rc == 0 and "# Relay design note" in text, err
         assert text.rstrip("\n") == states["doc/demo"]["text"].rstrip("\n")
