@@ -34,6 +34,7 @@ from relay.core.jobs import Ingest, Job, Publish, Recover, Subscribe, Sync, fail
 from relay.core.mirrorstore import MirrorJob, store_mirrored
 from relay.core.presence import Participants, PresenceStore
 from relay.core.metrics import Metrics
+from relay.core.sequencer import Sequencer
 from relay.core.vetting import Vetting
 from relay.storage.base import HeadMoved, Storage, StoredSnapshot
 
@@ -52,8 +53,9 @@ class FeedRuntime:
                  relay_key: Keypair, presence: PresenceStore, listeners: Sequence[RecordListener] = (),
                  quota: FeedQuota | None = None, sandbox: Sandbox | None = None,
                  alarm: Callable[[dict[str, Any]], None] | None = None,
-                 opener: Callable[[str], Event | None] | None = None) -> None:
+                 opener: Callable[[str], Event | None] | None = None, handoff: Sequencer | None = None) -> None:
         self.feed, self.ns = feed, ns
+        self.handoff = handoff  # a Redis site: publishes go to the process sequencing the feed
         self._opener = opener  # a relay-owned feed's opening event (the namespace's plug-in), or None
         self.quota = quota  # feeds created per key (the hub's, shared by every feed); None: no quota
         lim = config.limits
@@ -191,6 +193,13 @@ class FeedRuntime:
             self._task = asyncio.get_running_loop().create_task(self._work(), name=f"feed:{self.feed}")
 
     def publish(self, event: Event, session_key: str | None) -> asyncio.Future[tuple[int, bool]]:
+        """Sequence ``event`` here, or where the feed is sequenced (``relay.core.sequencer``)."""
+        if self.handoff is not None and not self.handoff.sequencing(self.feed):
+            return self.handoff.hand_off(self, event, session_key)
+        return self.enqueue(event, session_key)
+
+    def enqueue(self, event: Event, session_key: str | None) -> asyncio.Future[tuple[int, bool]]:
+        """Queue ``event`` for this worker to sequence."""
         fut: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
         self._jobs.append(Publish(event, session_key, fut, time.perf_counter()))
         self._kick()
@@ -441,7 +450,7 @@ class FeedRuntime:
         old = self.core.seq
         fresh = FeedRuntime(self.feed, self.ns, self.storage, self.config, self.metrics, self.relay_key,
                             self._presence, quota=self.quota, sandbox=self.sandbox, alarm=self._alarm,
-                            opener=self._opener)
+                            opener=self._opener, handoff=self.handoff)
         await fresh.load()
         self.core.adopt(fresh.core)  # in place: the fanout holds this core
         self.fanout.set_base(fresh.fanout.base_seq, fresh.fanout.base_frame)
