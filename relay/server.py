@@ -179,6 +179,10 @@ class Relay:
             if not busy or left <= 0:
                 break
             await asyncio.wait(busy, timeout=left)
+        handoff = self._hub.handoff  # publishes handed to another process of the site: their answers
+        if handoff is not None and deadline > loop.time():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(handoff.settled(), deadline - loop.time())
         await asyncio.wait_for(asyncio.gather(
             *(s.out.aclose(CLOSE_GOING_AWAY, "relay shutting down") for s in list(self.sessions)),
             return_exceptions=True), max(0.5, deadline - loop.time()))

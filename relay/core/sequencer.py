@@ -12,7 +12,8 @@ current lease, so a deposed sequencer can never append):
 * **Handing off.** Otherwise :meth:`Sequencer.hand_off` asks Redis for the lease (one round
   trip, once per feed: the answer is remembered): granted, the publish is sequenced here; held
   by another process, the publish is sent to that process's hand-off channel (the bus
-  pseudo-feed ``~seq/<token>``, one pub/sub message per destination and event-loop turn) and
+  pseudo-feed ``~seq/<token>``: per destination and event-loop turn one pub/sub message of one
+  line per request or answer, split at :data:`MAX_MESSAGE`) and
   the caller's future waits for the answer routed back on ours. The sequencer's records reach
   every process's subscribers the way any record does: on the feed's bus channel.
 * **Serving.** Requests received on our channel are queued on the feed's worker in the order
@@ -58,6 +59,7 @@ RESEND = 2.0          # seconds without an answer from a sequencer that still ho
 GIVE_UP = 15.0        # seconds after which a hand-off is answered ``unavailable``
 MAX_HOPS = 3          # a request handed on by processes whose view of the holder was stale
 MOVED = "moved"       # the answer of a process deposed meanwhile (never sent to clients)
+MAX_MESSAGE = 256 << 10  # bytes of one hand-off message (far below Redis's pub/sub output buffer limits)
 
 Answer = tuple[int, bool]
 
@@ -114,9 +116,11 @@ class Sequencer:
         self.me = leases.token
         self.channel = SEQ_PREFIX + self.me
         self.routes: dict[str, Route] = {}
-        self.inflight: dict[int, Pending] = {}
+        self.inflight: dict[int, Pending] = {}  # sent to another process, not answered yet
+        self._settled = asyncio.Event()  # set while nothing is in flight (a drain waits for it)
+        self._settled.set()
         self._rid = 0
-        self._out: dict[str, dict[str, list[Any]]] = {}  # token -> {"q": requests, "a": answers}
+        self._out: dict[str, list[str]] = {}  # token -> lines to send it (requests "q[..]", answers "a[..]")
         self._flushing: dict[str, asyncio.Task[None]] = {}
         self._serving: deque[tuple[str, list[Any]]] = deque()
         self._server: asyncio.Task[None] | None = None
@@ -142,6 +146,7 @@ class Sequencer:
         for p in list(self.inflight.values()):
             fail(p.fut, Unavailable("the relay is stopping; retry"))
         self.inflight.clear()
+        self._settled.set()
         try:  # a graceful stop hands the feeds over at once instead of after the lease lapses
             await asyncio.wait_for(self.leases.release_all(), 2.0)
         except (Unavailable, TimeoutError) as exc:
@@ -214,14 +219,15 @@ class Sequencer:
             return
         p.to, p.sent_at = to, time.monotonic()
         self.inflight[p.rid] = p
+        self._settled.clear()
         self.handed_off += 1
         self._queue(to, "q", [p.rid, p.hops, p.session_key, *event_row(p.event)])
 
     def _queue(self, to: str, kind: str, item: list[Any]) -> None:
         box = self._out.get(to)
         if box is None:
-            box = self._out[to] = {"q": [], "a": []}
-        box[kind].append(item)
+            box = self._out[to] = []
+        box.append(kind + json.dumps(item, separators=(",", ":")))
         task = self._flushing.get(to)
         if task is None or task.done():
             self._flushing[to] = asyncio.get_running_loop().create_task(self._flush(to), name=f"handoff:{to[:8]}")
@@ -231,31 +237,35 @@ class Sequencer:
         await asyncio.sleep(0)  # the rest of this loop turn's publishes and answers go along
         while True:
             box = self._out.get(to)
-            if box is None or not (box["q"] or box["a"]):
+            if not box:
                 self._out.pop(to, None)
                 return
-            self._out[to] = {"q": [], "a": []}
-            msg = {"from": self.me, **{k: v for k, v in box.items() if v}}
-            await self.bus.publish(SEQ_PREFIX + to, json.dumps(msg, separators=(",", ":")))
+            n = size = 0  # one message of at most MAX_MESSAGE bytes (and at least one line)
+            while n < len(box) and (n == 0 or size + len(box[n]) <= MAX_MESSAGE):
+                size += len(box[n]) + 1
+                n += 1
+            lines, self._out[to] = box[:n], box[n:]
+            await self.bus.publish(SEQ_PREFIX + to, "\n".join((self.me, *lines)))
 
     # -- receiving ----------------------------------------------------------------------------
     def received(self, payload: str) -> None:
         """A message on our hand-off channel: requests to sequence, answers to our requests."""
-        try:
-            msg = json.loads(payload)
-            origin = msg["from"]
-            for rid, seq, *rest in msg.get("a", ()):
-                self._answered(rid, seq, rest)
-            for req in msg.get("q", ()):
-                self._serving.append((origin, req))
-        except (ValueError, KeyError, TypeError):
-            log.warning("ignoring a malformed hand-off message")
-            return
+        origin, *lines = payload.split("\n")
+        for line in lines:
+            try:
+                item = json.loads(line[1:])
+                if line[0] == "a":
+                    rid, seq, *rest = item
+                    self._answered(rid, seq, rest)
+                elif line[0] == "q":
+                    self._serving.append((origin, item))
+            except (ValueError, KeyError, TypeError, IndexError):
+                log.warning("ignoring a malformed hand-off line")
         if self._serving and (self._server is None or self._server.done()):
             self._server = asyncio.get_running_loop().create_task(self._serve(), name="sequencer-serve")
 
     def _answered(self, rid: int, seq: int | None, rest: list[Any]) -> None:
-        p = self.inflight.pop(rid, None)
+        p = self._untrack(rid)
         if p is None:
             return  # answered already (sent twice), or given up
         if seq is not None:
@@ -337,7 +347,7 @@ class Sequencer:
         stalled: dict[str, list[Pending]] = {}
         for p in list(self.inflight.values()):
             if now - p.t0 >= GIVE_UP:
-                del self.inflight[p.rid]
+                self._untrack(p.rid)
                 fail(p.fut, Unavailable(f"the sequencer of {p.rt.feed} did not answer; retry"))
             elif now - p.sent_at >= STALL:
                 stalled.setdefault(p.rt.feed, []).append(p)
@@ -348,13 +358,23 @@ class Sequencer:
             moved = [p for p in ps if grant.holder != p.to]
             again = [p for p in ps if grant.holder == p.to and now - p.sent_at >= RESEND]
             for p in sorted(moved + again, key=lambda p: p.rid):
-                if self.inflight.pop(p.rid, None) is None:
+                if self._untrack(p.rid) is None:
                     continue  # answered while we asked
                 self.rerouted += 1
                 if grant.holder is None:
                     self._local(p)
                 else:
                     self._send(p, grant.holder)
+
+    def _untrack(self, rid: int) -> Pending | None:
+        p = self.inflight.pop(rid, None)
+        if not self.inflight:
+            self._settled.set()
+        return p
+
+    async def settled(self) -> None:
+        """Return once every publish handed to another process was answered (a drain waits)."""
+        await self._settled.wait()
 
     def forget(self, feed: str) -> None:
         """``feed`` was unloaded here: drop what we remembered of its sequencer."""

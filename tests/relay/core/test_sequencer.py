@@ -22,6 +22,8 @@ from collab.events import Event, Record
 from collab.keys import Keypair
 from collab.replay import fetch_records, replay
 from relay.core.sequencer import event_row, refusal, row_event
+from relay.ops.runner import serving
+from tests.conftest import Backend, make_config
 from tests.procs import RelayProc, start_relay_proc
 from tests.rawclient import Raw
 from tests.redis_server import RedisServer
@@ -58,6 +60,34 @@ async def health(url: str) -> dict[str, Any]:
 
 async def publish(raw: Raw, ev: Event, timeout: float = 10.0) -> dict[str, Any]:
     return await raw.request({"t": "pub", "event": ev.to_wire()}, ev.id[:24], timeout=timeout)
+
+
+async def test_a_publish_handed_off_is_answered_with_the_sequencer_s_seq_or_refusal(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    backend = Backend("redis", redis_server.url, f"seq{uuid.uuid4().hex[:8]}")
+    key_file = Keypair.generate().save(tmp_path / "site.key")
+    feed, k = "doc/handoff", Keypair.generate()
+    cfg = [make_config(tmp_path / n, backend, "s", relay_key_file=key_file) for n in ("a", "b")]
+    async with serving(cfg[0]) as a, serving(cfg[1]) as b:
+        ra = await Raw.connect(f"ws://{a.host}:{a.port}/ws", k)
+        rb = await Raw.connect(f"ws://{b.host}:{b.port}/ws", k)
+        try:
+            edit = {"update": "AQEBAAQBBHRleHQFaGVsbG8A"}  # a real Yjs edit
+            assert (await publish(ra, Event.create(k, feed, "doc.update", edit)))["seq"] == 1  # A sequences
+            ev = Event.create(k, feed, "doc.update", edit, ts=1)
+            assert (await publish(rb, ev))["seq"] == 2  # handed to A
+            again = await rb.request({"t": "pub", "event": ev.to_wire()}, "again", timeout=10)  # A's answer: dup
+            assert again["t"] == "ok" and again["seq"] == 2 and again.get("dup") is True, again
+            bad = await publish(rb, Event.create(k, feed, "doc.update", {"update": "AAAA"}))  # empty update
+            assert bad["t"] == "error" and bad["code"] == "invalid", bad
+            hub_a, hub_b = a.relay.hub, b.relay.hub
+            assert hub_a.handoff is not None and hub_b.handoff is not None
+            assert hub_b.handoff.handed_off == 3 and hub_a.handoff.served == 3
+            assert hub_a.storage.leases.held.keys() == {feed} and not hub_b.storage.leases.held  # type: ignore[attr-defined]
+            await eventually(lambda: hub_b.feeds[feed].seq == 2, 10, "B to fold A's records")
+        finally:
+            await ra.close()
+            await rb.close()
 
 
 async def test_sigkilled_sequencer_hands_the_feed_over_within_3_s_and_nothing_acked_is_lost(
