@@ -22,6 +22,7 @@ from collab.access import Access
 from collab.errors import ColonyError, RateLimited, Unavailable
 from collab.events import Event, Record, now_ms
 from collab.feedcore import ID_CACHE, FeedCore, RecordListener, record_frame
+from collab.feedcore_chain import link
 from collab.keys import Keypair
 from collab.namespaces import DocNamespace, Namespace
 from collab.namespaces.doc import EnginePanic, quarantined_seqs
@@ -30,7 +31,7 @@ from collab.sandbox_supervisor import Sandbox, Verdict
 from relay.core.config import Config
 from relay.core.fanout import Fanout, Subscriber
 from relay.core.limits import FeedQuota, TokenBucket
-from relay.core.jobs import Ingest, Job, Publish, Recover, Subscribe, Sync, fail, ok, wire_seq
+from relay.core.jobs import Ingest, Job, Publish, Recover, Subscribe, Sync, fail, joined_ingests, ok, wire_seq
 from relay.core.mirrorstore import MirrorJob, store_mirrored
 from relay.core.presence import Participants, PresenceStore
 from relay.core.metrics import Metrics
@@ -261,8 +262,8 @@ class FeedRuntime:
             if isinstance(job, (Ingest, Sync)):
                 jobs.popleft()
                 try:
-                    if isinstance(job, Ingest):
-                        await self._ingest(job.payload)
+                    if isinstance(job, Ingest):  # with the ones queued behind it: one batch to send
+                        await self._ingest(joined_ingests(job, jobs))
                     else:
                         await self._sync()
                 except Exception:
@@ -300,16 +301,22 @@ class FeedRuntime:
         last = payload[payload.rfind("\n") + 1:]
         if 0 < wire_seq(last) <= self.core.seq:
             return  # our own batch coming back, or one we caught up with already: skip the parsing
+        run: list[tuple[Record, str]] = []  # records extending the head: committed (and sent) as one batch
+        seq, head = self.core.seq, self.core.head
         for line in payload.split("\n"):
             rec = Record.from_wire(json.loads(line), verify_sigs=False)  # our own storage wrote it
-            how = self.core.link(rec)
+            how = link(seq, head, rec)
             if how == "old":
                 continue  # ours, or already caught up
-            if how == "next":
-                self.commit([(rec, line)])
-            else:  # a gap: pub/sub lost something; the log has it
+            if how != "next":  # a gap: pub/sub lost something; the log has it
+                if run:
+                    self.commit(run)
                 await self._sync()
                 return
+            run.append((rec, line))
+            seq, head = rec.seq, rec.hash
+        if run:
+            self.commit(run)
 
     async def _sync(self) -> None:
         page = self.config.limits.max_backlog_page
