@@ -186,7 +186,8 @@ class Sequencer:
                 for p in waiting:
                     fail(p.fut, exc)
                 return
-            waiting, r.waiting = r.waiting, []
+            # what was sent to a sequencer that is no longer the holder goes first, in order
+            waiting, r.waiting = [*self._stale(feed, grant.holder), *r.waiting], []
             r.holder = grant.holder
             for p in waiting:
                 if grant.holder is None:
@@ -355,16 +356,25 @@ class Sequencer:
             grant = await self.leases.acquire(feed)
             r = self.routes.setdefault(feed, Route())
             r.holder = grant.holder
-            moved = [p for p in ps if grant.holder != p.to]
-            again = [p for p in ps if grant.holder == p.to and now - p.sent_at >= RESEND]
-            for p in sorted(moved + again, key=lambda p: p.rid):
-                if self._untrack(p.rid) is None:
-                    continue  # answered while we asked
+            again = [p for p in ps if grant.holder == p.to and now - p.sent_at >= RESEND and p.rid in self.inflight]
+            for p in again:  # the sequencer still holds the feed: a message was lost, send again
+                self._untrack(p.rid)
                 self.rerouted += 1
+            for p in sorted([*self._stale(feed, grant.holder), *again], key=lambda p: p.rid):
                 if grant.holder is None:
                     self._local(p)
                 else:
                     self._send(p, grant.holder)
+
+    def _stale(self, feed: str, holder: str | None) -> list[Pending]:
+        """Take back the publishes of ``feed`` in flight to another process than ``holder``
+        (None: us), in the order they were handed off."""
+        stale = sorted((p for p in self.inflight.values() if p.rt.feed == feed and p.to != holder),
+                       key=lambda p: p.rid)
+        for p in stale:
+            self._untrack(p.rid)
+            self.rerouted += 1
+        return stale
 
     def _untrack(self, rid: int) -> Pending | None:
         p = self.inflight.pop(rid, None)
