@@ -327,6 +327,13 @@ def verdicts(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, An
                 q = ratio(r2["delivered_per_s"], r1["delivered_per_s"])
                 out.append({"scenario": scen, "target": f"redis-2{fsync} delivered/s > redis-1{fsync}{tag}",
                             "ratio": q, "met": q is not None and q > 1.0})
+                if scen == "saturation" and d == 1:  # issue 17 item 2: one hot document, one sequencer
+                    q = ratio(r2["delivered_per_s"], r1["delivered_per_s"])
+                    out.append({"scenario": scen, "target": f"redis-2{fsync} delivered/s >= 0.95 x redis-1{fsync}",
+                                "ratio": q, "met": q is not None and q >= 0.95})
+                    q = ratio(r2["relay"]["cpu_us_per_delivery"], r1["relay"]["cpu_us_per_delivery"])
+                    what = f"redis-2{fsync} relay CPU/delivery <= 1.15 x redis-1{fsync}"
+                    out.append({"scenario": scen, "target": what, "ratio": q, "met": q is not None and q <= 1.15})
     return out
 
 
