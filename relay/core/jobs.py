@@ -3,6 +3,7 @@ and how it answers a job's future."""
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -57,6 +58,16 @@ def wire_seq(line: str) -> int:
     return int(digits) if end > 7 and digits.isascii() and digits.isdigit() else -1
 
 
+def joined_ingests(first: Ingest, jobs: deque[Job]) -> str:
+    """``first``'s records with those of the :class:`Ingest` jobs queued right behind it (taken
+    off ``jobs``): the worker folds and sends them as one batch."""
+    payloads = [first.payload]
+    while jobs and isinstance(nxt := jobs[0], Ingest):
+        payloads.append(nxt.payload)
+        jobs.popleft()
+    return "\n".join(payloads)
+
+
 def ok(fut: asyncio.Future[Any], value: Any) -> None:
     """Answer ``fut`` unless it was answered (or cancelled) already."""
     if not fut.done():
@@ -69,4 +80,4 @@ def fail(fut: asyncio.Future[Any], exc: BaseException) -> None:
         fut.set_exception(exc)
 
 
-__all__ = ["Ingest", "Job", "Publish", "Recover", "Subscribe", "Sync", "fail", "ok", "wire_seq"]
+__all__ = ["Ingest", "Job", "Publish", "Recover", "Subscribe", "Sync", "fail", "joined_ingests", "ok", "wire_seq"]

@@ -22,6 +22,7 @@ from collab.access import Access
 from collab.errors import ColonyError, RateLimited, Unavailable
 from collab.events import Event, Record, now_ms
 from collab.feedcore import ID_CACHE, FeedCore, RecordListener, record_frame
+from collab.feedcore_chain import link
 from collab.keys import Keypair
 from collab.namespaces import DocNamespace, Namespace
 from collab.namespaces.doc import EnginePanic, quarantined_seqs
@@ -30,10 +31,11 @@ from collab.sandbox_supervisor import Sandbox, Verdict
 from relay.core.config import Config
 from relay.core.fanout import Fanout, Subscriber
 from relay.core.limits import FeedQuota, TokenBucket
-from relay.core.jobs import Ingest, Job, Publish, Recover, Subscribe, Sync, fail, ok, wire_seq
+from relay.core.jobs import Ingest, Job, Publish, Recover, Subscribe, Sync, fail, joined_ingests, ok, wire_seq
 from relay.core.mirrorstore import MirrorJob, store_mirrored
 from relay.core.presence import Participants, PresenceStore
 from relay.core.metrics import Metrics
+from relay.core.sequencer import Sequencer
 from relay.core.vetting import Vetting
 from relay.storage.base import HeadMoved, Storage, StoredSnapshot
 
@@ -52,8 +54,9 @@ class FeedRuntime:
                  relay_key: Keypair, presence: PresenceStore, listeners: Sequence[RecordListener] = (),
                  quota: FeedQuota | None = None, sandbox: Sandbox | None = None,
                  alarm: Callable[[dict[str, Any]], None] | None = None,
-                 opener: Callable[[str], Event | None] | None = None) -> None:
+                 opener: Callable[[str], Event | None] | None = None, handoff: Sequencer | None = None) -> None:
         self.feed, self.ns = feed, ns
+        self.handoff = handoff  # a Redis site: publishes go to the process sequencing the feed
         self._opener = opener  # a relay-owned feed's opening event (the namespace's plug-in), or None
         self.quota = quota  # feeds created per key (the hub's, shared by every feed); None: no quota
         lim = config.limits
@@ -191,6 +194,13 @@ class FeedRuntime:
             self._task = asyncio.get_running_loop().create_task(self._work(), name=f"feed:{self.feed}")
 
     def publish(self, event: Event, session_key: str | None) -> asyncio.Future[tuple[int, bool]]:
+        """Sequence ``event`` here, or where the feed is sequenced (``relay.core.sequencer``)."""
+        if self.handoff is not None and not self.handoff.sequencing(self.feed):
+            return self.handoff.hand_off(self, event, session_key)
+        return self.enqueue(event, session_key)
+
+    def enqueue(self, event: Event, session_key: str | None) -> asyncio.Future[tuple[int, bool]]:
+        """Queue ``event`` for this worker to sequence."""
         fut: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
         self._jobs.append(Publish(event, session_key, fut, time.perf_counter()))
         self._kick()
@@ -252,8 +262,8 @@ class FeedRuntime:
             if isinstance(job, (Ingest, Sync)):
                 jobs.popleft()
                 try:
-                    if isinstance(job, Ingest):
-                        await self._ingest(job.payload)
+                    if isinstance(job, Ingest):  # with the ones queued behind it: one batch to send
+                        await self._ingest(joined_ingests(job, jobs))
                     else:
                         await self._sync()
                 except Exception:
@@ -291,16 +301,22 @@ class FeedRuntime:
         last = payload[payload.rfind("\n") + 1:]
         if 0 < wire_seq(last) <= self.core.seq:
             return  # our own batch coming back, or one we caught up with already: skip the parsing
+        run: list[tuple[Record, str]] = []  # records extending the head: committed (and sent) as one batch
+        seq, head = self.core.seq, self.core.head
         for line in payload.split("\n"):
             rec = Record.from_wire(json.loads(line), verify_sigs=False)  # our own storage wrote it
-            how = self.core.link(rec)
+            how = link(seq, head, rec)
             if how == "old":
                 continue  # ours, or already caught up
-            if how == "next":
-                self.commit([(rec, line)])
-            else:  # a gap: pub/sub lost something; the log has it
+            if how != "next":  # a gap: pub/sub lost something; the log has it
+                if run:
+                    self.commit(run)
                 await self._sync()
                 return
+            run.append((rec, line))
+            seq, head = rec.seq, rec.hash
+        if run:
+            self.commit(run)
 
     async def _sync(self) -> None:
         page = self.config.limits.max_backlog_page
@@ -441,7 +457,7 @@ class FeedRuntime:
         old = self.core.seq
         fresh = FeedRuntime(self.feed, self.ns, self.storage, self.config, self.metrics, self.relay_key,
                             self._presence, quota=self.quota, sandbox=self.sandbox, alarm=self._alarm,
-                            opener=self._opener)
+                            opener=self._opener, handoff=self.handoff)
         await fresh.load()
         self.core.adopt(fresh.core)  # in place: the fanout holds this core
         self.fanout.set_base(fresh.fanout.base_seq, fresh.fanout.base_frame)
