@@ -198,12 +198,14 @@ class YjsConnection:
             elif isinstance(action, Dropped):
                 self.note(action.reason)
 
-    async def _vetted(self, updates: list[bytes]) -> bool:
+    async def _vetted(self, updates: list[bytes], merge: bool = False) -> bool:
         """Whether the Yjs engine takes ``updates`` (decode, apply, merge), asked of the sandbox on a
         blank document, before this process runs yrs on them (the feed's worker checks them again
-        on the document before they are stored). A refusal closes the connection (4400)."""
+        on the document before they are stored). ``merge``: only what this process will run on
+        them, ``merge_updates(*updates)`` (a merge probe: no document, far cheaper). A refusal
+        closes the connection (4400)."""
         sandbox = self.service.relay.hub.sandbox
-        verdicts = await sandbox.check(self.feed, (next(_PROBES), 0), updates, lambda: b"", keep=False)
+        verdicts = await sandbox.check(self.feed, (next(_PROBES), 0), updates, lambda: b"", keep=False, merge=merge)
         bad = next((v for v in verdicts if not v.ok), None)
         if bad is None:
             return True
@@ -284,10 +286,11 @@ class YjsConnection:
                 size += len(self._writes[0])
                 chunk.append(self._writes.popleft())
             self._write_bytes -= size
-            # several edits are merged here (yrs in this process): the sandbox takes them first. A
-            # single edit goes as it is: the feed's worker has the sandbox check it on the document
-            # before anything folds it, so one round trip, not two (the usual case at moderate load)
-            if len(chunk) > 1 and not await self._vetted(chunk):
+            # several edits are merged here (yrs in this process): the sandbox merges them first (a
+            # merge probe: the one call this process runs on them). A single edit goes as it is: the
+            # feed's worker has the sandbox check it on the document before anything folds it, so
+            # one round trip, not two (the usual case at moderate load)
+            if len(chunk) > 1 and not await self._vetted(chunk, merge=True):
                 return
             update = chunk[0]
             if len(chunk) > 1:
