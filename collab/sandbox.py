@@ -37,8 +37,8 @@ One request, one reply (docs/design.md, "The Yjs sandbox"):
 A request with ``merge`` set is a *merge probe* (:func:`merge_probe`): no document, no state;
 each update gets the decode check, then they are merged (what ``/yjs`` does in-process with a
 writer's chunk of edits); the reply is the same (verdicts, or ``split`` when only the merge
-fails). Older children ignore nothing: the flag is a new bit of the flags byte, and a request
-without it is checked exactly as before.
+fails). The flag is a new bit of the flags byte: a request without it is checked exactly as
+before (the relay starts its children from its own code, so both ends always agree).
 
 Frames are a 4-byte big-endian length and a payload of lib0 varints / var-bytes.
 """
