@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Yjs endpoint benchmark: Colony's ``/yjs/{name}`` vs pycrdt-websocket vs the reference Node
-server (``@y/websocket-server`` 0.1.1 with yjs 13.6.33), all driven by the same plain
-y-protocols clients in the same run.
+server (``@y/websocket-server`` 0.1.1 with yjs 13.6.33) vs Hocuspocus (``@hocuspocus/server``
+4.7.0, same yjs), all driven by the same y-protocols clients in the same run (for Hocuspocus
+with its own framing: the document's name before every message and an auth message first, see
+``harness/yframe.py``).
 
 N subscribers and W writers share ONE document ("bench"). Every client speaks y-websocket's
 protocol (sync step 1 on connect, answer the server's step 1 with step 2, then update
@@ -22,14 +24,15 @@ pycrdt-websocket path; every server runs in its own subprocess and is sampled th
 Note what differs between the systems: Colony records every edit durably (a signed
 ``doc.update`` event appended to SQLite) before broadcasting it, and merges the updates of one
 event-loop turn into one message; pycrdt-websocket and the Node server keep the document in
-memory only and broadcast every update as its own message.
+memory only; the Node reference server broadcasts every update as its own message, while
+pycrdt-websocket and Hocuspocus (``flushDelay`` 0) merge the updates of one event-loop turn.
 
-    python benchmarks/bench_yjs.py --quick       # CI smoke test, all three systems, < 60 s
+    python benchmarks/bench_yjs.py --quick       # CI smoke test, all four systems, < 60 s
     python benchmarks/bench_yjs.py               # full: target (N=100, W=10 x 20/s) + saturation (N=20)
     python benchmarks/bench_yjs.py --scenario saturation --systems colony,node --repeat 1
 
-The Node server lives in benchmarks/node (package.json + package-lock.json, launcher
-yws_server.mjs); ``npm ci`` is run there when node_modules is missing.
+The Node servers live in benchmarks/node (package.json + package-lock.json, launchers
+yws_server.mjs and hp_server.mjs); ``npm ci`` is run there when a package is missing.
 See docs/benchmarks.md ("Yjs endpoint") for numbers and how to read them.
 """
 from __future__ import annotations
@@ -51,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 from bench_doc import aggregate
 from harness import ab
+from harness.yframe import HOCUSPOCUS
 from harness import (
     COLONY,
     HERE,
@@ -67,8 +71,8 @@ from harness import (
 )
 
 NODE = "node-y-websocket"
-SYSTEMS = (COLONY, PEER, NODE)
-PEERS = (PEER, NODE)
+SYSTEMS = (COLONY, PEER, NODE, HOCUSPOCUS)
+PEERS = (PEER, NODE, HOCUSPOCUS)
 DOC = "bench"
 NODE_DIR = HERE / "node"
 
@@ -128,10 +132,21 @@ class NodeYws(ServerProc):
         return f"ws://127.0.0.1:{self.port}/{DOC}"
 
 
+class Hocuspocus(ServerProc):
+    """``node benchmarks/node/hp_server.mjs``: @hocuspocus/server's Server, in memory, no extensions."""
+
+    def command(self) -> list[str]:
+        return ["node", str(NODE_DIR / "hp_server.mjs"), "127.0.0.1", "0"]
+
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/{DOC}"  # clients name the document in every message
+
+
 def ensure_node() -> None:
     if shutil.which("node") is None:
-        raise RuntimeError("the Node server needs node (v18+) on PATH")
-    if not (NODE_DIR / "node_modules" / "@y" / "websocket-server").exists():
+        raise RuntimeError("the Node servers need node (v20+) on PATH")
+    modules = NODE_DIR / "node_modules"
+    if not all((modules / p / "package.json").exists() for p in ("@y/websocket-server", "@hocuspocus/server")):
         print("[bench] npm ci in benchmarks/node", flush=True)
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True)
 
@@ -141,6 +156,8 @@ def make_server(system: str, workdir: Path, code_dir: Path | None = None) -> Ser
         return ColonyYjs(COLONY, workdir, name=system, code_dir=code_dir)
     if system == PEER:
         return PycrdtWs(PEER, workdir)
+    if system == HOCUSPOCUS:
+        return Hocuspocus(HOCUSPOCUS, workdir)
     return NodeYws(NODE, workdir)
 
 
@@ -154,8 +171,9 @@ def run_one(system: str, sc: Scenario, compression: str | None, sub_procs: int, 
         if isinstance(server, ColonyYjs):
             server.setup()
             wurl = server.writer_url()
-        # every system is driven through the harness's y-protocol client path (PEER)
-        r = run_workload(PEER, sc, compression, [server], sub_procs=sub_procs, writer_url=wurl)
+        # every system is driven through the harness's y-protocol client path (PEER; Hocuspocus's framing)
+        r = run_workload(HOCUSPOCUS if system == HOCUSPOCUS else PEER, sc, compression, [server],
+                         sub_procs=sub_procs, writer_url=wurl)
     finally:
         rc = server.stop()
     r["system"] = system
@@ -208,6 +226,16 @@ def verdicts(results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
             "ratio": q["delivered_per_s"], "met": q["delivered_per_s"] is not None and q["delivered_per_s"] >= 1.0}
         p99 = s[COLONY]["latency_ms"]["p99"]
         out["saturation: Colony p99 <= 50 ms"] = {"p99_ms": p99, "met": p99 is not None and p99 <= 50.0}
+    # issue 17: at the target load on par with Hocuspocus, without giving anything up at saturation
+    if COLONY in t and HOCUSPOCUS in t:
+        q = ratios(t[COLONY], t[HOCUSPOCUS])
+        for key, what in (("cpu_us_per_delivery", "CPU/delivered update"), ("latency_p99", "p99")):
+            out[f"target: Colony {what} <= Hocuspocus's"] = {
+                "ratio": q[key], "met": q[key] is not None and q[key] <= 1.0}
+    if COLONY in s and HOCUSPOCUS in s:
+        q = ratios(s[COLONY], s[HOCUSPOCUS])
+        out["saturation: Colony delivered/s >= Hocuspocus's"] = {
+            "ratio": q["delivered_per_s"], "met": q["delivered_per_s"] is not None and q["delivered_per_s"] >= 1.0}
     return out
 
 

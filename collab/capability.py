@@ -35,11 +35,17 @@ NONCE_RE = re.compile(r"^[0-9a-f]{32}\Z")
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
 MAX_TOKEN_CHARS = 4096
 _VERIFIED_MAX = 1024
-_VERIFIED: dict[bytes, Capability] = {}
+_VERIFIED: dict[str, tuple[dict[str, Any], Capability]] = {}  # sig -> (the wire object verified, capability)
 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _same(d: dict[str, Any], wire: dict[str, Any]) -> bool:
+    """``d`` is ``wire`` (a verified capability's object): equal members of the same types."""
+    return d == wire and all(type(d[k]) is type(v) for k, v in wire.items()) and \
+        all(type(r) is str for r in d["rights"])
 
 
 def _b64url(data: bytes) -> str:
@@ -133,17 +139,17 @@ class Capability:
     @classmethod
     def from_wire_cached(cls, d: Any) -> Capability:
         """``from_wire`` remembering recently verified capabilities (one is on every event a
-        capability holder writes; the signature need not be checked again each time)."""
-        try:
-            key = canonical(d)
-        except CanonicalError as exc:
-            raise InvalidEvent(f"capability is not canonical JSON: {exc}") from exc
-        cap = _VERIFIED.get(key)
-        if cap is None:
-            cap = cls.from_wire(d)
-            if len(_VERIFIED) >= _VERIFIED_MAX:
-                _VERIFIED.pop(next(iter(_VERIFIED)))
-            _VERIFIED[key] = cap
+        capability holder writes; the signature need not be checked again each time). A hit is
+        the same object as one verified before, member for member and type for type (``True``
+        is not ``1``), looked up by its signature: no canonical encoding per event."""
+        sig = d.get("sig") if isinstance(d, dict) else None
+        hit = _VERIFIED.get(sig) if isinstance(sig, str) else None
+        if hit is not None and _same(d, hit[0]):
+            return hit[1]
+        cap = cls.from_wire(d)
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            _VERIFIED.pop(next(iter(_VERIFIED)))
+        _VERIFIED[cap.sig] = (cap.to_wire(), cap)
         return cap
 
     @classmethod

@@ -91,7 +91,10 @@ def create_app(config: Config | None = None, relay: Relay | None = None) -> Star
         routes.append(Mount("/", StaticFiles(directory=web_dir, html=True), name="web"))
     handlers: dict[Any, Any] = {ColonyError: _colony_error, HTTPException: _http_error,  # HTTP and WebSocket
                                 Exception: _internal_error}
-    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(RawSendMiddleware)],
+    # /ws skips the router (relay.endpoints.wsdirect._call_direct): thousands of idle agents each
+    # keep one suspended endpoint call, and the router's frames around it would double its size
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(RawSendMiddleware, direct={"/ws": native_endpoint})],
                     exception_handlers=handlers)
     app.state.relay = relay
     return app

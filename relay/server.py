@@ -30,6 +30,7 @@ from relay.core.hub import Hub
 from relay.core.health import ComponentHealth, HealthWatch, federation_view, public_view
 from relay.core.sitelimits import SiteLimiter
 from relay.core.presence import PresenceStore, RedisPresence
+from relay.core.sequencer import Sequencer
 from relay.endpoints.connection import Connection
 from relay.endpoints.session import CLOSE_GOING_AWAY, Session, Transport
 from relay.storage.base import Storage
@@ -115,9 +116,13 @@ class Relay:
         presence: PresenceStore = PresenceStore()
         if bus.name == "redis":
             presence = RedisPresence(storage, bus, self.config.presence_ttl)
-        hub = self._hub = Hub(storage, self.registry, key, self.config, bus, presence)
+        handoff = self._sequencer(storage, bus)
+        hub = self._hub = Hub(storage, self.registry, key, self.config, bus, presence, handoff=handoff)
         stack.push_async_callback(bus.close)
         await bus.start(hub.on_bus, hub.resync)
+        if handoff is not None:  # closed after the hub drained its feeds: then its leases are released
+            stack.push_async_callback(handoff.close)
+            await handoff.start(hub.runtime, hub.feeds.get)
         stack.push_async_callback(hub.close)  # before the bus and storage close: it saves snapshots
         if self.config.peers:  # before the coordinator: it runs timers only for feeds homed here
             from relay.federation.node import Federation
@@ -174,6 +179,10 @@ class Relay:
             if not busy or left <= 0:
                 break
             await asyncio.wait(busy, timeout=left)
+        handoff = self._hub.handoff  # publishes handed to another process of the site: their answers
+        if handoff is not None and deadline > loop.time():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(handoff.settled(), deadline - loop.time())
         await asyncio.wait_for(asyncio.gather(
             *(s.out.aclose(CLOSE_GOING_AWAY, "relay shutting down") for s in list(self.sessions)),
             return_exceptions=True), max(0.5, deadline - loop.time()))
@@ -194,6 +203,8 @@ class Relay:
         except Exception as exc:  # a broken store: down, and the operator learns why in the log
             log.warning("storage health check failed", exc_info=True)
             storage = {"backend": hub.storage.name, "ok": False, "error": repr(exc)}
+        if hub.handoff is not None:  # the site's sequencing (relay.core.sequencer): hand-offs, answers
+            storage = {**storage, **hub.handoff.health()}
         bus = hub.bus.health()
         components = [ComponentHealth("storage", bool(storage.get("ok")), storage),
                       ComponentHealth("bus", bool(bus.get("connected")), bus)]
@@ -219,6 +230,16 @@ class Relay:
         from relay.storage.sqlite import SqliteStorage
 
         return SqliteStorage(self.config.data_dir, synchronous=self.config.synchronous)
+
+    def _sequencer(self, storage: Storage, bus: Bus) -> Sequencer | None:
+        """A Redis site: one process at a time sequences each feed (relay.core.sequencer)."""
+        if storage.name != "redis" or bus.name == "local" or self.config.sequencer_lease <= 0:
+            return None
+        from relay.storage.redis import RedisStorage
+
+        if not isinstance(storage, RedisStorage):
+            return None
+        return Sequencer(storage.leases, bus, self.config.sequencer_lease)
 
     @staticmethod
     def _bus_for(storage: Storage) -> Bus:

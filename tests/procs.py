@@ -13,6 +13,20 @@ from pathlib import Path
 LISTEN_RE = re.compile(rb"listening on (http://[\d.]+:\d+)")
 
 
+async def read_listen_line(stream: asyncio.StreamReader, pattern: re.Pattern[bytes], what: str) -> str:
+    """Read a child's output until a line matches ``pattern``; its first group (a URL). Raises,
+    with everything it printed, if the child exits first."""
+    seen = b""
+    while True:
+        line = await stream.readline()
+        if not line:
+            raise RuntimeError(f"{what} exited before listening: {seen.decode(errors='replace')}")
+        seen += line
+        m = pattern.search(line)
+        if m:
+            return m.group(1).decode()
+
+
 @dataclass
 class RelayProc:
     proc: asyncio.subprocess.Process
@@ -49,20 +63,8 @@ async def start_relay_proc(data: Path, *args: str, timeout: float = 30.0, backen
     )
     assert proc.stdout is not None
 
-    async def wait_line() -> str:
-        assert proc.stdout is not None
-        seen = b""
-        while True:
-            line = await proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"relay exited before listening: {seen.decode(errors='replace')}")
-            seen += line
-            m = LISTEN_RE.search(line)
-            if m:
-                return m.group(1).decode()
-
     try:
-        url = await asyncio.wait_for(wait_line(), timeout)
+        url = await asyncio.wait_for(read_listen_line(proc.stdout, LISTEN_RE, "relay"), timeout)
     except BaseException:  # never leave a relay that did not come up running (e.g. hung at startup)
         if proc.returncode is None:
             proc.kill()

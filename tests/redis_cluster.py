@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,15 +68,15 @@ class RedisCluster:
         return cluster
 
     def wait_ok(self, timeout: float = 30.0) -> None:
-        """Until every node says ``cluster_state:ok`` and knows all masters."""
-        deadline = time.monotonic() + timeout
-        while True:
-            states = [self.cli("CLUSTER", "INFO", node=i) for i in range(len(self.nodes))]
-            if all("cluster_state:ok" in s and f"cluster_known_nodes:{len(self.nodes)}" in s for s in states):
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cluster did not become ok: {states}")
-            time.sleep(0.05)
+        """Until every node has logged ``Cluster state changed: ok``, then check that each says
+        ``cluster_state:ok`` and knows all masters."""
+        for node in self.nodes:
+            assert node.log is not None
+            if not node.log.wait_for("Cluster state changed: ok", timeout):
+                raise RuntimeError(f"node {node.port} did not reach cluster_state:ok: {node.log.tail()}")
+        states = [self.cli("CLUSTER", "INFO", node=i) for i in range(len(self.nodes))]
+        if not all("cluster_state:ok" in s and f"cluster_known_nodes:{len(self.nodes)}" in s for s in states):
+            raise RuntimeError(f"cluster logged ok but does not report it: {states}")
 
     def keyslot(self, key: str) -> int:
         return int(self.cli("CLUSTER", "KEYSLOT", key).strip())

@@ -13,6 +13,7 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
+from . import yframe
 from .common import COLONY, COLONY_HTTP, FEED, MARK_RE, NS, PEER, Scenario, doc_feed, doc_of, now_ns
 
 log = logging.getLogger(__name__)
@@ -93,13 +94,17 @@ class SubClient:
                 self.errors.append(f"subscriber failed: {exc!r}")  # in the result; the task fails with it
                 raise
 
-    async def run_peer(self, url: str, compression: str | None) -> None:
+    async def run_peer(self, url: str, compression: str | None, addr: bytes = b"") -> None:
+        """A y-protocol client; ``addr``: Hocuspocus's framing (:mod:`.yframe`), else plain y-websocket."""
         from pycrdt import Doc, create_sync_message, handle_sync_message
 
         doc = Doc()
+        p, sync = len(addr), yframe.SYNC_TYPES
         async with _connect(url, compression) as ws:
             self.ws = ws
-            await ws.send(create_sync_message(doc))  # our step 1: the server answers with step 2
+            for m in yframe.opening(addr):
+                await ws.send(m)
+            await ws.send(addr + create_sync_message(doc))  # our step 1: the server answers with step 2
             marks, times, find = self.marks, self.times, MARK_RE.findall
             recv = ws.recv
             try:
@@ -108,15 +113,18 @@ class SubClient:
                     t = now_ns()
                     self.messages += 1
                     self.frames += 1
-                    if msg[0] == 0 and msg[1] == 2:  # sync update: the hot path
+                    if msg[p] not in sync:
+                        continue  # awareness, auth, Hocuspocus's sync status
+                    step = msg[p + 1]
+                    if step == 2:  # sync update: the hot path
                         for m in find(msg):
                             marks.append(m)
                             times.append(t)
-                    elif msg[0] == 0 and msg[1] == 0:  # server's step 1: answer like a y-websocket client
-                        reply = handle_sync_message(msg[1:], doc)
+                    elif step == 0:  # server's step 1: answer like a y-websocket client
+                        reply = handle_sync_message(msg[p + 1:], doc)
                         if reply is not None:
-                            await ws.send(reply)
-                    elif msg[0] == 0 and msg[1] == 1:  # step 2: we have the document
+                            await ws.send(addr + reply)
+                    elif step == 1:  # step 2: we have the document
                         for m in find(msg):
                             marks.append(m)
                             times.append(t)
@@ -156,7 +164,8 @@ async def _subscriber_main(conn: Any, system: str, url: str | list[str], indices
         if system == COLONY_HTTP:
             coro = run_sse(c, u)
         else:
-            coro = c.run_colony(u, compression) if system == COLONY else c.run_peer(u, compression)
+            coro = (c.run_colony(u, compression) if system == COLONY
+                    else c.run_peer(u, compression, yframe.address(system, u)))
         t = asyncio.get_running_loop().create_task(coro)
         tasks.append(t)
         return t
@@ -264,6 +273,7 @@ class Writer:
         self.reader: asyncio.Task[None] | None = None
         self.kp: Any = None
         self.prefix = b"w%02dn" % idx
+        self.addr = b""  # Hocuspocus's framing (:mod:`.yframe`), else plain y-websocket
 
     def next_update(self) -> tuple[bytes, bytes]:
         marker = b"w%02dn%08d;" % (self.idx, self.n)
@@ -348,15 +358,20 @@ class Writer:
         from pycrdt import create_sync_message, handle_sync_message
 
         self.ws = ws = await _connect(self.url, self.compression)
-        await ws.send(create_sync_message(self.doc))
+        addr, p = self.addr, len(self.addr)
+        for m in yframe.opening(addr):
+            await ws.send(m)
+        await ws.send(addr + create_sync_message(self.doc))
         while True:
             msg = await ws.recv(decode=False)
-            if msg[0] == 0 and msg[1] == 0:
-                reply = handle_sync_message(msg[1:], self.doc)
+            if msg[p] not in yframe.SYNC_TYPES:
+                continue
+            if msg[p + 1] == 0:
+                reply = handle_sync_message(msg[p + 1:], self.doc)
                 if reply is not None:
-                    await ws.send(reply)
-            elif msg[0] == 0 and msg[1] == 1:
-                handle_sync_message(msg[1:], self.doc)  # whatever the room already holds
+                    await ws.send(addr + reply)
+            elif msg[p + 1] == 1:
+                handle_sync_message(msg[p + 1:], self.doc)  # whatever the room already holds
                 break
         self._updates.clear()
         self.reader = asyncio.get_running_loop().create_task(self._read_peer())
@@ -382,7 +397,7 @@ class Writer:
         from pycrdt import create_update_message
 
         marker, update = self.next_update()
-        data = create_update_message(update)
+        data = self.addr + create_update_message(update)
         self.inflight += 1
         self.sent[marker] = now_ns()
         await self.ws.send(data)
@@ -398,6 +413,8 @@ async def _writer_main(conn: Any, system: str, url: str | list[str], n: int, sc:
 
     cls = HttpWriter if system == COLONY_HTTP else Writer
     writers = [cls(i, _pick(url, i), compression, doc_feed(i, sc.docs, sc.feed)) for i in range(n)]
+    for w in writers:
+        w.addr = yframe.address(system, w.url)
     try:
         await asyncio.gather(*(w.open_colony() if system in (COLONY, COLONY_HTTP) else w.open_peer()
                                for w in writers))

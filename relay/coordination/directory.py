@@ -151,12 +151,15 @@ class Directory:
         self.profiles[key] = prof
 
     def online_keys(self) -> set[str]:
-        """Keys present (subscribed) in any feed this process has loaded; with Redis presence
-        that includes the participants other processes registered for those feeds, and the
-        participants of every ``agent/`` feed on any process (as of the last refresh)."""
+        """Keys present (subscribed) in any feed anyone may read that this process has loaded;
+        with Redis presence that includes the participants other processes registered for those
+        feeds, and the participants of every ``agent/`` feed on any process (as of the last
+        refresh). Presence in a ``members`` feed is for its readers only: an agent connected
+        only to private feeds is not shown online to the world."""
         out: set[str] = set(self._remote_online)
         for rt in self.hub.feeds.values():
-            out.update(rt.present)
+            if rt.access.policy != "members":
+                out.update(rt.present)
         return out
 
     def query(self, capability: str | None = None, text: str | None = None, online: bool | None = None,

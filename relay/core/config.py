@@ -26,6 +26,9 @@ class Config:
     redis_prefix: str = "colony"       # key prefix in Redis (several sites can share one server)
     sync_interval: float = 2.0         # Redis: how often loaded feeds compare heads with storage
     presence_ttl: float = 15.0         # Redis: a crashed process's participants expire after this
+    sequencer_lease: float = 2.0       # Redis: seconds a process's lease to sequence a feed lasts after
+                                       # its last renewal (failover bound); 0: no leases, processes
+                                       # race on the head (relay.core.sequencer)
     yjs: YjsLimits = field(default_factory=YjsLimits)  # the y-websocket endpoint /yjs/{name}
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)  # the Yjs engine's child processes
     verify_in_child: bool = True       # /ws publishes: signatures checked in a child process, a batch

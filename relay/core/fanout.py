@@ -21,6 +21,7 @@ from collab.feedcore import FeedCore, record_frame
 from collab.keys import Keypair
 
 from relay.core.config import Config
+from relay.core.memory import release_soon
 from relay.core.presence import Participants, PresenceStore
 from relay.core.wsframe import SharedText
 from relay.core.metrics import Metrics
@@ -29,6 +30,12 @@ from relay.storage.base import Storage
 log = logging.getLogger(__name__)
 
 SHARED_MAX_BYTES = 256 << 10  # a batch up to this size goes out as one message (the outbox's coalescing limit)
+#: from this many participants on, presence frames go out framed once for every subscriber that
+#: takes them so (``Subscriber.shared_presence``), and a new subscriber's ``list`` waits for the end
+#: of an open presence window, built once for all who joined in it: a feed with thousands of
+#: participants would otherwise encode a list of all of them for each one that joins
+SHARED_PRESENCE_AT = 64
+RELEASE_AFTER = 256 << 10  # a presence list this large asks for freed memory to go back (relay.core.memory)
 
 
 class Subscriber(Protocol):
@@ -52,6 +59,12 @@ class Subscriber(Protocol):
         frames; a connection that cannot take a shared message delivers them one by one)."""
 
 
+def shares_presence(sub: Subscriber) -> bool:
+    """The subscriber takes presence frames as a :class:`SharedText` too (an agent's native
+    connection sets ``shared_presence``; others filter or render frames one by one)."""
+    return getattr(sub, "shared_presence", False) is True
+
+
 @dataclass(slots=True)
 class _SubState:
     key: str | None = None  # the key the subscriber had when it subscribed (its presence entry)
@@ -68,7 +81,9 @@ class Fanout:
         self.core, self.storage, self.config, self.metrics, self.relay_key = core, storage, config, metrics, relay_key
         self.feed = core.feed
         self.subs: dict[Subscriber, _SubState] = {}
-        self.people = Participants(core.feed, presence, self.broadcast, config.limits.presence_interval)
+        self.people = Participants(core.feed, presence, self.broadcast, config.limits.presence_interval,
+                                   self._send_lists)
+        self._list_waiting: list[tuple[Subscriber, _SubState]] = []  # live, their presence list due
         self.base_seq = 0  # compacted (relay/ops/compact.py): records 1..base_seq are gone, base_frame stands for them
         self.base_frame = ""
         self._snap_cache: tuple[int, str] | None = None
@@ -108,11 +123,26 @@ class Fanout:
         self.send_batch(parts[done:] if done else parts)
 
     def broadcast(self, frame: str) -> None:
+        shared = SharedText([frame]) if len(self.people.present) >= SHARED_PRESENCE_AT else None
         for sub, st in self.subs.items():
-            if st.live:
-                sub.deliver(frame)
-            else:
+            if not st.live:
                 st.buffer.append(frame)
+            elif shared is not None and shares_presence(sub):
+                sub.deliver_shared(shared)
+            else:
+                sub.deliver(frame)
+
+    def _send_lists(self) -> None:
+        """A presence window closed (its join/leave frames are out): the presence list to every
+        subscriber that went live meanwhile and waits for it, built and framed once."""
+        waiting, self._list_waiting = self._list_waiting, []
+        shared: SharedText | None = None
+        for sub, st in waiting:
+            if self.subs.get(sub) is st:
+                shared = shared or SharedText([self.people.list_frame()])
+                sub.deliver_shared(shared)
+        if shared is not None and len(shared.parts[0]) >= RELEASE_AFTER:
+            release_soon()  # sockets that could not take it at once hold copies for a while
 
     def drop_unreadable(self, access: Access | None = None) -> None:
         """End the subscriptions that may not read under ``access`` (default: the feed's own)."""
@@ -161,7 +191,11 @@ class Fanout:
             sub.deliver(frame)
         st.buffer.clear()
         st.live = True
-        sub.deliver(self.people.list_frame())
+        people = self.people
+        if people.window_open and len(people.present) >= SHARED_PRESENCE_AT and shares_presence(sub):
+            self._list_waiting.append((sub, st))  # at the window's end (_send_lists), shared
+        else:
+            sub.deliver(people.list_frame())
 
     async def _catch_up(self, sub: Subscriber, st: _SubState, since: int, head: int) -> None:
         page = self.config.limits.max_backlog_page
@@ -176,6 +210,7 @@ class Fanout:
                     since, last_hash = row.seq, row.hash
             if self.subs.get(sub) is st:
                 self._go_live(sub, st, since, last_hash)
+                st.task = None  # done: the subscription keeps no finished task
         except asyncio.CancelledError:
             raise
         except Exception as exc:

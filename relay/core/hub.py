@@ -33,6 +33,7 @@ from relay.core.fanout import Subscriber
 from relay.core.limits import FeedQuota
 from relay.core.presence import PresenceStore
 from relay.core.routes import PublishRoutes, fenced
+from relay.core.sequencer import SEQ_PREFIX, Sequencer
 from relay.core.verifier import Verifier
 from relay.core.worker import FeedRuntime
 from relay.core.routing import Member, Routing
@@ -50,12 +51,13 @@ class Hub:
 
     def __init__(self, storage: Storage, registry: Registry, relay_key: Keypair, config: Config,
                  bus: Bus | None = None, presence: PresenceStore | None = None,
-                 routes: PublishRoutes | None = None) -> None:
+                 routes: PublishRoutes | None = None, handoff: Sequencer | None = None) -> None:
         self.storage, self.registry, self.relay_key, self.config = storage, registry, relay_key, config
         self.bus: Bus = bus or LocalBus()
         self.presence: PresenceStore = presence or PresenceStore()
         self.routes = routes or PublishRoutes(Routing(Member(relay_key.public_hex, "")))
         self.feeds: dict[str, FeedRuntime] = {}
+        self.handoff = handoff  # a Redis site: one process sequences each feed (relay.core.sequencer)
         self.metrics = Metrics()  # relay.endpoints.metrics: bumped by the feed workers and sessions
         self.sandbox = Sandbox(config.sandbox)  # the Yjs engine's child processes (started on first use)
         # signature checks (submit) and receipt signatures (the workers) off the event loop
@@ -128,7 +130,7 @@ class Hub:
             rt = FeedRuntime(feed, self.registry.for_feed(feed), self.storage, self.config, self.metrics,
                              self.relay_key, self.presence, self.listeners, quota=self.quota,
                              sandbox=self.sandbox, alarm=self.quarantine_alarm, opener=self.opening,
-                             signer=self.verifier if self.config.verify_in_child else None)
+                             handoff=self.handoff, signer=self.verifier if self.config.verify_in_child else None)
             await self.bus.watch(feed)  # before loading: nothing appended meanwhile can slip by
             await rt.load()
             if self.presence.shared:  # participants on other processes: in the first list already
@@ -150,6 +152,10 @@ class Hub:
         """Another process appended to ``feed`` (or sent a notice about it)."""
         if feed == WATCH_FEED:
             self.watches.received(payload)
+            return
+        if feed.startswith(SEQ_PREFIX):
+            if self.handoff is not None:
+                self.handoff.received(payload)
             return
         rt = self.feeds.get(feed)
         if rt is None:
@@ -285,6 +291,8 @@ class Hub:
         if self.feeds.get(rt.feed) is not rt:
             return
         del self.feeds[rt.feed]
+        if self.handoff is not None:
+            self.handoff.forget(rt.feed)
         rt.people.close()
         if self.bus.name == "local":
             return

@@ -109,8 +109,9 @@ class Participants:
     """The participant list of one feed, as this process shows it to its subscribers."""
 
     def __init__(self, feed: str, store: PresenceStore, broadcast: Callable[[str], None],
-                 interval: float = 0.0) -> None:
+                 interval: float = 0.0, window_closed: Callable[[], None] | None = None) -> None:
         self.feed, self.store, self._broadcast = feed, store, broadcast
+        self._window_closed = window_closed  # called after each window's frames went out
         self.interval = interval  # changes within a window of this many seconds go out as one frame pair
         self.local: dict[str, int] = {}
         self.present: set[str] = set()
@@ -122,6 +123,11 @@ class Participants:
 
     def keys(self) -> list[str]:
         return sorted(self.present)
+
+    @property
+    def window_open(self) -> bool:
+        """Changes are being coalesced now: the window's frames go out when it closes."""
+        return self._window is not None
 
     def list_frame(self) -> str:
         return frames.encode({"t": "presence", "feed": self.feed, "op": "list", "keys": self.keys()})
@@ -155,6 +161,8 @@ class Participants:
             self._window = asyncio.get_running_loop().call_later(self.interval, self._close_window)
         else:
             self._window = None
+        if self._window_closed is not None:
+            self._window_closed()
 
     def _send(self, joined: list[str], left: list[str]) -> None:
         if joined:

@@ -19,9 +19,10 @@ from typing import Any
 
 from collab import frames
 from collab.access import Access
-from collab.errors import ColonyError, RateLimited, Unavailable
+from collab.errors import ColonyError, Unavailable
 from collab.events import Event, Record, now_ms
 from collab.feedcore import ID_CACHE, FeedCore, RecordListener, record_frame
+from collab.feedcore_chain import link
 from collab.keys import Keypair
 from collab.namespaces import DocNamespace, Namespace
 from collab.namespaces.doc import EnginePanic, quarantined_seqs
@@ -30,10 +31,12 @@ from collab.sandbox_supervisor import Sandbox, Verdict
 from relay.core.config import Config
 from relay.core.fanout import Fanout, Subscriber
 from relay.core.limits import FeedQuota, TokenBucket
-from relay.core.jobs import Ingest, Job, Publish, Recover, Subscribe, Sync, fail, ok, signature_checked, wire_seq
+from relay.core.jobs import (Answer, Check, Ingest, Job, Publish, Recover, Subscribe, Sync, checked_then, fail,
+                             joined_ingests, ok, signature_checked, within_rate, wire_seq)
 from relay.core.mirrorstore import MirrorJob, store_mirrored
 from relay.core.presence import Participants, PresenceStore
 from relay.core.metrics import Metrics
+from relay.core.sequencer import Sequencer
 from relay.core.verifier import Verifier
 from relay.core.vetting import Vetting
 from relay.storage.base import HeadMoved, Storage, StoredSnapshot
@@ -53,9 +56,11 @@ class FeedRuntime:
                  relay_key: Keypair, presence: PresenceStore, listeners: Sequence[RecordListener] = (),
                  quota: FeedQuota | None = None, sandbox: Sandbox | None = None,
                  alarm: Callable[[dict[str, Any]], None] | None = None,
-                 opener: Callable[[str], Event | None] | None = None, signer: Verifier | None = None) -> None:
+                 opener: Callable[[str], Event | None] | None = None, handoff: Sequencer | None = None,
+                 signer: Verifier | None = None) -> None:
         self.feed, self.ns = feed, ns
-        self.signer = signer  # signs the receipts off the event loop (else the seal signs them)
+        self.handoff = handoff  # a Redis site: publishes go to the process sequencing the feed
+        self.signer = signer  # signs receipts off the event loop (relay.core.verifier; else the seal does)
         self._opener = opener  # a relay-owned feed's opening event (the namespace's plug-in), or None
         self.quota = quota  # feeds created per key (the hub's, shared by every feed); None: no quota
         lim = config.limits
@@ -192,10 +197,16 @@ class FeedRuntime:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._work(), name=f"feed:{self.feed}")
 
-    def publish(self, event: Event, session_key: str | None,
-                check: asyncio.Future[bool] | None = None) -> asyncio.Future[tuple[int, bool]]:
-        """Queue ``event``; ``check``: its signature check when it is still under way (the event
-        is refused ``bad_signature`` unless it resolves True; nothing is sequenced before)."""
+    def publish(self, event: Event, session_key: str | None, check: Check | None = None) -> Answer:
+        """Sequence ``event`` here or where the feed is sequenced (relay.core.sequencer) once ``check`` passed."""
+        if self.handoff is not None and not self.handoff.sequencing(self.feed):
+            if check is not None:
+                return asyncio.ensure_future(checked_then(check, self.handoff.hand_off, self, event, session_key))
+            return self.handoff.hand_off(self, event, session_key)
+        return self.enqueue(event, session_key, check)
+
+    def enqueue(self, event: Event, session_key: str | None, check: Check | None = None) -> Answer:
+        """Queue ``event`` for this worker to sequence (``check``: as :meth:`publish`)."""
         fut: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
         self._jobs.append(Publish(event, session_key, fut, time.perf_counter(), check))
         self._kick()
@@ -257,8 +268,8 @@ class FeedRuntime:
             if isinstance(job, (Ingest, Sync)):
                 jobs.popleft()
                 try:
-                    if isinstance(job, Ingest):
-                        await self._ingest(job.payload)
+                    if isinstance(job, Ingest):  # with the ones queued behind it: one batch to send
+                        await self._ingest(joined_ingests(job, jobs))
                     else:
                         await self._sync()
                 except Exception:
@@ -284,8 +295,7 @@ class FeedRuntime:
                 batch.append(p)
                 size += p.event.size
             try:
-                if any(p.check is not None for p in batch):
-                    batch = await signature_checked(batch)
+                batch = await signature_checked(batch)  # each publish's signature check, if under way
                 await self._sequence(batch)
             except Exception as exc:
                 if not isinstance(exc, ColonyError):
@@ -298,16 +308,22 @@ class FeedRuntime:
         last = payload[payload.rfind("\n") + 1:]
         if 0 < wire_seq(last) <= self.core.seq:
             return  # our own batch coming back, or one we caught up with already: skip the parsing
+        run: list[tuple[Record, str]] = []  # records extending the head: committed (and sent) as one batch
+        seq, head = self.core.seq, self.core.head
         for line in payload.split("\n"):
             rec = Record.from_wire(json.loads(line), verify_sigs=False)  # our own storage wrote it
-            how = self.core.link(rec)
+            how = link(seq, head, rec)
             if how == "old":
                 continue  # ours, or already caught up
-            if how == "next":
-                self.commit([(rec, line)])
-            else:  # a gap: pub/sub lost something; the log has it
+            if how != "next":  # a gap: pub/sub lost something; the log has it
+                if run:
+                    self.commit(run)
                 await self._sync()
                 return
+            run.append((rec, line))
+            seq, head = rec.seq, rec.hash
+        if run:
+            self.commit(run)
 
     async def _sync(self) -> None:
         page = self.config.limits.max_backlog_page
@@ -338,17 +354,6 @@ class FeedRuntime:
         if self.core.seq - self.snapshot_seq >= self.config.snapshot_every:
             await self.save_snapshot()
 
-    def _within_rate(self, batch: list[Publish]) -> list[Publish]:
-        """The publishes the feed's rate lets through (``events_per_sec_feed``; the relay's own
-        events always pass); the others are refused ``rate_limited``."""
-        me, passed = self.relay_key.public_hex, []
-        for p in batch:
-            if p.event.author == me or self.rate.take():
-                passed.append(p)
-            else:
-                fail(p.fut, RateLimited(f"too many events to {self.feed} (events_per_sec_feed); slow down"))
-        return passed
-
     def opening(self) -> Event:
         """The relay's event that opens this relay-owned feed: its plug-in's, else ``feed.policy``
         with the namespace's default policy; ``ts`` 0, so every process of a site makes the same."""
@@ -357,7 +362,7 @@ class FeedRuntime:
 
     async def _sequence(self, batch: list[Publish]) -> None:
         core = self.core
-        batch = self._within_rate(batch)
+        batch = within_rate(batch, self.rate, self.relay_key.public_hex, self.feed)
         for _attempt in range(MAX_APPEND_ATTEMPTS):
             if not batch:
                 return
@@ -452,7 +457,7 @@ class FeedRuntime:
         old = self.core.seq
         fresh = FeedRuntime(self.feed, self.ns, self.storage, self.config, self.metrics, self.relay_key,
                             self._presence, quota=self.quota, sandbox=self.sandbox, alarm=self._alarm,
-                            opener=self._opener)
+                            opener=self._opener, handoff=self.handoff)
         await fresh.load()
         self.core.adopt(fresh.core)  # in place: the fanout holds this core
         self.fanout.set_base(fresh.fanout.base_seq, fresh.fanout.base_frame)

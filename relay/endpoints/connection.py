@@ -66,6 +66,7 @@ async def receive_pump(websocket: WebSocket, conn: Connection, what: str,
                     return
                 text = msg.get("text")
                 await conn.handle_message(text if text is not None else (msg.get("bytes") or b""))
+                del msg, text  # not kept while the connection waits for its next message
         turn = clock()
         while not out.closed:
             msg = await websocket.receive()
@@ -73,6 +74,7 @@ async def receive_pump(websocket: WebSocket, conn: Connection, what: str,
                 return
             text = msg.get("text")
             await conn.handle_message(text if text is not None else (msg.get("bytes") or b""))
+            del msg, text  # an idle connection keeps no copy of its last message
             if clock() - turn > PUMP_SLICE:
                 await asyncio.sleep(0)  # let the others run (queued messages do not wait in receive)
                 turn = clock()

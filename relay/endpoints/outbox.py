@@ -1,6 +1,7 @@
 """The one outbox of every connection the relay serves (native ``/ws``, ``/yjs``, ``/fed``).
 
-An :class:`Outbox` is a bounded queue of outgoing messages with one writer task:
+An :class:`Outbox` is a bounded queue of outgoing messages with one writer task, started when
+something is queued and ended when the queue is empty (an idle connection holds no task):
 
 * text frames queued during one event-loop turn go out as one message (frames separated by
   ``\\n``, up to ``MAX_COALESCE_BYTES``); binary messages go out one by one, in order;
@@ -51,6 +52,9 @@ MAX_COALESCE_BYTES = 256 << 10
 CLOSE_TIMEOUT = 2.0   # seconds aclose waits for the backlog and the close to go out
 SLOW_REASON = "slow consumer: resubscribe with since=<last seq>"
 _DEFAULT = Limits()
+#: the queue of every outbox that holds nothing (never appended to): an idle connection has no
+#: deque of its own (each costs about 600 bytes; docs/benchmarks.md, "Many agents per process")
+_IDLE: deque[str | bytes] = deque(maxlen=0)
 
 
 class Transport(Protocol):
@@ -108,19 +112,19 @@ class Outbox:
             direct = ws
         self.direct = direct if direct is not None and direct.frames_ok else None
         self._ws = self.direct if isinstance(self.direct, DirectWriter) else None  # writes WebSocket frames
-        self.frames: deque[str | bytes] = deque()
+        self.frames: deque[str | bytes] = _IDLE  # a deque of its own while something is queued
         self.held = 0          # length of what ``frames`` holds (a shared frame counts for each connection)
         self.aborted = False   # cut at the transport: no close frame
         self._binary = 0       # binary messages in ``frames`` (none: text frames only, the fast path)
         self._sending = False  # a message popped from the queue is being sent (maybe paused)
-        self._ready = asyncio.Event()
-        self._room = asyncio.Event()
-        self._room.set()
+        self._room: asyncio.Event | None = None  # set while the queue has room (made by put_wait)
         self.closed = False
         self.close_code: int | None = None
         self._close_reason = ""
         self.sent_messages = 0
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="outbox")
+        self._task: asyncio.Task[None] | None = None  # the writer, while there is something to write
+        self._gone = False  # the writer is done for good (the connection is closed)
+        self._ended: asyncio.Future[None] | None = None  # ``finished``, made when asked for
 
     @classmethod
     def of(cls, transport: Transport, limits: Limits, **kw: Any) -> Outbox:
@@ -129,10 +133,23 @@ class Outbox:
                    unwritable_timeout=limits.unwritable_timeout, **kw)
 
     @property
-    def finished(self) -> asyncio.Task[None]:
-        """The writer task: done once the connection is closed for good (an endpoint that has
-        nothing to receive, an SSE stream, waits on it)."""
-        return self._task
+    def finished(self) -> asyncio.Future[None]:
+        """Done once the connection is closed for good and the writer ended (an endpoint that
+        has nothing to receive, an SSE stream, waits on it)."""
+        if self._ended is None:
+            self._ended = asyncio.get_running_loop().create_future()
+            if self._gone:
+                self._ended.set_result(None)
+        return self._ended
+
+    def _kick(self) -> None:
+        """Start the writer unless it runs (or ended for good)."""
+        if self._task is None and not self._gone:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="outbox")
+
+    def _room_set(self) -> None:
+        if self._room is not None:
+            self._room.set()
 
     def _pending_bytes(self) -> int:
         """Bytes held for this connection: queued here plus the transport's write buffer."""
@@ -158,10 +175,13 @@ class Outbox:
             self.cut()
             return False
         frames = self.frames
+        if frames is _IDLE:
+            frames = self.frames = deque()
         frames.append(frame)
         self.held += len(frame)
-        self._ready.set()
-        if len(frames) >= self.max_frames >> 1:
+        if self._task is None:
+            self._kick()
+        if len(frames) >= self.max_frames >> 1 and self._room is not None:
             self._room.clear()
         return True
 
@@ -172,10 +192,13 @@ class Outbox:
         if self._over(len(msg)):
             self.cut()
             return False
+        if self.frames is _IDLE:
+            self.frames = deque()
         self.frames.append(msg)
         self.held += len(msg)
         self._binary += 1
-        self._ready.set()
+        if self._task is None:
+            self._kick()
         return True
 
     # put_shared and put_framed are the per-subscriber fan-out path: conditions inline, and the
@@ -207,6 +230,8 @@ class Outbox:
         half_bytes = self.max_bytes >> 1
         while not self.closed:
             if len(self.frames) >= self.max_frames >> 1 or self.held >= half_bytes:
+                if self._room is None:
+                    self._room = asyncio.Event()
                 self._room.clear()
                 await self._room.wait()
                 continue
@@ -225,8 +250,8 @@ class Outbox:
         if self.closed:
             return
         self.closed, self.close_code, self._close_reason = True, code, reason
-        self._ready.set()
-        self._room.set()
+        self._kick()
+        self._room_set()
 
     def cut(self) -> None:
         """Too far behind (a cap passed): drop the backlog now and close with the slow-consumer
@@ -262,6 +287,8 @@ class Outbox:
 
     async def wait_closed(self) -> None:
         """Wait (bounded) until the writer is done; if it is not, drop the backlog but still say why."""
+        if self._task is None:  # never closed, or done for good
+            return
         try:
             await asyncio.wait_for(asyncio.shield(self._task), CLOSE_TIMEOUT)
             return
@@ -297,19 +324,28 @@ class Outbox:
         return False
 
     async def _run(self) -> None:
+        idle = False
+        try:
+            idle = await self._write()  # True: the queue is empty; the next message starts another writer
+        finally:
+            if not idle:  # closed for good (or cancelled)
+                self._gone = True
+                if self._ended is not None and not self._ended.done():
+                    self._ended.set_result(None)
+
+    async def _write(self) -> bool:
+        """Write until the queue is empty (True: the writer may end, the connection stays) or
+        the connection is closed for good (False)."""
         transport = self.transport
         send_text, send_bytes = transport.send_text, transport.send_bytes
         frames = self.frames
-        room = self._room
         half = self.max_frames >> 1
         flush = self.flush_codes
         try:
             while True:
-                await self._ready.wait()
-                self._ready.clear()
                 while frames and (not self.closed or self.close_code in flush):
                     if not await self._wait_writable():
-                        return
+                        return False
                     if not frames:
                         break
                     msg = frames.popleft()
@@ -322,7 +358,7 @@ class Outbox:
                         if frames:
                             msg = self._coalesce(msg)  # type: ignore[arg-type]
                         if len(frames) < half:
-                            room.set()
+                            self._room_set()
                         # a WebSocket's message is framed here and written to its transport when
                         # that is exactly what the server would write (relay.endpoints.wsdirect):
                         # no ASGI send per message; else (or an event stream) the transport's send
@@ -331,30 +367,35 @@ class Outbox:
                             await send_text(msg)  # type: ignore[arg-type]
                     self._sending = False
                     self.sent_messages += 1
-                room.set()
+                self._room_set()
                 if not await self._wait_writable():  # what went out must drain too, queue or not
-                    return
+                    return False
                 if self.closed:
                     self._drop()
                     if self.aborted:
-                        return
+                        return False
                     await transport.close(self.close_code or CLOSE_NORMAL, self._close_reason[:120])
                     if self.sock is not None:
                         self.sock.abort_unless_drained(self.unwritable_timeout)
-                    return
+                    return False
+                if not frames:  # nothing more queued (checked with no await before returning)
+                    self._task = None
+                    self.frames = _IDLE
+                    return True
         except asyncio.CancelledError:
             raise
         except Exception:  # the peer went away mid-send: end it for good
             self.closed = True
             self._drop()
-            self._room.set()
+            self._room_set()
             if self.aborted:  # we cut it: the send failed because of that
-                return
+                return False
             log.debug("outbox send failed; closing the connection", exc_info=True)
             try:
                 await transport.close(CLOSE_INTERNAL, "send failed")
             except Exception:  # already gone
                 log.debug("closing after a failed send failed too", exc_info=True)
+            return False
 
 
 class OutboxSubscriber:

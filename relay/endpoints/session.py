@@ -72,6 +72,7 @@ class Session(OutboxSubscriber):
     # Subscriber protocol (relay.core.fanout.Subscriber, used by the hub)
     reads_any = False     # read access is checked for this connection's key
     records_only = False  # a doc subscription may start from a snapshot
+    shared_presence = True  # presence frames may come framed once for many (relay.core.fanout)
 
     def start(self) -> None:
         self.send({"t": "challenge", "nonce": self.nonce, "relay": self.hub.relay_key.public_hex})

@@ -35,6 +35,10 @@ import socket
 import struct
 from typing import Any
 
+from starlette.websockets import WebSocket
+
+from relay.endpoints.wslean import Flag, ReceiveQueue
+
 try:  # the protocol the relay runs (relay.ops.runner pins ws="websockets-sansio")
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
     from websockets.protocol import State
@@ -51,13 +55,32 @@ log = logging.getLogger(__name__)
 class RawSendMiddleware:
     """ASGI middleware: remember the server's own ``send`` of each WebSocket in its scope."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, direct: dict[str, Any] | None = None) -> None:
         self.app = app
+        self.direct = direct or {}  # path -> an endpoint taking a WebSocket, called without the router
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "websocket":
             scope[SCOPE_KEY] = send
+            endpoint = self.direct.get(scope["path"])
+            if endpoint is not None:
+                await _call_direct(endpoint, scope, receive, send)
+                return
         await self.app(scope, receive, send)
+
+
+async def _call_direct(endpoint: Any, scope: Any, receive: Any, send: Any) -> None:
+    """A WebSocket endpoint called straight from the middleware: the router, its exception
+    middleware and their wrappers would keep about 3.5 KiB of suspended frames for every open
+    connection (docs/benchmarks.md, "Many agents per process"). Such an endpoint handles its
+    own errors; anything escaping it is a bug: logged, and the connection closed with 1011."""
+    websocket = WebSocket(scope, receive, send)
+    try:
+        await endpoint(websocket)
+    except Exception:  # logged with its traceback
+        log.exception("WebSocket endpoint %s failed", scope.get("path"))
+        with contextlib.suppress(Exception):
+            await websocket.close(1011)
 
 
 class DirectWriter:
@@ -186,9 +209,27 @@ class GuardedProtocol(_Base):
 
     send_buffer = 0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # lean stand-ins for asyncio's Queue and Event: an idle connection holds neither deques
+        # nor waiter lists (relay.endpoints.wslean)
+        self.queue = ReceiveQueue()
+        self.writable = Flag()
+        self.writable.set()
+
     @classmethod
     def bounded(cls, send_buffer: int) -> type[GuardedProtocol]:
         return type(cls.__name__, (cls,), {"send_buffer": send_buffer})
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if self.handshake_complete and getattr(self, "response", None) is not None:
+            # the handshake's request and response are not needed any more; websockets' parser
+            # keeps the request for the connection's life: its headers go at least
+            request: Any = getattr(self, "request", None)
+            if request is not None:
+                request.headers.clear()
+            self.request = self.response = None
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)

@@ -18,6 +18,7 @@ by the relay whose body carries the capability. ``docs/protocol.md`` section 21 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
 import logging
 import time
@@ -27,9 +28,11 @@ from typing import Any, TYPE_CHECKING
 from pycrdt import merge_updates
 from starlette.websockets import WebSocket
 
+from collab.canonical import canonical
 from collab.capability import Capability
 from collab.errors import Busy, ColonyError, InvalidEvent, Unauthorized
-from collab.events import Event, b64, check_feed, now_ms
+from collab.events import EVENT_DOMAIN, Event, b64, check_feed, now_ms
+from collab.keys import Keypair
 from collab.namespaces.doc import EnginePanic
 from collab.sandbox import VERDICTS
 
@@ -56,6 +59,32 @@ DENIED_EVERY = 1.0      # seconds between two permission-denied messages to one 
 LOG_EVERY = 10.0        # seconds between two log lines for the same reason and connection
 
 
+# -- the events a writer's edits become ------------------------------------------------------
+class EditEvents:
+    """Makes the relay-signed ``doc.update`` events of one writer (21.4): the same event, bytes for
+    bytes, as ``Event.create(key, feed, "doc.update", {"update": ..., "cap": cap})``, with the
+    canonical encoding of everything but the update, ``ctx`` and ``ts`` done once per connection
+    (canonical JSON sorts members: author, body {cap, update}, ctx, feed, kind, ts; base64 and hex
+    need no escaping)."""
+
+    __slots__ = ("_head", "_key", "_mid", "cap", "feed")
+
+    def __init__(self, key: Keypair, feed: str, cap: dict[str, Any]) -> None:
+        self._key, self.feed, self.cap = key, check_feed(feed), cap
+        self._head = (EVENT_DOMAIN + b'{"author":"' + key.public_hex.encode() + b'","body":{"cap":'
+                      + canonical(cap) + b',"update":"')
+        self._mid = b',"feed":' + canonical(feed) + b',"kind":"doc.update","ts":'
+
+    def create(self, update: bytes, ctx: int, ts: int | None = None) -> Event:
+        b64u = b64(update)
+        ts = now_ms() if ts is None else ts
+        signing = b"".join((self._head, b64u.encode(), b'"},"ctx":', str(ctx).encode(), self._mid,
+                            str(ts).encode(), b"}"))
+        key = self._key
+        return Event(self.feed, "doc.update", key.public_hex, ts, ctx, {"update": b64u, "cap": self.cap},
+                     key.sign(signing).hex(), hashlib.sha256(signing).hexdigest(), len(signing))
+
+
 # -- one connection --------------------------------------------------------------------------
 class YjsConnection:
     """One Yjs WebSocket: its protocol state, its outbox and, if it may write, its edits in flight."""
@@ -78,7 +107,9 @@ class YjsConnection:
         self._logged: dict[str, float] = {}
         self._expiry: asyncio.TimerHandle | None = None
         self._budget = 0
+        self._events: EditEvents | None = None
         if cap is not None:
+            self._events = EditEvents(relay.hub.relay_key, self.feed, cap.to_wire())
             overhead = Event.create(relay.hub.relay_key, self.feed, "doc.update",
                                     {"update": "", "cap": cap.to_wire()}, ctx=2**53 - 1, ts=2**53 - 1).size
             self._budget = update_budget(self.config.limits.max_event_bytes, overhead)
@@ -167,12 +198,14 @@ class YjsConnection:
             elif isinstance(action, Dropped):
                 self.note(action.reason)
 
-    async def _vetted(self, updates: list[bytes]) -> bool:
+    async def _vetted(self, updates: list[bytes], merge: bool = False) -> bool:
         """Whether the Yjs engine takes ``updates`` (decode, apply, merge), asked of the sandbox on a
         blank document, before this process runs yrs on them (the feed's worker checks them again
-        on the document before they are stored). A refusal closes the connection (4400)."""
+        on the document before they are stored). ``merge``: only what this process will run on
+        them, ``merge_updates(*updates)`` (a merge probe: no document, far cheaper). A refusal
+        closes the connection (4400)."""
         sandbox = self.service.relay.hub.sandbox
-        verdicts = await sandbox.check(self.feed, (next(_PROBES), 0), updates, lambda: b"", keep=False)
+        verdicts = await sandbox.check(self.feed, (next(_PROBES), 0), updates, lambda: b"", keep=False, merge=merge)
         bad = next((v for v in verdicts if not v.ok), None)
         if bad is None:
             return True
@@ -243,10 +276,9 @@ class YjsConnection:
         """Record queued edits, one event at a time; what arrives meanwhile is merged into the
         next event (at most one event of this connection in flight)."""
         relay = self.service.relay
-        key = relay.hub.relay_key
-        if self.cap is None:  # _write started this loop, and it checked
+        if self._events is None:  # _write started this loop, and it checked
             raise RuntimeError("recording edits needs a write capability")
-        cap = self.cap.to_wire()
+        events = self._events
         while self._writes:
             chunk = [self._writes.popleft()]
             size = len(chunk[0])
@@ -254,10 +286,11 @@ class YjsConnection:
                 size += len(self._writes[0])
                 chunk.append(self._writes.popleft())
             self._write_bytes -= size
-            # several edits are merged here (yrs in this process): the sandbox takes them first. A
-            # single edit goes as it is: the feed's worker has the sandbox check it on the document
-            # before anything folds it, so one round trip, not two (the usual case at moderate load)
-            if len(chunk) > 1 and not await self._vetted(chunk):
+            # several edits are merged here (yrs in this process): the sandbox merges them first (a
+            # merge probe: the one call this process runs on them). A single edit goes as it is: the
+            # feed's worker has the sandbox check it on the document before anything folds it, so
+            # one round trip, not two (the usual case at moderate load)
+            if len(chunk) > 1 and not await self._vetted(chunk, merge=True):
                 return
             update = chunk[0]
             if len(chunk) > 1:
@@ -270,8 +303,8 @@ class YjsConnection:
             await relay.ip_limiter.acquire(self.ip)
             try:
                 rt = relay.hub.feeds.get(self.feed) or await relay.hub.runtime(self.feed)
-                ev = Event.create(key, self.feed, "doc.update", {"update": b64(update), "cap": cap}, ctx=rt.seq)
-                await relay.hub.publish(ev, key.public_hex)  # the hub routes it (here, or to its home)
+                ev = events.create(update, rt.seq)
+                await relay.hub.publish(ev, relay.hub.relay_key.public_hex)  # the hub routes it (here, or to its home)
             except Unauthorized as exc:  # e.g. the capability expired before the event was made
                 log.info("yjs edit to %s refused: %s", self.feed, exc)
                 self.peer.writable = False
@@ -410,4 +443,4 @@ async def _connect(websocket: WebSocket, relay: Relay, ip: str, rt: FeedRuntime)
         await conn.out.wait_closed()
 
 
-__all__ = ["YjsConnection", "YjsService", "yjs_endpoint"]
+__all__ = ["EditEvents", "YjsConnection", "YjsService", "yjs_endpoint"]

@@ -6,8 +6,9 @@ is published as if the agent connection behind it (``key``) had sent it here, so
 is exactly the one that agent would have got; a ``sub`` reads every feed (members-only too)
 and never gets a snapshot, because a mirror stores records verbatim.
 
-A peer is bounded like an agent connection (``Limits``): one inbound link per peer key (a
-newer one replaces it, close 4412), ``peer_max_subscriptions`` mirror subscriptions
+A peer is bounded like an agent connection (``Limits``): one inbound link per peer process (the
+handshake's ``process``; a newer one replaces it, close 4412), at most ``MAX_PEER_PROCESSES`` per
+peer key (the processes of one site share its key), ``peer_max_subscriptions`` mirror subscriptions
 (``limit_exceeded``), ``peer_frames_per_sec`` frames per peer (``rate_limited``), the
 per-author rate of the events it forwards, and the heads limits of ``relay.federation.mirror``.
 A peer whose heads accuse a feed we home falsely is cut off: ``false_evidence``, close 4409, and
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +47,8 @@ log = logging.getLogger(__name__)
 PEER_FRAMES = frozenset(("fwd", "sub", "unsub", "heads"))
 CLOSE_FALSE_EVIDENCE = 4409
 CLOSE_REPLACED = 4412
+MAX_PEER_PROCESSES = 16  # inbound links per peer key (a site's processes, each named in its handshake)
+PROCESS_RE = re.compile(r"(?:[0-9a-f]{16,64})?")  # the peer frame's optional `process`
 _PRESENCE_PREFIX = '{"t":"presence"'
 
 
@@ -186,8 +190,9 @@ def _context(frame: dict[str, Any] | None) -> dict[str, Any]:
     return extra
 
 
-async def _handshake(websocket: WebSocket, hub: Hub, fed: Federation | None) -> str | None:
-    """Challenge, check the peer's proof, prove our key; the peer's key, or None (closed 4403)."""
+async def _handshake(websocket: WebSocket, hub: Hub, fed: Federation | None) -> tuple[str, str] | None:
+    """Challenge, check the peer's proof, prove our key; the peer's key and process (``""`` when it
+    names none), or None (closed 4403)."""
     me = hub.relay_key.public_hex
     nonce = os.urandom(32).hex()
     await websocket.send_text(frames.encode({"t": "challenge", "nonce": nonce, "relay": me}))
@@ -200,9 +205,11 @@ async def _handshake(websocket: WebSocket, hub: Hub, fed: Federation | None) -> 
         await _refuse(websocket, str(exc))
         return None
     key, pnonce, sig = frame.get("key"), frame.get("nonce"), frame.get("sig")
+    process = frame.get("process", "")
     if (frame["t"] != "peer" or not isinstance(key, str) or not HEX64_RE.match(key) or not isinstance(pnonce, str)
-            or not 16 <= len(pnonce) <= 128 or not isinstance(sig, str) or not HEX128_RE.match(sig)):
-        await _refuse(websocket, "expected {t: peer, key, nonce, sig}")
+            or not 16 <= len(pnonce) <= 128 or not isinstance(sig, str) or not HEX128_RE.match(sig)
+            or not isinstance(process, str) or not PROCESS_RE.fullmatch(process)):
+        await _refuse(websocket, "expected {t: peer, key, nonce, sig, process?}")
         return None
     if key == me or not any(p.key == key for p in hub.routing.peers):
         await _refuse(websocket, f"{key[:16]}… is not a peer of this relay")
@@ -215,7 +222,7 @@ async def _handshake(websocket: WebSocket, hub: Hub, fed: Federation | None) -> 
         return None
     ssig = hub.relay_key.sign(peer_bytes(pnonce, key, me)).hex()
     await websocket.send_text(frames.encode({"t": "peer_ok", "sig": ssig}))
-    return key
+    return key, process
 
 
 async def _refuse(websocket: WebSocket, reason: str) -> None:
@@ -245,28 +252,34 @@ async def _serve_peer(websocket: WebSocket, relay: Relay) -> None:
     await websocket.accept()
     hub = relay.hub
     try:
-        peer_key = await _handshake(websocket, hub, relay.federation)
+        peer = await _handshake(websocket, hub, relay.federation)
     except (TimeoutError, WebSocketDisconnect, OSError):
-        peer_key = None
+        peer = None
         try:
             await websocket.close(CLOSE_REFUSED, "handshake timed out")
         except Exception:  # the peer is gone already
             log.debug("closing a peer connection after a failed handshake failed", exc_info=True)
-    if peer_key is None:
+    if peer is None:
         return
+    peer_key, process = peer
     fed: Federation = relay.federation
     limits = relay.config.limits
     out = Outbox.of(websocket, limits, flush_codes=(CLOSE_GOING_AWAY, CLOSE_FALSE_EVIDENCE))
     session = PeerSession(hub, peer_key, out, limits, fed.peer_frames, relay.key_limiter, fed.cut_off)
-    older = fed.inbound.get(peer_key)
-    fed.inbound[peer_key] = session
-    if older is not None:  # the peer keeps one link to us: the old one is dead or a duplicate
+    # one link per process of the peer: a newer one from the same process replaces the old one (dead
+    # or a duplicate); a site's processes (one key) keep one each, at most MAX_PEER_PROCESSES
+    older = fed.inbound.pop((peer_key, process), None)
+    same_key = [k for k in fed.inbound if k[0] == peer_key]
+    if older is None and len(same_key) >= MAX_PEER_PROCESSES:
+        older = fed.inbound.pop(same_key[0])  # the oldest (insertion order)
+    fed.inbound[(peer_key, process)] = session
+    if older is not None:
         older.out.close(CLOSE_REPLACED, "replaced by a newer link from the same peer")
     log.info("federation link from %s… up", peer_key[:16])
     try:
         await receive_pump(websocket, session, f"federation link from {peer_key[:16]}…")
     finally:
         session.closed()
-        if fed.inbound.get(peer_key) is session:
-            del fed.inbound[peer_key]
+        if fed.inbound.get((peer_key, process)) is session:
+            del fed.inbound[(peer_key, process)]
         log.info("federation link from %s… down", peer_key[:16])

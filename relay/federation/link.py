@@ -74,6 +74,9 @@ class Link(Reconnecting):
         super().__init__(backoff_base, backoff_max)
         self.relay_key, self.peer = relay_key, peer
         self.url = fed_url(peer.url)
+        # names this link (this relay process) in the handshake: the peer keeps one inbound link per
+        # (key, process), so the processes of one site (same key, one Redis) each keep theirs
+        self.process = os.urandom(8).hex()
         self.on_heads: list[Callable[[list[dict[str, Any]]], Any]] = []  # add_on_heads: the peer's heads
         self.on_connect: list[Callable[[], Any]] = []  # add_on_connect: after every handshake
         self.on_refused: list[Callable[[str, str], Any]] = []  # add_on_refused: (feed, code) of a refused sub
@@ -246,7 +249,7 @@ class Link(Reconnecting):
                           f"not the configured {self.peer.key[:16]}…")
         nonce = os.urandom(32).hex()
         sig = self.relay_key.sign(peer_bytes(challenge["nonce"], self.peer.key, me)).hex()
-        await ws.send(frames.encode({"t": "peer", "key": me, "nonce": nonce, "sig": sig}))
+        await ws.send(frames.encode({"t": "peer", "key": me, "nonce": nonce, "sig": sig, "process": self.process}))
         answer = await self._recv_frame(ws)
         if answer.get("t") == "error":
             raise Refused(f"{answer.get('code')}: {answer.get('message')}")

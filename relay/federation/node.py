@@ -46,7 +46,8 @@ class Federation:
         self.alarms: Any = None
         lim = config.limits
         self.peer_frames = RateLimiter(lim.peer_frames_per_sec, lim.peer_frames_burst, 1024)  # per peer key
-        self.inbound: dict[str, Any] = {}  # peer key -> its one /fed session (a newer link replaces it)
+        # (peer key, process) -> its /fed session (a newer one from the same process replaces it)
+        self.inbound: dict[tuple[str, str], Any] = {}
         self.cut_off_until: dict[str, float] = {}  # peer key -> monotonic time its handshakes are refused until
 
     def cut_off(self, peer_key: str) -> None:

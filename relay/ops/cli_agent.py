@@ -321,6 +321,9 @@ def register(sub: Any) -> None:
     p.add_argument("--operator-key", default=None, metavar="FILE",
                    help="the key that grants the scenes' stake; with --relay the relays must have been "
                         "started with --operator $(colony pubkey FILE)")
+    p.add_argument("--show-url", action="append", default=None, metavar="URL",
+                   help="with --relay: the URL a person opens for each --relay, in the same order (e.g. the "
+                        "host's published ports when the relays run in containers); the banner prints these")
 
     def demo(a: argparse.Namespace) -> int:
         from relay.ops.demo import run_agents, run_demo
@@ -335,7 +338,10 @@ def register(sub: Any) -> None:
                 print("colony demo: --relay needs --operator-key FILE, a key the relays accept as --operator",
                       file=sys.stderr)
                 return 2
-            return _run(run_agents(a.relay, operator, a.agents, a.duration, a.pace))
+            if a.show_url and len(a.show_url) != len(a.relay):
+                print("colony demo: give one --show-url per --relay, in the same order", file=sys.stderr)
+                return 2
+            return _run(run_agents(a.relay, operator, a.agents, a.duration, a.pace, a.show_url))
         return _run(run_demo(a.host, a.port, Path(a.data) if a.data else None, a.agents, a.duration, a.pace,
                              operator))
 

@@ -226,6 +226,11 @@ def _settings() -> tuple[Setting, ...]:
         s("presence_ttl", float, base.presence_ttl, "with --redis: a process's participant entries expire this "
           "long after its last refresh (every TTL/3), so the clients of a crashed process leave the "
           "participant lists of the others", "presence_ttl", parse=_positive, metavar="SECONDS"),
+        s("sequencer_lease", float, base.sequencer_lease, "with --redis: one process at a time sequences a "
+          "feed, under a lease in Redis that lasts this long after its last renewal (renewed every quarter "
+          "of it): a crashed sequencer's feeds move to another process within about this long. 0: no "
+          "leases, every process appends and they race on the feed's head", "sequencer_lease",
+          parse=_nonneg(float), metavar="SECONDS"),
         s("snapshot_every", int, base.snapshot_every, "doc feeds: store a snapshot every N records",
           "snapshot_every", parse=_positive_int, metavar="N"),
         s("snapshot_catchup", int, base.snapshot_catchup, "doc feeds: send a subscriber a snapshot instead of "

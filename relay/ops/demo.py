@@ -147,15 +147,17 @@ async def _relay_doc(url: str, seq: int, timeout: float = 30) -> tuple[int, str]
 
 
 async def run_agents(relays: list[str], operator: Keypair, n_agents: int, duration: float | None,
-                     pace: float) -> int:
+                     pace: float, shown: list[str] | None = None) -> int:
     """``colony demo --relay URL ...``: only the scripted agents, against relays already running;
     it ends with the script (or at ``duration``, if later).
-    The scenes' stake grants need ``operator`` to be one of the relays' ``--operator`` keys."""
+    The scenes' stake grants need ``operator`` to be one of the relays' ``--operator`` keys.
+    ``shown``: the URL a person opens for each relay (``--show-url``), printed in the banner."""
     start = asyncio.get_running_loop().time()
     urls = [u.rstrip("/") for u in relays]
     cast = Cast(operator=operator)
     print(f"Colony demo: scripted agents against {', '.join(urls)} (operator key {operator.public_hex})")
-    _banner(urls, team(n_agents), cast, duration if duration is not None else 0)
+    _banner([u.rstrip("/") for u in shown] if shown else urls, team(n_agents), cast,
+            duration if duration is not None else 0)
     texts, scenes_ok, head = await _edit_and_scenes(urls, cast, n_agents, pace, None)
     seq, final = await _relay_doc(urls[0], head)
     rc = _report(list(texts), seq, final, scenes_ok, team(n_agents))

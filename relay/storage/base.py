@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
 
-from collab.errors import ColonyError
+from collab.errors import ColonyError, Unavailable
 from collab.events import Record, Snapshot
 
 
@@ -62,6 +62,16 @@ class HeadMoved(ColonyError):
         # wire JSON of the first records after ``expected``, when the store hands them over with
         # the refusal (saves the appender a read); possibly fewer than ``actual - expected``
         self.records = records or []
+
+
+class Deposed(Unavailable):
+    """The append names a sequencing lease the store no longer holds, or none while another
+    process holds one (relay.storage.redis_lease): this process does not sequence ``feed``; the
+    publishes are answered ``unavailable`` and their authors retry."""
+
+    def __init__(self, feed: str) -> None:
+        super().__init__(f"{feed} is sequenced by another process of this site right now; retry")
+        self.feed = feed
 
 
 class Storage(ABC):

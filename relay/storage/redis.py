@@ -8,10 +8,13 @@ Per feed ``F`` every key carries the hash tag ``{F}`` so a cluster keeps them on
   ``<p>:{F}:snap``  hash  seq, head, state, meta (latest snapshot)
   ``<p>:{F}:base``  hash  seq, head, state, relay, rsig, meta (a compacted feed's base; relay/ops/compact.py)
   ``<p>:{F}:turn``  the process that lost its last appends and goes next (expires, see TURN_AFTER_LOSSES)
+  ``<p>:{F}:lease`` ``<p>:{F}:epoch``  the feed's sequencing lease and its fencing epoch (relay.storage.redis_lease)
   ``<p>:{F}:ch``    the feed's pub/sub channel (sharded pub/sub on a cluster)
   ``<p>:feeds``     sorted set of feed ids (for listing; its own slot)
 
-The append is one Lua script: compare the stored head with what the relay sealed against,
+The append is one Lua script: check the sequencing lease (an append names the lease it holds,
+``token:epoch``, and is refused unless that is the stored one; an append naming none is refused
+while any process holds one), compare the stored head with what the relay sealed against,
 then add every record of the batch to the stream, the id index and the head, and publish the
 batch on the feed's channel, atomically, in one round trip. A process that loses the race
 gets ``HeadMoved`` together with the records it missed (up to 64, so it need not read them),
@@ -32,12 +35,15 @@ from redis.exceptions import NoScriptError, RedisError
 from collab.errors import Unavailable
 from collab.events import Record, Snapshot
 
-from relay.storage.base import FeedHead, HeadMoved, Storage, StoredBase, StoredRecord, StoredSnapshot
+from relay.storage.base import Deposed, FeedHead, HeadMoved, Storage, StoredBase, StoredRecord, StoredSnapshot
+from relay.storage.redis_lease import ACQUIRE_LUA, LEASE_TTL, RENEW_LUA, Leases
 
 log = logging.getLogger(__name__)
 
 APPEND_LUA = """
 local cur = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+local lease = redis.call('GET', KEYS[6])
+if lease ~= (ARGV[5] ~= '' and ARGV[5] or false) then return {3, cur} end  -- fenced: not the sequencer
 local turn = redis.call('GET', KEYS[5])
 if cur ~= tonumber(ARGV[1]) then
   if ARGV[4] == '1' and not turn then  -- the caller keeps losing: it takes the next turn
@@ -56,17 +62,17 @@ if cur ~= tonumber(ARGV[1]) then
   return out
 end
 if turn and turn ~= ARGV[3] then return {2, cur} end  -- current, but another process's turn
-local n = (#ARGV - 4) / 5
+local n = (#ARGV - 5) / 5
 local seen = {}
 for i = 0, n - 1 do  -- an id stored before, or twice in this batch: the whole batch is refused
-  local id = ARGV[6 + i * 5]
+  local id = ARGV[7 + i * 5]
   if seen[id] or redis.call('HEXISTS', KEYS[3], id) == 1 then return {-1, cur} end
   seen[id] = true
 end
 local lines = {}
 local last = 0
 for i = 0, n - 1 do
-  local b = 5 + i * 5
+  local b = 6 + i * 5
   local seq, id, hash, rtime, data = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4]
   redis.call('XADD', KEYS[2], seq .. '-0', 'd', data, 'i', id, 'h', hash)
   redis.call('HSET', KEYS[3], id, seq)
@@ -174,20 +180,24 @@ async def connect(url: str, **kw: Any) -> aioredis.Redis | RedisCluster:
 class RedisStorage(Storage):
     name = "redis"
 
-    def __init__(self, url: str, prefix: str = "colony", open_timeout: float = 30.0, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, prefix: str = "colony", open_timeout: float = 30.0, timeout: float = 5.0,
+                 lease_ttl: float = LEASE_TTL) -> None:
         self.url, self.prefix, self.open_timeout = url, prefix, open_timeout
         self.timeout = timeout  # seconds a command may take before the caller gets Unavailable (storage_timeout)
         self.r: aioredis.Redis | RedisCluster | None = None
         self.cluster = False
         self._append_sha = ""
         self._snap_sha = ""
+        self._acquire_sha = self._renew_sha = ""
         self.round_trips = 0
         self.appends = 0
         self.head_moved = 0   # appends refused because another process appended first
         self.turn_waits = 0   # appends told to wait for a process that kept losing
+        self.fenced = 0       # appends refused by the lease check (relay.storage.redis_lease)
         self.token = os.urandom(8).hex()  # this process, in the feed's `turn` key
         self._losses: dict[str, int] = {}  # feed -> appends lost in a row
         self.last_error: str | None = None
+        self.leases = Leases(self, lease_ttl)  # the feeds this process sequences (relay.core.sequencer)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def open(self) -> None:
@@ -217,9 +227,13 @@ class RedisStorage(Storage):
             load = "SCRIPT LOAD"
             self._append_sha = await r.execute_command(load, APPEND_LUA, target_nodes=RedisCluster.PRIMARIES)
             self._snap_sha = await r.execute_command(load, SNAPSHOT_LUA, target_nodes=RedisCluster.PRIMARIES)
+            self._acquire_sha = await r.execute_command(load, ACQUIRE_LUA, target_nodes=RedisCluster.PRIMARIES)
+            self._renew_sha = await r.execute_command(load, RENEW_LUA, target_nodes=RedisCluster.PRIMARIES)
         else:
             self._append_sha = await r.script_load(APPEND_LUA)
             self._snap_sha = await r.script_load(SNAPSHOT_LUA)
+            self._acquire_sha = await r.script_load(ACQUIRE_LUA)
+            self._renew_sha = await r.script_load(RENEW_LUA)
 
     async def close(self) -> None:
         if self.r is not None:
@@ -264,15 +278,19 @@ class RedisStorage(Storage):
         for rec, data in records:
             recs += [rec.seq, rec.event.id, rec.hash, rec.rtime, data]
         keys = [self.key(feed, "head"), self.key(feed, "log"), self.key(feed, "ids"), self.channel(feed),
-                self.key(feed, "turn")]
+                self.key(feed, "turn"), self.key(feed, "lease")]
         for _ in range(TURN_WAITS):
             losing = "1" if self._losses.get(feed, 0) >= TURN_AFTER_LOSSES else "0"
-            args = [expected_seq, "1" if self.cluster else "0", self.token, losing, *recs]
+            args = [expected_seq, "1" if self.cluster else "0", self.token, losing, self.leases.fence(feed), *recs]
             ok, cur, *missed = await self._evalsha("append", keys, args)
             if ok != 2:
                 break
             self.turn_waits += 1  # our head is current, but a process that kept losing goes first
             await asyncio.sleep(0.001)
+        if ok == 3:  # another process sequences the feed (or our lease lapsed and was granted again)
+            self.fenced += 1
+            self.leases.deposed(feed)
+            raise Deposed(feed)
         if ok != 1:  # 0: the head moved (with the records missed); -1: an event id got stored meanwhile
             self._losses[feed] = self._losses.get(feed, 0) + 1
             self.head_moved += 1
@@ -283,6 +301,24 @@ class RedisStorage(Storage):
             await self._call("register", r.zadd(f"{self.prefix}:feeds", {feed: 0}, nx=True))
         # after the last await: the caller commits (and announces) these before any other append
         self.last_append = (feed, records[-1][0].seq)
+
+    # -- sequencing leases (relay.storage.redis_lease) --------------------------------------
+    async def lease_acquire(self, feed: str, ttl_ms: int) -> list[Any]:
+        """``[1, epoch]`` granted or renewed (ours), else ``[0, holder token, ms left]``."""
+        res: list[Any] = await self._evalsha("acquire", [self.key(feed, "lease"), self.key(feed, "epoch")],
+                                             [self.token, ttl_ms])
+        return res
+
+    async def lease_renew(self, leases: list[tuple[str, str, int]]) -> list[bool | None]:
+        """Renew (``ttl_ms`` > 0) or release (0) each ``(feed, token:epoch, ttl_ms)`` in one
+        pipelined round trip: True if it was still that lease, None if Redis lost the script."""
+        pipe = self._client().pipeline(transaction=False)
+        for feed, fence, ttl_ms in leases:
+            pipe.evalsha(self._renew_sha, 1, self.key(feed, "lease"), fence, ttl_ms)
+        answers = await self._call("lease renew", pipe.execute(raise_on_error=False))
+        if any(isinstance(a, Exception) for a in answers):
+            await self._load_scripts()  # Redis restarted: its script cache is empty
+        return [None if isinstance(a, Exception) else int(a) == 1 for a in answers]
 
     # -- reading ---------------------------------------------------------------------------
     async def head(self, feed: str) -> FeedHead | None:
@@ -391,7 +427,8 @@ class RedisStorage(Storage):
             ok = False
         return {"backend": self.name, "ok": ok, "url": _redact(self.url), "cluster": self.cluster,
                 "appends": self.appends, "round_trips": self.round_trips, "head_moved": self.head_moved,
-                "turn_waits": self.turn_waits, "error": self.last_error}
+                "turn_waits": self.turn_waits, "fenced": self.fenced, **self.leases.health(),
+                "error": self.last_error}
 
 
 def _redact(url: str) -> str:

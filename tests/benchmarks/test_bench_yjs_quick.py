@@ -36,7 +36,7 @@ def test_quick_yjs_benchmark_runs_all_systems_without_loss(tmp_path: Path) -> No
     results = data["results"]
     assert set(results) == {"target", "saturation"}
     for label, by_system in results.items():
-        assert set(by_system) == {"colony", "pycrdt-websocket", "node-y-websocket"}, label
+        assert set(by_system) == {"colony", "pycrdt-websocket", "node-y-websocket", "hocuspocus"}, label
         for system, agg in by_system.items():
             where = f"{label}/{system}"
             assert agg["runs"], where

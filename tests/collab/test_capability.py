@@ -106,3 +106,21 @@ async def test_relay_checks_capabilities_on_native_publishes(relay: Running) -> 
     assert (r["t"], r.get("code")) == ("error", "invalid")
     await o.close()
     await a.close()
+
+
+def test_the_verified_capability_cache_hits_only_the_same_object(keys: dict[str, Keypair]) -> None:
+    """``from_wire_cached`` looks a capability up by its signature: a hit must be the object that
+    was verified, member for member and type for type; anything else is verified afresh."""
+    from collab.errors import BadSignature, InvalidEvent
+
+    cap = Capability.issue(keys["owner"], FEED, write=True, ttl_ms=60_000)
+    first = Capability.from_wire_cached(cap.to_wire())
+    assert first == cap and Capability.from_wire_cached(cap.to_wire()) is first  # the same, again: a hit
+    longer = {**cap.to_wire(), "exp": cap.exp + 1}  # the same signature on other members
+    with pytest.raises(BadSignature):
+        Capability.from_wire_cached(longer)
+    typed = {**cap.to_wire(), "iat": True} if cap.iat == 1 else {**cap.to_wire(), "iat": float(cap.iat)}
+    with pytest.raises(InvalidEvent):  # equal in Python, not in JSON
+        Capability.from_wire_cached(typed)
+    with pytest.raises(InvalidEvent):
+        Capability.from_wire_cached({"sig": cap.sig})

@@ -350,7 +350,8 @@ async def test_pubsub_connection_killed_during_flow_subscribers_miss_nothing(
 
         async def bus_connections() -> int:  # relays' pub/sub connections subscribed to a channel
             out = await asyncio.to_thread(private_redis.cli, "CLIENT", "LIST", "TYPE", "pubsub")
-            return sum(1 for line in out.splitlines() if " sub=1 " in line)
+            # the feed's channel and the relay's hand-off channel (relay.core.sequencer)
+            return sum(1 for line in out.splitlines() if " sub=2 " in line)
 
         flowing = asyncio.gather(*(pipelined_flow(w, k, feed, stop, acked, pause=0.01)
                                    for w, k in zip(writers, keys, strict=True)))

@@ -23,6 +23,7 @@ import mcp_types as types
 from mcp.client.stdio import StdioServerParameters
 
 from collab.keys import Keypair
+from tests.procs import read_listen_line
 
 LISTEN_RE = re.compile(rb"listening on (http://[\d.]+:\d+/mcp)")
 START_TIMEOUT = 60.0
@@ -75,15 +76,7 @@ class McpAgent:
             sys.executable, *self._cmd(relay_url), "--http", "127.0.0.1:0",
             stdout=asyncio.subprocess.PIPE, stderr=None, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         assert self.proc.stdout is not None
-        seen = b""
-        while True:
-            line = await self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"colony mcp --http exited before listening: {seen!r}")
-            seen += line
-            m = LISTEN_RE.search(line)
-            if m:
-                return m.group(1).decode()
+        return await read_listen_line(self.proc.stdout, LISTEN_RE, "colony mcp --http")
 
     async def run(self, relay_url: str, ready: asyncio.Future[None], stop: asyncio.Event) -> None:
         """The client's task: connect, report ready, hold the connection until ``stop``."""

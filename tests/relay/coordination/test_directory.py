@@ -288,6 +288,28 @@ async def test_search_pagination_replacement_and_restart(tmp_path: Path, backend
         assert all(a["online"] is False for a in after["agents"])
 
 
+async def test_presence_in_a_members_feed_is_not_shown_online(relay: Running) -> None:
+    """An agent connected only to a private (``members``) feed of its own is not online to the
+    world in ``/agents``; once it follows a feed anyone reads, it is."""
+    key = Keypair.generate()
+    async with Client(relay.url, key) as c, httpx.AsyncClient(timeout=10.0) as http:
+        assert (await directory.register(c, "zz-private", "only private feeds", ["x"], online=False)) is None
+        private = f"notes/{key.public_hex[:8]}-private"
+        await c.publish(private, "feed.policy", {"policy": "members"})
+        sub = await c.subscribe(private)
+        await sub.wait_synced(10)
+        assert key.public_hex in relay.relay.hub.feeds[private].present  # it is present there
+        assert key.public_hex not in await online_keys(http, relay.url)
+        assert (await get(http, f"{relay.url}/agents/{key.public_hex}"))["online"] is False
+        public = await c.subscribe(f"notes/{key.public_hex[:8]}-public")
+        await public.wait_synced(10)
+        await eventually(lambda: _is_online(http, relay.url, key.public_hex), 10)
+
+
+async def _is_online(http: httpx.AsyncClient, url: str, key: str) -> bool:
+    return key in await online_keys(http, url)
+
+
 async def test_unknown_agent_is_404(relay: Running) -> None:
     async with httpx.AsyncClient(timeout=10.0) as http:
         r = await http.get(f"{relay.url}/agents/{Keypair.generate().public_hex}")

@@ -81,3 +81,40 @@ async def test_members_only_reads_and_a_revoke_drops_the_reader(tmp_path: Path) 
         assert bob.of("unsubbed")[0]["reason"] == "unauthorized"
         rt = await hub.runtime("chat/m")
         assert bob not in rt.subs
+
+
+class _CrowdSink(Sink):
+    shared_presence = True  # takes presence frames framed once for many, as an agent's /ws session
+
+
+def _presence_view(sink: Sink) -> set[str] | None:
+    """The participants a client following docs/protocol.md 10 would show (None before a list)."""
+    keys: set[str] | None = None
+    for f in sink.frames:
+        if f["t"] != "presence":
+            continue
+        if f["op"] == "list":
+            keys = set(f["keys"])
+        elif keys is not None:
+            keys = keys | set(f["keys"]) if f["op"] == "join" else keys - set(f["keys"])
+    return keys
+
+
+async def test_a_crowded_feed_sends_presence_framed_once_and_every_list_is_right(tmp_path: Path) -> None:
+    """From SHARED_PRESENCE_AT participants on, joins go out shared and a newcomer's list comes
+    at the end of the open presence window, built once; every subscriber still ends up with
+    exactly the participants, its list after its synced."""
+    from relay.core.fanout import SHARED_PRESENCE_AT
+
+    n = SHARED_PRESENCE_AT + 16
+    keys = [Keypair.from_seed(bytes([i + 1]) * 32).public_hex for i in range(n)]
+    async with hub_on_sqlite(tmp_path) as hub:
+        sinks = [_CrowdSink(k) for k in keys]
+        for sink in sinks:
+            await hub.subscribe(sink, "chat/crowd", 0)
+        for sink in sinks:
+            await sink.until(lambda s: _presence_view(s) == set(keys))
+            kinds = [f["t"] for f in sink.frames]
+            assert kinds.index("synced") < kinds.index("presence")
+        late = sinks[SHARED_PRESENCE_AT + 1:]
+        assert all(s.shared >= 1 for s in late)  # their list and the joins after it came shared

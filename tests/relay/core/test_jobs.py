@@ -34,3 +34,15 @@ async def test_a_future_is_answered_once_and_a_cancelled_one_is_left_alone() -> 
     fail(b, RuntimeError("after cancel"))
     ok(b, 3)
     assert b.cancelled()
+
+
+def test_ingests_queued_together_are_taken_as_one_batch() -> None:
+    from collections import deque
+
+    from relay.core.jobs import Ingest, Job, Sync, joined_ingests
+
+    jobs: deque[Job] = deque([Ingest('{"seq":2}'), Ingest('{"seq":3}\n{"seq":4}'), Sync(), Ingest('{"seq":5}')])
+    first = jobs.popleft()
+    assert isinstance(first, Ingest)
+    assert joined_ingests(first, jobs) == '{"seq":2}\n{"seq":3}\n{"seq":4}'
+    assert len(jobs) == 2 and isinstance(jobs[0], Sync)  # the rest waits its turn

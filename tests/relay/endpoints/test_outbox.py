@@ -141,6 +141,36 @@ async def test_shared_messages_go_straight_to_the_socket_when_nothing_is_queued(
     assert got == ["s1\ns2", b"bin", "after\ns1\ns2"]
 
 
+async def test_an_idle_outbox_holds_no_writer_task_nor_queue_of_its_own() -> None:
+    """The writer runs while something is queued; an idle connection keeps neither it nor a deque."""
+    seen: list[tuple[bool, bool]] = []
+    done: list[Outbox] = []
+
+    def fill(out: Outbox) -> None:
+        seen.append((out._task is None, len(out.frames) == 0))   # fresh: nothing
+        out.put("one")
+        seen.append((out._task is not None, len(out.frames) == 1))  # a put starts the writer
+        done.append(out)
+
+    async def handler(websocket: WebSocket) -> None:
+        await websocket.accept()
+        out = Outbox(websocket, 100)  # type: ignore[arg-type]
+        fill(out)
+        task = out._task
+        assert task is not None
+        await task  # the writer sends "one" and ends: the queue is empty
+        seen.append((out._task is None, out.frames is Outbox(websocket, 100).frames))  # type: ignore[arg-type]
+        out.put("two")  # starts another writer
+        out.close(1001, "")
+        await out.wait_closed()
+        assert out.finished.done()
+
+    async with ws_server(handler) as url, websockets.connect(url, max_size=None, compression=None) as ws:
+        got = await _read_all(ws)
+    assert seen == [(True, True), (True, True), (True, True)]
+    assert got == ["one", "two"]
+
+
 async def test_put_wait_waits_for_room_then_aclose_flushes() -> None:
     """put_wait pauses at half the bound until the writer made room (never cut as slow);
     aclose(1001) sends what is queued, then the close."""

@@ -623,3 +623,23 @@ async def test_colony_grant(relay: Running, tmp_path: Any, yclients: list[YClien
     assert p.returncode != 0 and "owner" in p.stderr and p.stdout == ""
     p = await asyncio.to_thread(colony, "grant", feed, "--ttl", "0", key=str(okey), relay=relay.url)
     assert p.returncode != 0
+
+
+@pytest.mark.parametrize("feed", ["doc/edits", "doc/a/b-c.d_e"], ids=["plain", "nested"])
+def test_edit_events_are_the_events_event_create_makes(feed: str) -> None:
+    """The writer's event maker (canonical bytes prepared once per connection) signs exactly the
+    bytes ``Event.create`` would: same id, signature and size."""
+    from relay.endpoints.yjs import EditEvents
+
+    relay, owner = Keypair.generate(), Keypair.generate()
+    cap = Capability.issue(owner, feed, write=True, ttl_ms=60_000).to_wire()
+    ydoc = YDoc()
+    updates: list[bytes] = []
+    ydoc.observe(lambda ev: updates.append(ev.update))
+    ydoc.get("text", type=Text).insert(0, "hello, \"quoted\" \\ world\n")
+    maker = EditEvents(relay, feed, cap)
+    for ctx, ts in ((0, 0), (7, 1_700_000_000_123), (2**53 - 1, 2**53 - 1)):
+        got = maker.create(updates[0], ctx, ts)
+        want = Event.create(relay, feed, "doc.update", {"update": b64(updates[0]), "cap": cap}, ctx=ctx, ts=ts)
+        assert got == want and got.size == want.size
+        assert Event.from_wire(got.to_wire()) == want  # and it verifies

@@ -13,6 +13,7 @@ import websockets
 
 from collab.events import Event
 from collab.keys import Keypair
+from relay.federation.endpoint import CLOSE_REPLACED
 from relay.federation.link import CLOSE_REFUSED, fed_url, peer_bytes
 from tests.rawclient import Raw
 from tests.relay.federation.test_link import DEADLINE, Federation, doc_event, raw_peer
@@ -48,6 +49,29 @@ async def test_the_handshake_refuses_all_but_a_proven_member(fed: Federation) ->
     # B itself is no peer of B
     message, code = await refused(b.url, {"t": "peer", "key": b.hex, "nonce": nonce, "sig": forged})
     assert code == CLOSE_REFUSED and "not a peer" in message
+    proof = a.key.sign(peer_bytes("00" * 32, b.hex, a.hex)).hex()  # (refused for `process` before the proof)
+    message, code = await refused(b.url, {"t": "peer", "key": a.hex, "nonce": nonce, "sig": proof, "process": "X"})
+    assert code == CLOSE_REFUSED and "process?" in message
+
+
+async def test_one_inbound_link_per_peer_process(fed: Federation) -> None:
+    """The processes of one site share its key: each keeps its own link (the handshake's
+    ``process``); a newer link from the same process replaces the old one (4412)."""
+    a, b = fed.sites["a"], fed.sites["b"]
+    rb = await fed.start("b")
+    inbound = rb.relay.federation.inbound
+    links = {}
+    for process in ("11" * 8, "22" * 8):
+        links[process], _ = await raw_peer(b.url, a.key, process)
+        assert (await links[process].wait(lambda f: True))["t"] == "peer_ok"
+    again, _ = await raw_peer(b.url, a.key, "11" * 8)
+    assert (await again.wait(lambda f: True))["t"] == "peer_ok"
+    code, _ = await asyncio.wait_for(links["11" * 8].closed, DEADLINE)
+    assert code == CLOSE_REPLACED
+    # the other process's link was never replaced: both processes are linked
+    assert not links["22" * 8].closed.done() and set(inbound) == {(a.hex, "11" * 8), (a.hex, "22" * 8)}
+    for raw in (again, links["22" * 8]):
+        await raw.ws.close()
 
 
 async def test_fwd_is_published_as_its_agent_and_refused_for_a_feed_homed_elsewhere(fed: Federation) -> None:

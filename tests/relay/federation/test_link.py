@@ -111,14 +111,16 @@ async def links() -> AsyncIterator[Callable[..., Link]]:
         await link.close()
 
 
-async def raw_peer(url: str, key: Keypair) -> tuple[Raw, str]:
-    """A hand-driven /fed client: challenge, our proof; returns the frame collector and our nonce."""
+async def raw_peer(url: str, key: Keypair, process: str | None = None) -> tuple[Raw, str]:
+    """A hand-driven /fed client: challenge, our proof (naming ``process`` if given); returns the
+    frame collector and our nonce."""
     ws = await websockets.connect(fed_url(url))
     challenge = json.loads(await ws.recv())
     assert challenge["t"] == "challenge"
     nonce = os.urandom(16).hex()
     sig = key.sign(peer_bytes(challenge["nonce"], challenge["relay"], key.public_hex)).hex()
-    await ws.send(json.dumps({"t": "peer", "key": key.public_hex, "nonce": nonce, "sig": sig}))
+    frame = {"t": "peer", "key": key.public_hex, "nonce": nonce, "sig": sig}
+    await ws.send(json.dumps(frame if process is None else {**frame, "process": process}))
     return Raw(ws, challenge), nonce
 
 
