@@ -38,6 +38,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,8 @@ from harness import (  # noqa: F401  -- shared with bench_scaleout.py; re-export
 from harness import median as _median
 import harness
 from harness import ab
+
+NOTE_FEED = "note/bench"  # --kind note: a generic feed (collab.namespaces.generic)
 
 FULL = {
     "target": Scenario("target", subscribers=100, writers=10, rate=20.0, window=1000, duration=15.0, warmup=5.0),
@@ -81,6 +84,12 @@ def run_one(system: str, sc: Scenario, compression: str | None, args: argparse.N
     result["server"]["exit_code"] = rc
     result["server"]["code_dir"] = str(server.code_dir) if kind == COLONY else None
     return result
+
+
+def per_event_cpu(r: dict[str, Any]) -> float | None:
+    """Server CPU per accepted (published and acked) event in the measured window, in µs."""
+    pub = r.get("publish_per_s")
+    return r["server"]["cpu_cores"] * 1e6 / pub if pub else None
 
 
 def ratios(colony: dict[str, Any], peer: dict[str, Any]) -> dict[str, float | None]:
@@ -144,7 +153,8 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
-    head = ("scenario", "system", "N", "K", "pub/s", "deliv/s", "p50 ms", "p99 ms", "p99 range", "CPU µs/dlv",
+    head = ("scenario", "system", "N", "K", "pub/s", "CPU µs/pub", "ack p99", "deliv/s", "p50 ms", "p99 ms",
+            "p99 range", "CPU µs/dlv",
             "srv cores", "RSS MB", "box cores", "lost")
     rows = [head]
     for label, by_sys in results.items():
@@ -155,6 +165,7 @@ def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             p, lat = r["params"], r["latency_ms"]
             rows.append((
                 label, system, str(p["subscribers"]), str(p["writers"]), fmt(r["publish_per_s"], ".0f"),
+                fmt(per_event_cpu(r), ".1f"), fmt(r["ack_latency_ms"]["p99"], ".2f"),
                 fmt(r["delivered_per_s"], ".0f"), fmt(lat["p50"], ".2f"), fmt(lat["p99"], ".2f"),
                 f"{fmt(lat['p99_min'], '.0f')}-{fmt(lat['p99_max'], '.0f')}",
                 fmt(r["server"]["cpu_us_per_delivery"], ".1f"), fmt(r["server"]["cpu_cores"], ".2f"),
@@ -163,7 +174,7 @@ def table(results: dict[str, dict[str, dict[str, Any]]]) -> str:
             ))
         if COLONY in by_sys and PEER in by_sys:
             q = ratios(by_sys[COLONY], by_sys[PEER])
-            rows.append((label, "colony/peer", "", "", "", fmt(q["delivered_per_s"], ".2f") + "x",
+            rows.append((label, "colony/peer", "", "", "", "", "", fmt(q["delivered_per_s"], ".2f") + "x",
                          fmt(q["latency_p50"], ".2f") + "x", fmt(q["latency_p99"], ".2f") + "x", "",
                          fmt(q["cpu_us_per_delivery"], ".2f") + "x", "", fmt(q["rss_after"], ".2f") + "x", "", ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -191,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--writers", type=int, default=None, help="override K")
     ap.add_argument("--rate", type=float, default=None, help="override edits/s per writer (target scenario)")
     ap.add_argument("--window", type=int, default=None, help="override in-flight window (saturation)")
+    ap.add_argument("--kind", choices=["doc", "note"], default="doc",
+                    help="what the writers publish: Yjs updates as doc.update events on doc/bench (default), or "
+                         "generic bench.note events on note/bench (Colony only: a feed of no namespace of its own)")
     ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma list of: " + ", ".join(SYSTEMS))
     ap.add_argument("--sub-procs", type=int, default=2, help="subscriber processes (default 2)")
     ap.add_argument("--profile", action="store_true",
@@ -224,6 +238,10 @@ def main(argv: list[str] | None = None) -> int:
     quiet_wait = args.quiet_wait if args.quiet_wait is not None else (0.0 if args.quick else 300.0)
     names = ["target", "saturation"] if args.scenario == "all" else [args.scenario]
     scenarios = harness.scenarios_from_args(base, names, args, ap)
+    if args.kind == "note":
+        if PEER in systems:
+            ap.error("--kind note publishes Colony events: use --systems colony")
+        scenarios = [replace(sc, feed=NOTE_FEED) for sc in scenarios]
 
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -266,7 +284,10 @@ def main(argv: list[str] | None = None) -> int:
                         if r is None:
                             continue
                         runs[system].append(r)
-                        print(f"[bench]   {r['delivered_per_s']:.0f} deliveries/s, p50 {r['latency_ms']['p50']:.2f} ms,"
+                        print(f"[bench]   {r['publish_per_s']:.0f} accepted/s "
+                              f"({fmt(per_event_cpu(r))} µs relay CPU each, "
+                              f"ack p99 {r['ack_latency_ms']['p99']:.2f} ms), "
+                              f"{r['delivered_per_s']:.0f} deliveries/s, p50 {r['latency_ms']['p50']:.2f} ms,"
                               f" p99 {r['latency_ms']['p99']:.2f} ms, "
                               f"{fmt(r['server']['cpu_us_per_delivery'])} µs CPU/delivery, "
                               f"lost {r['loss']['missing_total']}, other work {r['foreign_cores']:.2f} cores",

@@ -19,7 +19,9 @@ from .errors import CanonicalError as CanonicalError
 MAX_SAFE_INT = 2**53 - 1
 MAX_DEPTH = 32
 
-_encode_str = json.JSONEncoder(ensure_ascii=False).encode
+# the C string encoder JSONEncoder(ensure_ascii=False) uses for a str, without its Python wrapper:
+# escapes exactly ``"``, ``\\`` and the characters below U+0020 (RFC 8785's rule)
+_encode_str = json.encoder.encode_basestring
 
 
 def _utf16_key(key: str) -> bytes:
@@ -27,6 +29,8 @@ def _utf16_key(key: str) -> bytes:
 
 
 def _check_str(s: str) -> None:
+    if s.isascii():
+        return
     try:
         s.encode("utf-8")
     except UnicodeEncodeError as exc:  # lone surrogate
@@ -36,7 +40,14 @@ def _check_str(s: str) -> None:
 def _enc(value: Any, out: list[str], depth: int) -> None:
     if depth > MAX_DEPTH:
         raise CanonicalError("nesting too deep")
-    if value is None:
+    cls = type(value)
+    if cls is str:  # the common cases first, by exact type
+        if not value.isascii():
+            _check_str(value)
+        out.append(_encode_str(value))
+    elif cls is dict:
+        _enc_dict(value, out, depth)
+    elif value is None:
         out.append("null")
     elif value is True:
         out.append("true")
@@ -57,33 +68,40 @@ def _enc(value: Any, out: list[str], depth: int) -> None:
             _enc(item, out, depth + 1)
         out.append("]")
     elif isinstance(value, dict):
-        out.append("{")
-        keys = list(value)
-        for k in keys:
-            if not isinstance(k, str):
-                raise CanonicalError("object keys must be strings")
-            _check_str(k)
-        if not all(k.isascii() for k in keys):
-            keys.sort(key=_utf16_key)
-        else:
-            keys.sort()
-        for i, k in enumerate(keys):
-            if i:
-                out.append(",")
-            out.append(_encode_str(k))
-            out.append(":")
-            _enc(value[k], out, depth + 1)
-        out.append("}")
+        _enc_dict(value, out, depth)
     elif isinstance(value, float):
         raise CanonicalError("floats are not allowed; use integers or strings")
     else:
         raise CanonicalError(f"type {type(value).__name__} is not JSON")
 
 
-def canonical(value: Any) -> bytes:
-    """Return the canonical UTF-8 encoding of ``value`` or raise :class:`CanonicalError`."""
+def _enc_dict(value: dict[Any, Any], out: list[str], depth: int) -> None:
+    out.append("{")
+    keys = list(value)
+    for k in keys:
+        if not isinstance(k, str):
+            raise CanonicalError("object keys must be strings")
+    if all(k.isascii() for k in keys):
+        keys.sort()
+    else:
+        for k in keys:
+            _check_str(k)
+        keys.sort(key=_utf16_key)
+    for i, k in enumerate(keys):
+        if i:
+            out.append(",")
+        out.append(_encode_str(k))
+        out.append(":")
+        _enc(value[k], out, depth + 1)
+    out.append("}")
+
+
+def canonical(value: Any, depth: int = 0) -> bytes:
+    """Return the canonical UTF-8 encoding of ``value`` or raise :class:`CanonicalError`.
+    ``depth``: how deep ``value`` sits in the document being encoded (a member of a top-level
+    object written out by hand is at depth 1); the nesting bound counts from the top."""
     out: list[str] = []
-    _enc(value, out, 0)
+    _enc(value, out, depth)
     return "".join(out).encode("utf-8")
 
 

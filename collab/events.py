@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from .canonical import canonical
+from .canonical import MAX_SAFE_INT, _encode_str, canonical
 from .errors import BadSignature, CanonicalError, InvalidEvent
 from .keys import Keypair, verify
 
@@ -39,6 +39,7 @@ EVENT_FIELDS = frozenset(("feed", "kind", "author", "ts", "ctx", "body", "sig", 
 RECORD_FIELDS = frozenset(("seq", "prev", "rtime", "relay", "rsig", "event"))
 SNAPSHOT_FIELDS = frozenset(("feed", "seq", "head", "state", "relay", "rsig"))
 MAX_TS = 2**53 - 1
+BAD_SIGNATURE = "signature does not verify for author"  # the message of a publish refused bad_signature
 
 
 def now_ms() -> int:
@@ -74,9 +75,25 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _plain(*values: Any) -> bool:
+    """Whether ``values`` are ASCII strs and safe ints only: their canonical text is then
+    ``_encode_str(s)`` and ``str(i)``, written out below without the general encoder."""
+    for v in values:
+        cls = type(v)
+        if cls is str:
+            if not v.isascii():
+                return False
+        elif cls is not int or not -MAX_SAFE_INT <= v <= MAX_SAFE_INT:
+            return False
+    return True
+
+
 def event_signing_bytes(feed: str, kind: str, author: str, ts: int, ctx: int, body: Any) -> bytes:
-    payload = {"author": author, "body": body, "ctx": ctx, "feed": feed, "kind": kind, "ts": ts}
     try:
+        if _plain(feed, kind, author, ts, ctx):  # the members in canonical (sorted) order
+            return EVENT_DOMAIN + (f'{{"author":{_encode_str(author)},"body":').encode() + canonical(body, 1) + (
+                f',"ctx":{ctx},"feed":{_encode_str(feed)},"kind":{_encode_str(kind)},"ts":{ts}}}').encode()
+        payload = {"author": author, "body": body, "ctx": ctx, "feed": feed, "kind": kind, "ts": ts}
         return EVENT_DOMAIN + canonical(payload)
     except CanonicalError as exc:
         raise InvalidEvent(f"body is not canonical JSON: {exc}") from exc
@@ -117,6 +134,16 @@ class Event:
     @classmethod
     def from_wire(cls, d: Any, verify_sig: bool = True) -> Event:
         """Validate an untrusted wire object; raise InvalidEvent or BadSignature."""
+        event, signing = cls.unverified(d)
+        if verify_sig and not verify(bytes.fromhex(event.author), signing, bytes.fromhex(event.sig)):
+            raise BadSignature(BAD_SIGNATURE)
+        return event
+
+    @classmethod
+    def unverified(cls, d: Any) -> tuple[Event, bytes]:
+        """Validate an untrusted wire object but its signature (its id included); return the
+        event and its signing bytes, for a signature check elsewhere (``relay.core.verifier``).
+        Raise InvalidEvent or BadSignature (a wrong id)."""
         if not isinstance(d, dict):
             raise InvalidEvent("event must be an object")
         if set(d) != EVENT_FIELDS:
@@ -141,9 +168,7 @@ class Event:
         signing = event_signing_bytes(feed, kind, author, ts, ctx, d["body"])
         if hashlib.sha256(signing).hexdigest() != eid:
             raise BadSignature("id is not the SHA-256 of the signed bytes")
-        if verify_sig and not verify(bytes.fromhex(author), signing, bytes.fromhex(sig)):
-            raise BadSignature("signature does not verify for author")
-        return cls(feed, kind, author, ts, ctx, d["body"], sig, eid, len(signing))
+        return cls(feed, kind, author, ts, ctx, d["body"], sig, eid, len(signing)), signing
 
     def to_wire(self) -> dict[str, Any]:
         return {
@@ -166,6 +191,10 @@ class Event:
 
 
 def receipt_bytes(feed: str, seq: int, prev: str, event_id: str, rtime: int, relay: str) -> bytes:
+    if _plain(feed, seq, prev, event_id, rtime, relay):  # the members in canonical (sorted) order
+        return RECORD_DOMAIN + (f'{{"event":{_encode_str(event_id)},"feed":{_encode_str(feed)},'
+                                f'"prev":{_encode_str(prev)},"relay":{_encode_str(relay)},"rtime":{rtime},'
+                                f'"seq":{seq}}}').encode()
     return RECORD_DOMAIN + canonical(
         {"event": event_id, "feed": feed, "prev": prev, "relay": relay, "rtime": rtime, "seq": seq}
     )
@@ -193,6 +222,17 @@ class Record:
         rb = receipt_bytes(event.feed, seq, prev, event.id, rtime, relay_key.public_hex)
         return cls(seq, prev, rtime, relay_key.public_hex, relay_key.sign(rb).hex(), event,
                    hashlib.sha256(rb).hexdigest())
+
+    @classmethod
+    def unsigned(cls, relay: str, event: Event, seq: int, prev: str, rtime: int) -> tuple[Record, bytes]:
+        """The record :meth:`seal` makes but its signature (``rsig`` empty: :meth:`signed` adds
+        it; the hash does not depend on it), and the receipt bytes to sign."""
+        rb = receipt_bytes(event.feed, seq, prev, event.id, rtime, relay)
+        return cls(seq, prev, rtime, relay, "", event, hashlib.sha256(rb).hexdigest()), rb
+
+    def signed(self, rsig: bytes) -> Record:
+        """This record with the relay's signature ``rsig`` of its receipt bytes."""
+        return Record(self.seq, self.prev, self.rtime, self.relay, rsig.hex(), self.event, self.hash)
 
     @classmethod
     def from_wire(cls, d: Any, verify_sigs: bool = True) -> Record:

@@ -39,6 +39,13 @@ def record_frame(feed: str, record_json: str) -> str:
     return '{"t":"rec","feed":' + json.dumps(feed) + ',"rec":' + record_json + "}"
 
 
+def record_line(rec: Record) -> str:
+    """The wire JSON of a record the relay sealed (``frames.encode(rec.to_wire())``, the same
+    text), with its own members written out: they are hex and integers, never escaped."""
+    return (f'{{"seq":{rec.seq},"prev":"{rec.prev}","rtime":{rec.rtime},"relay":"{rec.relay}","rsig":"{rec.rsig}",'
+            f'"event":{frames.encode(rec.event.to_wire())}}}')
+
+
 def narrows(before: Access, after: Access) -> bool:
     """Whether ``after`` may refuse a reader ``before`` let read (a switch to ``members``, a
     revoke, a grant with ``read: false``): the fan-out must then cut (:class:`Committed`)."""
@@ -82,6 +89,16 @@ class Sealed:
     records: list[tuple[int, Record, str]] = field(default_factory=list)
     answers: list[tuple[int, tuple[int, bool] | ColonyError]] = field(default_factory=list)
     opening: tuple[Record, str] | None = None
+    receipts: list[bytes] = field(default_factory=list)  # sealed with ``sign=False``: what to sign
+
+    def sign_with(self, rsigs: Sequence[bytes]) -> None:
+        """Put the relay's signatures of :attr:`receipts` (in order) on :attr:`records` and
+        write their lines (a seal with ``sign=False``)."""
+        if len(rsigs) != len(self.records):
+            raise ValueError("one signature per record")
+        self.records = [(i, signed := rec.signed(rsig), record_line(signed))
+                        for (i, rec, _), rsig in zip(self.records, rsigs, strict=True)]
+        self.receipts = []
 
     def lines(self) -> list[tuple[Record, str]]:
         """Every record to append, in seq order (the opening first)."""
@@ -218,7 +235,7 @@ class FeedCore:
 
     def seal(self, batch: Sequence[tuple[Event, str | None]], relay_key: Keypair, now: int,
              max_event_bytes: int, stored: Mapping[str, int] | None = None,
-             max_feed_bytes: int | None = None, opening: Event | None = None) -> Sealed:
+             max_feed_bytes: int | None = None, opening: Event | None = None, *, sign: bool = True) -> Sealed:
         """Answer duplicates and refusals among ``batch`` (``(event, session key)`` pairs) and
         seal the rest as the next records at relay time ``now``. ``stored`` maps ids found in
         storage (see :meth:`unknown_ids`) to their seq. With ``max_feed_bytes``, an event
@@ -227,7 +244,9 @@ class FeedCore:
         ``opening`` (the relay's event that opens a relay-owned feed) is sealed as seq 1 just
         before the first other event accepted while the feed is empty (:attr:`Sealed.opening`);
         while no event is accepted, nothing is opened. Nothing is folded: :meth:`commit` the
-        records once they are durable."""
+        records once they are durable. ``sign=False``: the records (but the opening) are left
+        unsigned, their receipt bytes in :attr:`Sealed.receipts`, their lines empty: sign them
+        elsewhere, then :meth:`Sealed.sign_with` (the chain does not depend on the signatures)."""
         ns, ids = self.ns, self.ids
         stored = stored or {}
         seq, head, access, state = self.seq, self.head, self.access, self.state
@@ -266,13 +285,17 @@ class FeedCore:
                 in_batch[opened[0].event.id] = 1
             seq += 1
             size += ev.size
-            rec = Record.seal(relay_key, ev, seq, head, now)
+            if sign:
+                rec = Record.seal(relay_key, ev, seq, head, now)
+            else:
+                rec, receipt = Record.unsigned(adm.relay, ev, seq, head, now)
+                out.receipts.append(receipt)
             head = rec.hash
             access = apply_access(access, ev, seq)
             if tentative and ev.kind not in CONTROL_KINDS:
                 state = ns.apply(state, rec)  # later events in this batch see this one
             in_batch[ev.id] = seq
-            out.records.append((i, rec, frames.encode(rec.to_wire())))
+            out.records.append((i, rec, record_line(rec) if sign else ""))
         return out
 
     def _open(self, opening: Event, relay_key: Keypair, now: int,
@@ -285,7 +308,7 @@ class FeedCore:
         state = self.state
         if self.tentative and opening.kind not in CONTROL_KINDS:
             state = self.ns.apply(state, rec)
-        return rec, frames.encode(rec.to_wire()), apply_access(self.access, opening, 1), state
+        return rec, record_line(rec), apply_access(self.access, opening, 1), state
 
 
 def fold_records(ns: Namespace[Any], feed: str, records: Iterable[Record]) -> FeedCore:

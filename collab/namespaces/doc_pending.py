@@ -275,11 +275,24 @@ def _named(s: Scan) -> set[int]:
 class Admission:
     """One batch's view of a document for :meth:`check` (kept in ``Admission.scratch``)."""
 
-    __slots__ = ("added", "bytes", "ranges", "reached")
+    __slots__ = ("added", "bytes", "known", "ranges", "reached", "sv")
 
     def __init__(self) -> None:
         self.reached: dict[int, int] = {}  # clocks the batch's integrating updates reach
         self.added = self.bytes = self.ranges = 0
+        self.sv: bytes | None = None  # the state vector ``known`` was read from
+        self.known: dict[int, int] = {}  # client -> clock in ``sv``, for the clients asked about so far
+
+    def _clocks(self, sv: bytes, named: set[int]) -> dict[int, int]:
+        """:func:`clocks` of ``named`` in ``sv``, one Rust diff per batch for the clients it has not
+        read yet (a batch is checked against one state vector: the document folds after it)."""
+        if sv != self.sv:
+            self.sv, self.known = sv, {}
+        known = self.known
+        missing = named - known.keys()
+        if missing:
+            known.update(clocks(sv, missing))
+        return {c: known[c] for c in named}
 
     @classmethod
     def of(cls, scratch: dict[str, Any]) -> Admission:
@@ -297,7 +310,7 @@ class Admission:
         ranges = s.ranges  # 0 when not scanned (too many structs): its deletions count once folded
         if not s.cut:
             named = _named(s)
-            have = clocks(sv, named)
+            have = self._clocks(sv, named)
             for c in named & self.reached.keys():
                 have[c] = max(have[c], self.reached[c])
             if integrable(s, have):

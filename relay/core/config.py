@@ -31,6 +31,8 @@ class Config:
                                        # race on the head (relay.core.sequencer)
     yjs: YjsLimits = field(default_factory=YjsLimits)  # the y-websocket endpoint /yjs/{name}
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)  # the Yjs engine's child processes
+    verify_in_child: bool = True       # /ws publishes: signatures checked in a child process, a batch
+                                       # per event-loop turn (relay.core.verifier); False: in-process
     ws_deflate: bool = False           # permessage-deflate: off, because compressing each small
                                        # record once per subscriber costs more CPU than it saves
                                        # (docs/benchmarks.md); turn on for slow links

@@ -20,8 +20,8 @@ import time
 from typing import Any
 
 from collab.access import Access
-from collab.errors import Busy
-from collab.events import Event
+from collab.errors import BadSignature, Busy
+from collab.events import BAD_SIGNATURE, Event
 from collab.feedcore import RecordListener
 from collab.keys import Keypair
 from collab.namespaces import Registry
@@ -34,6 +34,7 @@ from relay.core.limits import FeedQuota
 from relay.core.presence import PresenceStore
 from relay.core.routes import PublishRoutes, fenced
 from relay.core.sequencer import SEQ_PREFIX, Sequencer
+from relay.core.verifier import Verifier
 from relay.core.worker import FeedRuntime
 from relay.core.routing import Member, Routing
 from relay.core.watch import WATCH_FEED, Watches
@@ -59,8 +60,11 @@ class Hub:
         self.handoff = handoff  # a Redis site: one process sequences each feed (relay.core.sequencer)
         self.metrics = Metrics()  # relay.endpoints.metrics: bumped by the feed workers and sessions
         self.sandbox = Sandbox(config.sandbox)  # the Yjs engine's child processes (started on first use)
+        # signature checks (submit) and receipt signatures (the workers) off the event loop
+        self.verifier = Verifier(config.verify_in_child, key=relay_key)
         self._loading: dict[str, asyncio.Future[FeedRuntime]] = {}
-        self._early: dict[str, list[tuple[Event, str | None, asyncio.Future[tuple[int, bool]]]]] = {}
+        self._early: dict[str, list[tuple[Event, str | None, asyncio.Future[tuple[int, bool]],
+                                          asyncio.Future[bool] | None]]] = {}
         self._early_tasks: set[asyncio.Task[None]] = set()
         self.listeners: list[RecordListener] = []  # called with every record committed here
         self._unwatching: set[asyncio.Task[None]] = set()
@@ -126,7 +130,7 @@ class Hub:
             rt = FeedRuntime(feed, self.registry.for_feed(feed), self.storage, self.config, self.metrics,
                              self.relay_key, self.presence, self.listeners, quota=self.quota,
                              sandbox=self.sandbox, alarm=self.quarantine_alarm, opener=self.opening,
-                             handoff=self.handoff)
+                             handoff=self.handoff, signer=self.verifier if self.config.verify_in_child else None)
             await self.bus.watch(feed)  # before loading: nothing appended meanwhile can slip by
             await rt.load()
             if self.presence.shared:  # participants on other processes: in the first list already
@@ -204,17 +208,22 @@ class Hub:
             return await routes.gate(event, session_key)
         return await self.runtime_publish(event, session_key)
 
-    def submit(self, event: Event, session_key: str | None) -> asyncio.Future[tuple[int, bool]]:
+    def submit(self, event: Event, session_key: str | None,
+               signed: bytes | None = None) -> asyncio.Future[tuple[int, bool]]:
         """:meth:`publish` for endpoints that answer when the future resolves. An event of a
         loaded feed that takes no detour goes straight into its worker's queue (no task per
         event on the hot path); anything else runs :meth:`publish` as a task. Either way one
-        connection's publishes to a feed are queued in the order they were submitted."""
+        connection's publishes to a feed are queued in the order they were submitted.
+        ``signed``: the event's signing bytes when its signature is not checked yet
+        (``Event.unverified``): the :attr:`verifier` checks it, and nothing is sequenced,
+        forwarded or gated before it passes (else the publish is refused ``bad_signature``)."""
+        check = self.verifier.check(event, signed) if signed is not None else None
         if self.routes.detours(event):
-            return asyncio.ensure_future(self.publish(event, session_key))
+            return asyncio.ensure_future(self._publish_checked(event, session_key, check))
         feed = event.feed
         rt = self.feeds.get(feed)
         if rt is not None and feed not in self._early:
-            return rt.publish(event, session_key)
+            return rt.publish(event, session_key, check)
         # The feed is not loaded yet: queue behind the publishes already waiting for it, so
         # the ones submitted after it loads cannot overtake them (a doc writer's later edits
         # would then wait for their dependencies).
@@ -225,22 +234,28 @@ class Hub:
             task = asyncio.ensure_future(self._publish_early(feed))
             self._early_tasks.add(task)
             task.add_done_callback(self._early_tasks.discard)
-        early.append((event, session_key, fut))
+        early.append((event, session_key, fut, check))
         return fut
+
+    async def _publish_checked(self, event: Event, session_key: str | None,
+                               check: asyncio.Future[bool] | None) -> tuple[int, bool]:
+        if check is not None and not await check:
+            raise BadSignature(BAD_SIGNATURE)
+        return await self.publish(event, session_key)
 
     async def _publish_early(self, feed: str) -> None:
         """Load ``feed``, then queue what was submitted meanwhile on its worker, in order."""
         try:
             rt = await self.runtime(feed)
         except BaseException as exc:
-            for _, _, fut in self._early.pop(feed, []):
+            for _, _, fut, _ in self._early.pop(feed, []):
                 if not fut.done():
                     fut.set_exception(exc)
             if not isinstance(exc, Exception):
                 raise
             return
-        for event, session_key, fut in self._early.pop(feed, []):
-            _chain(rt.publish(event, session_key), fut)
+        for event, session_key, fut, check in self._early.pop(feed, []):
+            _chain(rt.publish(event, session_key, check), fut)
 
     async def runtime_publish(self, event: Event, session_key: str | None) -> tuple[int, bool]:
         """Sequence ``event`` in its feed, bypassing the gate (the gate itself calls this)."""
@@ -356,6 +371,7 @@ class Hub:
                 log.exception("snapshot of %s at shutdown failed", rt.feed)
         await self.watches.close()  # what the drained feeds committed is announced
         await self.sandbox.close()
+        await self.verifier.close()
 
 
 def _chain(src: asyncio.Future[tuple[int, bool]], dst: asyncio.Future[tuple[int, bool]]) -> None:

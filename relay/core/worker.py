@@ -19,7 +19,7 @@ from typing import Any
 
 from collab import frames
 from collab.access import Access
-from collab.errors import ColonyError, RateLimited, Unavailable
+from collab.errors import ColonyError, Unavailable
 from collab.events import Event, Record, now_ms
 from collab.feedcore import ID_CACHE, FeedCore, RecordListener, record_frame
 from collab.feedcore_chain import link
@@ -31,11 +31,13 @@ from collab.sandbox_supervisor import Sandbox, Verdict
 from relay.core.config import Config
 from relay.core.fanout import Fanout, Subscriber
 from relay.core.limits import FeedQuota, TokenBucket
-from relay.core.jobs import Ingest, Job, Publish, Recover, Subscribe, Sync, fail, joined_ingests, ok, wire_seq
+from relay.core.jobs import (Answer, Check, Ingest, Job, Publish, Recover, Subscribe, Sync, checked_then, fail,
+                             joined_ingests, ok, signature_checked, within_rate, wire_seq)
 from relay.core.mirrorstore import MirrorJob, store_mirrored
 from relay.core.presence import Participants, PresenceStore
 from relay.core.metrics import Metrics
 from relay.core.sequencer import Sequencer
+from relay.core.verifier import Verifier
 from relay.core.vetting import Vetting
 from relay.storage.base import HeadMoved, Storage, StoredSnapshot
 
@@ -54,9 +56,11 @@ class FeedRuntime:
                  relay_key: Keypair, presence: PresenceStore, listeners: Sequence[RecordListener] = (),
                  quota: FeedQuota | None = None, sandbox: Sandbox | None = None,
                  alarm: Callable[[dict[str, Any]], None] | None = None,
-                 opener: Callable[[str], Event | None] | None = None, handoff: Sequencer | None = None) -> None:
+                 opener: Callable[[str], Event | None] | None = None, handoff: Sequencer | None = None,
+                 signer: Verifier | None = None) -> None:
         self.feed, self.ns = feed, ns
         self.handoff = handoff  # a Redis site: publishes go to the process sequencing the feed
+        self.signer = signer  # signs receipts off the event loop (relay.core.verifier; else the seal does)
         self._opener = opener  # a relay-owned feed's opening event (the namespace's plug-in), or None
         self.quota = quota  # feeds created per key (the hub's, shared by every feed); None: no quota
         lim = config.limits
@@ -193,16 +197,18 @@ class FeedRuntime:
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._work(), name=f"feed:{self.feed}")
 
-    def publish(self, event: Event, session_key: str | None) -> asyncio.Future[tuple[int, bool]]:
-        """Sequence ``event`` here, or where the feed is sequenced (``relay.core.sequencer``)."""
+    def publish(self, event: Event, session_key: str | None, check: Check | None = None) -> Answer:
+        """Sequence ``event`` here or where the feed is sequenced (relay.core.sequencer) once ``check`` passed."""
         if self.handoff is not None and not self.handoff.sequencing(self.feed):
+            if check is not None:
+                return asyncio.ensure_future(checked_then(check, self.handoff.hand_off, self, event, session_key))
             return self.handoff.hand_off(self, event, session_key)
-        return self.enqueue(event, session_key)
+        return self.enqueue(event, session_key, check)
 
-    def enqueue(self, event: Event, session_key: str | None) -> asyncio.Future[tuple[int, bool]]:
-        """Queue ``event`` for this worker to sequence."""
+    def enqueue(self, event: Event, session_key: str | None, check: Check | None = None) -> Answer:
+        """Queue ``event`` for this worker to sequence (``check``: as :meth:`publish`)."""
         fut: asyncio.Future[tuple[int, bool]] = asyncio.get_running_loop().create_future()
-        self._jobs.append(Publish(event, session_key, fut, time.perf_counter()))
+        self._jobs.append(Publish(event, session_key, fut, time.perf_counter(), check))
         self._kick()
         return fut
 
@@ -289,6 +295,7 @@ class FeedRuntime:
                 batch.append(p)
                 size += p.event.size
             try:
+                batch = await signature_checked(batch)  # each publish's signature check, if under way
                 await self._sequence(batch)
             except Exception as exc:
                 if not isinstance(exc, ColonyError):
@@ -347,17 +354,6 @@ class FeedRuntime:
         if self.core.seq - self.snapshot_seq >= self.config.snapshot_every:
             await self.save_snapshot()
 
-    def _within_rate(self, batch: list[Publish]) -> list[Publish]:
-        """The publishes the feed's rate lets through (``events_per_sec_feed``; the relay's own
-        events always pass); the others are refused ``rate_limited``."""
-        me, passed = self.relay_key.public_hex, []
-        for p in batch:
-            if p.event.author == me or self.rate.take():
-                passed.append(p)
-            else:
-                fail(p.fut, RateLimited(f"too many events to {self.feed} (events_per_sec_feed); slow down"))
-        return passed
-
     def opening(self) -> Event:
         """The relay's event that opens this relay-owned feed: its plug-in's, else ``feed.policy``
         with the namespace's default policy; ``ts`` 0, so every process of a site makes the same."""
@@ -366,7 +362,7 @@ class FeedRuntime:
 
     async def _sequence(self, batch: list[Publish]) -> None:
         core = self.core
-        batch = self._within_rate(batch)
+        batch = within_rate(batch, self.rate, self.relay_key.public_hex, self.feed)
         for _attempt in range(MAX_APPEND_ATTEMPTS):
             if not batch:
                 return
@@ -375,7 +371,8 @@ class FeedRuntime:
             # every record of the batch carries this rtime; deadlines are judged on it
             sealed = core.seal([(p.event, p.session_key) for p in batch], self.relay_key, now_ms(),
                                self.config.limits.max_event_bytes, stored, self.max_bytes,
-                               self.opening() if core.seq == 0 and self.ns.relay_owned else None)
+                               self.opening() if core.seq == 0 and self.ns.relay_owned else None,
+                               sign=self.signer is None)
             for i, answer in sealed.answers:
                 if isinstance(answer, tuple):
                     ok(batch[i].fut, answer)
@@ -384,6 +381,7 @@ class FeedRuntime:
             accepted = sealed.records
             if not accepted:
                 return
+            signing = self.signer.sign(sealed.receipts) if self.signer is not None else None
             # the whole document is encoded in the sandbox before the snapshot this batch brings
             full = core.seq + len(accepted) - self.snapshot_seq >= self.config.snapshot_every
             try:
@@ -405,6 +403,8 @@ class FeedRuntime:
                     for i, _, _ in accepted:
                         fail(batch[i].fut, refused)
                     return
+            if signing is not None:
+                sealed.sign_with(await signing)
             lines = sealed.lines()  # with the relay's opening record first, if it opens the feed
             try:
                 await self.storage.append(self.feed, core.seq, lines)

@@ -38,7 +38,8 @@ from collab import frames
 
 from relay.core.limits import Limits
 from relay.core.memory import release_soon
-from relay.core.wsframe import SharedText
+from relay.core.wsframe import OP_TEXT, SharedText
+from relay.core.wsframe import frame as ws_frame
 from relay.endpoints.wsdirect import DirectWriter
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ class Outbox:
         if direct is None:
             direct = ws
         self.direct = direct if direct is not None and direct.frames_ok else None
+        self._ws = self.direct if isinstance(self.direct, DirectWriter) else None  # writes WebSocket frames
         self.frames: deque[str | bytes] = _IDLE  # a deque of its own while something is queued
         self.held = 0          # length of what ``frames`` holds (a shared frame counts for each connection)
         self.aborted = False   # cut at the transport: no close frame
@@ -357,7 +359,12 @@ class Outbox:
                             msg = self._coalesce(msg)  # type: ignore[arg-type]
                         if len(frames) < half:
                             self._room_set()
-                        await send_text(msg)  # type: ignore[arg-type]
+                        # a WebSocket's message is framed here and written to its transport when
+                        # that is exactly what the server would write (relay.endpoints.wsdirect):
+                        # no ASGI send per message; else (or an event stream) the transport's send
+                        ws = self._ws
+                        if ws is None or not ws.write(ws_frame(msg.encode(), OP_TEXT)):  # type: ignore[union-attr]
+                            await send_text(msg)  # type: ignore[arg-type]
                     self._sending = False
                     self.sent_messages += 1
                 self._room_set()

@@ -11,6 +11,7 @@ never grows without bound for a slow reader.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from typing import Any
@@ -20,11 +21,12 @@ from collab.errors import (
     BadSignature, ColonyError, InvalidEvent, LimitExceeded, MalformedFrame, RateLimited, TooLarge,
     Unavailable,
 )
-from collab.events import HEX64_RE, HEX128_RE, Event, check_feed, check_prefix, hello_bytes
+from collab.events import BAD_SIGNATURE, HEX64_RE, HEX128_RE, Event, check_feed, check_prefix, hello_bytes
 from collab.keys import verify
 
 from relay.core.hub import Hub
 from relay.core.limits import Limits, RateLimiter, TokenBucket
+from relay.core.verifier import check_here
 from relay.endpoints.outbox import CLOSE_GOING_AWAY, Outbox, OutboxSubscriber, Transport
 
 log = logging.getLogger(__name__)
@@ -187,7 +189,7 @@ class Session(OutboxSubscriber):
         if not self.ip_limiter.allow(self.ip):
             raise RateLimited("too many events from this address; slow down")
         raw = frame.get("event")
-        event = Event.from_wire(raw)
+        event, signed = Event.unverified(raw)  # the signature is checked off the loop (Hub.submit)
         try:  # from here on, an error names the event's feed (docs/protocol.md 13.3)
             if event.size > self.limits.max_event_bytes:
                 raise TooLarge(f"event is {event.size} bytes; the limit is {self.limits.max_event_bytes}")
@@ -201,18 +203,31 @@ class Session(OutboxSubscriber):
             elif not self.pub_bucket.take():
                 raise RateLimited("too many duplicate or relayed events on this connection; slow down")
         except ColonyError as exc:
-            self.hub.metrics.rejected.inc(exc.code)
-            self.send(frames.error(exc.code, str(exc), rid=rid, feed=event.feed, id=event.id))
+            refusal = exc if check_here(event, signed) else BadSignature(BAD_SIGNATURE)  # checked first (13.3)
+            self.hub.metrics.rejected.inc(refusal.code)
+            feed = None if refusal.code == "bad_signature" else event.feed  # no feed before validation passed
+            self.send(frames.error(refusal.code, str(refusal), rid=rid, feed=feed, id=event.id))
             return
         # the hub routes it (forwarded to its home, gated, or sequenced here), in submission order
-        fut = self.hub.submit(event, self.key)
+        fut = self.hub.submit(event, self.key, signed)
         fut.add_done_callback(lambda f: self._acked(f, event, rid, charged))
 
     def _acked(self, fut: asyncio.Future[tuple[int, bool]], event: Event, rid: Any, charged: bool = False) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            seq, dup = fut.result()
+            if not dup:  # the hot path: publish_answer's ok frame written out (a feed id and an
+                #          event id are never escaped in JSON: docs/protocol.md's character sets)
+                tail = "}" if rid is None else ',"rid":' + json.dumps(rid, ensure_ascii=False) + "}"
+                self.out.put(f'{{"t":"ok","feed":"{event.feed}","id":"{event.id}","seq":{seq}' + tail)
+                return
         frame, refused = publish_answer(fut, event, rid)
+        if refused == "bad_signature":  # refused in the event's validation: no feed (docs/protocol.md 13.3)
+            frame.pop("feed", None)
         if refused is not None:
             self.hub.metrics.rejected.inc(refused)
         elif charged and frame.get("dup"):  # a duplicate after all (found in storage): it costs nothing
+            self.key_limiter.refund(event.author)
+        if refused == "bad_signature" and charged:  # not the author's event after all
             self.key_limiter.refund(event.author)
         self.send(frame)
 

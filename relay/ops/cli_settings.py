@@ -242,6 +242,8 @@ def _settings() -> tuple[Setting, ...]:
         s("ws_deflate", bool, base.ws_deflate, "accept WebSocket permessage-deflate (off by default: "
           "per-subscriber compression of small records costs more CPU than it saves on fast links)",
           "ws_deflate"),
+        s("verify_in_child", bool, base.verify_in_child, "check /ws publish signatures and sign receipts in a "
+          "child process, off the event loop (on by default; off: in-process)", "verify_in_child"),
         s("ws_ping_interval", float, base.ws_ping_interval, "WebSocket keep-alive: ping every connection this "
           "often", "ws_ping_interval", parse=_positive, metavar="SECONDS"),
         s("ws_ping_timeout", float, base.ws_ping_timeout, "WebSocket keep-alive: close a connection whose pong "

@@ -154,12 +154,21 @@ async def test_the_session_enforces_its_limits(tmp_path: Path, backend: Backend)
             big = Event.create(key, "misc/lim", "note.add", {"text": "y" * 800})
             err = await raw.request({"t": "pub", "event": big.to_wire()}, "big")
             assert err["code"] == "too_large" and err["id"] == big.id
+            # a forged signature is found first (checked off the event loop, or here when another
+            # check refuses it): bad_signature, with the id but no feed (docs/protocol.md 13.3)
+            mallory = Keypair.generate()
+            for ev, rid in ((big, "forged-big"), (note(key, "misc/lim", 9), "forged")):
+                forged = {**ev.to_wire(), "sig": mallory.sign(ev.signing_bytes()).hex()}
+                err = await raw.request({"t": "pub", "event": forged}, rid)
+                assert err == {"t": "error", "code": "bad_signature", "message": err["message"], "rid": rid,
+                               "id": ev.id}, err
             for feed in ("misc/s1", "misc/s2"):
                 await raw.send({"t": "sub", "feed": feed, "since": 0})
                 await raw.wait(synced(feed))
             err = await raw.request({"t": "sub", "feed": "misc/s3", "since": 0}, "s3")
             assert err["code"] == "limit_exceeded"
-            # the key's burst: the big event took no token (it was refused before), three more pass
+            # the key's burst: the big event took no token (it was refused before), nor the forged ones
+            # (refunded), three more pass
             answers = [await raw.request({"t": "pub", "event": note(key, "misc/lim", n).to_wire()}, f"r{n}")
                        for n in range(1, 6)]
             assert [a["t"] for a in answers[:2]] == ["ok", "ok"]
