@@ -23,7 +23,9 @@ ColonyError
 │   └── _Relinked            relay.endpoints.http_state: a checkpoint does not link (fold restarts)
 ├── Unavailable              storage cannot durably append right now         -> ``unavailable``
 │   ├── HomeUnreachable      the feed's home relay (federation) is out of reach -> ``home_unreachable``
-│   └── Busy                 the relay holds ``max_loaded_feeds`` feeds, none idle -> ``busy``
+│   ├── Busy                 the relay holds ``max_loaded_feeds`` feeds, none idle -> ``busy``
+│   └── Deposed              relay.storage.base: this process no longer sequences the feed (its
+│                            Redis sequencing lease lapsed or moved; the publish is handed on)
 ├── RelayError               the relay answered a request with an error frame (client side)
 ├── Unreachable              no relay answers at a URL: refused, DNS, TLS or timeout (client side)
 ├── EnginePanic              collab.namespaces.doc: the Yjs engine panicked encoding a document this

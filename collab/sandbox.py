@@ -181,7 +181,8 @@ def merge_probe(updates: list[bytes]) -> Reply:
     for u in updates:
         try:
             merge_updates(u, u)
-        except Exception as exc:  # noqa: BLE001 -- the engine refused it: a verdict
+        except Exception as exc:  # the engine refused it: a verdict
+            log.debug("the engine refused an update in a merge probe", exc_info=True)
             out.verdicts.append(BAD)
             out.reason = f"{type(exc).__name__}: {exc}"
             return out

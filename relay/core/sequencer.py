@@ -296,7 +296,8 @@ class Sequencer:
                     rt = await self._runtime(feed)
                 if rt is None:
                     raise Unavailable("not started")
-            except Exception as exc:  # noqa: BLE001 - any failure to load is the requester's answer
+            except Exception as exc:  # any failure to load is the requester's answer
+                log.debug("a hand-off to %s could not be served", feed, exc_info=True)
                 self._answer(origin, rid, exc)
                 continue
             self.served += 1
@@ -321,7 +322,7 @@ class Sequencer:
         elif isinstance(exc, ColonyError):
             code = exc.code
         else:
-            log.warning("a handed-off publish failed: %r", exc)
+            log.warning("a handed-off publish failed: %r", exc, exc_info=exc)
             code = "unavailable"
         message = exc.message if isinstance(exc, RelayError) else str(exc)
         self._queue(origin, "a", [rid, None, code, message])
