@@ -7,17 +7,20 @@ every TTL/3, as ``collab.lease.Lease`` does). Measured:
 
 * relay CPU per renewal: the relay process's CPU time over a steady window with every holder
   renewing, divided by the renewals acknowledged in it;
-* failover: F times, a lease's holder is killed (its connection dropped, its renewals stop, at a
-  random phase of its renewal cycle); the time from the kill to the relay's grant to the next
-  candidate (the grant record's ``rtime``; one clock, one machine).
+* failover: F times, 10 distinct leases at a time (``--parallel``), a lease's holder is killed
+  (its connection dropped, its renewals stop) at a random phase of its renewal cycle; the time
+  from the kill until the benchmark's subscriber sees the grant to the next candidate (and,
+  beside it, until the grant record's ``rtime``: one clock, one machine).
 
 etcd (``etcd`` 3.4 from Debian's ``etcd-server``, its v3 election API through the JSON gateway):
-the same L x C election (``/v3/election/campaign`` with one lease per candidate, keep-alive every
-TTL/3); F times a leader's keep-alive stops; the time from then to the next candidate's campaign
-call returning (it is leader). etcd's lessor checks expiries every 500 ms and refuses TTLs under
-its minimum (1.5 s with default timeouts): use a TTL of at least 2000 ms.
+the same L x C election, every candidate with its own etcd lease kept alive every TTL/3
+(:class:`KeepAlives`) calling ``/v3/election/campaign``, which returns once it leads; F times, as
+many at a time, a leader's keep-alives stop; the time from then until the next candidate's
+campaign call returns. Also etcd's CPU per keep-alive over a steady window. etcd's lessor
+checks expiries every 500 ms and refuses TTLs under its minimum (1.5 s with default timeouts):
+use a TTL of at least 2000 ms.
 
-    python benchmarks/bench_lease.py                # L=100, C=10, TTL 3000 ms, F=30
+    python benchmarks/bench_lease.py                # L=100, C=10, TTL 3000 ms, F=100
     python benchmarks/bench_lease.py --quick        # L=6, C=3, TTL 2000 ms, F=3 (a correctness run)
     python benchmarks/bench_lease.py --json out.json --no-etcd
 """
