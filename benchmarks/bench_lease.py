@@ -30,6 +30,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import faulthandler
 import json
 import os
 import random
@@ -255,6 +256,12 @@ def b64(s: str) -> str:
     return base64.b64encode(s.encode()).decode()
 
 
+async def cancel_all(tasks: list[asyncio.Future[None]]) -> None:
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
 class KeepAlives:
     """Every candidate's etcd lease kept alive every TTL/3, as etcd's own client does: one
     keep-alive stream for all of them, on a thread of its own (the Go client's goroutine), so the
@@ -340,8 +347,10 @@ async def etcd_run(n_leases: int, n_cands: int, ttl_ms: int, n_fail: int, window
     try:
         held = n_leases * n_cands + 16  # every waiting campaign holds its gateway request (and connection) open
         limits = httpx.Limits(max_connections=held, max_keepalive_connections=held)
-        async with httpx.AsyncClient(base_url=curl, timeout=30) as http, \
-                httpx.AsyncClient(base_url=curl, timeout=3600.0, limits=limits) as waiting:
+        async with contextlib.AsyncExitStack() as stack:
+            http = await stack.enter_async_context(httpx.AsyncClient(base_url=curl, timeout=30))
+            waiting = await stack.enter_async_context(httpx.AsyncClient(base_url=curl, timeout=3600.0, limits=limits))
+            stack.push_async_callback(cancel_all, tasks)  # first: no campaign in flight as the clients close
             for _ in range(200):
                 try:
                     if (await http.get("/health")).status_code == 200:
@@ -410,9 +419,7 @@ async def etcd_run(n_leases: int, n_cands: int, ttl_ms: int, n_fail: int, window
                 "unplanned_expiries": unplanned,
                 "failover_ms": lat_summary([v * 1_000_000 for v in failovers]), "failovers": failovers}
     finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all(tasks)
         if ka is not None:
             ka.close()
         proc.terminate()
@@ -469,6 +476,7 @@ def main() -> int:
     a = ap.parse_args()
     if a.quick:
         a.leases, a.candidates, a.ttl_ms, a.failovers, a.parallel, a.window = 6, 3, 2000, 3, 3, 1.0
+        faulthandler.dump_traceback_later(40)  # a correctness run that hangs says where (to stderr)
     out = asyncio.run(run(a))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))

@@ -24,7 +24,10 @@ def test_bench_lease_quick(tmp_path: Path) -> None:
     out = tmp_path / "lease.json"
     args = [sys.executable, str(SCRIPT), "--quick", "--json", str(out)]
     assert shutil.which("etcd"), "the comparison needs Debian's etcd-server (scripts/test installs it)"
-    proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=55, check=False)
+    try:
+        proc = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=55, check=False)
+    except subprocess.TimeoutExpired as exc:  # the run dumps its stacks after 40 s: show them
+        pytest.fail(f"bench_lease --quick hung:\n{exc.stdout!r}\n{exc.stderr!r}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     res = json.loads(out.read_text())
     assert {"colony", "etcd"} <= set(res), "both elections ran"
