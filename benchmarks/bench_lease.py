@@ -147,10 +147,6 @@ async def waves(names: list[str], n_fail: int, parallel: int, ttl_ms: int,
         await asyncio.gather(*(one(name) for name in todo[w:w + step]))
 
 
-def phase(ttl_ms: int) -> float:
-    return random.uniform(0, ttl_ms / 3000)
-
-
 async def colony_run(n_leases: int, n_cands: int, ttl_ms: int, n_fail: int, window_s: float,
                      parallel: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-lease-"))
@@ -210,17 +206,23 @@ async def colony_run(n_leases: int, n_cands: int, ttl_ms: int, n_fail: int, wind
         granted: list[int] = []  # kill -> the grant's rtime (the relay's clock)
 
         async def one(feed: str) -> None:
-            await asyncio.sleep(phase(ttl_ms))
+            await asyncio.sleep(random.uniform(0, ttl_ms / 3000))  # a random phase
             old = holders[feed]
             old.killed = True
             killed, t = now_ms(), time.monotonic()
             await old.kill()
-            await changes.until(lambda: holders[feed] is not old)
+            try:
+                await changes.until(lambda: holders[feed] is not old, 2 * ttl_ms / 1000 + 10)
+            except TimeoutError:
+                v = views[feeds.index(feed)].state
+                raise RuntimeError(f"{feed}: no grant seen since its holder was killed (the view: epoch "
+                                   f"{v.epoch}, holder {v.holder}, seq {v.seq})") from None
             new = holders[feed]
             failovers.append(int((new.seen - t) * 1000))
             granted.append(new.granted - killed)
 
-        await waves(list(keys), n_fail, parallel, ttl_ms, one)
+        feeds = list(keys)
+        await waves(feeds, n_fail, parallel, ttl_ms, one)
         follower.cancel()
         for h in holders.values():
             await h.kill()
@@ -366,10 +368,16 @@ async def etcd_run(n_leases: int, n_cands: int, ttl_ms: int, n_fail: int, window
             unplanned = 0
             slots = asyncio.Semaphore(32)
 
+            def failed() -> list[BaseException]:
+                return [e for t in tasks if t.done() and not t.cancelled() and (e := t.exception()) is not None]
+
             async def candidate(name: str, i: int) -> None:
                 nonlocal unplanned
                 async with slots:
-                    r = await http.post("/v3/lease/grant", json={"TTL": ttl_s})
+                    for attempt in range(5):  # a loaded etcd may answer "request timed out": again
+                        r = await http.post("/v3/lease/grant", json={"TTL": ttl_s})
+                        if r.status_code < 500 or attempt == 4:
+                            break
                     r.raise_for_status()
                 lease = int(r.json()["ID"])
                 assert ka is not None
@@ -386,9 +394,12 @@ async def etcd_run(n_leases: int, n_cands: int, ttl_ms: int, n_fail: int, window
             names = [f"bench/e{i}" for i in range(n_leases)]
             for c in range(n_cands):  # candidate 0 of every election first, as on Colony
                 for n in names:
-                    tasks.append(asyncio.ensure_future(candidate(n, c)))
+                    tasks.append(t := asyncio.ensure_future(candidate(n, c)))
+                    t.add_done_callback(lambda _t: changes.set())  # a failed candidate ends the wait
                     await asyncio.sleep(0.002)  # a paced start: ~500 connections a second to the gateway
-            await changes.until(lambda: len(leader) == n_leases)
+            await changes.until(lambda: len(leader) == n_leases or bool(failed()))
+            if failed():
+                return {"error": f"{len(failed())} candidates failed, e.g. {failed()[0]!r}"}
             await asyncio.sleep(ttl_ms / 1000)  # every keep-alive into its rhythm
             cpu0, n0, t0 = proc_cpu_s(proc.pid), ka.sent, time.monotonic()
             await asyncio.sleep(window_s)
@@ -396,7 +407,7 @@ async def etcd_run(n_leases: int, n_cands: int, ttl_ms: int, n_fail: int, window
             failovers: list[int] = []
 
             async def one(name: str) -> None:
-                await asyncio.sleep(phase(ttl_ms))
+                await asyncio.sleep(random.uniform(0, ttl_ms / 3000))  # a random phase
                 lease, _ = leader[name]
                 planned.add(lease)
                 assert ka is not None
@@ -409,9 +420,8 @@ async def etcd_run(n_leases: int, n_cands: int, ttl_ms: int, n_fail: int, window
             if lost or ka.error is not None:
                 return {"error": f"{lost} candidates' leases expired during the set-up ({ka.error!r})"}
             await waves(names, n_fail, parallel, ttl_ms, one)
-            failed = [t.exception() for t in tasks if t.done() and not t.cancelled() and t.exception()]
-            if failed:
-                return {"error": f"{len(failed)} campaigns failed, e.g. {failed[0]!r}"}
+            if failed():
+                return {"error": f"{len(failed())} campaigns failed, e.g. {failed()[0]!r}"}
         keepalives = n1 - n0
         return {"version": version, "leases": n_leases, "candidates": n_cands, "ttl_ms": ttl_s * 1000,
                 "keepalives": keepalives, "keepalives_per_s": keepalives / elapsed,
