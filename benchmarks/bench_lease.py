@@ -37,6 +37,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -63,8 +64,6 @@ LISTEN_RE = re.compile(r"listening on (http://[\d.]+:\d+)")
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -192,7 +191,10 @@ async def colony_run(n_leases: int, n_cands: int, ttl_ms: int, n_fail: int, wind
             for c in range(n_cands):  # campaign order: candidate 0 of every lease first
                 await asyncio.gather(*(campaign(feed, ks[c]) for feed, ks in keys.items()))
 
-        await changes.until(lambda: len(holders) == n_leases)
+        try:
+            await changes.until(lambda: len(holders) == n_leases, 30)
+        except TimeoutError:
+            raise RuntimeError(f"no grant seen: {[(v.feed, v.state.epoch, v.state.holder) for v in views]}") from None
         await asyncio.sleep(ttl_ms / 1000)  # every holder into its renewal rhythm
         cpu0, n0 = proc_cpu_s(proc.pid), sum(h.renewals for h in holders.values())
         t0 = time.monotonic()
