@@ -17,6 +17,11 @@ names none of them, it runs their hooks:
   (``replay_on_start``), publishes the same event and gets a duplicate answer.
 * **Timers.** Deadlines the plug-in reads from the state after every record (``timers``),
   fired as the relay-signed event ``on_timer`` returns.
+* **Loads.** Whenever this process loads a followed feed (at start, for a client, for a timer
+  of a feed it had unloaded) its timers are armed from the loaded state and the plug-in's
+  ``on_load`` makes the follow-ups that state owes. On a Redis site every process that holds a
+  feed runs its timers; a process that did not hold it when another died (its records never
+  passed through here) takes them over as soon as anything loads the feed here.
 
 Everything is done through ``Hub.publish`` with the relay's own key, so it goes through
 the same validation as any agent's event.
@@ -61,7 +66,7 @@ class Coordinator:
         self.plugins = plugins if plugins is not None else default_plugins()
         self._states: dict[str, tuple[int, Any]] = {}  # feed -> (seq, state) as last seen
         self._timers: dict[str, list[asyncio.TimerHandle]] = {}
-        self._queue: asyncio.Queue[tuple[str, Record, Any, Any]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[str, Record | None, Any, Any]] = asyncio.Queue()  # None: a load
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._worker: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -75,6 +80,7 @@ class Coordinator:
         if self._worker is not None:
             raise RuntimeError("the coordinator is already running")
         self.hub.listeners.append(self._on_record)
+        self.hub.loaded.append(self._on_load)
         self.hub.routes.register_gate(self.plugins.gated_kinds, self.gate)
         self.hub.routes.register_opening(self.opening)
         self.hub.routes.register_fence(self.fenced)
@@ -91,6 +97,8 @@ class Coordinator:
     async def close(self) -> None:
         if self._on_record in self.hub.listeners:
             self.hub.listeners.remove(self._on_record)
+        if self._on_load in self.hub.loaded:
+            self.hub.loaded.remove(self._on_load)
         self.hub.routes.unregister_gate()
         self.hub.routes.register_opening(None)
         self.hub.routes.register_fence(None)
@@ -110,11 +118,12 @@ class Coordinator:
         plugin = self.plugins.followed(feed)
         if plugin is None:
             return
+        loaded = feed in self.hub.feeds
         rt = await self.hub.runtime(feed)
         if plugin.replay_on_start:
             await self._replay_follow_ups(rt, plugin)
-        self._states[feed] = (rt.seq, rt.state)
-        self._arm(feed, rt.state, plugin)
+        if loaded:  # (else loading it ran _on_load)
+            self._on_load(rt)
 
     async def _replay_follow_ups(self, rt: FeedRuntime, plugin: Plugin) -> None:
         core = FeedCore(rt.feed, rt.ns, id_cache=0)
@@ -176,12 +185,30 @@ class Coordinator:
         self._states[feed] = (rec.seq, rt.state)
         self._queue.put_nowait((feed, rec, before, rt.state))
 
+    def _on_load(self, rt: FeedRuntime) -> None:
+        """This process loaded ``rt``: arm its timers, queue the plug-in's ``on_load``."""
+        feed = rt.feed
+        plugin = self.plugins.followed(feed)
+        if plugin is None or not self.hub.routing.is_home(feed):
+            return
+        try:
+            self._states[feed] = (rt.seq, rt.state)
+            self._arm(feed, rt.state, plugin)
+            self._queue.put_nowait((feed, None, None, rt.state))
+        except Exception:  # never fail the load of a feed for its coordination
+            log.exception("arming the timers of %s failed", feed)
+
     async def _follow(self) -> None:
         while True:
             feed, rec, before, after = await self._queue.get()
             try:
                 plugin = self.plugins.followed(feed)
                 if plugin is None:
+                    continue
+                if rec is None:
+                    rt = self.hub.feeds.get(feed)
+                    if rt is not None:
+                        await plugin.on_load(self, rt)
                     continue
                 if before is None and rec.seq > 1:
                     before = await self._state_at(feed, rec.seq - 1)
@@ -190,7 +217,7 @@ class Coordinator:
                 await plugin.on_commit(self, rec, before, after)
                 self._arm(feed, after, plugin)
             except Exception:
-                log.exception("coordinating %s#%d failed", feed, rec.seq)
+                log.exception("coordinating %s#%d failed", feed, rec.seq if rec is not None else 0)
 
     async def _state_at(self, feed: str, seq: int) -> Any:
         core = FeedCore(feed, self.hub.registry.for_feed(feed), id_cache=0)

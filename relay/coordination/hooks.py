@@ -16,6 +16,9 @@ plug-ins"):
 * :meth:`Plugin.timers` / :meth:`Plugin.on_timer`: deadlines read from a followed feed's state,
   re-armed after every record; at the deadline ``on_timer`` returns the relay-signed event to
   publish (or None).
+* :meth:`Plugin.on_load`: this process loaded a followed feed (its timers are armed from the
+  loaded state first); make the follow-ups that state owes, which another process of the site
+  may have died before making.
 * :meth:`Plugin.opening`: the relay-signed event that opens a feed of a relay-owned namespace
   (``Namespace.relay_owned``: agents cannot create such feeds); the feed's worker seals it as
   seq 1 in the same append as the first event it accepts there (default: ``feed.policy``).
@@ -128,6 +131,10 @@ class Plugin:
 
     async def on_commit(self, ctx: Context, rec: Record, before: Any, after: Any) -> None:
         """``rec`` committed, taking the feed's state from ``before`` to ``after``."""
+
+    async def on_load(self, ctx: Context, rt: FeedRuntime) -> None:
+        """``rt`` was loaded by this process (at start, for a client, for a timer): publish what
+        its current state owes (deterministic ids: what was made already comes back a duplicate)."""
 
     def timers(self, state: Any) -> Iterable[tuple[int, str]]:
         """``(deadline ms, what)`` to arm for a feed in ``state`` (replacing the previous ones)."""

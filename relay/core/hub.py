@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from collab.access import Access
@@ -67,6 +68,7 @@ class Hub:
                                           asyncio.Future[bool] | None]]] = {}
         self._early_tasks: set[asyncio.Task[None]] = set()
         self.listeners: list[RecordListener] = []  # called with every record committed here
+        self.loaded: list[Callable[[FeedRuntime], None]] = []  # called with every feed this process loads
         self._unwatching: set[asyncio.Task[None]] = set()
         self.quota = FeedQuota(config.limits, exempt=relay_key.public_hex)  # feeds created per key
         self._alarm_tasks: set[asyncio.Task[None]] = set()
@@ -139,6 +141,8 @@ class Hub:
                 except Exception as exc:  # best effort: the presence sweep reconciles again
                     log.debug("presence of %s not loaded: %r", feed, exc, exc_info=True)
             self.feeds[feed] = rt
+            for on_load in self.loaded:
+                on_load(rt)
             fut.set_result(rt)
             return rt
         except BaseException as exc:

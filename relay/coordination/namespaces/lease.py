@@ -5,14 +5,18 @@ Both are relay-signed events with deterministic ids: a grant's ``ts`` is the ``r
 record that freed the lease (or brought the first candidate), an expiry's ``ts`` is the
 deadline, and their bodies are functions of the state. Every process of a Redis site that
 holds the feed arms the same timer and makes the same event; the first append wins and the
-others get a duplicate answer, so each grant and expiry is stored once. Under federation only
-the lease's home relay runs them (the coordinator follows home feeds only).
+others get a duplicate answer (or, with keys of their own, a refusal: the state moved on), so
+each grant and expiry is stored once. A process that loads the feed (its clients failed over
+to it, say, from a process that died) arms the expiry from the loaded state and makes a grant
+the state owes (``on_load``), so the lease moves even when every process that held it is gone.
+Under federation only the lease's home relay runs them (the coordinator follows home feeds only).
 """
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from collab.events import Event, Record
+from collab.events import Event, Record, now_ms
 from collab.namespaces.lease import expiry, next_grant
 
 from relay.coordination.fence import lease_lock
@@ -25,7 +29,7 @@ EXPIRE = "expire"
 class LeasePlugin(Plugin):
     namespace = "lease"
     follows = True
-    replay_on_start = True  # a grant owed when the relay stopped is made on start
+    # a grant owed when the relay stopped is made when it loads the feed on start (on_load)
     sdk = "collab.lease"
 
     async def on_commit(self, ctx: Context, rec: Record, before: Any, after: Any) -> None:
@@ -34,6 +38,14 @@ class LeasePlugin(Plugin):
         body = next_grant(after)
         if body is not None:
             await ctx.try_publish(Event.create(ctx.hub.relay_key, rec.feed, "lease.granted", body, ts=rec.rtime))
+
+    async def on_load(self, ctx: Context, rt: FeedRuntime) -> None:
+        body = next_grant(rt.state)
+        if body is None:
+            return
+        rows = await ctx.hub.storage.read(rt.feed, rt.seq - 1, 1)  # the record that left it owed
+        ts = Record.from_wire(json.loads(rows[0].data), verify_sigs=False).rtime if rows else now_ms()
+        await ctx.try_publish(Event.create(ctx.hub.relay_key, rt.feed, "lease.granted", body, ts=ts))
 
     def timers(self, state: Any) -> list[tuple[int, str]]:
         due = expiry(state)

@@ -7,7 +7,9 @@ prints ``granted <epoch>`` when it holds it, then renews until killed. Modes:
 * ``lead FEED SUB_A KEY_A SUB_B KEY_B``: opens the task FEED led through the lease, spawns two
   subtasks (heartbeat 1500 ms) and prints ``opened``.
 
-Usage: ``python -m tests.relay.coordination.lease_agent URL LEASE SEED_HEX PRIORITY TTL_MS MODE [ARGS]``.
+URL may be several, comma-separated (the client fails over between them).
+
+Usage: ``python -m tests.relay.coordination.lease_agent URL[,URL...] LEASE SEED_HEX PRIORITY TTL_MS MODE [ARGS]``.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from collab.tasks import TaskLeader
 
 
 async def main(url: str, lease: str, seed: str, priority: int, ttl_ms: int, mode: str, args: list[str]) -> None:
-    async with Client(url, Keypair.from_seed(bytes.fromhex(seed)), backoff_base=0.02, backoff_max=0.2) as client:
+    key = Keypair.from_seed(bytes.fromhex(seed))
+    async with Client(url.split(","), key, backoff_base=0.02, backoff_max=0.2) as client:
         async with Lease(client, lease, priority=priority, ttl_ms=ttl_ms) as lead:
             print(f"granted {lead.epoch}", flush=True)
             if mode == "write":

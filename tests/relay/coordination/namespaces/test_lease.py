@@ -59,4 +59,5 @@ async def _records(site: Relay, feed: str) -> list:  # type: ignore[type-arg]
 
 def test_the_plugin_follows_lease_feeds() -> None:
     p = LeasePlugin()
-    assert p.namespace == "lease" and p.follows and p.replay_on_start and not p.gated_kinds
+    assert p.namespace == "lease" and p.follows and not p.gated_kinds
+    assert not p.replay_on_start  # what a restart owes is made when the feed loads (on_load)
