@@ -456,8 +456,18 @@ def show(name: str, r: dict[str, Any]) -> None:
     print(line, flush=True)
 
 
+def dump_tasks() -> None:
+    """Every asyncio task's stack, to stderr: where a hung correctness run waits."""
+    for task in asyncio.all_tasks():
+        print(f"-- task {task.get_name()}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
 async def run(a: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"load_before": os.getloadavg()}
+    if a.quick:
+        asyncio.get_running_loop().call_later(38, dump_tasks)
     out["colony"] = await colony_run(a.leases, a.candidates, a.ttl_ms, a.failovers, a.window, a.parallel)
     show("colony", out["colony"])
     if not a.no_etcd:

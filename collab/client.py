@@ -43,7 +43,7 @@ from .protocol import (
     Ack, Announce, Challenge, ClientProtocol, ErrorReply, Pong, Presence, ProtocolEvent, RecordReceived,
     SnapshotReceived, Synced, Unsubbed, Unwatched, Watching, Welcome,
 )
-from .reconnect import Next, Reconnecting, Writer, close_politely
+from .reconnect import Next, Reconnecting, Writer, close_politely, recv_within
 from .subscription import Signal, Subscription, until
 from .urls import ws_url
 from .watch import OnAnnounce, Watches
@@ -349,7 +349,7 @@ class Client(Reconnecting):
 
     async def _handshake(self, ws: ClientConnection) -> None:
         while True:
-            message = await asyncio.wait_for(ws.recv(), self.open_timeout)
+            message = await recv_within(ws, self.open_timeout)
             for text in frames.split(message):
                 ev = self.protocol.receive_frame(text)
                 if isinstance(ev, Challenge):

@@ -115,6 +115,14 @@ class Writer:
         self.task.cancel()
 
 
+async def recv_within(ws: ClientConnection, timeout: float) -> str | bytes:
+    """The next message, or TimeoutError after ``timeout`` s. ``asyncio.timeout``, not
+    ``wait_for``: on Python 3.11 ``wait_for`` returns the message and drops a cancellation that
+    arrives as the message does, so a client closed during its handshake went on serving."""
+    async with asyncio.timeout(timeout):
+        return await ws.recv()
+
+
 async def close_politely(ws: ClientConnection) -> None:
     """Close (bounded by the connection's close_timeout); abort the socket if that cannot finish."""
     try:

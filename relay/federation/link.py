@@ -28,7 +28,7 @@ from collab.canonical import canonical
 from collab.errors import ColonyError, HomeUnreachable, MalformedFrame, RelayError
 from collab.events import HEX128_RE, Event
 from collab.keys import Keypair, verify
-from collab.reconnect import Next, Reconnecting, Writer, close_politely
+from collab.reconnect import Next, Reconnecting, Writer, close_politely, recv_within
 from collab.subscription import Signal, until
 
 from relay.core.routing import Member
@@ -261,7 +261,7 @@ class Link(Reconnecting):
 
     @staticmethod
     async def _recv_frame(ws: ClientConnection) -> dict[str, Any]:
-        message = await asyncio.wait_for(ws.recv(), HANDSHAKE_TIMEOUT)
+        message = await recv_within(ws, HANDSHAKE_TIMEOUT)
         texts = frames.split(message)
         if len(texts) != 1:
             raise Refused("the handshake is one frame per message")
