@@ -136,15 +136,17 @@ class Lease(FeedView[LeaseState]):
     async def _renew_loop(self) -> None:
         while not self.lost.is_set():
             wait = min(self.renew_every, max(0.0, self.valid_until - time.monotonic()))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.lost.wait(), wait)  # the renewal cadence, or the loss
+            with contextlib.suppress(TimeoutError):  # asyncio.timeout: wait_for can drop a cancel (3.11)
+                async with asyncio.timeout(wait):
+                    await self.lost.wait()  # the renewal cadence, or the loss
             if self.lost.is_set():
                 return
             if time.monotonic() >= self.valid_until:
                 self._lose("the TTL since the last acked renewal ended")
                 return
             try:
-                await asyncio.wait_for(self.renew(), max(0.01, self.valid_until - time.monotonic()))
+                async with asyncio.timeout(max(0.01, self.valid_until - time.monotonic())):
+                    await self.renew()
             except ColonyError:
                 return  # renew() marked the loss
             except TimeoutError:
