@@ -23,10 +23,14 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 MARK_RE = re.compile(rb"w\d\dn\d{8};")
 NS = 1_000_000_000
 
-# Colony limits for the benchmark: rate limits high enough to never trigger, a deep outbox.
+# Colony limits for the benchmark: rate limits high enough to never trigger (the per-feed rate
+# too), a doc quota no run reaches (at saturation a doc passes the default 16 MiB in about 20 s,
+# and what is refused after it would count as published), a deep outbox.
 COLONY_ARGS = [
     "--events-per-sec-key", "100000", "--burst-key", "100000",
     "--events-per-sec-ip", "1000000", "--burst-ip", "1000000",
+    "--events-per-sec-feed", "1000000", "--burst-feed", "1000000",
+    "--max-doc-bytes", str(1 << 30),
     "--max-outbound-frames", "100000",
 ]
 
