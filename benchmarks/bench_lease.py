@@ -16,9 +16,8 @@ etcd (``etcd`` 3.4 from Debian's ``etcd-server``, its v3 election API through th
 the same L x C election, every candidate with its own etcd lease kept alive every TTL/3
 (:class:`KeepAlives`) calling ``/v3/election/campaign``, which returns once it leads; F times, as
 many at a time, a leader's keep-alives stop; the time from then until the next candidate's
-campaign call returns. Also etcd's CPU per keep-alive over a steady window. etcd's lessor
-checks expiries every 500 ms and refuses TTLs under its minimum (1.5 s with default timeouts):
-use a TTL of at least 2000 ms.
+campaign call returns. Also etcd's CPU per keep-alive over a steady window. etcd's lessor checks
+expiries every 500 ms and refuses TTLs under 1.5 s (default timeouts): use a TTL >= 2000 ms.
 
     python benchmarks/bench_lease.py                # L=100, C=10, TTL 3000 ms, F=100
     python benchmarks/bench_lease.py --quick        # L=6, C=3, TTL 2000 ms, F=3 (a correctness run)
@@ -52,7 +51,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness.procs import proc_cpu_s  # noqa: E402
+from benchmarks.harness.procs import dump_tasks, proc_cpu_s  # noqa: E402
 from benchmarks.harness.stats import lat_summary  # noqa: E402
 from collab.client import Client  # noqa: E402
 from collab.errors import RelayError  # noqa: E402
@@ -456,17 +455,9 @@ def show(name: str, r: dict[str, Any]) -> None:
     print(line, flush=True)
 
 
-def dump_tasks() -> None:
-    """Every asyncio task's stack, to stderr: where a hung correctness run waits."""
-    for task in asyncio.all_tasks():
-        print(f"-- task {task.get_name()}", file=sys.stderr)
-        task.print_stack(file=sys.stderr)
-    sys.stderr.flush()
-
-
 async def run(a: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {"load_before": os.getloadavg()}
-    if a.quick:
+    if a.quick:  # a correctness run that hangs says which task waits where (to stderr)
         asyncio.get_running_loop().call_later(38, dump_tasks)
     out["colony"] = await colony_run(a.leases, a.candidates, a.ttl_ms, a.failovers, a.window, a.parallel)
     show("colony", out["colony"])
@@ -498,7 +489,7 @@ def main() -> int:
     a = ap.parse_args()
     if a.quick:
         a.leases, a.candidates, a.ttl_ms, a.failovers, a.parallel, a.window = 6, 3, 2000, 3, 3, 1.0
-        faulthandler.dump_traceback_later(40)  # a correctness run that hangs says where (to stderr)
+        faulthandler.dump_traceback_later(40)  # and which thread
     out = asyncio.run(run(a))
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2))

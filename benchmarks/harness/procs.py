@@ -24,6 +24,16 @@ CLI_MODULES = ("relay.ops.cli", "relay.cli")
 # ---------------------------------------------------------------------------------------
 # /proc sampling
 # ---------------------------------------------------------------------------------------
+def dump_tasks() -> None:
+    """Every asyncio task's stack, to stderr: where a hung correctness run waits."""
+    import asyncio
+
+    for task in asyncio.all_tasks():
+        print(f"-- task {task.get_name()}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
 def proc_cpu_s(pid: int) -> float:
     """utime+stime of a process (all its threads), in seconds."""
     with open(f"/proc/{pid}/stat") as f:
