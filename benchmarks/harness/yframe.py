@@ -19,23 +19,11 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from collab.lib0 import var_string
+
 #: the load generators' client for Hocuspocus (the others: ``common.PEER``, ``COLONY``, ``COLONY_HTTP``)
 HOCUSPOCUS = "hocuspocus"
 SYNC_TYPES = (0, 4)  # y-websocket's sync message; Hocuspocus's sync and sync reply
-
-
-def _var_uint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append(0x80 | (n & 0x7F))
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def var_string(s: str) -> bytes:
-    b = s.encode()
-    return _var_uint(len(b)) + b
 
 
 def address(system: str, url: str) -> bytes:

@@ -36,6 +36,7 @@ from collab.errors import ColonyError
 from collab.events import Record
 from collab.keys import Keypair
 from collab.replay import fetch_log
+from tests.wait import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker" / "compose.yml"
@@ -170,18 +171,23 @@ async def _replays(feed: str) -> dict[str, dict[str, Any]]:
 async def _same_on_every_relay(feed: str, timeout: float = 60) -> dict[str, Any]:
     """The feed as every relay serves it, once all three agree (a mirror may still be catching up:
     polled with a deadline); each chain verifies, with no anomaly."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        seen = await _replays(feed)
+    seen: dict[str, Any] = {}
+    views: dict[str, tuple[Any, ...]] = {}
+
+    async def agree() -> bool:  # a mirror's catching up has no host-side event: polled, with a deadline
+        seen.update(await _replays(feed))
         for relay, r in seen.items():
             assert r["verified"] and not r["anomalies"], (feed, relay, r["anomalies"])
-        views = {relay: (r["seq"], r["head"], json.dumps(r["state"], sort_keys=True)) for relay, r in seen.items()}
-        if len(set(views.values())) == 1 and seen["relay-a"]["seq"] > 0:
-            return seen["relay-a"]
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{feed}: the relays differ after {timeout:g} s: "
-                                 + ", ".join(f"{r} seq {v[0]} head {v[1][:12]}" for r, v in views.items()))
-        await asyncio.sleep(0.5)  # polling with a deadline: a mirror's catching up has no host-side event
+        views.update({relay: (r["seq"], r["head"], json.dumps(r["state"], sort_keys=True))
+                      for relay, r in seen.items()})
+        return len(set(views.values())) == 1 and seen["relay-a"]["seq"] > 0
+
+    try:
+        await eventually(agree, timeout, f"{feed} the same on every relay", interval=0.5)
+    except pytest.fail.Exception:
+        raise AssertionError(f"{feed}: the relays differ after {timeout:g} s: "
+                             + ", ".join(f"{r} seq {v[0]} head {v[1][:12]}" for r, v in views.items())) from None
+    return seen["relay-a"]
 
 
 async def _publish_through_sigterm(container: str, events: Events) -> list[tuple[str, int]]:
@@ -273,16 +279,13 @@ async def test_stack_up_demo_feeds_drain_down() -> None:
         acked = await _publish_through_sigterm(container, events)
         assert len(acked) >= 100
         want = dict(acked)
-        deadline = asyncio.get_running_loop().time() + 60
         for relay, port in PORTS.items():
-            while True:  # relay-c mirrors the feed: polled with a deadline until it has them all
+            async def has_all(port: int = port) -> bool:  # relay-c mirrors the feed: polled with a deadline
                 _, records = await fetch_log(f"http://localhost:{port}", DRAIN_FEED)
                 have = {rec.event.id: rec.seq for rec in map(Record.from_wire, records)}
-                missing = {i: s for i, s in want.items() if have.get(i) != s}
-                if not missing or asyncio.get_running_loop().time() > deadline:
-                    break
-                await asyncio.sleep(0.5)
-            assert not missing, f"{relay} lacks {len(missing)} of {len(want)} acknowledged events, e.g. {missing}"
+                return all(have.get(i) == s for i, s in want.items())
+
+            await eventually(has_all, 60, f"{relay} to hold all {len(want)} acknowledged events", interval=0.5)
     finally:
         await events.stop()
         down = _run([*compose, "down", "-v", "--remove-orphans"], 300, env)
