@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +37,19 @@ def seal(events: list[Event], seq: int, prev: str) -> list[tuple[Record, str]]:
         prev = rec.hash
         out.append((rec, frames.encode(rec.to_wire())))
     return out
+
+
+def sealed(feed: str, seq: int, prev: str) -> tuple[Record, str]:
+    """One record of a fresh event at ``seq`` after ``prev`` (no chain kept)."""
+    return seal([event(feed)], seq - 1, prev)[0]
+
+
+@asynccontextmanager
+async def two_processes(url: str, tag: str, **options: Any) -> AsyncIterator[tuple[RedisStorage, RedisStorage]]:
+    """Two open :class:`RedisStorage` instances with one fresh key prefix: two processes of a site."""
+    prefix = f"{tag}-{uuid.uuid4().hex[:8]}"
+    async with RedisStorage(url, prefix=prefix, **options) as a, RedisStorage(url, prefix=prefix, **options) as b:
+        yield a, b  # type: ignore[misc]  # __aenter__ is typed as the base Storage
 
 
 @dataclass

@@ -17,40 +17,28 @@ from pathlib import Path
 
 import pytest
 
-from collab import frames
 from collab.errors import Unavailable
-from collab.events import GENESIS, Event, Record
-from collab.keys import Keypair
+from collab.events import GENESIS, Record
 from relay.storage.base import HeadMoved
 from relay.storage.redis import TURN_AFTER_LOSSES, RedisStorage, _redact, feed_key
 from tests.redis_server import RedisServer
+from tests.relay.storage import chain
 from tests.relay.storage.chain import Chain
 from tests.wait import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
 FEED = "doc/fair"
-RELAY = Keypair.generate()
-AUTHOR = Keypair.generate()
 
 
 def sealed(seq: int, prev: str) -> tuple[Record, str]:
-    ev = Event.create(AUTHOR, FEED, "doc.update", {"update": "AAA=", "n": uuid.uuid4().hex})
-    rec = Record.seal(RELAY, ev, seq, prev)
-    return rec, frames.encode(rec.to_wire())
+    return chain.sealed(FEED, seq, prev)
 
 
 @pytest.fixture
 async def two(redis_server: RedisServer) -> AsyncIterator[tuple[RedisStorage, RedisStorage]]:
-    prefix = f"fair-{uuid.uuid4().hex[:8]}"
-    a, b = RedisStorage(redis_server.url, prefix=prefix), RedisStorage(redis_server.url, prefix=prefix)
-    await a.open()
-    await b.open()
-    try:
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
+    async with chain.two_processes(redis_server.url, "fair") as pair:
+        yield pair
 
 
 async def test_the_loser_gets_the_records_it_missed_with_the_refusal(two: tuple[RedisStorage, RedisStorage]) -> None:

@@ -5,44 +5,30 @@ against the real session ``redis-server``.
 """
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
 
-from collab import frames
-from collab.events import GENESIS, Event, Record
-from collab.keys import Keypair
+from collab.events import GENESIS, Record
 from relay.storage.base import Deposed
 from relay.storage.redis import RedisStorage
 from tests.redis_server import RedisServer
+from tests.relay.storage import chain
 from tests.wait import eventually
 
 pytestmark = pytest.mark.timeout(60)
 
 FEED = "doc/leased"
-RELAY = Keypair.generate()
-AUTHOR = Keypair.generate()
 
 
 def sealed(seq: int, prev: str) -> tuple[Record, str]:
-    ev = Event.create(AUTHOR, FEED, "doc.update", {"update": "AAA=", "n": uuid.uuid4().hex})
-    rec = Record.seal(RELAY, ev, seq, prev)
-    return rec, frames.encode(rec.to_wire())
+    return chain.sealed(FEED, seq, prev)
 
 
 @pytest.fixture
 async def two(redis_server: RedisServer) -> AsyncIterator[tuple[RedisStorage, RedisStorage]]:
-    prefix = f"lease-{uuid.uuid4().hex[:8]}"
-    a = RedisStorage(redis_server.url, prefix=prefix, lease_ttl=0.3)
-    b = RedisStorage(redis_server.url, prefix=prefix, lease_ttl=0.3)
-    await a.open()
-    await b.open()
-    try:
-        yield a, b
-    finally:
-        await a.close()
-        await b.close()
+    async with chain.two_processes(redis_server.url, "lease", lease_ttl=0.3) as pair:
+        yield pair
 
 
 async def test_one_holder_at_a_time_and_renewing_keeps_the_epoch(two: tuple[RedisStorage, RedisStorage]) -> None:
