@@ -17,7 +17,13 @@ checked either way; the child is then started again (at most once per ``RESTART_
 The same child signs the receipts of the records a feed's worker seals (:meth:`Verifier.sign`,
 about 15 µs each): the worker seals a batch unsigned (the hash chain does not depend on the
 signatures), has them signed here while the Yjs sandbox checks the batch, and puts them on the
-records before the append. The child gets the relay's seed as its first request, over its pipe.
+records before the append. The child gets the relay's seed as its first request, over its pipe
+(``collab.childpipe``, the channel the Yjs sandbox's children use too).
+
+On a quiet relay a request of one item (a check, or a receipt to sign) at least ``LONE_GAP``
+after the previous request of its kind is done in-process (``Verifier._lone``): the round trip
+to a child woken from idle costs the event loop about what the operation costs, and the child
+as much again (docs/design.md, "Sequencing").
 """
 from __future__ import annotations
 
