@@ -75,9 +75,9 @@ class _Child:
         env = dict(os.environ, RUST_BACKTRACE="0")
         s = self.settings
         self.held.clear()
-        fut = self._expect(START_TIMEOUT)
         pipe = self.pipe = ChildPipe([sys.executable, "-m", "collab.sandbox_child", str(s.max_docs), str(s.max_mb)],
                                      self._settle, self._ended, env)
+        fut = self._expect(START_TIMEOUT)  # nothing is read before the loop runs: its ready frame waits
         try:
             ready = await fut
         except (OSError, EOFError) as exc:  # TimeoutError included
