@@ -40,17 +40,17 @@ writer's chunk of edits); the reply is the same (verdicts, or ``split`` when onl
 fails). The flag is a new bit of the flags byte: a request without it is checked exactly as
 before (the relay starts its children from its own code, so both ends always agree).
 
-Frames are a 4-byte big-endian length and a payload of lib0 varints / var-bytes.
+Frames are a 4-byte big-endian length and a payload of lib0 varints / var-bytes (``collab.childpipe``).
 """
 from __future__ import annotations
 
 import logging
-import struct
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from pycrdt import merge_updates
 
+from .childpipe import FrameBuffer, frame
 from .lib0 import Decoder, var_bytes, var_string, var_uint
 from .namespaces.doc import DocState, EnginePanic, is_panic
 
@@ -60,7 +60,6 @@ OK, BAD, PANIC, CRASH, TIMEOUT = 0, 1, 2, 3, 4
 VERDICTS = {OK: "ok", BAD: "bad", PANIC: "panic", CRASH: "crash", TIMEOUT: "timeout"}
 MAX_DOCS = 64
 READY = b"ready"  # the child's first frame, once it has imported the engine
-_LEN = struct.Struct(">I")
 
 
 @dataclass(slots=True)
@@ -119,6 +118,8 @@ class Reply:
 
     @classmethod
     def decode(cls, payload: bytes) -> Reply:
+        if len(payload) > 2 and payload[0] == 0 and payload[1] == len(payload) - 3 and payload[-1] == 0:
+            return cls(False, list(payload[2:-1]))  # the common reply: < 128 verdicts, no reason
         r = Decoder(payload)
         kind = r.var_uint()
         if kind:
@@ -129,28 +130,6 @@ class Reply:
         reason = r.var_string()
         r.expect_end("sandbox reply")
         return cls(False, verdicts, reason)
-
-
-def frame(payload: bytes) -> bytes:
-    return _LEN.pack(len(payload)) + payload
-
-
-class FrameBuffer:
-    """Bytes in, whole payloads out (sans-I/O)."""
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self._buf += data
-        out = []
-        while len(self._buf) >= 4:
-            (n,) = _LEN.unpack_from(self._buf)
-            if len(self._buf) < 4 + n:
-                break
-            out.append(bytes(self._buf[4:4 + n]))
-            del self._buf[:4 + n]
-        return out
 
 
 def check_update(state: DocState, update: bytes) -> None:
@@ -227,7 +206,7 @@ class Checker:
             st = held[1]
         if req.keep:
             self.docs.pop(req.feed, None)  # put back only if every check left it sound
-        sv0 = st.doc.get_state()  # what the encode check starts from (cheap mode)
+        sv0 = st.sv  # what the encode check starts from (cheap mode): DocState keeps the state vector
         out = Reply()
         passed: list[bytes] = []
         for u in req.updates:

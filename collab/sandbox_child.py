@@ -10,7 +10,8 @@ import logging
 import os
 import sys
 
-from .sandbox import MAX_DOCS, READY, Checker, FrameBuffer, Request, frame
+from . import childpipe
+from .sandbox import MAX_DOCS, READY, Checker, Request
 
 EXIT_ENGINE = 70  # the engine failed outside a per-update check (a panic or error at the end of a request)
 
@@ -25,21 +26,14 @@ def _limit_memory(mb: int) -> None:
 
 
 def serve(stdin: int, stdout: int, checker: Checker) -> None:
-    os.write(stdout, frame(READY))  # imported and ready: the supervisor's time budget starts now
-    buf = FrameBuffer()
-    while True:
-        data = os.read(stdin, 1 << 16)
-        if not data:
-            return
-        for payload in buf.feed(data):
-            try:
-                reply = checker.handle(Request.decode(payload))
-            except BaseException:  # any engine failure here: die, the supervisor restarts us
-                logging.getLogger(__name__).exception("sandbox child: the engine failed")
-                os._exit(EXIT_ENGINE)
-            out = frame(reply.encode())
-            while out:
-                out = out[os.write(stdout, out):]
+    def answer(payload: bytes) -> bytes:
+        try:
+            return checker.handle(Request.decode(payload)).encode()
+        except BaseException:  # any engine failure here: die, the supervisor restarts us
+            logging.getLogger(__name__).exception("sandbox child: the engine failed")
+            os._exit(EXIT_ENGINE)
+
+    childpipe.serve(stdin, stdout, answer, READY)  # ready: the supervisor's time budget starts now
 
 
 def main(argv: list[str]) -> None:

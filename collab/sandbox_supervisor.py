@@ -18,7 +18,6 @@ child keeps one request in flight per child. Usable by the relay and by ``collab
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import subprocess
@@ -29,7 +28,8 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from .namespaces.doc import next_digest
-from .sandbox import BAD, CRASH, MAX_DOCS, OK, PANIC, READY, TIMEOUT, FrameBuffer, Reply, Request, frame
+from .childpipe import ChildPipe
+from .sandbox import BAD, CRASH, MAX_DOCS, OK, PANIC, READY, TIMEOUT, Reply, Request
 
 log = logging.getLogger(__name__)
 START_TIMEOUT = 60.0  # seconds a child may take to import the engine (a loaded machine)
@@ -55,94 +55,47 @@ class Verdict:
 
 
 class _Child:
-    """One child process and its pipes, pumped by the event loop directly (``add_reader`` on the
-    reply pipe, non-blocking writes): a round trip costs two system calls and one future, not
-    asyncio's subprocess transport, stream reader and a task per read."""
+    """One child process behind a :class:`collab.childpipe.ChildPipe` (the event loop pumps its
+    pipes: a round trip costs two system calls and one future) and the one reply awaited."""
 
     def __init__(self, settings: SandboxSettings, on_restart: Callable[[], None]) -> None:
         self.settings = settings
         self.lock = asyncio.Lock()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.pipe: ChildPipe | None = None
         self.held: dict[str, tuple[int, int]] = {}  # what we believe the child holds (a hint)
         self._on_restart = on_restart
-        self._buf = FrameBuffer()
-        self._out = b""  # request bytes the pipe has not taken yet
         self._reply: asyncio.Future[bytes] | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
-    async def _start(self) -> subprocess.Popen[bytes]:
+    @property
+    def proc(self) -> subprocess.Popen[bytes] | None:
+        return None if self.pipe is None else self.pipe.proc
+
+    async def _start(self) -> ChildPipe:
         env = dict(os.environ, RUST_BACKTRACE="0")
         s = self.settings
-        # as asyncio's own subprocess transport does, Popen runs in the loop (a vfork/exec: fast);
-        # the argv is ours, nothing from a peer
-        proc = self.proc = subprocess.Popen(  # noqa: ASYNC220, S603
-            [sys.executable, "-m", "collab.sandbox_child", str(s.max_docs), str(s.max_mb)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
-        if proc.stdin is None or proc.stdout is None:
-            raise RuntimeError("the sandbox child has no pipes")
-        os.set_blocking(proc.stdin.fileno(), False)
-        os.set_blocking(proc.stdout.fileno(), False)
-        self._loop = asyncio.get_running_loop()
-        self._buf, self._out = FrameBuffer(), b""
-        self._loop.add_reader(proc.stdout.fileno(), self._readable, proc)
         self.held.clear()
+        pipe = self.pipe = ChildPipe([sys.executable, "-m", "collab.sandbox_child", str(s.max_docs), str(s.max_mb)],
+                                     self._settle, self._ended, env)
+        fut = self._expect(START_TIMEOUT)  # nothing is read before the loop runs: its ready frame waits
         try:
-            ready = await self._await_reply(START_TIMEOUT)
+            ready = await fut
         except (OSError, EOFError) as exc:  # TimeoutError included
             await self.kill()
             raise EOFError("the sandbox child did not start") from exc
         if ready != READY:
             await self.kill()
             raise EOFError("the sandbox child did not start")
-        return proc
+        return pipe
 
-    def _readable(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.stdout is None or proc is not self.proc:
-            return
-        try:
-            data = os.read(proc.stdout.fileno(), 1 << 16)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._unwatch(proc)
-            self._settle(EOFError("end of output"))
-            return
-        for payload in self._buf.feed(data):
-            self._settle(payload)
-
-    def _writable(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.stdin is None or proc is not self.proc:
-            return
-        try:
-            self._out = self._out[os.write(proc.stdin.fileno(), self._out):]
-        except BlockingIOError:
-            return
-        except OSError as exc:  # the child is gone: its EOF will settle the reply
-            self._out = b""
-            log.debug("writing to the sandbox child failed: %r", exc)
-        if not self._out and self._loop is not None:
-            self._loop.remove_writer(proc.stdin.fileno())
-
-    def _send(self, proc: subprocess.Popen[bytes], data: bytes) -> None:
-        if proc.stdin is None or self._loop is None:
-            raise EOFError("the sandbox child has no input")
-        if self._out:
-            self._out += data
-            return
-        try:
-            n = os.write(proc.stdin.fileno(), data)
-        except BlockingIOError:
-            n = 0
-        except OSError as exc:
-            raise EOFError("the sandbox child is gone") from exc
-        self._out = data[n:]
-        if self._out:  # the pipe is full (a large state): the loop sends the rest as the child reads
-            self._loop.add_writer(proc.stdin.fileno(), self._writable, proc)
+    def _ended(self, why: str) -> None:
+        self._settle(EOFError(f"the sandbox child's pipe: {why}"))
 
     def _settle(self, outcome: bytes | BaseException) -> None:
         fut, self._reply = self._reply, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if fut is None or fut.done():
             return
         if isinstance(outcome, BaseException):
@@ -150,73 +103,49 @@ class _Child:
         else:
             fut.set_result(outcome)
 
-    async def _await_reply(self, timeout: float) -> bytes:
+    def _expect(self, timeout: float) -> asyncio.Future[bytes]:
+        """The future of the next reply, settled with a TimeoutError after ``timeout`` s."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[bytes] = loop.create_future()
         self._reply = fut
-        timer = loop.call_later(timeout, self._settle, TimeoutError("the sandbox child did not answer in time"))
-        try:
-            return await fut
-        finally:
-            timer.cancel()
-
-    def _unwatch(self, proc: subprocess.Popen[bytes]) -> None:
-        if self._loop is None:
-            return
-        for f in (proc.stdout, proc.stdin):
-            if f is not None and not f.closed:
-                self._loop.remove_reader(f.fileno())
-                self._loop.remove_writer(f.fileno())
+        self._timer = loop.call_later(timeout, self._settle, TimeoutError("the sandbox child did not answer in time"))
+        return fut
 
     async def kill(self) -> None:
-        proc, self.proc = self.proc, None
+        pipe, self.pipe = self.pipe, None
         self.held.clear()
-        if proc is None:
+        if pipe is None:
             return
-        self._unwatch(proc)
-        if proc.poll() is None:
-            proc.kill()
-        await asyncio.to_thread(proc.wait)
-        _close(proc)
+        pipe.close()
+        await pipe.wait()
 
     async def ask(self, req: Request, timeout: float) -> Reply:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            if proc is not None:
+        pipe = self.pipe
+        if pipe is None or not pipe.open:  # never started, or its pipe ended (it died between requests)
+            if pipe is not None:
                 await self.kill()
                 self._on_restart()
-            proc = await self._start()
+            pipe = await self._start()
+        fut = self._expect(timeout)
+        pipe.send(req.encode())  # a failure settles ``fut`` (EOFError) at once
         try:
-            self._send(proc, frame(req.encode()))
-            payload = await self._await_reply(timeout)
+            payload = await fut
         except TimeoutError:  # before OSError: it is one
             await self.kill()
             self._on_restart()
             raise
         except (OSError, EOFError) as exc:
-            code = await self._reap(proc)
+            code = await self._reap(pipe)
             raise EOFError(f"the sandbox child ended ({code})") from exc
         return Reply.decode(payload)
 
-    async def _reap(self, proc: subprocess.Popen[bytes]) -> int | None:
-        self._unwatch(proc)
-        try:
-            code = await asyncio.wait_for(asyncio.to_thread(proc.wait), 5)
-        except TimeoutError:
-            proc.kill()
-            code = await asyncio.to_thread(proc.wait)
-        _close(proc)
-        self.proc = None
+    async def _reap(self, pipe: ChildPipe) -> int | None:
+        code = await pipe.wait(5)
+        pipe.close()
+        self.pipe = None
         self.held.clear()
         self._on_restart()
         return code
-
-
-def _close(proc: subprocess.Popen[bytes]) -> None:
-    for f in (proc.stdin, proc.stdout):
-        if f is not None:
-            with contextlib.suppress(OSError):
-                f.close()
 
 
 class Sandbox:

@@ -129,6 +129,22 @@ def cli_module(root: Path) -> str:
     raise RuntimeError(f"{root} has none of {', '.join(CLI_MODULES)}: not a Colony source tree")
 
 
+def colony_args(root: Path) -> list[str]:
+    """:data:`COLONY_ARGS` that the command line of source tree ``root`` knows (a baseline from
+    before a limit existed is run without it: it had no such limit to lift). A flag is known when
+    its setting is named in the tree's ``relay/ops/cli_settings.py`` (every tree has it since
+    the settings became flags); without that file every flag is passed."""
+    settings = root / "relay" / "ops" / "cli_settings.py"
+    if not settings.is_file():
+        return list(COLONY_ARGS)
+    text = settings.read_text()
+    out: list[str] = []
+    for flag, value in zip(COLONY_ARGS[::2], COLONY_ARGS[1::2], strict=True):
+        if f'"{flag[2:].replace("-", "_")}"' in text:
+            out += [flag, value]
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # servers under test
 # ---------------------------------------------------------------------------------------
@@ -157,7 +173,7 @@ class ServerProc:
                 base = [sys.executable, str(HERE / "colony_diag_server.py")]
             data = self.workdir / ("data" if self.name == self.system else f"data-{self.name}")
             return [*base, "serve", "--host", "127.0.0.1", "--port", "0", "--data", str(data),
-                    "--log-level", "warning", *COLONY_ARGS, *self.extra_args]
+                    "--log-level", "warning", *colony_args(self.code_dir), *self.extra_args]
         return [sys.executable, str(HERE / "pycrdt_ws_server.py"), "--host", "127.0.0.1", "--port", "0"]
 
     def start(self, timeout: float = 60.0) -> None:

@@ -17,18 +17,24 @@ checked either way; the child is then started again (at most once per ``RESTART_
 The same child signs the receipts of the records a feed's worker seals (:meth:`Verifier.sign`,
 about 15 µs each): the worker seals a batch unsigned (the hash chain does not depend on the
 signatures), has them signed here while the Yjs sandbox checks the batch, and puts them on the
-records before the append. The child gets the relay's seed as its first request, over its pipe.
+records before the append. The child gets the relay's seed as its first request, over its pipe
+(``collab.childpipe``, the channel the Yjs sandbox's children use too).
+
+On a quiet relay a request of one item (a check, or a receipt to sign) at least ``LONE_GAP``
+after the previous request of its kind is done in-process (``Verifier._lone``): the round trip
+to a child woken from idle costs the event loop about what the operation costs, and the child
+as much again (docs/design.md, "Sequencing").
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import subprocess
 import sys
 from collections import deque
 from typing import Any
 
+from collab.childpipe import ChildPipe
 from collab.events import Event
 from collab.keys import Keypair, verify
 
@@ -37,6 +43,7 @@ from relay.core.verifier_child import LEN, READY
 log = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0  # seconds between two starts of the child
+LONE_GAP = 0.001  # a single check or signature this long after the previous one is made in-process
 Batch = list[tuple[Event, bytes, "asyncio.Future[bool]"]]
 
 
@@ -58,17 +65,18 @@ class Verifier:
         self.key = key  # the relay's key: receipts to sign (None: no signing here)
         self._signs: deque[tuple[list[bytes], asyncio.Future[list[bytes]]]] = deque()
         self.local_batches = 0  # batches checked in-process (the child not ready, gone or late)
+        self.lone_gap = LONE_GAP
+        self.lone = 0  # single checks or signatures made in-process on a quiet relay (_lone)
+        self._prev: dict[bytes, float] = {}  # kind -> when the previous request of it was made
         self.restarts = 0
         self._queue: Batch = []
         self._inflight: deque[tuple[bytes, Any]] = deque()  # (request kind, what it answers)
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._pipe: ChildPipe | None = None
         self._ready = False
         self.up = asyncio.Event()  # set while the child answers (it said it is ready)
         self.down = asyncio.Event()  # set once a child was lost, until the next one is ready
         self._closed = False
         self._next_start = 0.0
-        self._buf = b""
-        self._out = b""
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -96,7 +104,7 @@ class Verifier:
         if self._inflight and self._ready:  # one request at a time: what queues meanwhile goes
             return                          # as the next one, when this one is answered
         if not self._ready:
-            if self.enabled and not self._closed and self._proc is None and (self._queue or self._signs):
+            if self.enabled and not self._closed and self._pipe is None and (self._queue or self._signs):
                 self._start()
             while self._signs:
                 self._sign_here(*self._signs.popleft())
@@ -104,17 +112,42 @@ class Verifier:
             if batch:
                 self._here(batch)
             return
+        now = self._loop.time() if self._loop is not None else 0.0
         if self._signs:  # a worker waits for these: first
             receipts, fut = self._signs.popleft()
-            self._request(b"S", (receipts, fut), b"".join(LEN.pack(len(r)) + r for r in receipts))
-            return
+            if self._lone(b"S", len(receipts), now):
+                self._sign_here(receipts, fut)
+            else:
+                self._request(b"S", (receipts, fut), b"".join(LEN.pack(len(r)) + r for r in receipts))
+                return
         batch, self._queue = self._queue, []
-        if batch:
-            self._request(b"V", batch, b"".join(_item(ev, signed) for ev, signed, _ in batch))
+        if not batch:
+            return
+        if self._lone(b"V", len(batch), now):
+            ev, signed, vfut = batch[0]
+            if not vfut.done():
+                vfut.set_result(check_here(ev, signed))
+            return
+        self._request(b"V", batch, b"".join(_item(ev, signed) for ev, signed, _ in batch))
+
+    def _lone(self, kind: bytes, n: int, now: float) -> bool:
+        """Whether a request of ``n`` items is done here rather than in the child: a single item
+        at least ``lone_gap`` s after the previous request of its kind (a quiet relay). Its round
+        trip costs the event loop about what the operation costs (docs/reliability.md, "The
+        channel, and what a check costs") and the child as much again: at a low rate the child
+        only adds CPU; under load requests come closer together and batch."""
+        gap, self._prev[kind] = now - self._prev.get(kind, -1e9), now
+        if n == 1 and gap >= self.lone_gap:
+            self.lone += 1
+            return True
+        return False
 
     def _request(self, kind: bytes, what: Any, body: bytes) -> None:
         self._inflight.append((kind, what))
-        self._send(LEN.pack(len(body) + 1) + kind + body)
+        if self._pipe is None:  # pragma: no cover - ready means a pipe
+            self._lost("it has no input")
+            return
+        self._pipe.send(kind + body)  # a failure: _lost, at once
         self._arm()
 
     def _here(self, batch: Batch) -> None:
@@ -174,118 +207,45 @@ class Verifier:
             return
         self._next_start = loop.time() + RESTART_DELAY
         try:  # a vfork/exec, as the Yjs sandbox starts its children; the argv is ours
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "relay.core.verifier_child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+            self._pipe = ChildPipe([sys.executable, "-m", "relay.core.verifier_child"], self._answer, self._lost)
         except OSError:
             log.warning("could not start the signature verifier; checking signatures in-process", exc_info=True)
             return
-        if proc.stdin is None or proc.stdout is None:  # pragma: no cover - PIPE gives both
-            proc.kill()
-            return
-        os.set_blocking(proc.stdin.fileno(), False)
-        os.set_blocking(proc.stdout.fileno(), False)
-        self._proc, self._buf, self._out = proc, b"", b""
-        loop.add_reader(proc.stdout.fileno(), self._readable, proc)
         if self.key is not None:  # its first request, answered once it is ready
             self._inflight.append((b"K", None))
-            self._send(LEN.pack(33) + b"K" + self.key.seed)
+            self._pipe.send(b"K" + self.key.seed)
 
-    def _readable(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc is not self._proc or proc.stdout is None:
-            return
-        try:
-            data = os.read(proc.stdout.fileno(), 1 << 16)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if not data:
-            self._lost("it ended")
-            return
-        buf = self._buf + data
-        while len(buf) >= 4:
-            (n,) = LEN.unpack_from(buf)
-            if len(buf) < 4 + n:
-                break
-            payload, buf = buf[4:4 + n], buf[4 + n:]
-            self._buf = buf
-            self._answer(payload)
-            if proc is not self._proc:  # lost meanwhile
-                return
-        self._buf = buf
-
-    def _send(self, data: bytes) -> None:
-        proc = self._proc
-        if proc is None or proc.stdin is None or self._loop is None:
-            self._lost("it has no input")
-            return
-        if self._out:
-            self._out += data
-            return
-        try:
-            n = os.write(proc.stdin.fileno(), data)
-        except BlockingIOError:
-            n = 0
-        except OSError:
-            self._lost("it stopped reading")
-            return
-        self._out = data[n:]
-        if self._out:
-            self._loop.add_writer(proc.stdin.fileno(), self._writable, proc)
-
-    def _writable(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc is not self._proc or proc.stdin is None or self._loop is None:
-            return
-        try:
-            self._out = self._out[os.write(proc.stdin.fileno(), self._out):]
-        except BlockingIOError:
-            return
-        except OSError:
-            self._lost("it stopped reading")
-            return
-        if not self._out:
-            self._loop.remove_writer(proc.stdin.fileno())
+    @property
+    def _proc(self) -> subprocess.Popen[bytes] | None:
+        return None if self._pipe is None else self._pipe.proc
 
     def _lost(self, why: str) -> None:
         """The child is unusable: check what it was asked in-process, drop it (started again on
         a later batch)."""
-        proc, self._proc, self._ready = self._proc, None, False
+        pipe, self._pipe, self._ready = self._pipe, None, False
         self.up.clear()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if proc is not None:
+        if pipe is not None:
             self.down.set()
             if not self._closed:
                 log.warning("the signature verifier child is gone (%s); checking in-process meanwhile", why)
                 self.restarts += 1
-            self._drop(proc)
+            pipe.close()
         while self._inflight:
             self._redo_here(*self._inflight.popleft())
         if self._queue or self._signs:  # held back behind the request in flight
             self._flush()
 
-    def _drop(self, proc: subprocess.Popen[bytes]) -> None:
-        if self._loop is not None:
-            for f in (proc.stdout, proc.stdin):
-                if f is not None and not f.closed:
-                    self._loop.remove_reader(f.fileno())
-                    self._loop.remove_writer(f.fileno())
-        if proc.poll() is None:
-            proc.kill()
-        for f in (proc.stdin, proc.stdout):
-            if f is not None:
-                f.close()
-        self._out = b""
-
     async def close(self) -> None:
         """Answer what is pending (in-process) and stop the child."""
         self._closed = True
-        proc = self._proc
+        pipe = self._pipe
         self._lost("closing")
         self._flush()
-        if proc is not None:
-            await asyncio.to_thread(proc.wait)
+        if pipe is not None:
+            await pipe.wait()
 
 
 __all__ = ["Verifier", "check_here"]

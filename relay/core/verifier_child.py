@@ -17,14 +17,13 @@ it (the parent then does the batch itself).
 """
 from __future__ import annotations
 
-import os
-import struct
 import sys
 
+from collab import childpipe
+from collab.childpipe import LEN
 from collab.keys import Keypair, verify
 
 READY = b"ready"
-LEN = struct.Struct(">I")
 
 
 def check_batch(payload: bytes) -> bytes:
@@ -63,28 +62,15 @@ def handle(request: bytes, key: Keypair | None) -> tuple[bytes, Keypair | None]:
     raise ValueError(f"unknown request {op!r}")
 
 
-def _write(fd: int, payload: bytes) -> None:
-    out = LEN.pack(len(payload)) + payload
-    while out:
-        out = out[os.write(fd, out):]
-
-
 def serve(stdin: int, stdout: int) -> None:
-    _write(stdout, READY)
-    buf = b""
     key: Keypair | None = None
-    while True:
-        data = os.read(stdin, 1 << 20)
-        if not data:
-            return
-        buf += data
-        while len(buf) >= 4:
-            (n,) = LEN.unpack_from(buf)
-            if len(buf) < 4 + n:
-                break
-            payload, buf = buf[4:4 + n], buf[4 + n:]
-            reply, key = handle(payload, key)
-            _write(stdout, reply)
+
+    def answer(payload: bytes) -> bytes:
+        nonlocal key
+        reply, key = handle(payload, key)
+        return reply
+
+    childpipe.serve(stdin, stdout, answer, READY)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from collab.namespaces.doc import DocState
-from collab.sandbox import BAD, OK, PANIC, Checker, FrameBuffer, Reply, Request, frame
+from collab.sandbox import BAD, OK, PANIC, Checker, Reply, Request
 
 from tests.collab.yjs_inputs import crashers, edits
 
@@ -26,17 +26,6 @@ def test_request_round_trip(feed: str, tag: tuple[int, int], updates: list[bytes
 def test_reply_round_trip(kind: str, verdicts: list[int], reason: str) -> None:
     rep = {"miss": Reply(miss=True), "split": Reply(split=True)}.get(kind) or Reply(False, verdicts, reason)
     assert Reply.decode(rep.encode()) == rep
-
-
-@given(st.lists(st.binary(max_size=30), max_size=6), st.data())
-def test_frames_survive_any_split(payloads: list[bytes], data: st.DataObject) -> None:
-    stream = b"".join(frame(p) for p in payloads)
-    cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=5)))
-    buf, got, prev = FrameBuffer(), [], 0
-    for c in [*cuts, len(stream)]:
-        got += buf.feed(stream[prev:c])
-        prev = c
-    assert got == payloads
 
 
 def _relay_state(*updates: bytes) -> DocState:

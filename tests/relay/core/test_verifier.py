@@ -90,3 +90,25 @@ async def test_the_child_signs_receipts_with_the_relay_key() -> None:
         assert await v.sign(receipts) == here  # in-process while it is gone
     finally:
         await v.close()
+
+
+async def test_on_a_quiet_relay_a_lone_check_or_signature_is_made_here() -> None:
+    relay = Keypair.from_seed(b"R" * 32)
+    items = batch(3)
+    v = Verifier(key=relay)
+    try:
+        await wait_ready(v)
+        local, lone = v.local_batches, v.lone
+        v.lone_gap = float("inf")  # requests always come close together: everything to the child
+        assert await answers(v, items[:1]) == [True]
+        assert await v.sign([b"r"]) == [relay.sign(b"r")]
+        assert v.lone == lone
+        v.lone_gap = 0.0  # a quiet relay: a single item is done here, a batch still goes
+        assert await answers(v, items[2:]) == [False]
+        assert await v.sign([b"r"]) == [relay.sign(b"r")]
+        assert v.lone == lone + 2
+        assert await answers(v, items) == [good for _, _, good in items]
+        assert await v.sign([b"r", b"s"]) == [relay.sign(b"r"), relay.sign(b"s")]
+        assert v.lone == lone + 2 and v.local_batches == local and v.restarts == 0
+    finally:
+        await v.close()
