@@ -25,7 +25,6 @@ import time
 from collections import deque
 from typing import Any, TYPE_CHECKING
 
-from pycrdt import merge_updates
 from starlette.websockets import WebSocket
 
 from collab.canonical import canonical
@@ -57,6 +56,7 @@ READ_ONLY = ("read-only: this relay records edits from Yjs clients only with a w
 EXPIRED = "the write capability has expired: edits are no longer recorded"
 DENIED_EVERY = 1.0      # seconds between two permission-denied messages to one connection
 LOG_EVERY = 10.0        # seconds between two log lines for the same reason and connection
+MAX_CHUNK = 32          # a writer's edits submitted together (one event each; the worker batches 64)
 
 
 # -- the events a writer's edits become ------------------------------------------------------
@@ -198,14 +198,13 @@ class YjsConnection:
             elif isinstance(action, Dropped):
                 self.note(action.reason)
 
-    async def _vetted(self, updates: list[bytes], merge: bool = False) -> bool:
+    async def _vetted(self, updates: list[bytes]) -> bool:
         """Whether the Yjs engine takes ``updates`` (decode, apply, merge), asked of the sandbox on a
-        blank document, before this process runs yrs on them (the feed's worker checks them again
-        on the document before they are stored). ``merge``: only what this process will run on
-        them, ``merge_updates(*updates)`` (a merge probe: no document, far cheaper). A refusal
-        closes the connection (4400)."""
+        blank document, before this process runs yrs on them (a sync step 2, which ``Room.novel``
+        diffs against the document; the feed's worker checks what is recorded again on the
+        document before it is stored). A refusal closes the connection (4400)."""
         sandbox = self.service.relay.hub.sandbox
-        verdicts = await sandbox.check(self.feed, (next(_PROBES), 0), updates, lambda: b"", keep=False, merge=merge)
+        verdicts = await sandbox.check(self.feed, (next(_PROBES), 0), updates, lambda: b"", keep=False)
         bad = next((v for v in verdicts if not v.ok), None)
         if bad is None:
             return True
@@ -273,57 +272,61 @@ class YjsConnection:
             self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name=f"yjs-write:{self.feed}")
 
     async def _write_loop(self) -> None:
-        """Record queued edits, one event at a time; what arrives meanwhile is merged into the
-        next event (at most one event of this connection in flight)."""
+        """Record queued edits, one chunk at a time: the edits queued when the previous chunk was
+        answered go as one event each, submitted together, so the feed's worker takes them in one
+        batch and the Yjs sandbox checks them in one round trip, on the document, before anything
+        stores or folds them (this process runs no engine on them: they are signed as they came).
+        At most one chunk of this connection is in flight."""
         relay = self.service.relay
+        hub = relay.hub
         if self._events is None:  # _write started this loop, and it checked
             raise RuntimeError("recording edits needs a write capability")
-        events = self._events
+        events, me = self._events, hub.relay_key.public_hex
         while self._writes:
             chunk = [self._writes.popleft()]
             size = len(chunk[0])
-            while self._writes and size + len(self._writes[0]) <= self._budget:
+            while self._writes and len(chunk) < MAX_CHUNK and size + len(self._writes[0]) <= self._budget:
                 size += len(self._writes[0])
                 chunk.append(self._writes.popleft())
             self._write_bytes -= size
-            # several edits are merged here (yrs in this process): the sandbox merges them first (a
-            # merge probe: the one call this process runs on them). A single edit goes as it is: the
-            # feed's worker has the sandbox check it on the document before anything folds it, so
-            # one round trip, not two (the usual case at moderate load)
-            if len(chunk) > 1 and not await self._vetted(chunk, merge=True):
-                return
-            update = chunk[0]
-            if len(chunk) > 1:
-                merged = merge_updates(*chunk)
-                if len(merged) <= self._budget:
-                    update = merged
-                else:  # merging grew it past the budget (rare): record the pieces one by one
-                    self._writes.extendleft(reversed(chunk[1:]))
-                    self._write_bytes += size - len(chunk[0])
-            await relay.ip_limiter.acquire(self.ip)
+            answers = []
+            for update in chunk:
+                if not relay.ip_limiter.allow(self.ip):
+                    await relay.ip_limiter.acquire(self.ip)
+                rt = hub.feeds.get(self.feed) or await hub.runtime(self.feed)
+                answers.append(hub.submit(events.create(update, rt.seq), me))  # routed by the hub
             try:
-                rt = relay.hub.feeds.get(self.feed) or await relay.hub.runtime(self.feed)
-                ev = events.create(update, rt.seq)
-                await relay.hub.publish(ev, relay.hub.relay_key.public_hex)  # the hub routes it (here, or to its home)
+                for answer in answers:
+                    await answer
             except Unauthorized as exc:  # e.g. the capability expired before the event was made
                 log.info("yjs edit to %s refused: %s", self.feed, exc)
                 self.peer.writable = False
-                self._writes.clear()
-                self._write_bytes = 0
+                self._stop_writing(answers)
                 self.send(permission_denied(f"edit refused: {exc}"))
                 return
             except InvalidEvent as exc:  # the feed's worker had the sandbox refuse it on the document
                 log.warning("yjs edit to %s from %s refused: %s", self.feed, self.ip, exc)
-                self._writes.clear()
-                self._write_bytes = 0
+                self._stop_writing(answers)
                 self.out.close(CLOSE_MALFORMED, "malformed y-protocol message: the update was refused by the engine")
                 return
             except Exception as exc:
                 log.warning("recording a yjs edit to %s failed: %r", self.feed, exc, exc_info=True)
-                self._writes.clear()
-                self._write_bytes = 0
+                self._stop_writing(answers)
                 self.out.close(CLOSE_INTERNAL, "the relay could not record an edit; reconnect to resync")
                 return
+
+    def _stop_writing(self, answers: list[asyncio.Future[tuple[int, bool]]]) -> None:
+        """After a refused edit: drop the queued ones (the connection closes or turns read-only);
+        the chunk's later edits are answered on their own (each was checked on the document)."""
+        self._writes.clear()
+        self._write_bytes = 0
+        for answer in answers:
+            answer.add_done_callback(_consume)
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()  # retrieved: the first refusal of the chunk was answered already
 
 
 # -- the endpoint ----------------------------------------------------------------------------
