@@ -102,7 +102,10 @@ class YjsConnection:
         self._writes: deque[bytes] = deque()
         self._write_bytes = 0
         self._initials: set[asyncio.Task[None]] = set()  # sync steps 2 being vetted
-        self._writer: asyncio.Task[None] | None = None
+        self._answers: list[asyncio.Future[tuple[int, bool]]] = []  # the chunk of edits in flight
+        self._unanswered = 0
+        self._waiting: asyncio.Task[None] | None = None  # for the IP's rate, or for the feed to load
+        self._paid = False  # the next edit's rate token was taken (by acquire)
         self._denied_at = float("-inf")
         self._logged: dict[str, float] = {}
         self._expiry: asyncio.TimerHandle | None = None
@@ -268,65 +271,100 @@ class YjsConnection:
         if self._write_bytes > self.config.yjs.max_queued_write_bytes:
             self.out.close(CLOSE_TRY_LATER, "edits arrive faster than the relay can record them")
             return
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name=f"yjs-write:{self.feed}")
+        self._pump()
 
-    async def _write_loop(self) -> None:
-        """Record queued edits, one chunk at a time: the edits queued when the previous chunk was
-        answered go as one event each, submitted together, so the feed's worker takes them in one
-        batch and the Yjs sandbox checks them in one round trip, on the document, before anything
-        stores or folds them (this process runs no engine on them: they are signed as they came).
-        At most one chunk of this connection is in flight."""
-        relay = self.service.relay
+    def _pump(self) -> None:
+        """Submit the next chunk of queued edits unless one is in flight: the edits queued while the
+        previous chunk was recorded, one event each, submitted together, so the feed's worker takes
+        them in one batch and the Yjs sandbox checks them in one round trip, on the document, before
+        anything stores or folds them (this process runs no engine on them: they are signed as they
+        came). Done in callbacks, not a task per chunk (at moderate load every edit is a chunk); a
+        task only waits for the IP's rate or for the feed to load."""
+        if self._answers or self._waiting is not None or not self._writes:
+            return
+        relay, events = self.service.relay, self._events
         hub = relay.hub
-        if self._events is None:  # _write started this loop, and it checked
+        if events is None:  # _write called this, and it checked
             raise RuntimeError("recording edits needs a write capability")
-        events, me = self._events, hub.relay_key.public_hex
-        while self._writes:
-            chunk = [self._writes.popleft()]
-            size = len(chunk[0])
-            while self._writes and len(chunk) < MAX_CHUNK and size + len(self._writes[0]) <= self._budget:
-                size += len(self._writes[0])
-                chunk.append(self._writes.popleft())
-            self._write_bytes -= size
-            answers = []
-            for update in chunk:
-                if not relay.ip_limiter.allow(self.ip):
-                    await relay.ip_limiter.acquire(self.ip)
-                rt = hub.feeds.get(self.feed) or await hub.runtime(self.feed)
+        rt = hub.feeds.get(self.feed)
+        if rt is None:
+            self._wait(hub.runtime(self.feed), False)
+            return
+        me, limiter, size = hub.relay_key.public_hex, relay.ip_limiter, 0
+        answers: list[asyncio.Future[tuple[int, bool]]] = []
+        try:
+            while self._writes and len(answers) < MAX_CHUNK and (
+                    not answers or size + len(self._writes[0]) <= self._budget):
+                if self._paid:
+                    self._paid = False
+                elif not limiter.allow(self.ip):
+                    if not answers:  # over the IP's publish rate: wait for a token (the edits wait queued)
+                        self._wait(limiter.acquire(self.ip), True)
+                        return
+                    break
+                update = self._writes.popleft()
+                size += len(update)
                 answers.append(hub.submit(events.create(update, rt.seq), me))  # routed by the hub
-            try:
-                for answer in answers:
-                    await answer
-            except Unauthorized as exc:  # e.g. the capability expired before the event was made
-                log.info("yjs edit to %s refused: %s", self.feed, exc)
-                self.peer.writable = False
-                self._stop_writing(answers)
-                self.send(permission_denied(f"edit refused: {exc}"))
-                return
-            except InvalidEvent as exc:  # the feed's worker had the sandbox refuse it on the document
-                log.warning("yjs edit to %s from %s refused: %s", self.feed, self.ip, exc)
-                self._stop_writing(answers)
-                self.out.close(CLOSE_MALFORMED, "malformed y-protocol message: the update was refused by the engine")
-                return
-            except Exception as exc:
-                log.warning("recording a yjs edit to %s failed: %r", self.feed, exc, exc_info=True)
-                self._stop_writing(answers)
-                self.out.close(CLOSE_INTERNAL, "the relay could not record an edit; reconnect to resync")
-                return
+        except Exception:  # a bug
+            log.warning("recording a yjs edit to %s failed", self.feed, exc_info=True)
+            self._broke()
+        self._write_bytes -= size
+        self._answers, self._unanswered = answers, len(answers)
+        for answer in answers:
+            answer.add_done_callback(self._answered)
 
-    def _stop_writing(self, answers: list[asyncio.Future[tuple[int, bool]]]) -> None:
+    def _wait(self, until: Any, paid: bool) -> None:
+        async def run() -> None:
+            try:
+                await until
+            except Exception:  # the feed could not be loaded
+                log.warning("recording a yjs edit to %s failed", self.feed, exc_info=True)
+                self._broke()
+                return
+            finally:
+                self._waiting = None
+            self._paid = paid  # acquire took the token of the next edit
+            self._pump()
+
+        self._waiting = asyncio.get_running_loop().create_task(run(), name=f"yjs-write:{self.feed}")
+
+    def _answered(self, _fut: asyncio.Future[tuple[int, bool]]) -> None:
+        self._unanswered -= 1
+        if self._unanswered:
+            return
+        answers, self._answers = self._answers, []
+        for answer in answers:  # the first refusal, in the order the edits came
+            if answer.cancelled():  # the relay is shutting down
+                self._stop_writing()
+                return
+            exc = answer.exception()
+            if exc is not None:
+                self._failed(exc)
+                return
+        self._pump()
+
+    def _failed(self, exc: BaseException) -> None:
+        self._stop_writing()
+        if isinstance(exc, Unauthorized):  # e.g. the capability expired before the event was made
+            log.info("yjs edit to %s refused: %s", self.feed, exc)
+            self.peer.writable = False
+            self.send(permission_denied(f"edit refused: {exc}"))
+        elif isinstance(exc, InvalidEvent):  # the feed's worker had the sandbox refuse it on the document
+            log.warning("yjs edit to %s from %s refused: %s", self.feed, self.ip, exc)
+            self.out.close(CLOSE_MALFORMED, "malformed y-protocol message: the update was refused by the engine")
+        else:
+            log.warning("recording a yjs edit to %s failed: %r", self.feed, exc, exc_info=exc)
+            self._broke()
+
+    def _broke(self) -> None:
+        self._stop_writing()
+        self.out.close(CLOSE_INTERNAL, "the relay could not record an edit; reconnect to resync")
+
+    def _stop_writing(self) -> None:
         """After a refused edit: drop the queued ones (the connection closes or turns read-only);
-        the chunk's later edits are answered on their own (each was checked on the document)."""
+        the chunk's later edits were answered on their own (each was checked on the document)."""
         self._writes.clear()
         self._write_bytes = 0
-        for answer in answers:
-            answer.add_done_callback(_consume)
-
-
-def _consume(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()  # retrieved: the first refusal of the chunk was answered already
 
 
 # -- the endpoint ----------------------------------------------------------------------------
