@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .common import CLK_TCK, COLONY, COLONY_ARGS, HERE, RESULTS_DIR, ROOM, ROOT
+from .common import CLK_TCK, COLONY, HERE, RESULTS_DIR, ROOM, ROOT, colony_args
 
 #: where the colony command line lives in a source tree, newest layout first
 CLI_MODULES = ("relay.ops.cli", "relay.cli")
@@ -157,7 +157,7 @@ class ServerProc:
                 base = [sys.executable, str(HERE / "colony_diag_server.py")]
             data = self.workdir / ("data" if self.name == self.system else f"data-{self.name}")
             return [*base, "serve", "--host", "127.0.0.1", "--port", "0", "--data", str(data),
-                    "--log-level", "warning", *COLONY_ARGS, *self.extra_args]
+                    "--log-level", "warning", *colony_args(self.code_dir), *self.extra_args]
         return [sys.executable, str(HERE / "pycrdt_ws_server.py"), "--host", "127.0.0.1", "--port", "0"]
 
     def start(self, timeout: float = 60.0) -> None:
