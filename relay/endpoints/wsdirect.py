@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover - both ship with the install
     WebSocketsSansIOProtocol = None  # type: ignore[assignment,misc]
     State = None  # type: ignore[assignment,misc]
 
+_OPEN = State.OPEN if State is not None else None
 SCOPE_KEY = "colony.raw_send"
 _LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() drops unsent bytes and sends RST
 
@@ -87,11 +88,15 @@ class DirectWriter:
     """Writes pre-framed messages to one accepted WebSocket's transport when safe, and is the
     outbox's handle on the socket (buffered bytes, writability, abort)."""
 
-    __slots__ = ("_proto", "frames_ok")
+    __slots__ = ("_closing", "_conn", "_proto", "_writable", "_write", "frames_ok")
 
     def __init__(self, proto: Any, frames_ok: bool = True) -> None:
         self._proto = proto
         self.frames_ok = frames_ok  # no extension: a shared frame is exactly what the server would send
+        # bound once: a room's broadcast calls write for every client (about 0.5 µs saved each)
+        transport = proto.transport
+        self._write, self._closing = transport.write, transport.is_closing
+        self._writable, self._conn = proto.writable.is_set, proto.conn
 
     @classmethod
     def of(cls, websocket: Any) -> DirectWriter | None:
@@ -110,12 +115,9 @@ class DirectWriter:
 
     def write(self, frame: bytes) -> bool:
         p = self._proto
-        if p.disconnected or p.close_sent or not p.writable.is_set() or p.conn.state is not State.OPEN:
+        if p.disconnected or p.close_sent or not self._writable() or self._conn.state is not _OPEN or self._closing():
             return False
-        transport = p.transport
-        if transport.is_closing():
-            return False
-        transport.write(frame)
+        self._write(frame)
         return True
 
     def force_close(self, code: int, reason: str) -> bool:

@@ -25,7 +25,6 @@ import time
 from collections import deque
 from typing import Any, TYPE_CHECKING
 
-from pycrdt import merge_updates
 from starlette.websockets import WebSocket
 
 from collab.canonical import canonical
@@ -57,6 +56,7 @@ READ_ONLY = ("read-only: this relay records edits from Yjs clients only with a w
 EXPIRED = "the write capability has expired: edits are no longer recorded"
 DENIED_EVERY = 1.0      # seconds between two permission-denied messages to one connection
 LOG_EVERY = 10.0        # seconds between two log lines for the same reason and connection
+MAX_CHUNK = 32          # a writer's edits submitted together (one event each; the worker batches 64)
 
 
 # -- the events a writer's edits become ------------------------------------------------------
@@ -102,7 +102,10 @@ class YjsConnection:
         self._writes: deque[bytes] = deque()
         self._write_bytes = 0
         self._initials: set[asyncio.Task[None]] = set()  # sync steps 2 being vetted
-        self._writer: asyncio.Task[None] | None = None
+        self._answers: list[asyncio.Future[tuple[int, bool]]] = []  # the chunk of edits in flight
+        self._unanswered = 0
+        self._waiting: asyncio.Task[None] | None = None  # for the IP's rate, or for the feed to load
+        self._paid = False  # the next edit's rate token was taken (by acquire)
         self._denied_at = float("-inf")
         self._logged: dict[str, float] = {}
         self._expiry: asyncio.TimerHandle | None = None
@@ -198,14 +201,13 @@ class YjsConnection:
             elif isinstance(action, Dropped):
                 self.note(action.reason)
 
-    async def _vetted(self, updates: list[bytes], merge: bool = False) -> bool:
+    async def _vetted(self, updates: list[bytes]) -> bool:
         """Whether the Yjs engine takes ``updates`` (decode, apply, merge), asked of the sandbox on a
-        blank document, before this process runs yrs on them (the feed's worker checks them again
-        on the document before they are stored). ``merge``: only what this process will run on
-        them, ``merge_updates(*updates)`` (a merge probe: no document, far cheaper). A refusal
-        closes the connection (4400)."""
+        blank document, before this process runs yrs on them (a sync step 2, which ``Room.novel``
+        diffs against the document; the feed's worker checks what is recorded again on the
+        document before it is stored). A refusal closes the connection (4400)."""
         sandbox = self.service.relay.hub.sandbox
-        verdicts = await sandbox.check(self.feed, (next(_PROBES), 0), updates, lambda: b"", keep=False, merge=merge)
+        verdicts = await sandbox.check(self.feed, (next(_PROBES), 0), updates, lambda: b"", keep=False)
         bad = next((v for v in verdicts if not v.ok), None)
         if bad is None:
             return True
@@ -269,61 +271,100 @@ class YjsConnection:
         if self._write_bytes > self.config.yjs.max_queued_write_bytes:
             self.out.close(CLOSE_TRY_LATER, "edits arrive faster than the relay can record them")
             return
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name=f"yjs-write:{self.feed}")
+        self._pump()
 
-    async def _write_loop(self) -> None:
-        """Record queued edits, one event at a time; what arrives meanwhile is merged into the
-        next event (at most one event of this connection in flight)."""
-        relay = self.service.relay
-        if self._events is None:  # _write started this loop, and it checked
+    def _pump(self) -> None:
+        """Submit the next chunk of queued edits unless one is in flight: the edits queued while the
+        previous chunk was recorded, one event each, submitted together, so the feed's worker takes
+        them in one batch and the Yjs sandbox checks them in one round trip, on the document, before
+        anything stores or folds them (this process runs no engine on them: they are signed as they
+        came). Done in callbacks, not a task per chunk (at moderate load every edit is a chunk); a
+        task only waits for the IP's rate or for the feed to load."""
+        if self._answers or self._waiting is not None or not self._writes:
+            return
+        relay, events = self.service.relay, self._events
+        hub = relay.hub
+        if events is None:  # _write called this, and it checked
             raise RuntimeError("recording edits needs a write capability")
-        events = self._events
-        while self._writes:
-            chunk = [self._writes.popleft()]
-            size = len(chunk[0])
-            while self._writes and size + len(self._writes[0]) <= self._budget:
-                size += len(self._writes[0])
-                chunk.append(self._writes.popleft())
-            self._write_bytes -= size
-            # several edits are merged here (yrs in this process): the sandbox merges them first (a
-            # merge probe: the one call this process runs on them). A single edit goes as it is: the
-            # feed's worker has the sandbox check it on the document before anything folds it, so
-            # one round trip, not two (the usual case at moderate load)
-            if len(chunk) > 1 and not await self._vetted(chunk, merge=True):
-                return
-            update = chunk[0]
-            if len(chunk) > 1:
-                merged = merge_updates(*chunk)
-                if len(merged) <= self._budget:
-                    update = merged
-                else:  # merging grew it past the budget (rare): record the pieces one by one
-                    self._writes.extendleft(reversed(chunk[1:]))
-                    self._write_bytes += size - len(chunk[0])
-            await relay.ip_limiter.acquire(self.ip)
+        rt = hub.feeds.get(self.feed)
+        if rt is None:
+            self._wait(hub.runtime(self.feed), False)
+            return
+        me, limiter, size = hub.relay_key.public_hex, relay.ip_limiter, 0
+        answers: list[asyncio.Future[tuple[int, bool]]] = []
+        try:
+            while self._writes and len(answers) < MAX_CHUNK and (
+                    not answers or size + len(self._writes[0]) <= self._budget):
+                if self._paid:
+                    self._paid = False
+                elif not limiter.allow(self.ip):
+                    if not answers:  # over the IP's publish rate: wait for a token (the edits wait queued)
+                        self._wait(limiter.acquire(self.ip), True)
+                        return
+                    break
+                update = self._writes.popleft()
+                size += len(update)
+                answers.append(hub.submit(events.create(update, rt.seq), me))  # routed by the hub
+        except Exception:  # a bug
+            log.warning("recording a yjs edit to %s failed", self.feed, exc_info=True)
+            self._broke()
+        self._write_bytes -= size
+        self._answers, self._unanswered = answers, len(answers)
+        for answer in answers:
+            answer.add_done_callback(self._answered)
+
+    def _wait(self, until: Any, paid: bool) -> None:
+        async def run() -> None:
             try:
-                rt = relay.hub.feeds.get(self.feed) or await relay.hub.runtime(self.feed)
-                ev = events.create(update, rt.seq)
-                await relay.hub.publish(ev, relay.hub.relay_key.public_hex)  # the hub routes it (here, or to its home)
-            except Unauthorized as exc:  # e.g. the capability expired before the event was made
-                log.info("yjs edit to %s refused: %s", self.feed, exc)
-                self.peer.writable = False
-                self._writes.clear()
-                self._write_bytes = 0
-                self.send(permission_denied(f"edit refused: {exc}"))
+                await until
+            except Exception:  # the feed could not be loaded
+                log.warning("recording a yjs edit to %s failed", self.feed, exc_info=True)
+                self._broke()
                 return
-            except InvalidEvent as exc:  # the feed's worker had the sandbox refuse it on the document
-                log.warning("yjs edit to %s from %s refused: %s", self.feed, self.ip, exc)
-                self._writes.clear()
-                self._write_bytes = 0
-                self.out.close(CLOSE_MALFORMED, "malformed y-protocol message: the update was refused by the engine")
+            finally:
+                self._waiting = None
+            self._paid = paid  # acquire took the token of the next edit
+            self._pump()
+
+        self._waiting = asyncio.get_running_loop().create_task(run(), name=f"yjs-write:{self.feed}")
+
+    def _answered(self, _fut: asyncio.Future[tuple[int, bool]]) -> None:
+        self._unanswered -= 1
+        if self._unanswered:
+            return
+        answers, self._answers = self._answers, []
+        for answer in answers:  # the first refusal, in the order the edits came
+            if answer.cancelled():  # the relay is shutting down
+                self._stop_writing()
                 return
-            except Exception as exc:
-                log.warning("recording a yjs edit to %s failed: %r", self.feed, exc, exc_info=True)
-                self._writes.clear()
-                self._write_bytes = 0
-                self.out.close(CLOSE_INTERNAL, "the relay could not record an edit; reconnect to resync")
+            exc = answer.exception()
+            if exc is not None:
+                self._failed(exc)
                 return
+        self._pump()
+
+    def _failed(self, exc: BaseException) -> None:
+        self._stop_writing()
+        if isinstance(exc, Unauthorized):  # e.g. the capability expired before the event was made
+            log.info("yjs edit to %s refused: %s", self.feed, exc)
+            self.peer.writable = False
+            self.send(permission_denied(f"edit refused: {exc}"))
+        elif isinstance(exc, InvalidEvent):  # the feed's worker had the sandbox refuse it on the document
+            log.warning("yjs edit to %s from %s refused: %s", self.feed, self.ip, exc)
+            self.out.close(CLOSE_MALFORMED, "malformed y-protocol message: the update was refused by the engine")
+        else:
+            log.warning("recording a yjs edit to %s failed: %r", self.feed, exc, exc_info=exc)
+            self._broke()
+
+    def _broke(self) -> None:
+        self._stop_writing()
+        self.out.close(CLOSE_INTERNAL, "the relay could not record an edit; reconnect to resync")
+
+    def _stop_writing(self) -> None:
+        """After a refused edit: drop the queued ones (the connection closes or turns read-only);
+        the chunk's later edits were answered on their own (each was checked on the document)."""
+        self._writes.clear()
+        self._write_bytes = 0
 
 
 # -- the endpoint ----------------------------------------------------------------------------

@@ -198,6 +198,30 @@ async def test_capability_writer_is_recorded_with_author_and_cap(relay: Running,
     assert len(await records(relay, f"doc/{name}")) == 3
 
 
+async def test_a_burst_of_edits_is_recorded_one_event_each_in_order(relay: Running, agents: Agents,
+                                                                    yclients: list[YClient]) -> None:
+    """Edits queued while one is recorded go as one event each, submitted together (one worker
+    batch, one sandbox check): none is lost, merged or reordered, and the log replays."""
+    name, owner = fresh(), Keypair.generate()
+    await agents.doc(name, owner, text="<")
+    cap = Capability.issue(owner, f"doc/{name}", write=True)
+    w = await connect(yclients, relay, name, cap.token())
+    watcher = await connect(yclients, relay, name)
+    await w.wait_text("<")
+    for i in range(20):
+        w.edit(f"{i};")
+    want = "<" + "".join(f"{i};" for i in range(20))
+    await watcher.wait_text(want)
+    recs = await records(relay, f"doc/{name}")
+    assert len(recs) == 21
+    probe = YDoc()
+    for i, rec in enumerate(recs):
+        probe.apply_update(unb64(rec["event"]["body"]["update"]))
+        assert str(probe.get("text", type=Text)) == "<" + "".join(f"{j};" for j in range(i))
+    result = await replay_feed(relay.url, f"doc/{name}")
+    assert result.verified, result.anomalies
+
+
 async def test_writer_reconnect_with_deletions_records_nothing(relay: Running, agents: Agents,
                                                                yclients: list[YClient]) -> None:
     name, owner = fresh(), Keypair.generate()
