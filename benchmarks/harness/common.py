@@ -35,19 +35,6 @@ COLONY_ARGS = [
 ]
 
 
-def colony_args(code_dir: Path) -> list[str]:
-    """COLONY_ARGS without the options the CLI of the tree at ``code_dir`` does not know (a
-    ``--baseline-ref`` from before they existed then runs with its own defaults for them)."""
-    if code_dir == ROOT:
-        return list(COLONY_ARGS)
-    text = "".join(f.read_text(errors="replace") for f in (code_dir / "relay").rglob("*cli*.py"))
-    out: list[str] = []
-    for flag, value in zip(COLONY_ARGS[::2], COLONY_ARGS[1::2], strict=True):
-        if f'"{flag[2:].replace("-", "_")}"' in text:  # the CLI makes a flag of each described setting
-            out += (flag, value)
-    return out
-
-
 @dataclass(frozen=True)
 class Scenario:
     name: str

@@ -15,7 +15,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from .common import CLK_TCK, COLONY, HERE, RESULTS_DIR, ROOM, ROOT, colony_args
+from .common import CLK_TCK, COLONY, COLONY_ARGS, HERE, RESULTS_DIR, ROOM, ROOT
 
 #: where the colony command line lives in a source tree, newest layout first
 CLI_MODULES = ("relay.ops.cli", "relay.cli")
