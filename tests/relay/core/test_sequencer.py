@@ -76,6 +76,8 @@ async def test_a_publish_handed_off_is_answered_with_the_sequencer_s_seq_or_refu
             assert (await publish(ra, Event.create(k, feed, "doc.update", edit)))["seq"] == 1  # A sequences
             ev = Event.create(k, feed, "doc.update", edit, ts=1)
             assert (await publish(rb, ev))["seq"] == 2  # handed to A
+            # answered by its record: B acks once it committed (and sent) it, with no answer from A
+            assert b.relay.hub.feeds[feed].seq == 2 and not b.relay.hub.handoff.inflight  # type: ignore[union-attr]
             again = await rb.request({"t": "pub", "event": ev.to_wire()}, "again", timeout=10)  # A's answer: dup
             assert again["t"] == "ok" and again["seq"] == 2 and again.get("dup") is True, again
             bad = await publish(rb, Event.create(k, feed, "doc.update", {"update": "AAAA"}))  # empty update
