@@ -30,8 +30,9 @@ current lease, so a deposed sequencer can never append):
   unanswered for :data:`STALL` makes the requester ask for the lease again every
   :data:`TICK`: once the dead sequencer's lease lapsed, the requester (or whoever asked
   first) is granted a newer epoch and the waiting publishes are sequenced there (event ids make
-  this idempotent: what the dead process appended comes back ``dup`` with its seq; so does a
-  publish sent again after :data:`RESEND` because its record never reached us). A refusal
+  this idempotent: what the dead process appended comes back ``dup`` with its seq). While the
+  sequencer still holds the lease, the requester reads the feed's log (a stored record whose
+  message was lost answers it) and sends the request again after :data:`RESEND`. A refusal
   because the answering process was deposed meanwhile re-routes the publish the same way.
   Requests unanswered for :data:`GIVE_UP` are answered ``unavailable`` (the SDK retries).
 """
@@ -76,6 +77,8 @@ class Target(Protocol):
     def feed(self) -> str: ...
 
     def enqueue(self, event: Event, session_key: str | None) -> asyncio.Future[Answer]: ...
+
+    def request_sync(self) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -377,6 +380,8 @@ class Sequencer:
             grant = await self.leases.acquire(feed)
             r = self.routes.setdefault(feed, Route())
             r.holder = grant.holder
+            if grant.holder == ps[0].to:  # its record may be stored, its message lost: read the log
+                ps[0].rt.request_sync()
             again = [p for p in ps if grant.holder == p.to and now - p.sent_at >= RESEND and p.rid in self.inflight]
             for p in again:  # the sequencer still holds the feed: a message was lost, send again
                 self._untrack(p.rid)

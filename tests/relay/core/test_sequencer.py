@@ -92,6 +92,35 @@ async def test_a_publish_handed_off_is_answered_with_the_sequencer_s_seq_or_refu
             await rb.close()
 
 
+async def test_a_handed_off_publish_whose_record_message_is_lost_is_acked_from_the_log(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    # acks of handed-off publishes come from their records on the feed's channel; pub/sub may
+    # lose one: the requester then reads the log (after STALL), not waiting for the 2 s resend
+    backend = Backend("redis", redis_server.url, f"seq{uuid.uuid4().hex[:8]}")
+    key_file = Keypair.generate().save(tmp_path / "site.key")
+    feed, k = "doc/lost", Keypair.generate()
+    # no anti-entropy sweep in the test's time (every min(sync_interval, presence_ttl/3): it catches B up too)
+    cfg = [make_config(tmp_path / n, backend, "s", relay_key_file=key_file, sync_interval=60,
+                       presence_ttl=180) for n in ("a", "b")]
+    async with serving(cfg[0]) as a, serving(cfg[1]) as b:
+        ra = await Raw.connect(f"ws://{a.host}:{a.port}/ws", k)
+        rb = await Raw.connect(f"ws://{b.host}:{b.port}/ws", k)
+        try:
+            edit = {"update": "AQEBAAQBBHRleHQFaGVsbG8A"}
+            assert (await publish(ra, Event.create(k, feed, "doc.update", edit)))["seq"] == 1  # A sequences
+            assert (await publish(rb, Event.create(k, feed, "doc.update", edit, ts=1)))["seq"] == 2
+            hub_b = b.relay.hub
+            await hub_b.bus.unwatch(feed)  # B misses what A appends next, as if pub/sub lost it
+            t0 = time.monotonic()
+            got = await publish(rb, Event.create(k, feed, "doc.update", edit, ts=2))
+            assert got["t"] == "ok" and got["seq"] == 3 and not got.get("dup"), got
+            assert time.monotonic() - t0 < 1.9  # the log, not the resend (RESEND = 2 s)
+            assert hub_b.feeds[feed].seq == 3 and hub_b.handoff is not None and not hub_b.handoff.inflight
+        finally:
+            await ra.close()
+            await rb.close()
+
+
 async def test_sigkilled_sequencer_hands_the_feed_over_within_3_s_and_nothing_acked_is_lost(
         private_redis: RedisServer, tmp_path: Path) -> None:
     key_file = Keypair.generate().save(tmp_path / "site.key")
