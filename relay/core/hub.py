@@ -75,6 +75,8 @@ class Hub:
         # watchers of feed-id prefixes (relay.core.watch): told of every record committed here
         self.watches = Watches(self.bus, self._access_of, lambda: storage.last_append)
         self.listeners.append(self.watches.on_record)
+        if handoff is not None:  # a publish handed to another process is answered by its record
+            self.listeners.append(handoff.committed)
 
     # -- the detours, read-only (register them on ``routes``) -------------------------------
     @property
@@ -285,8 +287,13 @@ class Hub:
         """Unload ``feed`` now if it has no records and nobody uses it (a refused or finished
         ``/yjs`` connection to a document nobody wrote)."""
         rt = self.feeds.get(feed)
-        if rt is not None and rt.seq == 0 and rt.idle:
+        if rt is not None and rt.seq == 0 and self._idle(rt):
             self._drop(rt)
+
+    def _idle(self, rt: FeedRuntime) -> bool:
+        """Whether ``rt`` may be unloaded: idle, and no publish handed off for it waits for its
+        record (it answers them: ``Sequencer.committed``)."""
+        return rt.idle and (self.handoff is None or not self.handoff.awaits(rt.feed))
 
     # -- lifecycle -------------------------------------------------------------------------
     def _drop(self, rt: FeedRuntime) -> None:
@@ -314,10 +321,10 @@ class Hub:
 
     async def _unload(self, rt: FeedRuntime) -> bool:
         """Snapshot an idle feed and drop it; False if it got busy meanwhile."""
-        if not rt.idle:
+        if not self._idle(rt):
             return False
         await rt.save_snapshot()
-        if not rt.idle or self.feeds.get(rt.feed) is not rt:
+        if not self._idle(rt) or self.feeds.get(rt.feed) is not rt:
             return False
         self._drop(rt)
         return True
@@ -328,7 +335,7 @@ class Hub:
         cap = self.config.limits.max_loaded_feeds
         if len(self.feeds) + len(self._loading) <= cap:
             return
-        for rt in sorted((rt for rt in self.feeds.values() if rt.idle), key=lambda rt: rt.last_active):
+        for rt in sorted((rt for rt in self.feeds.values() if self._idle(rt)), key=lambda rt: rt.last_active):
             if await self._unload(rt):
                 self.metrics.feeds_evicted.inc()
             if len(self.feeds) + len(self._loading) <= cap:
@@ -340,7 +347,7 @@ class Hub:
         cutoff = time.monotonic() - self.config.idle_feed_seconds
         dropped = 0
         for rt in list(self.feeds.values()):
-            if rt.idle and rt.last_active < cutoff and await self._unload(rt):
+            if self._idle(rt) and rt.last_active < cutoff and await self._unload(rt):
                 dropped += 1
         return dropped
 

@@ -17,16 +17,22 @@ current lease, so a deposed sequencer can never append):
   the caller's future waits for the answer routed back on ours. The sequencer's records reach
   every process's subscribers the way any record does: on the feed's bus channel.
 * **Serving.** Requests received on our channel are queued on the feed's worker in the order
-  they arrived (a connection's publishes keep their order), and each answer (``seq``, ``dup``
-  or the refusal's code) goes back to the requester. Events arrive checked already (signature,
-  size, rate limits by IP and key, on the process the author is connected to): the processes of
-  a site trust each other as they trust their Redis.
+  they arrived (a connection's publishes keep their order). A publish stored is answered by its
+  record: the append publishes it on the feed's channel, and the requester's worker, committing
+  it, answers the publish handed off for that event id (:meth:`Sequencer.committed`; a lost
+  message shows as a gap at the next batch, whose sync from storage answers it the same way).
+  Only a duplicate (its ``seq``) or a refusal (its code) goes back as an answer line: no answer
+  message per stored batch, and the requester's ack waits for no second hop. Events arrive
+  checked already (signature, size, rate limits by IP and key, on the process the author is
+  connected to): the processes of a site trust each other as they trust their Redis.
 * **Failover.** The lease lasts ``ttl`` (2 s) after its last renewal (every ``ttl``/4) and is
   released after :data:`relay.storage.redis_lease.IDLE_RELEASE` without publishes. A request
   unanswered for :data:`STALL` makes the requester ask for the lease again every
   :data:`TICK`: once the dead sequencer's lease lapsed, the requester (or whoever asked
   first) is granted a newer epoch and the waiting publishes are sequenced there (event ids make
-  this idempotent: what the dead process appended comes back ``dup`` with its seq). A refusal
+  this idempotent: what the dead process appended comes back ``dup`` with its seq). While the
+  sequencer still holds the lease, the requester reads the feed's log (a stored record whose
+  message was lost answers it) and sends the request again after :data:`RESEND`. A refusal
   because the answering process was deposed meanwhile re-routes the publish the same way.
   Requests unanswered for :data:`GIVE_UP` are answered ``unavailable`` (the SDK retries).
 """
@@ -43,7 +49,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from collab.errors import ColonyError, RelayError, Unavailable
-from collab.events import Event
+from collab.events import Event, Record
 
 from relay.core.bus import Bus
 from relay.core.jobs import fail, ok
@@ -71,6 +77,8 @@ class Target(Protocol):
     def feed(self) -> str: ...
 
     def enqueue(self, event: Event, session_key: str | None) -> asyncio.Future[Answer]: ...
+
+    def request_sync(self) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -117,6 +125,7 @@ class Sequencer:
         self.channel = SEQ_PREFIX + self.me
         self.routes: dict[str, Route] = {}
         self.inflight: dict[int, Pending] = {}  # sent to another process, not answered yet
+        self._by_id: dict[str, list[Pending]] = {}  # the same by event id: answered by its record
         self._settled = asyncio.Event()  # set while nothing is in flight (a drain waits for it)
         self._settled.set()
         self._rid = 0
@@ -220,6 +229,7 @@ class Sequencer:
             return
         p.to, p.sent_at = to, time.monotonic()
         self.inflight[p.rid] = p
+        self._by_id.setdefault(p.event.id, []).append(p)
         self._settled.clear()
         self.handed_off += 1
         self._queue(to, "q", [p.rid, p.hops, p.session_key, *event_row(p.event)])
@@ -264,6 +274,18 @@ class Sequencer:
                 log.warning("ignoring a malformed hand-off line")
         if self._serving and (self._server is None or self._server.done()):
             self._server = asyncio.get_running_loop().create_task(self._serve(), name="sequencer-serve")
+
+    def committed(self, rec: Record, line: str) -> None:
+        """A record committed here (a listener of the hub): it answers the publishes of its
+        event we handed off (the first stored, any other a duplicate of it)."""
+        if not self._by_id:
+            return
+        waiting = self._by_id.get(rec.event.id)
+        if waiting is None:
+            return
+        for i, p in enumerate(list(waiting)):
+            self._untrack(p.rid)
+            ok(p.fut, (rec.seq, i > 0))
 
     def _answered(self, rid: int, seq: int | None, rest: list[Any]) -> None:
         p = self._untrack(rid)
@@ -315,7 +337,8 @@ class Sequencer:
             Unavailable("cancelled") if f.cancelled() else f.exception())
         if exc is None:
             seq, dup = f.result()  # type: ignore[union-attr]
-            self._queue(origin, "a", [rid, seq, dup])
+            if dup:  # stored now: the requester answers it when it commits the record (committed)
+                self._queue(origin, "a", [rid, seq, dup])
             return
         if isinstance(exc, Deposed):
             code = MOVED
@@ -357,6 +380,8 @@ class Sequencer:
             grant = await self.leases.acquire(feed)
             r = self.routes.setdefault(feed, Route())
             r.holder = grant.holder
+            if grant.holder == ps[0].to:  # its record may be stored, its message lost: read the log
+                ps[0].rt.request_sync()
             again = [p for p in ps if grant.holder == p.to and now - p.sent_at >= RESEND and p.rid in self.inflight]
             for p in again:  # the sequencer still holds the feed: a message was lost, send again
                 self._untrack(p.rid)
@@ -379,6 +404,10 @@ class Sequencer:
 
     def _untrack(self, rid: int) -> Pending | None:
         p = self.inflight.pop(rid, None)
+        if p is not None and (same := self._by_id.get(p.event.id)) is not None:
+            same.remove(p)
+            if not same:
+                del self._by_id[p.event.id]
         if not self.inflight:
             self._settled.set()
         return p
@@ -386,6 +415,11 @@ class Sequencer:
     async def settled(self) -> None:
         """Return once every publish handed to another process was answered (a drain waits)."""
         await self._settled.wait()
+
+    def awaits(self, feed: str) -> bool:
+        """Whether a publish to ``feed`` we handed off waits for its record (the feed must stay
+        loaded here: its records answer them)."""
+        return any(p.rt.feed == feed for p in self.inflight.values())
 
     def forget(self, feed: str) -> None:
         """``feed`` was unloaded here: drop what we remembered of its sequencer."""

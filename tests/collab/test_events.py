@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 
 import pytest
 from hypothesis import given
@@ -75,6 +76,15 @@ def test_records_chain_by_prev_and_carry_the_relays_receipt() -> None:
     # the same event sealed after another head is another record
     other = Record.seal(RELAY, recs[1].event, 2, GENESIS, rtime=recs[1].rtime)
     assert other.hash != recs[1].hash
+
+
+def test_a_stored_record_is_read_back_the_same_without_rechecking_it() -> None:
+    # the trusted read (a relay's own storage and bus): the same record, the same event size
+    body = {"update": "AQEBAAQBBHRleHQFaGVsbG8A", "note": "caf\u00e9 \U0001f600 \n", "n": [1, -2, None, True]}
+    rec = Record.seal(RELAY, Event.create(AUTHOR, "doc/stored", "doc.update", body), 7, GENESIS)
+    stored = Record.from_stored(json.loads(json.dumps(rec.to_wire())))
+    assert stored == rec and stored.hash == rec.hash and stored.event.size == rec.event.size
+    assert stored == Record.from_wire(rec.to_wire(), verify_sigs=False)
 
 
 def test_a_record_with_a_forged_receipt_is_refused() -> None:

@@ -76,6 +76,8 @@ async def test_a_publish_handed_off_is_answered_with_the_sequencer_s_seq_or_refu
             assert (await publish(ra, Event.create(k, feed, "doc.update", edit)))["seq"] == 1  # A sequences
             ev = Event.create(k, feed, "doc.update", edit, ts=1)
             assert (await publish(rb, ev))["seq"] == 2  # handed to A
+            # answered by its record: B acks once it committed (and sent) it, with no answer from A
+            assert b.relay.hub.feeds[feed].seq == 2 and not b.relay.hub.handoff.inflight  # type: ignore[union-attr]
             again = await rb.request({"t": "pub", "event": ev.to_wire()}, "again", timeout=10)  # A's answer: dup
             assert again["t"] == "ok" and again["seq"] == 2 and again.get("dup") is True, again
             bad = await publish(rb, Event.create(k, feed, "doc.update", {"update": "AAAA"}))  # empty update
@@ -85,6 +87,35 @@ async def test_a_publish_handed_off_is_answered_with_the_sequencer_s_seq_or_refu
             assert hub_b.handoff.handed_off == 3 and hub_a.handoff.served == 3
             assert hub_a.storage.leases.held.keys() == {feed} and not hub_b.storage.leases.held  # type: ignore[attr-defined]
             await eventually(lambda: hub_b.feeds[feed].seq == 2, 10, "B to fold A's records")
+        finally:
+            await ra.close()
+            await rb.close()
+
+
+async def test_a_handed_off_publish_whose_record_message_is_lost_is_acked_from_the_log(
+        redis_server: RedisServer, tmp_path: Path) -> None:
+    # acks of handed-off publishes come from their records on the feed's channel; pub/sub may
+    # lose one: the requester then reads the log (after STALL), not waiting for the 2 s resend
+    backend = Backend("redis", redis_server.url, f"seq{uuid.uuid4().hex[:8]}")
+    key_file = Keypair.generate().save(tmp_path / "site.key")
+    feed, k = "doc/lost", Keypair.generate()
+    # no anti-entropy sweep in the test's time (every min(sync_interval, presence_ttl/3): it catches B up too)
+    cfg = [make_config(tmp_path / n, backend, "s", relay_key_file=key_file, sync_interval=60,
+                       presence_ttl=180) for n in ("a", "b")]
+    async with serving(cfg[0]) as a, serving(cfg[1]) as b:
+        ra = await Raw.connect(f"ws://{a.host}:{a.port}/ws", k)
+        rb = await Raw.connect(f"ws://{b.host}:{b.port}/ws", k)
+        try:
+            edit = {"update": "AQEBAAQBBHRleHQFaGVsbG8A"}
+            assert (await publish(ra, Event.create(k, feed, "doc.update", edit)))["seq"] == 1  # A sequences
+            assert (await publish(rb, Event.create(k, feed, "doc.update", edit, ts=1)))["seq"] == 2
+            hub_b = b.relay.hub
+            await hub_b.bus.unwatch(feed)  # B misses what A appends next, as if pub/sub lost it
+            t0 = time.monotonic()
+            got = await publish(rb, Event.create(k, feed, "doc.update", edit, ts=2))
+            assert got["t"] == "ok" and got["seq"] == 3 and not got.get("dup"), got
+            assert time.monotonic() - t0 < 1.9  # the log, not the resend (RESEND = 2 s)
+            assert hub_b.feeds[feed].seq == 3 and hub_b.handoff is not None and not hub_b.handoff.inflight
         finally:
             await ra.close()
             await rb.close()
