@@ -34,12 +34,6 @@ One request, one reply (docs/design.md, "The Yjs sandbox"):
   the tag the relay's state will have once it folds the prelude and the passed updates (the
   digest of each applied update is rolled in, ``collab.namespaces.doc.next_digest``).
 
-A request with ``merge`` set is a *merge probe* (:func:`merge_probe`): no document, no state;
-each update gets the decode check, then they are merged (what ``/yjs`` does in-process with a
-writer's chunk of edits); the reply is the same (verdicts, or ``split`` when only the merge
-fails). The flag is a new bit of the flags byte: a request without it is checked exactly as
-before (the relay starts its children from its own code, so both ends always agree).
-
 Frames are a 4-byte big-endian length and a payload of lib0 varints / var-bytes (``collab.childpipe``).
 """
 from __future__ import annotations
@@ -71,7 +65,6 @@ class Request:
     prelude: list[bytes] = field(default_factory=list)
     keep: bool = True  # False: a probe; the child forgets the document afterwards
     full: bool = False  # also encode the whole document at the end (the snapshot merge): O(document)
-    merge: bool = False  # a merge probe: each update decodes, then they merge; nothing is applied
 
     def encode(self) -> bytes:
         parts = [var_string(self.feed), var_uint(self.tag[0]), self.tag[1].to_bytes(8, "big")]
@@ -82,7 +75,7 @@ class Request:
             parts += [var_bytes(u) for u in self.prelude]
         parts.append(var_uint(len(self.updates)))
         parts += [var_bytes(u) for u in self.updates]
-        parts.append(bytes([(1 if self.keep else 0) | (2 if self.full else 0) | (4 if self.merge else 0)]))
+        parts.append(bytes([(1 if self.keep else 0) | (2 if self.full else 0)]))
         return b"".join(parts)
 
     @classmethod
@@ -101,7 +94,7 @@ class Request:
         updates = [r.var_bytes() for _ in range(r.var_uint())]
         flags = r.var_uint()
         r.expect_end("sandbox request")
-        return cls(feed, tag, updates, state, prelude, bool(flags & 1), bool(flags & 2), bool(flags & 4))
+        return cls(feed, tag, updates, state, prelude, bool(flags & 1), bool(flags & 2))
 
 
 @dataclass(slots=True)
@@ -151,37 +144,6 @@ def encode_check(state: DocState, since: bytes | None) -> None:
         merge_updates(diff, *parts)
 
 
-def merge_probe(updates: list[bytes]) -> Reply:
-    """A merge probe (``Request.merge``): exactly what ``/yjs`` runs in-process on a writer's
-    chunk of edits before it is published, ``merge_updates(*updates)``, after the decode check
-    of each (which names the culprit). No document: cheaper than a probe that applies them
-    (on a blank document every edit waits for its predecessors: the pending bookkeeping)."""
-    out = Reply()
-    for u in updates:
-        try:
-            merge_updates(u, u)
-        except Exception as exc:  # the engine refused it: a verdict
-            log.debug("the engine refused an update in a merge probe", exc_info=True)
-            out.verdicts.append(BAD)
-            out.reason = f"{type(exc).__name__}: {exc}"
-            return out
-        except BaseException as exc:
-            if not is_panic(exc):
-                raise
-            out.verdicts.append(PANIC)
-            out.reason = f"panic: {exc}"
-            return out
-        out.verdicts.append(OK)
-    if len(updates) > 1:
-        try:
-            merge_updates(*updates)
-        except BaseException as exc:
-            if not isinstance(exc, Exception) and not is_panic(exc):
-                raise
-            return Reply(split=True)
-    return out
-
-
 class Checker:
     """The child's side: an LRU of documents (feed -> (tag, DocState)) and the checks."""
 
@@ -190,8 +152,6 @@ class Checker:
         self.docs: OrderedDict[str, tuple[tuple[int, int], DocState]] = OrderedDict()
 
     def handle(self, req: Request) -> Reply:
-        if req.merge:
-            return merge_probe(req.updates)
         if req.state is not None:
             st = DocState()
             if req.state:
@@ -247,4 +207,4 @@ class Checker:
 
 
 __all__ = ["BAD", "CRASH", "MAX_DOCS", "OK", "PANIC", "READY", "TIMEOUT", "VERDICTS", "Checker", "FrameBuffer",
-           "Reply", "Request", "check_update", "encode_check", "frame", "is_panic", "merge_probe"]
+           "Reply", "Request", "check_update", "encode_check", "frame", "is_panic"]

@@ -174,31 +174,27 @@ class Sandbox:
         return self._children[zlib.crc32(feed.encode()) % len(self._children)]
 
     async def check(self, feed: str, tag: tuple[int, int], updates: Sequence[bytes],
-                    state: Callable[[], bytes], *, keep: bool = True, full: bool = False,
-                    merge: bool = False) -> list[Verdict]:
+                    state: Callable[[], bytes], *, keep: bool = True, full: bool = False) -> list[Verdict]:
         """One verdict per update of ``updates``, checked in order on the document ``state()``
         (whose tag is ``tag``) plus the updates before it that pass. ``keep=False``: a probe
         (the child keeps nothing of it; ``state`` is sent every time). ``full``: the child also
         encodes the whole document at the end (O(document): before a snapshot, on load);
-        otherwise only what the updates changed. ``merge``: a merge probe (``collab.sandbox.
-        merge_probe``: each update decodes and together they merge, on no document; implies
-        ``keep=False``; ``tag`` and ``state`` are not used). ``state()`` may raise (e.g.
+        otherwise only what the updates changed. ``state()`` may raise (e.g.
         ``EnginePanic``): it propagates."""
         if not updates:
             return []
         child = self._child(feed)
         async with child.lock:
-            return await self._check(child, feed, tag, list(updates), state, keep and not merge, full, merge)
+            return await self._check(child, feed, tag, list(updates), state, keep, full)
 
     async def _check(self, child: _Child, feed: str, tag: tuple[int, int], updates: list[bytes],
-                     state: Callable[[], bytes], keep: bool = True, full: bool = False,
-                     merge: bool = False) -> list[Verdict]:
+                     state: Callable[[], bytes], keep: bool = True, full: bool = False) -> list[Verdict]:
         out: list[Verdict] = []
         passed: list[bytes] = []
-        send_state = not merge and (not keep or child.held.get(feed) != tag)
+        send_state = not keep or child.held.get(feed) != tag
         while len(out) < len(updates):
             rest = updates[len(out):]
-            req = Request(feed, tag, rest, keep=keep, full=full, merge=merge)
+            req = Request(feed, tag, rest, keep=keep, full=full)
             if send_state:
                 req.state, req.prelude = state(), list(passed)
             try:
@@ -206,12 +202,12 @@ class Sandbox:
             except (EOFError, TimeoutError) as exc:
                 log.warning("the Yjs sandbox child for %s %s; checking %d update(s) one by one",
                             feed, "timed out" if isinstance(exc, TimeoutError) else "died", len(rest))
-                out += await self._one_by_one(child, feed, tag, passed, rest, state, keep, merge)
+                out += await self._one_by_one(child, feed, tag, passed, rest, state, keep)
                 return out
             if reply.split:
                 if keep:
                     child.held.pop(feed, None)
-                out += await self._one_by_one(child, feed, tag, passed, rest, state, keep, merge)
+                out += await self._one_by_one(child, feed, tag, passed, rest, state, keep)
                 return out
             if reply.miss:
                 if send_state:
@@ -223,7 +219,7 @@ class Sandbox:
                     passed.append(updates[len(out)])
                 out.append(Verdict(v, reply.reason if v != OK else ""))
             if len(out) < len(updates):  # it stopped at a failure and forgot the document
-                send_state = not merge
+                send_state = True
                 if keep:
                     child.held.pop(feed, None)
             elif keep:
@@ -231,10 +227,7 @@ class Sandbox:
         return out
 
     async def _one_by_one(self, child: _Child, feed: str, tag: tuple[int, int], passed: list[bytes],
-                          rest: list[bytes], state: Callable[[], bytes], keep: bool = True,
-                          merge: bool = False) -> list[Verdict]:
-        if merge:
-            return await self._merge_one_by_one(child, feed, tag, passed, rest)
+                          rest: list[bytes], state: Callable[[], bytes], keep: bool = True) -> list[Verdict]:
         out: list[Verdict] = []
         fresh = True
         for u in rest:
@@ -268,31 +261,6 @@ class Sandbox:
             child.held[feed] = _roll(tag, passed)
         else:
             child.held.pop(feed, None)
-        return out
-
-
-    async def _merge_one_by_one(self, child: _Child, feed: str, tag: tuple[int, int], passed: list[bytes],
-                                rest: list[bytes]) -> list[Verdict]:
-        """A merge probe, one update at a time: each is probed merged with those that passed
-        before it, so the first one whose merge fails (or crashes the child) is the culprit."""
-        out: list[Verdict] = []
-        for u in rest:
-            try:
-                reply = await child.ask(Request(feed, tag, [*passed, u], keep=False, merge=True),
-                                        self.settings.update_timeout + self.settings.timeout)
-            except TimeoutError:
-                out.append(Verdict(TIMEOUT, "the update overran the sandbox's time budget"))
-                continue
-            except EOFError as exc:
-                out.append(Verdict(CRASH, f"the update crashed the Yjs engine: {exc}"))
-                continue
-            if reply.miss or reply.split or len(reply.verdicts) != len(passed) + 1:
-                out.append(Verdict(BAD, reply.reason or "the update does not merge with the ones before it"))
-                continue
-            v = reply.verdicts[-1]
-            out.append(Verdict(v, reply.reason if v != OK else ""))
-            if v == OK:
-                passed.append(u)
         return out
 
 

@@ -17,7 +17,7 @@ BLOBS = st.lists(st.binary(max_size=40), max_size=5)
 def test_request_round_trip(feed: str, tag: tuple[int, int], updates: list[bytes], state: bytes | None,
                             prelude: list[bytes]) -> None:
     req = Request(feed, tag, updates, state, prelude if state is not None else [], keep=len(updates) % 2 == 0,
-                  full=len(feed) % 2 == 1, merge=tag[0] % 2 == 1)
+                  full=len(feed) % 2 == 1)
     assert Request.decode(req.encode()) == req
 
 
@@ -105,17 +105,3 @@ def test_checker_keeps_at_most_max_docs() -> None:
     for i in range(4):
         chk.handle(Request(f"doc/{i}", (i, 0), [u], state=b""))
     assert list(chk.docs) == ["doc/2", "doc/3"]
-
-
-def test_a_merge_probe_decodes_and_merges_without_a_document() -> None:
-    """What /yjs runs in-process on a writer's chunk: the decode check of each, then the merge; no
-    document is made or touched (on a blank one every edit would wait for its predecessors)."""
-    a, b = edits("one ", "two")
-    chk = Checker()
-    assert chk.handle(Request("doc/x", (0, 0), [a, b], merge=True, keep=False)) == Reply(False, [OK, OK], "")
-    rep = chk.handle(Request("doc/x", (0, 0), [a, b"\x05garbage", b], merge=True, keep=False))
-    assert rep.verdicts == [OK, BAD] and rep.reason
-    assert chk.docs == {}
-    for c in crashers(("panic",)):  # apply-time panics merge fine: the feed's worker refuses them on the document
-        assert chk.handle(Request("doc/p", (0, 0), [*c.prefix, c.update], merge=True, keep=False)).verdicts == \
-            [OK] * (len(c.prefix) + 1), c.name

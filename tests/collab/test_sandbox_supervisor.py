@@ -50,18 +50,6 @@ async def test_a_segfault_is_a_crash_verdict_and_the_rest_of_the_batch_passes() 
         assert [v.code for v in await sb.check("doc/s", relay.tag, [c], relay.state_update)] == [OK]
 
 
-async def test_a_merge_probe_finds_the_edit_that_crashes_the_merge() -> None:
-    """A writer's chunk on /yjs is merged in-process only after a merge probe: an edit that
-    segfaults the merge is the CRASH verdict, the innocent ones pass, the child restarts."""
-    segv = next(c for c in crashers(("segfault",)))
-    a, b = edits("one ", "two")
-    async with Sandbox() as sb:
-        verdicts = await sb.check("doc/m", (1, 0), [a, segv.update, b], lambda: b"", keep=False, merge=True)
-        assert [v.code for v in verdicts[:2]] == [OK, CRASH]
-        assert sb.restarts >= 1
-        assert [v.code for v in await sb.check("doc/m", (1, 0), [a, b], lambda: b"", keep=False, merge=True)] \
-            == [OK, OK]
-
 
 async def test_a_killed_child_is_restarted_and_nothing_is_lost() -> None:
     a, b = edits("one ", "two")
