@@ -117,7 +117,9 @@ class Verifier:
             receipts, fut = self._signs.popleft()
             if self._lone(b"S", len(receipts), now):
                 self._sign_here(receipts, fut)
-            else:
+            if self._signs or not fut.done():  # the next one was queued with it: not lone, to the child
+                if fut.done():
+                    receipts, fut = self._signs.popleft()
                 self._request(b"S", (receipts, fut), b"".join(LEN.pack(len(r)) + r for r in receipts))
                 return
         batch, self._queue = self._queue, []

@@ -92,6 +92,24 @@ async def test_the_child_signs_receipts_with_the_relay_key() -> None:
         await v.close()
 
 
+async def test_signatures_queued_with_a_lone_one_are_all_made() -> None:
+    """Regression: two workers asking for receipts in one loop turn of a quiet relay. The first
+    is lone (made here); the one queued with it went nowhere until some later request woke the
+    verifier, so on a relay that then fell quiet its feed never drained."""
+    relay = Keypair.from_seed(b"R" * 32)
+    v = Verifier(key=relay)
+    try:
+        await wait_ready(v)
+        v.lone_gap = 0.0  # every single item is lone: only a batch goes to the child
+        checks = [v.check(ev, signed) for ev, signed, _ in batch(2)]
+        futs = [v.sign([bytes([i])]) for i in range(3)]  # 0 lone, then the checks go; 1 and 2 queue
+        assert await asyncio.gather(*checks) == [True, True]
+        assert await asyncio.wait_for(asyncio.gather(*futs), 2) == [[relay.sign(bytes([i]))] for i in range(3)]
+        assert v.restarts == 0
+    finally:
+        await v.close()
+
+
 async def test_on_a_quiet_relay_a_lone_check_or_signature_is_made_here() -> None:
     relay = Keypair.from_seed(b"R" * 32)
     items = batch(3)
