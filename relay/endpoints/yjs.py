@@ -305,9 +305,10 @@ class YjsConnection:
                 update = self._writes.popleft()
                 size += len(update)
                 answers.append(hub.submit(events.create(update, rt.seq), me))  # routed by the hub
-        except Exception:  # a bug
+        except Exception:  # a bug: the connection closes (what was submitted is answered all the same)
             log.warning("recording a yjs edit to %s failed", self.feed, exc_info=True)
             self._broke()
+            return
         self._write_bytes -= size
         self._answers, self._unanswered = answers, len(answers)
         for answer in answers:
