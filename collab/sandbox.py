@@ -125,10 +125,18 @@ class Reply:
         return cls(False, verdicts, reason)
 
 
-def check_update(state: DocState, update: bytes) -> None:
-    """What the relay runs in-process on an update it accepts: the decode check, then the fold."""
+def check_update(state: DocState, update: bytes, encode: bool = False) -> bytes | None:
+    """What the relay runs in-process on an update it accepts: the decode check, then the fold.
+    ``encode``: also what the update added, encoded before yrs squashes it into older blocks
+    (``DocState.apply_update``); None when that is not the whole of it (something was or stays
+    pending: the caller encodes the diff since the request's start instead)."""
     merge_updates(update, update)  # DocNamespace's decode check (check_decodes), unwrapped
-    state.apply_update(update)
+    if not encode:
+        state.apply_update(update)
+        return None
+    calm = not state.pending.parts()
+    added = state.apply_update(update, encode=True)
+    return added if calm and not state.pending.parts() else None
 
 
 def encode_check(state: DocState, since: bytes | None) -> None:
@@ -169,9 +177,13 @@ class Checker:
         sv0 = st.sv  # what the encode check starts from (cheap mode): DocState keeps the state vector
         out = Reply()
         passed: list[bytes] = []
+        cheap = not req.full  # each update's additions encoded as it is applied (O(update))
         for u in req.updates:
             try:
-                check_update(st, u)
+                if cheap and check_update(st, u, encode=True) is None:
+                    cheap = False  # pending parts: the diff since sv0 at the end, as before
+                elif not cheap:
+                    check_update(st, u)
             except Exception as exc:  # the engine refused it (a verdict); the doc may be half-changed
                 log.debug("the engine refused an update of %s", req.feed, exc_info=True)
                 out.verdicts.append(BAD)
@@ -186,7 +198,8 @@ class Checker:
             out.verdicts.append(OK)
             passed.append(u)
         try:
-            encode_check(st, None if req.full else sv0)
+            if not cheap or not passed:
+                encode_check(st, None if req.full else sv0)
             if len(passed) > 1:
                 merge_updates(*passed)  # what the /yjs room sends its clients for these records
         except BaseException as exc:
