@@ -9,9 +9,12 @@ update that passes: the decode check (``merge_updates(u, u)``), ``DocState.apply
 ``get_state``, the pending/integration diff), and at the end of a request an encode check
 (:func:`encode_check`) and the merge of the passed updates (what the ``/yjs`` room sends).
 
-The encode check encodes what the request changed (the document's diff since the state vector
-before its updates, pending parts merged in: O(update)); a request with ``full`` set encodes the
-whole document (the snapshot merge, ``DocState.state_update``: O(document)). The relay sets
+The encode check encodes what each update added inside its own transaction, before yrs squashes
+the new items into older blocks (after that, encoding them slices the block they joined: for a
+writer appending text, its whole run): O(update). A request where something is or stays pending
+falls back to the diff since its start, pending parts merged in; one with
+``full`` set encodes the whole document (the snapshot merge, ``DocState.state_update``:
+O(document)). The relay sets
 ``full`` on the batch before each snapshot and when it loads a feed; every input of the crash
 corpus is caught by the cheap check. An update that would pass it and still poison the whole
 document's encode makes the relay's next full encode raise ``EnginePanic`` in-process, and the
@@ -142,7 +145,8 @@ def check_update(state: DocState, update: bytes, encode: bool = False) -> bytes 
 def encode_check(state: DocState, since: bytes | None) -> None:
     """Encode what the relay may encode in-process: the whole document (``since`` None: the
     snapshot merge, O(document)) or only what changed since the state vector ``since``, with the
-    pending parts (O(update): what a request adds). docs/design.md, "The Yjs sandbox"."""
+    pending parts (the fallback of a request that left something pending: it slices the blocks
+    the new items joined, O(their length)). docs/design.md, "The Yjs sandbox"."""
     if since is None:
         state.state_update()
         return
