@@ -137,9 +137,9 @@ def check_update(state: DocState, update: bytes, encode: bool = False) -> bytes 
     if not encode:
         state.apply_update(update)
         return None
-    calm = not state.pending.parts()
+    calm = not state.pending.entries
     added = state.apply_update(update, encode=True)
-    return added if calm and not state.pending.parts() else None
+    return added if calm and not state.pending.entries else None
 
 
 def encode_check(state: DocState, since: bytes | None) -> None:

@@ -125,3 +125,19 @@ def test_checker_keeps_at_most_max_docs() -> None:
     for i in range(4):
         chk.handle(Request(f"doc/{i}", (i, 0), [u], state=b""))
     assert list(chk.docs) == ["doc/2", "doc/3"]
+
+
+def test_an_update_left_pending_falls_back_to_the_diff_since_the_request_began() -> None:
+    """An update whose dependencies are missing stays pending (its additions are not all in its
+    transaction): the request encodes the diff since its start with the pending parts, as before,
+    and the document the child holds is the relay's."""
+    a, b, c = edits("one ", "two ", "three")
+    relay = _relay_state(a)
+    chk = Checker()
+    assert chk.handle(Request("doc/x", relay.tag, [c], state=relay.state_update())).verdicts == [OK]
+    relay.apply_update(c)
+    assert relay.pending.entries  # c waits for b
+    assert chk.handle(Request("doc/x", relay.tag, [b])).verdicts == [OK]
+    relay.apply_update(b)
+    tag, held = chk.docs["doc/x"]
+    assert tag == relay.tag and held.text() == relay.text() == "one two three" and not held.pending.entries
