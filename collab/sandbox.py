@@ -12,9 +12,8 @@ update that passes: the decode check (``merge_updates(u, u)``), ``DocState.apply
 The encode check encodes what each update added inside its own transaction, before yrs squashes
 the new items into older blocks (after that, encoding them slices the block they joined: for a
 writer appending text, its whole run): O(update). A request where something is or stays pending
-falls back to the diff since its start, pending parts merged in; one with
-``full`` set encodes the whole document (the snapshot merge, ``DocState.state_update``:
-O(document)). The relay sets
+falls back to the diff since its start, pending parts merged in; one with ``full`` set encodes
+the whole document (the snapshot merge, ``DocState.state_update``: O(document)). The relay sets
 ``full`` on the batch before each snapshot and when it loads a feed; every input of the crash
 corpus is caught by the cheap check. An update that would pass it and still poison the whole
 document's encode makes the relay's next full encode raise ``EnginePanic`` in-process, and the
