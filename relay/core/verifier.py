@@ -67,6 +67,7 @@ class Verifier:
         self.local_batches = 0  # batches checked in-process (the child not ready, gone or late)
         self.lone_gap = LONE_GAP
         self.lone = 0  # single checks or signatures made in-process on a quiet relay (_lone)
+        self.requests = 0  # requests sent to the child (checks or receipts, one batch each)
         self._prev: dict[bytes, float] = {}  # kind -> when the previous request of it was made
         self.restarts = 0
         self._queue: Batch = []
@@ -113,15 +114,12 @@ class Verifier:
                 self._here(batch)
             return
         now = self._loop.time() if self._loop is not None else 0.0
-        if self._signs:  # a worker waits for these: first
+        if self._signs:  # a worker waits for these: first (one request; the rest goes next)
             receipts, fut = self._signs.popleft()
-            if self._lone(b"S", len(receipts), now):
-                self._sign_here(receipts, fut)
-            if self._signs or not fut.done():  # the next one was queued with it: not lone, to the child
-                if fut.done():
-                    receipts, fut = self._signs.popleft()
+            if not self._lone(b"S", len(receipts) + len(self._signs), now):  # others queued: not lone
                 self._request(b"S", (receipts, fut), b"".join(LEN.pack(len(r)) + r for r in receipts))
                 return
+            self._sign_here(receipts, fut)
         batch, self._queue = self._queue, []
         if not batch:
             return
@@ -145,6 +143,7 @@ class Verifier:
         return False
 
     def _request(self, kind: bytes, what: Any, body: bytes) -> None:
+        self.requests += 1
         self._inflight.append((kind, what))
         if self._pipe is None:  # pragma: no cover - ready means a pipe
             self._lost("it has no input")
