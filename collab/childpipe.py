@@ -36,25 +36,34 @@ def frame(payload: bytes) -> bytes:
 
 class FrameBuffer:
     """Bytes in, whole payloads out (sans-I/O). A chunk that holds exactly one frame, the common
-    case, is cut without copying it into the buffer."""
+    case, is cut without copying it into the buffer; a frame that arrives in many reads (a
+    document's state, megabytes in 64 KiB reads) is gathered in a bytearray, each byte copied once."""
 
     __slots__ = ("_buf",)
 
     def __init__(self) -> None:
-        self._buf = b""
+        self._buf = bytearray()
 
     def feed(self, data: bytes) -> list[bytes]:
-        buf = self._buf + data if self._buf else data
+        held = self._buf
+        buf: bytes | bytearray = data
+        if held:
+            held += data
+            buf = held
         end = len(buf)
-        out = []
+        out: list[bytes] = []
         pos = 0
         while end - pos >= 4:
             (n,) = LEN.unpack_from(buf, pos)
             if end - pos - 4 < n:
                 break
-            out.append(buf[pos + 4:pos + 4 + n])
+            part = buf[pos + 4:pos + 4 + n]
+            out.append(part if isinstance(part, bytes) else bytes(part))
             pos += 4 + n
-        self._buf = buf[pos:] if pos else buf
+        if held:
+            del held[:pos]
+        elif pos < end:
+            held += memoryview(buf)[pos:]
         return out
 
 
@@ -64,7 +73,7 @@ def serve(stdin: int, stdout: int, answer: Callable[[bytes], bytes], ready: byte
     (blocking I/O: a child does nothing else). What ``answer`` raises propagates."""
     write_all(stdout, frame(ready))
     buf = FrameBuffer()
-    while data := os.read(stdin, 1 << 20):
+    while data := os.read(stdin, READ_SIZE):  # below malloc's mmap threshold: no mmap/munmap per request
         for payload in buf.feed(data):
             write_all(stdout, frame(answer(payload)))
 

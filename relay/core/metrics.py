@@ -154,6 +154,13 @@ class Metrics:
                                    "bad, panic, crash, timeout; quarantined counts stored records left out.",
                                    ("verdict",))
         self.sandbox_restarts = Gauge("colony_yjs_sandbox_restarts", "Restarts of the Yjs sandbox's child processes.")
+        self.verifier_requests = Counter("colony_verifier_requests_total",
+                                         "Signature work by where it was done: child (a request to the verifier "
+                                         "child, a batch of checks or receipts), small (a request too small for a "
+                                         "round trip, made in-process), fallback (a batch of checks made in-process "
+                                         "while the child was not there).", ("where",))
+        self.verifier_restarts = Counter("colony_verifier_restarts_total",
+                                         "Times the signature verifier child was lost (it is started again).")
         self.registry = CollectorRegistry()
         self.registry.register(_Families(self.all()))
         ProcessCollector(registry=self.registry)
@@ -164,7 +171,8 @@ class Metrics:
         return [self.connections, self.feeds_loaded, self.feeds_evicted, self.refused, self.events_in,
                 self.events_out, self.publish_latency,
                 self.rejected, self.feed_queue, self.outbox_frames, self.redis_round_trips, self.link_up, self.alarms,
-                self.component_up, self.yjs_refused, self.sandbox_restarts]
+                self.component_up, self.yjs_refused, self.sandbox_restarts, self.verifier_requests,
+                self.verifier_restarts]
 
     def render(self, accept: str = "") -> tuple[bytes, str]:
         """The registry's exposition for a scraper's ``Accept`` header, and its content type."""

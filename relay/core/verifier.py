@@ -71,6 +71,7 @@ class Verifier:
         self.local_batches = 0  # batches checked in-process (the child not ready, gone or late)
         self.min_checks, self.min_signs = MIN_CHILD_CHECKS, MIN_CHILD_SIGNS
         self.small = 0  # requests too small for a round trip, made in-process (_small)
+        self.requests = 0  # requests sent to the child (checks or receipts, one batch each)
         self.restarts = 0
         self._queue: Batch = []
         self._inflight: deque[tuple[bytes, Any]] = deque()  # (request kind, what it answers)
@@ -117,7 +118,7 @@ class Verifier:
             if batch:
                 self._here(batch)
             return
-        if self._signs:  # a worker waits for these: first
+        if self._signs:  # a worker waits for these: first (one request; the rest goes next)
             receipts, fut = self._signs.popleft()
             self._request(b"S", (receipts, fut), b"".join(LEN.pack(len(r)) + r for r in receipts))
             return
@@ -147,6 +148,7 @@ class Verifier:
                     vfut.set_result(check_here(ev, signed))
 
     def _request(self, kind: bytes, what: Any, body: bytes) -> None:
+        self.requests += 1
         self._inflight.append((kind, what))
         if self._pipe is None:  # pragma: no cover - ready means a pipe
             self._lost("it has no input")

@@ -20,6 +20,10 @@ def _fill(relay: Any) -> Metrics:
     m.feed_queue.set(sum(rt.queued for rt in list(hub.feeds.values())))
     m.outbox_frames.set(sum(len(conn.out.frames) for conn in list(relay.sessions)))
     m.redis_round_trips.values[()] = getattr(hub.storage, "round_trips", 0) or 0
+    v = hub.verifier
+    for where, n in (("child", v.requests), ("small", v.small), ("fallback", v.local_batches)):
+        m.verifier_requests.values[(where,)] = n
+    m.verifier_restarts.values[()] = v.restarts
     m.link_up.clear()
     fed = relay.federation
     for key, link in (fed.links.items() if fed is not None else ()):

@@ -43,6 +43,7 @@ from relay.endpoints.yjs_protocol import (
     CLOSE_UNSUPPORTED, AwarenessChange, AwarenessQuery, Close, Denied, Dropped, SyncRequest, Write, YjsPeer,
     YProtocolError, awareness_message, is_empty_update, permission_denied, sync_step1, sync_step2, update_budget,
 )
+from relay.endpoints.yjs_concat import concat
 from relay.endpoints.yjs_room import Room, clean_name
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ READ_ONLY = ("read-only: this relay records edits from Yjs clients only with a w
 EXPIRED = "the write capability has expired: edits are no longer recorded"
 DENIED_EVERY = 1.0      # seconds between two permission-denied messages to one connection
 LOG_EVERY = 10.0        # seconds between two log lines for the same reason and connection
-MAX_CHUNK = 32          # a writer's edits submitted together (one event each; the worker batches 64)
+MAX_CHUNK = 32          # a writer's edits submitted together (one event when they join: yjs_concat)
 
 
 # -- the events a writer's edits become ------------------------------------------------------
@@ -275,11 +276,12 @@ class YjsConnection:
 
     def _pump(self) -> None:
         """Submit the next chunk of queued edits unless one is in flight: the edits queued while the
-        previous chunk was recorded, one event each, submitted together, so the feed's worker takes
-        them in one batch and the Yjs sandbox checks them in one round trip, on the document, before
-        anything stores or folds them (this process runs no engine on them: they are signed as they
-        came). Done in callbacks, not a task per chunk (at moderate load every edit is a chunk); a
-        task only waits for the IP's rate or for the feed to load."""
+        previous chunk was recorded, as one event when they are the writer's run of consecutive
+        transactions (``relay.endpoints.yjs_concat``, bytes joined without the engine), else one
+        event each, submitted together, so the feed's worker takes them in one batch and the Yjs
+        sandbox checks them in one round trip, on the document, before anything stores or folds
+        them (this process runs no engine on them). Done in callbacks, not a task per chunk (at
+        moderate load every edit is a chunk); a task only waits for the IP's rate or for the feed to load."""
         if self._answers or self._waiting is not None or not self._writes:
             return
         relay, events = self.service.relay, self._events
@@ -291,25 +293,27 @@ class YjsConnection:
             self._wait(hub.runtime(self.feed), False)
             return
         me, limiter, size = hub.relay_key.public_hex, relay.ip_limiter, 0
-        answers: list[asyncio.Future[tuple[int, bool]]] = []
+        chunk: list[bytes] = []
+        while self._writes and len(chunk) < MAX_CHUNK and (not chunk or size + len(self._writes[0]) <= self._budget):
+            if self._paid:
+                self._paid = False
+            elif not limiter.allow(self.ip):
+                if not chunk:  # over the IP's publish rate: wait for a token (the edits wait queued)
+                    self._wait(limiter.acquire(self.ip), True)
+                    return
+                break
+            update = self._writes.popleft()
+            size += len(update)
+            chunk.append(update)
+        self._write_bytes -= size
         try:
-            while self._writes and len(answers) < MAX_CHUNK and (
-                    not answers or size + len(self._writes[0]) <= self._budget):
-                if self._paid:
-                    self._paid = False
-                elif not limiter.allow(self.ip):
-                    if not answers:  # over the IP's publish rate: wait for a token (the edits wait queued)
-                        self._wait(limiter.acquire(self.ip), True)
-                        return
-                    break
-                update = self._writes.popleft()
-                size += len(update)
-                answers.append(hub.submit(events.create(update, rt.seq), me))  # routed by the hub
+            joined = concat(chunk)  # one writer's run of edits: one event (21.4); else one event each
+            answers = [hub.submit(events.create(update, rt.seq), me)  # routed by the hub
+                       for update in (chunk if joined is None else (joined,))]
         except Exception:  # a bug: the connection closes (what was submitted is answered all the same)
             log.warning("recording a yjs edit to %s failed", self.feed, exc_info=True)
             self._broke()
             return
-        self._write_bytes -= size
         self._answers, self._unanswered = answers, len(answers)
         for answer in answers:
             answer.add_done_callback(self._answered)

@@ -181,10 +181,11 @@ def delete_set(update: bytes) -> dict[int, list[tuple[int, int]]]:
         ranges = out.setdefault(client, [])
         for _ in range(r.var_uint()):
             ranges.append((r.var_uint(), r.var_uint()))
-    return {c: _merge_ranges(rs) for c, rs in out.items() if rs}
+    return {c: merge_ranges(rs) for c, rs in out.items() if rs}
 
 
-def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``(clock, length)`` ranges sorted, overlapping and touching ones joined."""
     merged: list[tuple[int, int]] = []
     for clock, length in sorted(ranges):
         if merged and clock <= merged[-1][0] + merged[-1][1]:
@@ -381,6 +382,7 @@ def update_budget(max_event_bytes: int, overhead: int) -> int:
 __all__ = [
     "AwarenessChange", "AwarenessEntry", "AwarenessQuery", "Close", "Denied", "Dropped", "Reader", "SyncRequest",
     "Write", "YProtocolError", "YjsPeer", "awareness_message", "decode_awareness", "delete_set",
-    "deletes_covered", "encode_awareness", "is_empty_update", "parse_message", "parse_state", "permission_denied",
+    "deletes_covered", "encode_awareness", "is_empty_update", "merge_ranges", "parse_message", "parse_state",
+    "permission_denied",
     "query_awareness", "struct_groups", "sync_step1", "sync_step2", "sync_update",
 ]

@@ -218,8 +218,10 @@ class Room:
             return
         try:
             merged = [merge_updates(*updates)] if len(updates) > 1 else updates
-        except Exception:  # one of them does not merge: send them as they are
-            log.debug("updates of %s did not merge; sent one by one", self.feed, exc_info=True)
+        except BaseException as exc:  # they do not merge (or yrs panics on it): send them as they are
+            if not isinstance(exc, Exception) and not is_panic(exc):
+                raise
+            log.warning("updates of %s did not merge; sent one by one", self.feed, exc_info=True)
             merged = updates
         for update in merged:
             self.broadcast(sync_update(update))

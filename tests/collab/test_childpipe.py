@@ -23,6 +23,20 @@ def test_frames_survive_any_split(payloads: list[bytes], data: st.DataObject) ->
         got += buf.feed(stream[prev:c])
         prev = c
     assert got == payloads
+    assert all(type(p) is bytes for p in got)
+
+
+def test_a_large_frame_in_many_reads_then_more_frames() -> None:
+    """A document's state arrives in 64 KiB reads: gathered (each byte copied once), then cut
+    exactly, with the frames that follow it in the same read."""
+    big = bytes(range(256)) * (4 << 12)  # 4 MiB
+    stream = frame(big) + frame(b"next") + frame(b"")
+    buf, got = FrameBuffer(), []
+    step = 1 << 16
+    for i in range(0, len(stream), step):
+        got += buf.feed(stream[i:i + step])
+    assert got == [big, b"next", b""]
+    assert buf.feed(frame(b"again")) == [b"again"]  # nothing left behind
 
 
 async def test_a_child_answers_in_order_and_its_end_is_reported_once() -> None:

@@ -2,6 +2,8 @@
 ``scripts/fuzz``): what real peers send."""
 from __future__ import annotations
 
+from pycrdt import Array, Doc, Map, Text
+
 from collab import frames
 from collab.capability import Capability
 from collab.keys import Keypair
@@ -15,6 +17,23 @@ _KEY = Keypair.from_seed(bytes(range(32)))
 
 def _updates() -> list[bytes]:
     return [u for s in seeds() for u in s]
+
+
+def _writer_runs() -> list[list[bytes]]:
+    """Runs of one writer's consecutive transactions, as a Yjs client sends them: inserts (one with
+    a character of two UTF-16 units), a deletion, a format, map and array entries."""
+    doc = Doc(client_id=7)
+    text, meta, items = doc.get("text", type=Text), doc.get("meta", type=Map), doc.get("items", type=Array)
+    edits = [lambda: text.insert(0, "hello"), lambda: text.insert(5, " \U0001f30d"),
+             lambda: text.format(0, 5, {"b": 1}), lambda: text.__delitem__(slice(1, 3)),
+             lambda: meta.__setitem__("k", {"n": [1, 2.5, None, "x"]}),
+             lambda: items.insert(0, [True, "y"]), lambda: text.insert(0, "\n")]
+    ups = []
+    for edit in edits:
+        before = doc.get_state()
+        edit()
+        ups.append(doc.get_update(before))
+    return [ups[:2], ups[:4], ups, ups[3:6]]
 
 
 def corpus(target: str) -> list[bytes]:
@@ -40,6 +59,8 @@ def corpus(target: str) -> list[bytes]:
     if target == "lib0":
         return [var_uint(0), var_uint(2**53 - 1), var_bytes(b"abc"), var_string("\u00e9\U0001f600"),
                 b"\x02\x01\x05\x80\x80\x01\x02"]
+    if target == "yjs_concat":
+        return [var_uint(len(run)) + b"".join(var_bytes(u) for u in run) for run in _writer_runs()]
     if target == "yjs_sandbox":
         out = []
         for s in seeds()[:6]:

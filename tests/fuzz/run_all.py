@@ -1,7 +1,7 @@
 """The long fuzz run (``scripts/fuzz [--minutes N] [target ...]``): every harness in turn, one core.
 
 Targets: the atheris harnesses of tests/fuzz/targets.py (frames, canonical, capability,
-y_protocol, lib0, yjs_sandbox) and ``pycrdt``, the mutation fuzzer that looks for Yjs updates
+y_protocol, lib0, yjs_concat, yjs_sandbox) and ``pycrdt``, the mutation fuzzer that looks for Yjs updates
 crashing pycrdt (tests/fuzz/yjs_mutate.py). The time is split evenly between the targets named.
 Property violations found by atheris are saved as tests/data/fuzz_crashes/<target>/crash-<sha1>
 (each one is a bug in our code to fix, with a regression test); new pycrdt crashes are minimized
@@ -23,7 +23,7 @@ from tests.fuzz.corpus import corpus
 from tests.fuzz.pycrdt_runner import ROOT
 from tests.fuzz.yjs_mutate import CRASH_DIR, fuzz
 
-ATHERIS = ("frames", "canonical", "capability", "y_protocol", "lib0", "yjs_sandbox")
+ATHERIS = ("frames", "canonical", "capability", "y_protocol", "lib0", "yjs_concat", "yjs_sandbox")
 ALL = (*ATHERIS, "pycrdt")
 STATS = re.compile(r"#(\d+)\s+DONE\s+cov: (\d+) ft: (\d+) corp: (\d+)/\S+.*?exec/s: (\d+)")
 

@@ -24,7 +24,9 @@ from collab import frames, lib0
 from collab.capability import Capability
 from collab.errors import ColonyError
 from relay.core.limits import YjsLimits
+from collab.namespaces.doc_pending import scan
 from relay.endpoints import yjs_protocol as yp
+from relay.endpoints.yjs_concat import concat
 
 
 def frames_target(data: bytes) -> None:
@@ -237,10 +239,30 @@ def make_sandbox_target(checker: YjsChecker) -> Callable[[bytes], None]:
     return yjs_sandbox_target
 
 
+def yjs_concat_target(data: bytes) -> None:
+    """A /yjs writer's queued edits joined without the engine (relay.endpoints.yjs_concat): never
+    raises; a join is one struct group from the first edit's clock to the last one's end, holding
+    all their structs, as the doc admission reads it."""
+    updates = split_updates(data)
+    joined = concat(updates)
+    if joined is None:
+        return
+    parts = [scan(u) for u in updates]  # each was read by concat: no ValueError here
+    whole = scan(joined)
+    groups = [g for p in parts for g in p.groups]
+    assert not whole.cut and len(whole.groups) == (1 if groups else 0)
+    if groups:
+        g = whole.groups[0]
+        assert (g.client, g.start, g.end) == (groups[0].client, groups[0].start, groups[-1].end)
+    for client, end in whole.deletes.items():  # ranges of length 0 are dropped: the end may be lower
+        assert 0 < end <= max(p.deletes.get(client, 0) for p in parts)
+
+
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "frames": frames_target,
     "canonical": canonical_target,
     "capability": capability_target,
     "y_protocol": y_protocol_target,
     "lib0": lib0_target,
+    "yjs_concat": yjs_concat_target,
 }

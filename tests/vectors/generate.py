@@ -36,6 +36,7 @@ name ends in ``_b64``; ``*_text`` fields are the same bytes decoded as UTF-8):
 * ``ed25519.json``        signatures a strict Ed25519 verifier refuses (``gen_ed25519.py``).
 * ``doc_updates.json``    empty and non-empty Yjs updates, as doc.update events (``gen_doc_updates.py``).
 * ``http_auth.json``      a signed HTTP read: its signing bytes and ``Authorization`` header.
+* ``yjs_concat.json``     a /yjs writer's queued edits and the one update recorded for them (``gen_yjs_concat.py``).
 """
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ from pycrdt import Doc, Text
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # the generators next to this script, however it is loaded
 from gen_doc_updates import gen_doc_updates
 from gen_ed25519 import gen_ed25519
+from gen_yjs_concat import gen_yjs_concat
 
 # ---------------------------------------------------------------------------------------------
 # Constants from docs/protocol.md
@@ -770,6 +772,7 @@ GENERATORS = {
     "ed25519.json": lambda: gen_ed25519(event_signing_bytes, ALICE_SEED, TS0),
     "doc_updates.json": lambda: gen_doc_updates(make_event, ALICE, TS0, b64(doc_updates()[0][0])),
     "http_auth.json": gen_http_auth,
+    "yjs_concat.json": gen_yjs_concat,
 }
 
 

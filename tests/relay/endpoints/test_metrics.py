@@ -32,6 +32,8 @@ NAMES = {
     "colony_federation_link_up": "gauge",
     "colony_federation_alarms_total": "counter",
     "colony_component_up": "gauge",
+    "colony_verifier_requests_total": "counter",
+    "colony_verifier_restarts_total": "counter",
 }
 
 async def scrape(r: Running) -> tuple[dict[str, str], dict[tuple[str, frozenset[tuple[str, str]]], float]]:
@@ -111,6 +113,10 @@ async def test_values_move_under_load(relay: Running) -> None:
     else:
         assert value(after, "colony_redis_round_trips_total") == 0
     assert value(after, "colony_federation_alarms_total") == 0
+    # every publish's signature was checked and every receipt signed, in the child or in-process (small)
+    work = sum(delta("colony_verifier_requests_total", where=w) for w in ("child", "small", "fallback"))
+    assert work >= n, "signature checks are not counted"
+    assert value(after, "colony_verifier_restarts_total") == 0
 
 
 def test_json_formatter() -> None:
