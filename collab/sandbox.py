@@ -9,9 +9,11 @@ update that passes: the decode check (``merge_updates(u, u)``), ``DocState.apply
 ``get_state``, the pending/integration diff), and at the end of a request an encode check
 (:func:`encode_check`) and the merge of the passed updates (what the ``/yjs`` room sends).
 
-The encode check encodes what the request changed (the document's diff since the state vector
-before its updates, pending parts merged in: O(update)); a request with ``full`` set encodes the
-whole document (the snapshot merge, ``DocState.state_update``: O(document)). The relay sets
+The encode check encodes what each update added inside its own transaction, before yrs squashes
+the new items into older blocks (after that, encoding them slices the block they joined: for a
+writer appending text, its whole run): O(update). A request where something is or stays pending
+falls back to the diff since its start, pending parts merged in; one with ``full`` set encodes
+the whole document (the snapshot merge, ``DocState.state_update``: O(document)). The relay sets
 ``full`` on the batch before each snapshot and when it loads a feed; every input of the crash
 corpus is caught by the cheap check. An update that would pass it and still poison the whole
 document's encode makes the relay's next full encode raise ``EnginePanic`` in-process, and the
@@ -125,16 +127,25 @@ class Reply:
         return cls(False, verdicts, reason)
 
 
-def check_update(state: DocState, update: bytes) -> None:
-    """What the relay runs in-process on an update it accepts: the decode check, then the fold."""
+def check_update(state: DocState, update: bytes, encode: bool = False) -> bytes | None:
+    """What the relay runs in-process on an update it accepts: the decode check, then the fold.
+    ``encode``: also what the update added, encoded before yrs squashes it into older blocks
+    (``DocState.apply_update``); None when that is not the whole of it (something was or stays
+    pending: the caller encodes the diff since the request's start instead)."""
     merge_updates(update, update)  # DocNamespace's decode check (check_decodes), unwrapped
-    state.apply_update(update)
+    if not encode:
+        state.apply_update(update)
+        return None
+    calm = not state.pending.entries
+    added = state.apply_update(update, encode=True)
+    return added if calm and not state.pending.entries else None
 
 
 def encode_check(state: DocState, since: bytes | None) -> None:
     """Encode what the relay may encode in-process: the whole document (``since`` None: the
     snapshot merge, O(document)) or only what changed since the state vector ``since``, with the
-    pending parts (O(update): what a request adds). docs/design.md, "The Yjs sandbox"."""
+    pending parts (the fallback of a request that left something pending: it slices the blocks
+    the new items joined, O(their length)). docs/design.md, "The Yjs sandbox"."""
     if since is None:
         state.state_update()
         return
@@ -169,9 +180,13 @@ class Checker:
         sv0 = st.sv  # what the encode check starts from (cheap mode): DocState keeps the state vector
         out = Reply()
         passed: list[bytes] = []
+        cheap = not req.full  # each update's additions encoded as it is applied (O(update))
         for u in req.updates:
             try:
-                check_update(st, u)
+                if cheap and check_update(st, u, encode=True) is None:
+                    cheap = False  # pending parts: the diff since sv0 at the end, as before
+                elif not cheap:
+                    check_update(st, u)
             except Exception as exc:  # the engine refused it (a verdict); the doc may be half-changed
                 log.debug("the engine refused an update of %s", req.feed, exc_info=True)
                 out.verdicts.append(BAD)
@@ -186,7 +201,8 @@ class Checker:
             out.verdicts.append(OK)
             passed.append(u)
         try:
-            encode_check(st, None if req.full else sv0)
+            if not cheap or not passed:
+                encode_check(st, None if req.full else sv0)
             if len(passed) > 1:
                 merge_updates(*passed)  # what the /yjs room sends its clients for these records
         except BaseException as exc:

@@ -76,10 +76,21 @@ class DocState:
         """This object and exactly the updates applied to it, in order (the sandbox's document key)."""
         return self.gen, self.digest
 
-    def apply_update(self, update: bytes) -> None:
+    def apply_update(self, update: bytes, encode: bool = False) -> bytes | None:
+        """Fold ``update``. ``encode`` (the Yjs sandbox's encode check, ``collab.sandbox``): also
+        encode what it added, inside its transaction, before yrs squashes the new items into the
+        blocks before them (after that, encoding them means slicing those blocks: O(their
+        length), e.g. a writer's whole run of appended text); returned, or None when yrs needed
+        the update applied again (the caller then encodes the diff since the state vector before)."""
         self.digest = next_digest(self.digest, update)
         before = self.sv
-        self.doc.apply_update(update)
+        added: bytes | None = None
+        if encode:
+            with self.doc.transaction():
+                self.doc.apply_update(update)
+                added = self.doc.get_update(before)
+        else:
+            self.doc.apply_update(update)
         sv = self.doc.get_state()
         if sv != before:
             # Only a moved state vector can integrate something pending (that is a function of
@@ -87,11 +98,13 @@ class DocState:
             sv = self.pending.advanced(self.doc, sv)
         again = self.pending.add(update, sv)
         if again is not None:  # nothing missing, yet not integrated: yrs needs it again
+            added = None
             self.doc.apply_update(again)
             now = self.doc.get_state()
             if now != sv:
                 sv = self.pending.advanced(self.doc, now)
         self.sv = sv
+        return added
 
     def state_update(self) -> bytes:
         """The whole document as one update (the snapshot); :class:`EnginePanic` if yrs panics."""

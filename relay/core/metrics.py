@@ -156,8 +156,8 @@ class Metrics:
         self.sandbox_restarts = Gauge("colony_yjs_sandbox_restarts", "Restarts of the Yjs sandbox's child processes.")
         self.verifier_requests = Counter("colony_verifier_requests_total",
                                          "Signature work by where it was done: child (a request to the verifier "
-                                         "child, a batch of checks or receipts), lone (one check or receipt made "
-                                         "in-process on a quiet relay), fallback (a batch of checks made in-process "
+                                         "child, a batch of checks or receipts), small (a request too small for a "
+                                         "round trip, made in-process), fallback (a batch of checks made in-process "
                                          "while the child was not there).", ("where",))
         self.verifier_restarts = Counter("colony_verifier_restarts_total",
                                          "Times the signature verifier child was lost (it is started again).")

@@ -20,10 +20,13 @@ signatures), has them signed here while the Yjs sandbox checks the batch, and pu
 records before the append. The child gets the relay's seed as its first request, over its pipe
 (``collab.childpipe``, the channel the Yjs sandbox's children use too).
 
-On a quiet relay a request of one item (a check, or a receipt to sign) at least ``LONE_GAP``
-after the previous request of its kind is done in-process (``Verifier._lone``): the round trip
-to a child woken from idle costs the event loop about what the operation costs, and the child
-as much again (docs/design.md, "Sequencing").
+A request too small to pay for its round trip (fewer than ``MIN_CHILD_CHECKS`` checks, or
+``MIN_CHILD_SIGNS`` receipts) is done in-process at once (``Verifier._small``): a round trip to
+the child costs the relay and the child together about what six checks or fifteen signatures
+cost, because the child sleeps between requests and wakes cold, at a few hundred requests a
+second too (docs/benchmarks.md, issue 12, "bench_doc saturation: the verifier's round trips").
+So at a low rate and at bench_doc's saturation (batches of about ten publishes) the crypto is
+done here, and the child takes the large batches of a relay near its signature limit.
 """
 from __future__ import annotations
 
@@ -43,7 +46,8 @@ from relay.core.verifier_child import LEN, READY
 log = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0  # seconds between two starts of the child
-LONE_GAP = 0.001  # a single check or signature this long after the previous one is made in-process
+MIN_CHILD_CHECKS = 8  # a request of fewer signature checks (about 45 µs each) is made in-process
+MIN_CHILD_SIGNS = 16  # a request of fewer receipts to sign (about 20 µs each) is made in-process
 Batch = list[tuple[Event, bytes, "asyncio.Future[bool]"]]
 
 
@@ -65,10 +69,9 @@ class Verifier:
         self.key = key  # the relay's key: receipts to sign (None: no signing here)
         self._signs: deque[tuple[list[bytes], asyncio.Future[list[bytes]]]] = deque()
         self.local_batches = 0  # batches checked in-process (the child not ready, gone or late)
-        self.lone_gap = LONE_GAP
-        self.lone = 0  # single checks or signatures made in-process on a quiet relay (_lone)
+        self.min_checks, self.min_signs = MIN_CHILD_CHECKS, MIN_CHILD_SIGNS
+        self.small = 0  # requests too small for a round trip, made in-process (_small)
         self.requests = 0  # requests sent to the child (checks or receipts, one batch each)
-        self._prev: dict[bytes, float] = {}  # kind -> when the previous request of it was made
         self.restarts = 0
         self._queue: Batch = []
         self._inflight: deque[tuple[bytes, Any]] = deque()  # (request kind, what it answers)
@@ -102,6 +105,8 @@ class Verifier:
 
     # -- batches -----------------------------------------------------------------------------
     def _flush(self) -> None:
+        if self._ready:
+            self._small()
         if self._inflight and self._ready:  # one request at a time: what queues meanwhile goes
             return                          # as the next one, when this one is answered
         if not self._ready:
@@ -113,34 +118,34 @@ class Verifier:
             if batch:
                 self._here(batch)
             return
-        now = self._loop.time() if self._loop is not None else 0.0
         if self._signs:  # a worker waits for these: first (one request; the rest goes next)
             receipts, fut = self._signs.popleft()
-            if not self._lone(b"S", len(receipts) + len(self._signs), now):  # others queued: not lone
-                self._request(b"S", (receipts, fut), b"".join(LEN.pack(len(r)) + r for r in receipts))
-                return
-            self._sign_here(receipts, fut)
+            self._request(b"S", (receipts, fut), b"".join(LEN.pack(len(r)) + r for r in receipts))
+            return
         batch, self._queue = self._queue, []
-        if not batch:
-            return
-        if self._lone(b"V", len(batch), now):
-            ev, signed, vfut = batch[0]
-            if not vfut.done():
-                vfut.set_result(check_here(ev, signed))
-            return
-        self._request(b"V", batch, b"".join(_item(ev, signed) for ev, signed, _ in batch))
+        if batch:
+            self._request(b"V", batch, b"".join(_item(ev, signed) for ev, signed, _ in batch))
 
-    def _lone(self, kind: bytes, n: int, now: float) -> bool:
-        """Whether a request of ``n`` items is done here rather than in the child: a single item
-        at least ``lone_gap`` s after the previous request of its kind (a quiet relay). Its round
-        trip costs the event loop about what the operation costs (docs/reliability.md, "The
-        channel, and what a check costs") and the child as much again: at a low rate the child
-        only adds CPU; under load requests come closer together and batch."""
-        gap, self._prev[kind] = now - self._prev.get(kind, -1e9), now
-        if n == 1 and gap >= self.lone_gap:
-            self.lone += 1
-            return True
-        return False
+    def _small(self) -> None:
+        """Make here, now, the requests too small to pay for a round trip to the child (a few
+        hundred µs of the two processes' CPU together: docs/benchmarks.md, issue 12): receipts
+        to sign in requests of fewer than ``min_signs``, and the queued checks when fewer than
+        ``min_checks``. Larger ones go to the child, one request at a time, as before."""
+        if any(len(r) < self.min_signs for r, _ in self._signs):
+            keep: deque[tuple[list[bytes], asyncio.Future[list[bytes]]]] = deque()
+            for receipts, fut in self._signs:
+                if len(receipts) < self.min_signs:
+                    self.small += 1
+                    self._sign_here(receipts, fut)
+                else:
+                    keep.append((receipts, fut))
+            self._signs = keep
+        if self._queue and len(self._queue) < self.min_checks:
+            batch, self._queue = self._queue, []
+            self.small += 1
+            for ev, signed, vfut in batch:
+                if not vfut.done():
+                    vfut.set_result(check_here(ev, signed))
 
     def _request(self, kind: bytes, what: Any, body: bytes) -> None:
         self.requests += 1

@@ -21,7 +21,7 @@ def _fill(relay: Any) -> Metrics:
     m.outbox_frames.set(sum(len(conn.out.frames) for conn in list(relay.sessions)))
     m.redis_round_trips.values[()] = getattr(hub.storage, "round_trips", 0) or 0
     v = hub.verifier
-    for where, n in (("child", v.requests), ("lone", v.lone), ("fallback", v.local_batches)):
+    for where, n in (("child", v.requests), ("small", v.small), ("fallback", v.local_batches)):
         m.verifier_requests.values[(where,)] = n
     m.verifier_restarts.values[()] = v.restarts
     m.link_up.clear()

@@ -78,6 +78,7 @@ async def test_the_child_signs_receipts_with_the_relay_key() -> None:
     relay = Keypair.from_seed(b"R" * 32)
     receipts = [b"receipt %d" % i for i in range(5)]
     v = Verifier(key=relay)
+    v.min_signs = 1  # every request to the child once it is up, however small
     try:
         here = await v.sign(receipts)  # before the child is up: signed in-process
         await wait_ready(v)
@@ -94,39 +95,41 @@ async def test_the_child_signs_receipts_with_the_relay_key() -> None:
 
 async def test_signatures_queued_with_a_lone_one_are_all_made() -> None:
     """Regression: two workers asking for receipts in one loop turn of a quiet relay. The first
-    is lone (made here); the one queued with it went nowhere until some later request woke the
-    verifier, so on a relay that then fell quiet its feed never drained."""
+    was made here; the one queued with it went nowhere until some later request woke the
+    verifier, so on a relay that then fell quiet its feed never drained. Both ways: single
+    receipts made here while checks are in the child, and every request to the child."""
     relay = Keypair.from_seed(b"R" * 32)
     v = Verifier(key=relay)
     try:
         await wait_ready(v)
-        v.lone_gap = 0.0  # every single item is lone: only a batch goes to the child
-        checks = [v.check(ev, signed) for ev, signed, _ in batch(2)]
-        futs = [v.sign([bytes([i])]) for i in range(3)]  # 0 lone, then the checks go; 1 and 2 queue
-        assert await asyncio.gather(*checks) == [True, True]
-        assert await asyncio.wait_for(asyncio.gather(*futs), 2) == [[relay.sign(bytes([i]))] for i in range(3)]
+        for min_signs in (2, 1):
+            v.min_checks, v.min_signs = 1, min_signs
+            checks = [v.check(ev, signed) for ev, signed, _ in batch(2)]
+            futs = [v.sign([bytes([i])]) for i in range(3)]
+            assert await asyncio.gather(*checks) == [True, True]
+            assert await asyncio.wait_for(asyncio.gather(*futs), 2) == [[relay.sign(bytes([i]))] for i in range(3)]
         assert v.restarts == 0
     finally:
         await v.close()
 
 
-async def test_on_a_quiet_relay_a_lone_check_or_signature_is_made_here() -> None:
+async def test_a_request_too_small_for_a_round_trip_is_made_here() -> None:
     relay = Keypair.from_seed(b"R" * 32)
     items = batch(3)
     v = Verifier(key=relay)
     try:
         await wait_ready(v)
-        local, lone = v.local_batches, v.lone
-        v.lone_gap = float("inf")  # requests always come close together: everything to the child
+        local, small = v.local_batches, v.small
+        v.min_checks = v.min_signs = 1  # everything to the child
         assert await answers(v, items[:1]) == [True]
         assert await v.sign([b"r"]) == [relay.sign(b"r")]
-        assert v.lone == lone
-        v.lone_gap = 0.0  # a quiet relay: a single item is done here, a batch still goes
+        assert v.small == small
+        v.min_checks = v.min_signs = 2  # a single item is done here, two or more go
         assert await answers(v, items[2:]) == [False]
         assert await v.sign([b"r"]) == [relay.sign(b"r")]
-        assert v.lone == lone + 2
+        assert v.small == small + 2
         assert await answers(v, items) == [good for _, _, good in items]
         assert await v.sign([b"r", b"s"]) == [relay.sign(b"r"), relay.sign(b"s")]
-        assert v.lone == lone + 2 and v.local_batches == local and v.restarts == 0
+        assert v.small == small + 2 and v.local_batches == local and v.restarts == 0
     finally:
         await v.close()
