@@ -48,8 +48,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from collab.errors import ColonyError, RelayError, Unavailable
-from collab.events import Event, Record
+from collab.errors import BadSignature, ColonyError, RelayError, Unavailable
+from collab.events import BAD_SIGNATURE, Event, Record
 
 from relay.core.bus import Bus
 from relay.core.jobs import fail, ok
@@ -166,12 +166,31 @@ class Sequencer:
         """Whether this process sequences ``feed`` now (its publishes go straight to the worker)."""
         return self.leases.holds(feed)
 
-    def hand_off(self, rt: Target, event: Event, session_key: str | None, hops: int = 0) -> asyncio.Future[Answer]:
-        """Sequence ``event`` wherever the feed's lease is (here once granted)."""
+    def hand_off(self, rt: Target, event: Event, session_key: str | None, hops: int = 0,
+                 check: asyncio.Future[bool] | None = None) -> asyncio.Future[Answer]:
+        """Sequence ``event`` wherever the feed's lease is (here once granted); with ``check``
+        (its signature check, under way), once it passed (``bad_signature`` if it failed). The
+        order of hand-offs is kept: checks complete in the order they were asked for."""
         fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._rid += 1
-        self._route(Pending(self._rid, rt, event, session_key, fut, hops))
+        p = Pending(self._rid, rt, event, session_key, fut, hops)
+        if check is None:
+            self._route(p)
+        else:  # a callback, not a task per publish
+            check.add_done_callback(lambda c: self._checked(p, c))
         return fut
+
+    def _checked(self, p: Pending, check: asyncio.Future[bool]) -> None:
+        if p.fut.done():  # the publisher went away meanwhile
+            return
+        if check.cancelled():
+            p.fut.cancel()
+        elif (exc := check.exception()) is not None:
+            p.fut.set_exception(exc)
+        elif not check.result():
+            p.fut.set_exception(BadSignature(BAD_SIGNATURE))
+        else:
+            self._route(p)
 
     def _route(self, p: Pending) -> None:
         r = self.routes.get(p.rt.feed)

@@ -82,11 +82,20 @@ async def test_a_publish_handed_off_is_answered_with_the_sequencer_s_seq_or_refu
             assert again["t"] == "ok" and again["seq"] == 2 and again.get("dup") is True, again
             bad = await publish(rb, Event.create(k, feed, "doc.update", {"update": "AAAA"}))  # empty update
             assert bad["t"] == "error" and bad["code"] == "invalid", bad
+            # a forged signature is refused where it arrived, never handed off; the next publish
+            # of the same connection is handed off after it, in order
+            real = Event.create(k, feed, "doc.update", edit, ts=3)
+            forged = {**real.to_wire(), "sig": Event.create(k, feed, "doc.update", edit, ts=4).sig}
+            nxt = Event.create(k, feed, "doc.update", edit, ts=5)
+            await rb.send({"t": "pub", "event": forged})
+            got = await publish(rb, nxt)
+            refused = await rb.wait(lambda f: f.get("t") == "error" and f.get("code") == "bad_signature", 10)
+            assert refused["code"] == "bad_signature" and got["t"] == "ok" and got["seq"] == 3, (refused, got)
             hub_a, hub_b = a.relay.hub, b.relay.hub
             assert hub_a.handoff is not None and hub_b.handoff is not None
-            assert hub_b.handoff.handed_off == 3 and hub_a.handoff.served == 3
+            assert hub_b.handoff.handed_off == 4 and hub_a.handoff.served == 4
             assert hub_a.storage.leases.held.keys() == {feed} and not hub_b.storage.leases.held  # type: ignore[attr-defined]
-            await eventually(lambda: hub_b.feeds[feed].seq == 2, 10, "B to fold A's records")
+            await eventually(lambda: hub_b.feeds[feed].seq == 3, 10, "B to fold A's records")
         finally:
             await ra.close()
             await rb.close()
