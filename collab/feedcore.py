@@ -173,12 +173,6 @@ class FeedCore:
         self.access = apply_access(self.access, ev, seq)
         if ev.kind not in CONTROL_KINDS:
             self.state = self.ns.apply(self.state, rec)
-        self._place(rec)
-
-    def _place(self, rec: Record) -> None:
-        """Take a folded record's head, size and id (its state is folded: :meth:`fold`, :meth:`commit`)."""
-        ev = rec.event
-        seq = rec.seq
         self.seq, self.head = seq, rec.hash
         self.bytes += ev.size
         if self.id_cache:
@@ -213,31 +207,20 @@ class FeedCore:
     def commit(self, recs: Iterable[tuple[Record, str]],
                listeners: Sequence[RecordListener] = ()) -> Committed:
         """Fold durable records (each extends the head) and return the frames to fan out.
-        Each listener is called with every record (and its line) right after it is placed (its
-        access and head folded; the state too, unless the namespace folds runs: then the
-        whole batch's state is folded before this returns, :attr:`Namespace.fold_runs`).
+        Each listener is called with every record (and its line) right after it is folded.
         A record that changes the access is a cut (:class:`Committed`): it and every later
         record are for readers under the access it made."""
         cuts: list[tuple[int, Access]] = []
         parts: list[str] = []
         feed = json.dumps(self.feed)
-        run: list[Record] | None = [] if self.ns.fold_runs else None
         for rec, rjson in recs:
             before = self.access
-            if run is None:
-                self.fold(rec)
-            else:  # the state is folded once, after the loop (Namespace.fold_runs)
-                self.access = apply_access(before, rec.event, rec.seq)
-                if rec.event.kind not in CONTROL_KINDS:
-                    run.append(rec)
-                self._place(rec)
+            self.fold(rec)
             if self.access is not before and narrows(before, self.access):
                 cuts.append((len(parts), self.access))
             parts.append('{"t":"rec","feed":' + feed + ',"rec":' + rjson + "}")
             for listener in listeners:
                 listener(rec, rjson)
-        if run:
-            self.state = self.ns.apply_run(self.state, run)
         if len(self.ids) > self.id_cache:
             self.trim_ids()
         return Committed(parts, cuts)

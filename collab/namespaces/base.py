@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -61,11 +60,6 @@ class Namespace(ABC, Generic[S]):
     #: policy or owner of their own. The relay opens such a feed itself, with its opening event,
     #: in the same append as the first event it accepts there (:meth:`collab.feedcore.FeedCore.seal`).
     relay_owned: bool = False
-    #: A committed batch's records are folded as one run (:meth:`apply_run`) after the core has
-    #: placed them all (access, head, dedup), not one by one: for a mutable state whose engine
-    #: applies a merged run much more cheaply than its updates one at a time (docs). Record
-    #: listeners called during the commit then see the state before the batch.
-    fold_runs: bool = False
 
     @abstractmethod
     def initial(self, feed: str) -> S: ...
@@ -75,12 +69,6 @@ class Namespace(ABC, Generic[S]):
 
     @abstractmethod
     def apply(self, state: S, record: Record) -> S: ...
-
-    def apply_run(self, state: S, records: Sequence[Record]) -> S:
-        """Fold a run of sequenced records (in order) as :meth:`apply` would one by one."""
-        for record in records:
-            state = self.apply(state, record)
-        return state
 
     def initial_access(self, feed: str) -> Access | None:
         """Access fixed by the feed's name (``dm/A.B``: only A and B), or None for the usual

@@ -24,7 +24,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-from collections.abc import Sequence
 from hashlib import blake2b
 from typing import Any
 
@@ -106,39 +105,6 @@ class DocState:
                 sv = self.pending.advanced(self.doc, now)
         self.sv = sv
         return added
-
-    def apply_run(self, updates: Sequence[bytes]) -> None:
-        """Apply ``updates`` in order, as :meth:`apply_update` one by one would. A run that
-        starts with nothing pending is merged and applied as one update: yrs applies a merged
-        run of a dozen small edits about 4x more cheaply than the edits one at a time
-        (docs/benchmarks.md), and the document is the same (the merge of updates is their
-        union). The digest is the one-by-one fold's. If the run leaves something pending (an
-        edit whose predecessor is later in the log), each update's pending part is kept as
-        :meth:`apply_update` keeps it, against the state vector after the run (the document
-        is the same; the parts' bytes may differ, as after loading a snapshot).
-        Raises what yrs raises: the caller folds the run one by one then (applying an update
-        the document has again changes nothing)."""
-        if len(updates) < 2 or self.pending.count:
-            for u in updates:
-                self.apply_update(u)
-            return
-        merged = merge_updates(*updates)
-        self.doc.apply_update(merged)
-        sv = self.doc.get_state()
-        self.pending.add(merged, sv, len(updates))
-        if self.pending.count:  # (rare) something the run needs is missing: keep each update's part
-            self.pending = Pending()
-            for u in updates:
-                again = self.pending.add(u, sv)
-                if again is not None:  # nothing missing, yet not integrated: yrs needs it again
-                    self.doc.apply_update(again)
-                    now = self.doc.get_state()
-                    if now != sv:
-                        sv = self.pending.advanced(self.doc, now)
-        digest = self.digest
-        for u in updates:
-            digest = next_digest(digest, u)
-        self.digest, self.sv = digest, sv
 
     def state_update(self) -> bytes:
         """The whole document as one update (the snapshot); :class:`EnginePanic` if yrs panics."""
@@ -258,23 +224,6 @@ class DocNamespace(Namespace[DocState]):
                 log.warning("doc update at %s#%d panics the Yjs engine; left out", ev.feed, record.seq,
                             exc_info=True)
         state.applied = record.seq
-        return state
-
-    fold_runs = True  # a commit's updates are merged and applied as one (DocState.apply_run)
-
-    def apply_run(self, state: DocState, records: Sequence[Record]) -> DocState:
-        try:
-            updates = [unb64(rec.event.body["update"]) for rec in records if rec.event.kind == "doc.update"]
-            state.apply_run(updates)
-        except Exception:  # something did not apply: record by record, each failure logged and skipped
-            log.debug("a run of %d doc updates did not apply as one; one by one", len(records), exc_info=True)
-            return super().apply_run(state, records)
-        except BaseException as exc:
-            if not is_panic(exc):
-                raise
-            return super().apply_run(state, records)  # the one that panics is left out (apply)
-        if records:
-            state.applied = records[-1].seq
         return state
 
     def dump(self, state: DocState) -> bytes:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +100,14 @@ def within_rate(batch: list[Publish], rate: TokenBucket, me: str, feed: str) -> 
     return passed
 
 
+async def checked_then(check: asyncio.Future[bool], call: Callable[..., Awaitable[tuple[int, bool]]],
+                       *args: Any) -> tuple[int, bool]:
+    """``call(*args)``'s answer once the signature ``check`` passed; ``bad_signature`` otherwise."""
+    if not await check:
+        raise BadSignature(BAD_SIGNATURE)
+    return await call(*args)
+
+
 async def signature_checked(batch: list[Publish]) -> list[Publish]:
     """The publishes of ``batch`` whose signature checks pass, once they are done (most are by
     the time their batch comes up); the others are refused ``bad_signature``."""
@@ -111,5 +120,5 @@ async def signature_checked(batch: list[Publish]) -> list[Publish]:
     return passed
 
 
-__all__ = ["Answer", "Check", "Ingest", "Job", "Publish", "Recover", "Subscribe", "Sync", "fail",
+__all__ = ["Answer", "Check", "Ingest", "Job", "Publish", "Recover", "Subscribe", "Sync", "checked_then", "fail",
            "joined_ingests", "ok", "signature_checked", "wire_seq", "within_rate"]

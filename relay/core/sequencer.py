@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import time
@@ -49,8 +48,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from collab.errors import BadSignature, ColonyError, RelayError, Unavailable
-from collab.events import BAD_SIGNATURE, Event, Record
+from collab.errors import ColonyError, RelayError, Unavailable
+from collab.events import Event, Record
 
 from relay.core.bus import Bus
 from relay.core.jobs import fail, ok
@@ -130,7 +129,6 @@ class Sequencer:
         self._settled = asyncio.Event()  # set while nothing is in flight (a drain waits for it)
         self._settled.set()
         self._rid = 0
-        self._checking: dict[str, deque[tuple[Pending, asyncio.Future[bool] | None]]] = {}  # waiting for checks
         self._out: dict[str, list[str]] = {}  # token -> lines to send it (requests "q[..]", answers "a[..]")
         self._flushing: dict[str, asyncio.Task[None]] = {}
         self._serving: deque[tuple[str, list[Any]]] = deque()
@@ -168,46 +166,12 @@ class Sequencer:
         """Whether this process sequences ``feed`` now (its publishes go straight to the worker)."""
         return self.leases.holds(feed)
 
-    def hand_off(self, rt: Target, event: Event, session_key: str | None, hops: int = 0,
-                 check: asyncio.Future[bool] | None = None) -> asyncio.Future[Answer]:
-        """Sequence ``event`` wherever the feed's lease is (here once granted); with ``check``
-        (its signature check, under way), once it passed (``bad_signature`` if it failed) and
-        the feed's publishes handed off before it went on: they keep their order."""
+    def hand_off(self, rt: Target, event: Event, session_key: str | None, hops: int = 0) -> asyncio.Future[Answer]:
+        """Sequence ``event`` wherever the feed's lease is (here once granted)."""
         fut: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         self._rid += 1
-        p = Pending(self._rid, rt, event, session_key, fut, hops)
-        checking = self._checking.get(rt.feed)
-        if check is None and checking is None:
-            self._route(p)
-        else:  # after the checks of the feed's earlier publishes (a callback, not a task per publish)
-            if checking is None:
-                checking = self._checking[rt.feed] = deque()
-            checking.append((p, check))
-            if check is not None:
-                check.add_done_callback(functools.partial(self._checked, rt.feed))
+        self._route(Pending(self._rid, rt, event, session_key, fut, hops))
         return fut
-
-    def _checked(self, feed: str, _done: object = None) -> None:
-        """Route the feed's publishes whose checks are done, in the order they were handed off
-        (a check can complete before an earlier one: a lone one is made in-process while a
-        batch is at the verifier's child)."""
-        checking = self._checking.get(feed)
-        while checking and (checking[0][1] is None or checking[0][1].done()):
-            p, check = checking.popleft()
-            if p.fut.done():  # the publisher went away meanwhile
-                continue
-            if check is None:
-                self._route(p)
-            elif check.cancelled():
-                p.fut.cancel()
-            elif (exc := check.exception()) is not None:
-                p.fut.set_exception(exc)
-            elif not check.result():
-                p.fut.set_exception(BadSignature(BAD_SIGNATURE))
-            else:
-                self._route(p)
-        if checking is not None and not checking:
-            del self._checking[feed]
 
     def _route(self, p: Pending) -> None:
         r = self.routes.get(p.rt.feed)
@@ -455,7 +419,7 @@ class Sequencer:
     def awaits(self, feed: str) -> bool:
         """Whether a publish to ``feed`` we handed off waits for its record (the feed must stay
         loaded here: its records answer them)."""
-        return feed in self._checking or any(p.rt.feed == feed for p in self.inflight.values())
+        return any(p.rt.feed == feed for p in self.inflight.values())
 
     def forget(self, feed: str) -> None:
         """``feed`` was unloaded here: drop what we remembered of its sequencer."""

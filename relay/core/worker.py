@@ -31,7 +31,7 @@ from collab.sandbox_supervisor import Sandbox, Verdict
 from relay.core.config import Config
 from relay.core.fanout import Fanout, Subscriber
 from relay.core.limits import FeedQuota, TokenBucket
-from relay.core.jobs import (Answer, Check, Ingest, Job, Publish, Recover, Subscribe, Sync, fail,
+from relay.core.jobs import (Answer, Check, Ingest, Job, Publish, Recover, Subscribe, Sync, checked_then, fail,
                              joined_ingests, ok, signature_checked, within_rate, wire_seq)
 from relay.core.mirrorstore import MirrorJob, store_mirrored
 from relay.core.presence import Participants, PresenceStore
@@ -200,7 +200,9 @@ class FeedRuntime:
     def publish(self, event: Event, session_key: str | None, check: Check | None = None) -> Answer:
         """Sequence ``event`` here or where the feed is sequenced (relay.core.sequencer) once ``check`` passed."""
         if self.handoff is not None and not self.handoff.sequencing(self.feed):
-            return self.handoff.hand_off(self, event, session_key, check=check)
+            if check is not None:
+                return asyncio.ensure_future(checked_then(check, self.handoff.hand_off, self, event, session_key))
+            return self.handoff.hand_off(self, event, session_key)
         return self.enqueue(event, session_key, check)
 
     def enqueue(self, event: Event, session_key: str | None, check: Check | None = None) -> Answer:

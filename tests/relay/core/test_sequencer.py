@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from collab.errors import BadSignature, RelayError, Unavailable
+from collab.errors import RelayError, Unavailable
 from collab.events import Event, Record
 from collab.keys import Keypair
 from collab.replay import fetch_records, replay
@@ -82,59 +82,14 @@ async def test_a_publish_handed_off_is_answered_with_the_sequencer_s_seq_or_refu
             assert again["t"] == "ok" and again["seq"] == 2 and again.get("dup") is True, again
             bad = await publish(rb, Event.create(k, feed, "doc.update", {"update": "AAAA"}))  # empty update
             assert bad["t"] == "error" and bad["code"] == "invalid", bad
-            # a forged signature is refused where it arrived, never handed off; the next publish
-            # of the same connection is handed off after it, in order
-            real = Event.create(k, feed, "doc.update", edit, ts=3)
-            forged = {**real.to_wire(), "sig": Event.create(k, feed, "doc.update", edit, ts=4).sig}
-            nxt = Event.create(k, feed, "doc.update", edit, ts=5)
-            await rb.send({"t": "pub", "event": forged})
-            got = await publish(rb, nxt)
-            refused = await rb.wait(lambda f: f.get("t") == "error" and f.get("code") == "bad_signature", 10)
-            assert refused["code"] == "bad_signature" and got["t"] == "ok" and got["seq"] == 3, (refused, got)
             hub_a, hub_b = a.relay.hub, b.relay.hub
             assert hub_a.handoff is not None and hub_b.handoff is not None
-            assert hub_b.handoff.handed_off == 4 and hub_a.handoff.served == 4
+            assert hub_b.handoff.handed_off == 3 and hub_a.handoff.served == 3
             assert hub_a.storage.leases.held.keys() == {feed} and not hub_b.storage.leases.held  # type: ignore[attr-defined]
-            await eventually(lambda: hub_b.feeds[feed].seq == 3, 10, "B to fold A's records")
+            await eventually(lambda: hub_b.feeds[feed].seq == 2, 10, "B to fold A's records")
         finally:
             await ra.close()
             await rb.close()
-
-
-async def test_handed_off_publishes_keep_their_order_whatever_order_their_checks_end_in(
-        redis_server: RedisServer, tmp_path: Path) -> None:
-    # a lone check is made in-process while an earlier batch is still at the verifier's child:
-    # the later publish's check can end first; it is handed off after the earlier one all the same
-    backend = Backend("redis", redis_server.url, f"seq{uuid.uuid4().hex[:8]}")
-    key_file = Keypair.generate().save(tmp_path / "site.key")
-    feed, k = "misc/order", Keypair.generate()
-    cfg = [make_config(tmp_path / n, backend, "s", relay_key_file=key_file) for n in ("a", "b")]
-    async with serving(cfg[0]) as a, serving(cfg[1]) as b:
-        ra = await Raw.connect(f"ws://{a.host}:{a.port}/ws", k)
-        try:
-            assert (await publish(ra, Event.create(k, feed, "note", {"n": 0})))["seq"] == 1  # A sequences
-            rt = await b.relay.hub.runtime(feed)
-            loop = asyncio.get_running_loop()
-            checks = [loop.create_future() for _ in range(3)]
-            events = [Event.create(k, feed, "note", {"n": i}) for i in (1, 2, 3)]
-            handoff = b.relay.hub.handoff
-            assert handoff is not None
-            sent = handoff.handed_off
-            answers = [rt.publish(ev, k.public_hex, c) for ev, c in zip(events, checks, strict=True)]
-            checks[2].set_result(True)  # the last check ends first, then the failing one, then the first
-            checks[1].set_result(False)
-            for _ in range(3):  # the checks' callbacks run
-                await asyncio.sleep(0)
-            assert handoff.handed_off == sent and handoff.awaits(feed)  # all wait for the first check
-            checks[0].set_result(True)
-            got = await asyncio.wait_for(asyncio.gather(*answers, return_exceptions=True), 10)
-            assert got[0] == (2, False) and got[2] == (3, False), got
-            assert isinstance(got[1], BadSignature) and got[1].code == "bad_signature"
-            records = await fetch_records(a.url, feed)
-            assert [r["event"]["body"].get("n") for r in records] == [0, 1, 3]
-            assert handoff.handed_off == sent + 2 and not handoff.awaits(feed)
-        finally:
-            await ra.close()
 
 
 async def test_a_handed_off_publish_whose_record_message_is_lost_is_acked_from_the_log(
