@@ -140,7 +140,9 @@ class Verifier:
                 else:
                     keep.append((receipts, fut))
             self._signs = keep
-        if self._queue and len(self._queue) < self.min_checks:
+        # checks resolve in the order they were submitted (the sequencer hands publishes off in
+        # that order): a small batch is made here only when no batch of checks is at the child
+        if self._queue and len(self._queue) < self.min_checks and not any(k == b"V" for k, _ in self._inflight):
             batch, self._queue = self._queue, []
             self.small += 1
             for ev, signed, vfut in batch:

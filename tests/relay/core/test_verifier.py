@@ -133,3 +133,23 @@ async def test_a_request_too_small_for_a_round_trip_is_made_here() -> None:
         assert v.small == small + 2 and v.local_batches == local and v.restarts == 0
     finally:
         await v.close()
+
+
+async def test_a_small_batch_behind_one_at_the_child_is_answered_after_it() -> None:
+    """Checks resolve in the order they were submitted, whichever process makes them: a small
+    batch (made in-process) queued while a large one is at the child waits for it (the sequencer
+    hands publishes off in the order their checks resolve)."""
+    v = Verifier()
+    try:
+        await wait_ready(v)
+        order: list[str] = []
+        large = [v.check(ev, signed) for ev, signed, _ in batch(20)]
+        await asyncio.sleep(0)  # the large batch goes to the child on this loop turn
+        assert v.requests >= 1 and v._inflight
+        small = [v.check(ev, signed) for ev, signed, _ in batch(2)]
+        large[-1].add_done_callback(lambda _: order.append("large"))
+        small[-1].add_done_callback(lambda _: order.append("small"))
+        await asyncio.gather(*large, *small)
+        assert order == ["large", "small"]
+    finally:
+        await v.close()
